@@ -1,0 +1,48 @@
+"""The ``clipdex`` command: a thin shell over the library (see retrieval.index, retrieval.training)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from retrieval.cli.common import cli
+from retrieval.errors import ClipdexError
+
+# Subcommands register themselves on `cli` when their module is imported.
+from retrieval.cli import index_cmds  # noqa: E402,F401  isort: skip
+from retrieval.cli import learn_cmds  # noqa: E402,F401  isort: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: every failure becomes one line on stderr and a non-zero exit code."""
+    try:
+        cli.main(args=argv, prog_name="clipdex", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.Abort:
+        click.echo("clipdex: aborted", err=True)
+        return 130
+    except click.UsageError as exc:
+        command = exc.ctx.command_path if exc.ctx else "clipdex"
+        click.echo(f"{command}: error: {exc.format_message()}", err=True)
+        return 2
+    except ClipdexError as exc:
+        click.echo(f"clipdex: error: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("clipdex: interrupted", err=True)
+        return 130
+    except Exception as exc:  # last resort: still one line unless debugging
+        if os.environ.get("CLIPDEX_DEBUG"):
+            raise
+        line = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"clipdex: internal error: {type(exc).__name__}: {line} (CLIPDEX_DEBUG=1 shows the traceback)",
+                   err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

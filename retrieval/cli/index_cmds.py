@@ -1,0 +1,1 @@
+"""``clipdex ingest``, ``search`` and ``status``."""

@@ -1,0 +1,1 @@
+"""``clipdex train`` and ``clipdex eval`` (filled in by the training work)."""

@@ -1,0 +1,235 @@
+"""The open_clip model wrapper: load any architecture and weights, embed images and texts.
+
+Vectors come back as L2-normalised float32 numpy arrays. On CUDA the encoders run under
+fp16 autocast; on CPU in fp32 with all cores (bf16 is many times slower on CPUs without
+native support, so it is never used there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from retrieval import _torchvision_shim  # noqa: F401  (must precede open_clip)
+from retrieval.errors import ClipdexError
+from retrieval.settings import ModelSettings
+
+import open_clip  # noqa: E402,I001
+
+LOCAL_DIR = "local-dir:"
+CONFIG_NAME = "open_clip_config.json"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a collection records about the model that filled it."""
+
+    name: str
+    pretrained: str
+    dim: int
+
+    def describe(self) -> str:
+        return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _check_source(settings: ModelSettings) -> None:
+    """Fail fast, with a fix in the message, before open_clip tries anything slow."""
+    name, pretrained = settings.name, settings.pretrained
+    if name.startswith(LOCAL_DIR):
+        folder = Path(name[len(LOCAL_DIR) :])
+        if not (folder / CONFIG_NAME).is_file():
+            raise ClipdexError(f"model folder {folder} has no {CONFIG_NAME} (expected a folder written by "
+                               "`clipdex train` or open_clip's save_for_hf)")
+        return
+    if name.replace("/", "-") not in open_clip.list_models():
+        raise ClipdexError(f"unknown open_clip architecture '{name}' (see open_clip.list_models(), "
+                           "or use name = \"local-dir:PATH\" for a saved model folder)")
+    if not pretrained:
+        return
+    tags = [tag for arch, tag in open_clip.list_pretrained() if arch == name]
+    if pretrained in tags:
+        _check_hub_reachable(name, pretrained)
+        return
+    if not Path(pretrained).expanduser().is_file():
+        raise ClipdexError(f"model.pretrained '{pretrained}' is neither a pretrained tag of {name} "
+                           f"({', '.join(tags) or 'none known'}) nor an existing checkpoint file")
+
+
+_FIX = 'set model.pretrained to a local checkpoint file, or model.name to "local-dir:PATH"'
+
+
+def _hub_host() -> str:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    return endpoint.split("://", 1)[-1].split("/", 1)[0]
+
+
+def _check_hub_reachable(name: str, tag: str) -> None:
+    """Weights for a tag are downloaded once; fail in seconds when that cannot happen."""
+    import socket
+
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = open_clip.get_pretrained_cfg(name, tag)
+    repo = (cfg.get("hf_hub") or "").strip("/")
+    if repo and any(
+        isinstance(try_to_load_from_cache(repo, f), str)
+        for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+    ):
+        return  # cached: loads offline
+    if _offline():
+        raise ClipdexError(f"pretrained weights '{tag}' for {name} are not cached and HF_HUB_OFFLINE is set; {_FIX}")
+    host = _hub_host()
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        raise ClipdexError(f"pretrained weights '{tag}' for {name} need a download but {host} is not reachable "
+                           f"({exc.strerror or exc}); {_FIX}") from None
+
+
+def pick_device(preference: str = "auto") -> torch.device:
+    if preference == "cuda" and not torch.cuda.is_available():
+        raise ClipdexError("model.device = 'cuda' but no CUDA device is available")
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class Encoder:
+    """An open_clip image/text encoder pair with its preprocessing and tokenizer."""
+
+    def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
+                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device):
+        self.model = model.eval().to(device)
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.identity = identity
+        self.device = device
+        self.image_size: int = int(_image_size(model))
+        self.context_length: int = int(getattr(model, "context_length", 77) or 77)
+
+    @classmethod
+    def load(cls, settings: ModelSettings) -> Encoder:
+        """Load the model named by ``settings`` (tag, checkpoint file or local folder)."""
+        _check_source(settings)
+        device = pick_device(settings.device)
+        if device.type == "cpu":
+            torch.set_num_threads(os.cpu_count() or 1)
+        pretrained = None if settings.name.startswith(LOCAL_DIR) else (settings.pretrained or None)
+        try:
+            with _quiet_open_clip():
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    settings.name, pretrained=pretrained, device=device)
+            tokenizer = open_clip.get_tokenizer(settings.name)
+        except ClipdexError:
+            raise
+        except Exception as exc:  # open_clip raises many types; one line for the user
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
+        dim = int(_embed_dim(model))
+        source = _source_label(settings)
+        return cls(model, preprocess, tokenizer, ModelIdentity(settings.name, source, dim), device)
+
+    @property
+    def dim(self) -> int:
+        return self.identity.dim
+
+    def _autocast(self) -> contextlib.AbstractContextManager[None]:
+        if self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return contextlib.nullcontext()
+
+    @torch.inference_mode()
+    def encode_images(self, pixels: torch.Tensor) -> np.ndarray:
+        """Embed a preprocessed batch ``(N, 3, H, W)`` into unit vectors ``(N, dim)``."""
+        if pixels.shape[0] == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        pixels = pixels.to(self.device, non_blocking=True)
+        with self._autocast():
+            features = self.model.encode_image(pixels)
+        return _unit(features)
+
+    def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """Embed already-decoded PIL images (used for query images)."""
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.encode_images(torch.stack([self.preprocess(im) for im in images]))
+
+    @torch.inference_mode()
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts into unit vectors ``(N, dim)``."""
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._autocast():
+            features = self.model.encode_text(tokens)
+        return _unit(features)
+
+
+def _unit(features: torch.Tensor) -> np.ndarray:
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def _embed_dim(model: torch.nn.Module) -> int:
+    proj = getattr(model, "text_projection", None)
+    if isinstance(proj, torch.Tensor | torch.nn.Parameter) and proj.ndim == 2:
+        return proj.shape[1]
+    with torch.inference_mode():
+        return model.encode_text(torch.zeros(1, getattr(model, "context_length", 77), dtype=torch.long)).shape[-1]
+
+
+def _image_size(model: torch.nn.Module) -> int:
+    size = getattr(getattr(model, "visual", None), "image_size", 224)
+    return size[0] if isinstance(size, tuple | list) else size
+
+
+def _source_label(settings: ModelSettings) -> str:
+    if settings.name.startswith(LOCAL_DIR):
+        weights = Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
+        return str(weights) if weights.is_file() else "random init"
+    return settings.pretrained
+
+
+@contextlib.contextmanager
+def _quiet_open_clip():
+    logger = logging.getLogger()
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def save_model_folder(model: torch.nn.Module, model_cfg: dict, folder: str | os.PathLike[str],
+                      preprocess_cfg: dict | None = None, extra: dict | None = None) -> Path:
+    """Write ``model`` as a folder ``local-dir:`` can load: safetensors weights + config JSON."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = folder / (WEIGHTS_NAME + ".tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, folder / WEIGHTS_NAME)
+    config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg or {}}
+    if extra:
+        config["clipdex"] = extra
+    tmp = folder / (CONFIG_NAME + ".tmp")
+    tmp.write_text(json.dumps(config, indent=2))
+    os.replace(tmp, folder / CONFIG_NAME)
+    return folder

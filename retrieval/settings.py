@@ -1,0 +1,142 @@
+"""One typed settings object, read from ``configs/*.toml`` and overridden by flags and env."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from retrieval.errors import ClipdexError
+
+REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSettings(_Section):
+    """Which open_clip model embeds images and texts."""
+
+    name: str = "ViT-B-32"
+    """An open_clip architecture (``open_clip.list_models()``) or ``local-dir:PATH`` (a folder
+    with ``open_clip_config.json`` and ``open_clip_model.safetensors``)."""
+    pretrained: str = "laion2b_s34b_b79k"
+    """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(64, ge=1, le=4096)
+    label: str = ""
+    """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
+
+
+class StoreSettings(_Section):
+    """Where vectors live: an embedded directory (default) or a Qdrant server URL."""
+
+    path: str = "~/.local/share/clipdex/store"
+    url: str = ""
+    api_key: str = ""
+    collection: str = "images"
+    hnsw_ef: int = Field(128, ge=4, le=4096)
+
+
+class IngestSettings(_Section):
+    """How folders are walked and images decoded."""
+
+    workers: int = Field(2, ge=0, le=64)
+    include: list[str] = []
+    exclude: list[str] = []
+    follow_symlinks: bool = False
+    skip_hidden: bool = True
+    max_megapixels: float = Field(64.0, gt=0)
+    file_timeout_s: float = Field(30.0, gt=0)
+    upsert_batch: int = Field(256, ge=1)
+
+
+class SearchSettings(_Section):
+    limit: int = Field(10, ge=1, le=10000)
+
+
+class Settings(_Section):
+    """Everything configurable in clipdex."""
+
+    model: ModelSettings = ModelSettings()
+    store: StoreSettings = StoreSettings()
+    ingest: IngestSettings = IngestSettings()
+    search: SearchSettings = SearchSettings()
+    config_path: str = ""
+    """The TOML file these settings came from ("" for built-in defaults)."""
+
+    def with_overrides(self, **sections: dict[str, Any]) -> Settings:
+        """A copy with some fields of some sections replaced; values of None are ignored."""
+        data = self.model_dump()
+        for section, values in sections.items():
+            data[section].update({k: v for k, v in values.items() if v is not None})
+        return _validate(data, self.config_path or "overrides")
+
+    @property
+    def store_path(self) -> Path:
+        return Path(os.path.expanduser(self.store.path)).resolve()
+
+
+def _validate(data: dict[str, Any], source: str) -> Settings:
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        if first["type"] == "extra_forbidden":
+            raise ClipdexError(f"{source}: unknown setting '{where}'") from None
+        raise ClipdexError(f"{source}: setting '{where}': {first['msg']}") from None
+
+
+def _resolve_relative(data: dict[str, Any], base: Path) -> None:
+    """Paths in a config file are relative to that file, not to the working directory."""
+    model = data.get("model", {})
+    name = model.get("name", "")
+    if isinstance(name, str) and name.startswith("local-dir:"):
+        folder = Path(os.path.expanduser(name[len("local-dir:") :]))
+        model["name"] = "local-dir:" + str(folder if folder.is_absolute() else (base / folder).resolve())
+    pretrained = model.get("pretrained", "")
+    if isinstance(pretrained, str) and (pretrained.startswith(("./", "../")) or pretrained.endswith(
+        (".safetensors", ".pt", ".pth", ".bin")
+    )):
+        file = Path(os.path.expanduser(pretrained))
+        model["pretrained"] = str(file if file.is_absolute() else (base / file).resolve())
+    store = data.get("store", {})
+    if isinstance(store.get("path"), str) and store["path"].startswith(("./", "../")):
+        store["path"] = str((base / store["path"]).resolve())
+
+
+def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
+
+    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``.
+    """
+    path = path or os.environ.get("CLIPDEX_CONFIG") or None
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        file = Path(path).expanduser()
+        source = str(file)
+        try:
+            with file.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ClipdexError(f"config file not found: {file}") from None
+        except IsADirectoryError:
+            raise ClipdexError(f"config path is a directory, not a TOML file: {file}") from None
+        except PermissionError:
+            raise ClipdexError(f"config file is not readable: {file}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+        if "config_path" in data:
+            raise ClipdexError(f"{file}: unknown setting 'config_path'")
+        _resolve_relative(data, file.resolve().parent)
+        data["config_path"] = str(file.resolve())
+    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL")):
+        if os.environ.get(env):
+            data.setdefault(section, {})[key] = os.environ[env]
+    return _validate(data, source)
