@@ -1,0 +1,1 @@
+"""Walking, decoding and batching images for ingest."""

@@ -1,0 +1,223 @@
+"""Walk image folders: which files to ingest, with their size and mtime.
+
+Rules (the contract ``clipdex ingest`` relies on):
+
+* Image files only, chosen by extension (:data:`IMAGE_EXTENSIONS`, case-insensitive).
+* Globs: a pattern matches a file when it matches the file's path relative to its root
+  (POSIX ``/`` separators) **or** its basename. ``*`` and ``?`` never cross ``/``; ``**`` matches
+  any number of whole path components (``**/x.jpg``, ``a/**``, ``a/**/b``); ``[abc]``/``[!abc]`` are
+  character classes. Matching is case-insensitive. With ``include`` given, a file must match one
+  of them; a file or folder matching an ``exclude`` pattern is skipped (an excluded folder is not
+  entered at all).
+* Hidden: with ``skip_hidden``, any file or folder below a root whose name starts with ``.`` is
+  skipped (the root's own path may contain dots).
+* Symlinks: without ``follow_symlinks`` every symlink below a root (to a file or a folder) is
+  ignored. With it they are followed; each folder (by ``st_dev, st_ino``) is walked at most once, so
+  loops terminate, and real paths are walked before symlinked ones so a file reached both ways keeps
+  its real path. A root itself is always followed.
+* Each file (by ``st_dev, st_ino``) is listed once, even if reached through several roots, symlinks
+  or hard links: the first path found, real paths before symlinked ones.
+* Paths are absolute (``os.path.abspath``, not resolved through symlinks) ``str`` with
+  ``os.fsdecode`` semantics: non-UTF-8 names keep their bytes as surrogate escapes.
+* A root that is an image file is listed as itself (globs match its basename; hidden is not
+  applied). A missing root, or one that is neither a folder nor an image file, raises
+  :class:`ClipdexError`. Unreadable folders and broken or looping symlinks become
+  :class:`ScanProblem` entries; nothing below a root raises.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import stat
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from retrieval.errors import ClipdexError
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".avif"}
+)
+"""Lower-case file extensions, with the dot, that ``scan`` treats as images."""
+
+
+@dataclass(frozen=True)
+class ScannedFile:
+    """An image file found by :func:`scan`."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class ScanProblem:
+    """A path below a root that could not be walked, with a one-line reason."""
+
+    path: str
+    error: str
+
+
+def is_image_name(name: str) -> bool:
+    """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+@lru_cache(maxsize=256)
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compile a glob (see the module docstring) to a case-insensitive full-match regex."""
+    pat = pattern.replace(os.sep, "/").lstrip("/")
+    while pat.startswith("./"):
+        pat = pat[2:]
+    out: list[str] = []
+    i, n = 0, len(pat)
+    while i < n:
+        c = pat[i]
+        if pat.startswith("**", i):
+            j = i + 2
+            while j < n and pat[j] == "*":
+                j += 1
+            at_start = i == 0 or pat[i - 1] == "/"
+            if at_start and j < n and pat[j] == "/":  # "**/": zero or more whole components
+                out.append("(?:.*/)?")
+                j += 1
+            elif at_start and j == n and i > 0:  # "a/**": everything below a (and a itself)
+                out[-1] = "(?:/.*)?"
+            else:
+                out.append(".*")
+            i = j
+            continue
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            j = i + 1
+            if j < n and pat[j] in "!^":
+                j += 1
+            if j < n and pat[j] == "]":
+                j += 1
+            while j < n and pat[j] != "]":
+                j += 1
+            if j >= n:  # no closing bracket: a literal "["
+                out.append(re.escape(c))
+            else:
+                body = pat[i + 1 : j]
+                negate = body[:1] in ("!", "^")
+                body = body[1:] if negate else body
+                body = body.replace("\\", "\\\\")
+                out.append(f"[{'^/' if negate else ''}{body}]")
+                i = j + 1
+                continue
+        elif c == "/":
+            out.append("/")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
+
+
+def glob_match(rel_path: str, patterns: Sequence[str]) -> bool:
+    """Whether a POSIX relative path (or its basename) matches any of the globs."""
+    base = rel_path.rsplit("/", 1)[-1]
+    return any(glob_regex(p).fullmatch(rel_path) or glob_regex(p).fullmatch(base) for p in patterns)
+
+
+def _reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, FileNotFoundError):
+        return "vanished during scan"
+    return (exc.strerror or str(exc) or type(exc).__name__).splitlines()[0]
+
+
+def scan(
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    follow_symlinks: bool = False,
+    skip_hidden: bool = True,
+) -> tuple[list[ScannedFile], list[ScanProblem]]:
+    """Find image files below ``roots``; returns files and problems, both sorted by path."""
+    include, exclude = tuple(include), tuple(exclude)
+    files: dict[tuple[int, int], ScannedFile] = {}
+    problems: list[ScanProblem] = []
+    seen_dirs: set[tuple[int, int]] = set()
+    # (absolute folder path, its root): real folders are walked first, symlinked ones after
+    real: deque[tuple[str, str]] = deque()
+    linked: deque[tuple[str, str]] = deque()
+    linked_files: list[tuple[str, os.stat_result]] = []  # symlinks to files: added after real paths
+
+    def add_file(path: str, st: os.stat_result) -> None:
+        files.setdefault((st.st_dev, st.st_ino), ScannedFile(path, st.st_size, st.st_mtime_ns))
+
+    for root in roots:
+        top = os.path.abspath(os.fsdecode(root))
+        try:
+            st = os.stat(top)
+        except FileNotFoundError:
+            raise ClipdexError(f"no such file or folder: {top}") from None
+        except OSError as exc:
+            raise ClipdexError(f"cannot read {top}: {_reason(exc)}") from None
+        if stat.S_ISDIR(st.st_mode):
+            if (st.st_dev, st.st_ino) not in seen_dirs:
+                seen_dirs.add((st.st_dev, st.st_ino))
+                real.append((top, top))
+        elif stat.S_ISREG(st.st_mode) and is_image_name(top):
+            name = os.path.basename(top)
+            if (not include or glob_match(name, include)) and not glob_match(name, exclude):
+                add_file(top, st)
+        else:
+            raise ClipdexError(f"not a folder or an image file: {top}")
+
+    while real or linked:
+        folder, top = real.popleft() if real else linked.popleft()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as exc:
+            problems.append(ScanProblem(folder, _reason(exc)))
+            continue
+        for entry in entries:
+            if skip_hidden and entry.name.startswith("."):
+                continue
+            path = entry.path
+            rel = os.path.relpath(path, top).replace(os.sep, "/")
+            is_link = entry.is_symlink()
+            if is_link and not follow_symlinks:
+                continue
+            try:
+                st = entry.stat(follow_symlinks=True)
+            except OSError as exc:
+                if is_image_name(entry.name) or (is_link and not os.path.splitext(entry.name)[1]):
+                    problems.append(ScanProblem(path, _link_reason(path, exc) if is_link else _reason(exc)))
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in seen_dirs or glob_match(rel, exclude):
+                    continue
+                seen_dirs.add(key)
+                (linked if is_link else real).append((path, top))
+            elif (stat.S_ISREG(st.st_mode) and is_image_name(entry.name)
+                  and (not include or glob_match(rel, include)) and not glob_match(rel, exclude)):
+                if is_link:
+                    linked_files.append((path, st))
+                else:
+                    add_file(path, st)
+    for path, st in linked_files:
+        add_file(path, st)
+    return sorted(files.values(), key=lambda f: f.path), sorted(problems, key=lambda p: p.path)
+
+
+def _link_reason(path: str, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if isinstance(exc, FileNotFoundError) and os.path.islink(path):
+        return "broken symlink"
+    return _reason(exc)
