@@ -20,11 +20,12 @@ import numpy as np
 import xxhash
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
-FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
-"""The Pillow formats ``load_image`` parses, whatever a file's extension says."""
+FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
+"""The Pillow formats ``load_image`` parses, whatever a file's extension says (JPEG includes MPO)."""
 
 _CHUNK = 1 << 20
 _registered = False
+_formats: tuple[str, ...] = ()
 
 
 class DecodeError(Exception):
@@ -33,7 +34,7 @@ class DecodeError(Exception):
 
 def register_plugins() -> None:
     """Teach Pillow HEIC/HEIF (pillow-heif) and AVIF (Pillow's own, else pillow-avif-plugin); idempotent."""
-    global _registered
+    global _registered, _formats
     if _registered:
         return
     with suppress(ImportError):  # without it HEIC files fail as "not an image"
@@ -43,6 +44,8 @@ def register_plugins() -> None:
     if not features.check("avif"):  # Pillow >= 11.3 reads AVIF natively; the plugin would shadow it
         with suppress(ImportError):
             import pillow_avif  # noqa: F401  (registers on import)
+    Image.init()
+    _formats = tuple(f for f in FORMATS if f in Image.OPEN)
     _registered = True
 
 
@@ -191,7 +194,7 @@ def load_image(path: str, *, max_megapixels: float, draft_size: int | None = Non
     if st.st_size == 0:
         raise DecodeError("empty file")
     try:
-        with Image.open(path, formats=FORMATS) as im:
+        with Image.open(path, formats=_formats) as im:
             width, height = im.size
             if draft_size and im.format in ("JPEG", "MPO"):
                 im.draft("RGB", (draft_size, draft_size))
