@@ -149,9 +149,10 @@ def scan(
     files: dict[tuple[int, int], ScannedFile] = {}
     problems: list[ScanProblem] = []
     seen_dirs: set[tuple[int, int]] = set()
-    # (absolute folder path, its root): real folders are walked first, symlinked ones after
-    real: deque[tuple[str, str]] = deque()
-    linked: deque[tuple[str, str]] = deque()
+    # (absolute folder path, its root, (st_dev, st_ino)): real folders are walked first, symlinked ones
+    # after, and a folder is marked seen when walked, so a folder reached both ways keeps its real path
+    real: deque[tuple[str, str, tuple[int, int]]] = deque()
+    linked: deque[tuple[str, str, tuple[int, int]]] = deque()
     linked_files: list[tuple[str, os.stat_result]] = []  # symlinks to files: added after real paths
 
     def add_file(path: str, st: os.stat_result) -> None:
@@ -166,9 +167,7 @@ def scan(
         except OSError as exc:
             raise ClipdexError(f"cannot read {top}: {_reason(exc)}") from None
         if stat.S_ISDIR(st.st_mode):
-            if (st.st_dev, st.st_ino) not in seen_dirs:
-                seen_dirs.add((st.st_dev, st.st_ino))
-                real.append((top, top))
+            real.append((top, top, (st.st_dev, st.st_ino)))
         elif stat.S_ISREG(st.st_mode) and is_image_name(top):
             name = os.path.basename(top)
             if (not include or glob_match(name, include)) and not glob_match(name, exclude):
@@ -177,7 +176,10 @@ def scan(
             raise ClipdexError(f"not a folder or an image file: {top}")
 
     while real or linked:
-        folder, top = real.popleft() if real else linked.popleft()
+        folder, top, key = real.popleft() if real else linked.popleft()
+        if key in seen_dirs:
+            continue
+        seen_dirs.add(key)
         try:
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
@@ -200,10 +202,8 @@ def scan(
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
-                if key in seen_dirs or glob_match(rel, exclude):
-                    continue
-                seen_dirs.add(key)
-                (linked if is_link else real).append((path, top))
+                if key not in seen_dirs and not glob_match(rel, exclude):
+                    (linked if is_link else real).append((path, top, key))
             elif (stat.S_ISREG(st.st_mode) and is_image_name(entry.name)
                   and (not include or glob_match(rel, include)) and not glob_match(rel, exclude)):
                 if is_link:

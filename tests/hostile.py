@@ -144,9 +144,13 @@ def write_hostile_files(folder: Path) -> dict[str, str]:
 
 
 def readable_despite_chmod(path: Path) -> bool:
-    """Whether a mode-000 file can still be opened (running as root)."""
+    """Whether a mode-000 file or folder can still be read (running as root)."""
     try:
-        with open(path, "rb"):
-            return True
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb"):
+                pass
+        return True
     except PermissionError:
         return False
