@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import open_clip  # noqa: E402,I001
 import torch
 from PIL import Image
 
 from retrieval import _torchvision_shim  # noqa: F401  (must precede open_clip)
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
-
-import open_clip  # noqa: E402,I001
 
 LOCAL_DIR = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
@@ -198,10 +197,24 @@ def _image_size(model: torch.nn.Module) -> int:
 
 
 def _source_label(settings: ModelSettings) -> str:
+    """The weights' source as recorded in a collection: a tag, or a file with its content hash."""
     if settings.name.startswith(LOCAL_DIR):
-        weights = Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
-        return str(weights) if weights.is_file() else "random init"
-    return settings.pretrained
+        file = Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
+    elif settings.pretrained and Path(settings.pretrained).expanduser().is_file():
+        file = Path(settings.pretrained).expanduser()
+    else:
+        return settings.pretrained
+    return f"{file}#xxh3:{_file_digest(file)}" if file.is_file() else "random init"
+
+
+def _file_digest(path: Path) -> str:
+    import xxhash
+
+    digest = xxhash.xxh3_64()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @contextlib.contextmanager

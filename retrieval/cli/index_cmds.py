@@ -1,1 +1,88 @@
 """``clipdex ingest``, ``search`` and ``status``."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from retrieval.cli.common import Run, cli, common_options
+from retrieval.index import Index
+
+
+@cli.command()
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str))
+@common_options
+def ingest(run: Run, folders: tuple[str, ...]) -> None:
+    """Embed the images below FOLDERS; re-runs only do what changed."""
+    with Index.open(run.settings, create=True) as index:
+        report = index.ingest(folders, progress=not run.json and sys.stderr.isatty())
+    summary = report.as_dict()
+
+    def human() -> None:
+        click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
+                   f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}")
+        for item in report.failed:
+            click.echo(f"  failed: {item['path']}: {item['error']}")
+
+    run.emit(summary, human)
+
+
+def _date(value: str | None) -> float | None:
+    from ingest.exif import parse_date
+
+    return None if value is None else parse_date(value)
+
+
+@cli.command()
+@click.argument("text", required=False)
+@click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Example image (any image file).")
+@click.option("--negative", multiple=True, help="Steer away from this prompt (repeatable).")
+@click.option("--limit", "-k", type=click.IntRange(min=1, max=10000), default=None, help="How many results.")
+@click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
+@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=None, help="Drop hits scoring below.")
+@click.option("--text-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True)
+@click.option("--image-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True)
+@click.option("--negative-weight", type=click.FloatRange(min=0.0), default=0.5, show_default=True)
+@click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
+@click.option("--before", help="Taken before this date (EXIF).")
+@click.option("--camera", help="EXIF camera make or model, exactly.")
+@common_options
+def search(run: Run, text: str | None, image: str | None, negative: tuple[str, ...], limit: int | None,
+           folder: str | None, min_score: float | None, text_weight: float, image_weight: float,
+           negative_weight: float, after: str | None, before: str | None, camera: str | None) -> None:
+    """Find images by TEXT, by --image, or both."""
+    after_ts, before_ts = _date(after), _date(before)
+    with Index.open(run.settings) as index:
+        hits = index.search(text, image, negative, limit=limit, folder=folder, min_score=min_score,
+                            after=after_ts, before=before_ts, camera=camera, text_weight=text_weight,
+                            image_weight=image_weight, negative_weight=negative_weight)
+    rows = [{"path": h.payload.get("path", ""), "score": round(h.score, 6),
+             **{k: v for k, v in h.payload.items() if k not in ("path", "ancestors")}} for h in hits]
+
+    def human() -> None:
+        if not rows:
+            click.echo("no results")
+        for row in rows:
+            click.echo(f"{row['score']:.4f}  {row['path']}")
+
+    run.emit(rows, human)
+
+
+@cli.command()
+@common_options
+def status(run: Run) -> None:
+    """Show the collection, its size, its model and where it is stored."""
+    with Index.open(run.settings) as index:
+        info = index.status()
+
+    def human() -> None:
+        click.echo(f"collection  {info['collection']}")
+        click.echo(f"points      {info['points']}")
+        click.echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
+        click.echo(f"dim         {info['dim']}")
+        click.echo(f"store       {info['store']}")
+        if info["label"]:
+            click.echo(f"note        {info['label']}")
+
+    run.emit({k: info[k] for k in ("collection", "points", "model", "dim")} | {"store": info["store"]}, human)

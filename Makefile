@@ -1,0 +1,36 @@
+# clipdex: `make setup`, `make demo`, `make test` work on a fresh clone (package registries only).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+export HF_HUB_OFFLINE ?= 1
+export PYTHONDONTWRITEBYTECODE = 1
+
+.PHONY: setup demo test lint model bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: setup
+	$(BIN)/clipdex ingest samples/fashion-mnist --config configs/demo.toml
+	@echo; echo '== text search: "a photo of a sneaker"'
+	$(BIN)/clipdex search "a photo of a sneaker" --config configs/demo.toml --limit 5
+	@echo; echo '== text search: "a bag" but not "a shirt", only under samples/fashion-mnist/bag'
+	$(BIN)/clipdex search "a bag" --negative "a shirt" --folder samples/fashion-mnist/bag --config configs/demo.toml --limit 3
+	@echo; echo '== image search: samples/fashion-mnist/ankle_boot/00000.png'
+	$(BIN)/clipdex search --image samples/fashion-mnist/ankle_boot/00000.png --config configs/demo.toml --limit 5
+	@echo; $(BIN)/clipdex status --config configs/demo.toml
+
+test: setup
+	$(BIN)/ruff check retrieval ingest tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check retrieval ingest tests benchmarks
+
+clean:
+	rm -rf .demo-store .pytest_cache .ruff_cache

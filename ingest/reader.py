@@ -1,0 +1,89 @@
+"""The reader stage: hash, decode and preprocess files in DataLoader worker processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from ingest.decode import DecodeError, content_hash, load_image, time_limit
+from ingest.exif import exif_payload
+from ingest.scan import ScannedFile
+
+
+@dataclass
+class FileResult:
+    """What a worker made of one file: pixels to embed, a known hash to reuse, or an error."""
+
+    file: ScannedFile
+    status: str  # "image" | "known" | "failed"
+    hash: str = ""
+    error: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+    pixels: torch.Tensor | None = None
+
+
+@dataclass
+class Batch:
+    results: list[FileResult]
+    pixels: torch.Tensor | None  # stacked pixels of the results whose status is "image", in order
+
+
+class ImageFiles(Dataset[FileResult]):
+    """Files to (re)index. A file whose content hash is in ``known_hashes`` is not decoded."""
+
+    def __init__(self, files: Sequence[ScannedFile], preprocess: Callable[[Image.Image], torch.Tensor], *,
+                 known_hashes: frozenset[str], max_megapixels: float, file_timeout_s: float, draft_size: int):
+        self.files = list(files)
+        self.preprocess = preprocess
+        self.known_hashes = known_hashes
+        self.max_megapixels = max_megapixels
+        self.file_timeout_s = file_timeout_s
+        self.draft_size = draft_size
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, index: int) -> FileResult:
+        file = self.files[index]
+        try:
+            with time_limit(self.file_timeout_s):
+                digest = content_hash(file.path)
+                if digest in self.known_hashes:
+                    return FileResult(file, "known", hash=digest)
+                image = load_image(file.path, max_megapixels=self.max_megapixels, draft_size=self.draft_size)
+                meta = _header_meta(file.path)
+                pixels = self.preprocess(image)
+        except DecodeError as exc:
+            return FileResult(file, "failed", error=str(exc))
+        except OSError as exc:
+            return FileResult(file, "failed", error=exc.strerror or str(exc))
+        except Exception as exc:  # a decoder bug must not end the run
+            return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+        return FileResult(file, "image", hash=digest, meta=meta, pixels=pixels)
+
+
+def _header_meta(path: str) -> dict[str, Any]:
+    """Original size, format and EXIF fields, read from the header only."""
+    with Image.open(path) as raw:
+        return {"width": raw.width, "height": raw.height, "format": raw.format or "", **exif_payload(raw)}
+
+
+def collate(results: list[FileResult]) -> Batch:
+    images = [r.pixels for r in results if r.status == "image" and r.pixels is not None]
+    for r in results:
+        r.pixels = None  # travel once, stacked
+    return Batch(results, torch.stack(images) if images else None)
+
+
+def make_loader(dataset: ImageFiles, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
+    workers = min(workers, max(1, len(dataset) // batch_size)) if workers else 0
+    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+                      pin_memory=pin_memory, prefetch_factor=4 if workers else None,
+                      persistent_workers=False, multiprocessing_context="fork" if workers and os.name == "posix"
+                      else None)

@@ -1,0 +1,48 @@
+"""The writer stage: upsert batches on a background thread so encoding never waits on the store."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from retrieval.store import VectorStore
+
+
+class AsyncUpserter:
+    """Upserts in order on one thread; ``lock`` serialises every other use of the store meanwhile."""
+
+    def __init__(self, store: VectorStore, depth: int = 8):
+        self.store = store
+        self.lock = threading.Lock()
+        self._queue: queue.Queue[tuple[list[str], np.ndarray, list[dict[str, Any]]] | None] = queue.Queue(depth)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="clipdex-upsert", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    with self.lock:
+                        self.store.upsert(*item)
+                except BaseException as exc:  # re-raised in the caller's thread
+                    self._error = exc
+
+    def put(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        self._raise()
+        if ids:
+            self._queue.put((list(ids), vectors, list(payloads)))
+
+    def close(self) -> None:
+        """Wait until everything queued is stored; raise the first upsert error, if any."""
+        self._queue.put(None)
+        self._thread.join()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error

@@ -1,0 +1,27 @@
+"""Vector storage: embedded qdrant-edge by default, a Qdrant server when a URL is set."""
+
+from __future__ import annotations
+
+from retrieval.errors import ClipdexError
+from retrieval.settings import Settings
+from retrieval.store.base import CollectionMeta, Hit, SearchFilter, VectorStore
+from retrieval.store.edge import EdgeStore
+from retrieval.store.server import ServerStore
+
+__all__ = ["CollectionMeta", "Hit", "SearchFilter", "VectorStore", "open_store"]
+
+
+def open_store(settings: Settings, *, create: bool = False) -> VectorStore:
+    """The collection that ``settings.store`` names; ``create`` makes the embedded folder if needed."""
+    store = settings.store
+    if store.url:
+        return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef)
+    folder = settings.store_path / store.collection
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ClipdexError(f"cannot create store directory {folder}: {exc.strerror}") from None
+    elif folder.exists() and not folder.is_dir():
+        raise ClipdexError(f"store path {folder} is not a directory")
+    return EdgeStore(folder, hnsw_ef=store.hnsw_ef)

@@ -1,0 +1,145 @@
+"""The embedded store: Qdrant's own engine in-process (qdrant-edge), one folder on disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+
+from retrieval.errors import ClipdexError
+from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter
+
+META_FILE = "clipdex.json"
+SHARD_DIR = "shard"
+
+
+def _filter(where: SearchFilter) -> qe.Filter | None:
+    if where.empty:
+        return None
+    must: list[Any] = []
+    if where.folder is not None:
+        must.append(qe.FieldCondition(key="ancestors", match=qe.MatchValue(where.folder)))
+    if where.after is not None or where.before is not None:
+        must.append(qe.FieldCondition(key="taken_ts", range=qe.RangeFloat(gte=where.after, lt=where.before)))
+    if where.camera is not None:
+        must.append(qe.Filter(should=[
+            qe.FieldCondition(key="camera_make", match=qe.MatchValue(where.camera)),
+            qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
+        ]))
+    return qe.Filter(must=must)
+
+
+class EdgeStore:
+    """A collection stored in ``folder`` (its shard plus a small metadata file)."""
+
+    def __init__(self, folder: Path, hnsw_ef: int = 128):
+        self.folder = folder
+        self.location = str(folder)
+        self.hnsw_ef = hnsw_ef
+        self._shard: qe.EdgeShard | None = None
+        if (folder / META_FILE).is_file() and (folder / SHARD_DIR).is_dir():
+            self._shard = self._open(lambda: qe.EdgeShard.load(str(folder / SHARD_DIR)))
+
+    def _open(self, opener: Any) -> qe.EdgeShard:
+        try:
+            return opener()
+        except Exception as exc:  # qdrant-edge raises plain exceptions with Rust messages
+            text = str(exc)
+            if "WouldBlock" in text or "lock" in text.lower():
+                raise ClipdexError(f"store {self.folder} is in use by another clipdex process "
+                                  "(an ingest still running?); try again when it has finished") from None
+            raise ClipdexError(f"cannot open store {self.folder}: {text.splitlines()[0]}") from None
+
+    def meta(self) -> CollectionMeta | None:
+        if self._shard is None:
+            return None
+        return CollectionMeta.from_dict(json.loads((self.folder / META_FILE).read_text()))
+
+    def create(self, meta: CollectionMeta) -> None:
+        shard_dir = self.folder / SHARD_DIR
+        if shard_dir.exists():  # a create that died before its metadata was written
+            import shutil
+
+            shutil.rmtree(shard_dir)
+        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=meta.dim, distance=qe.Distance.Cosine))
+        self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
+        for field in KEYWORD_FIELDS:
+            self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+        for field in FLOAT_FIELDS:
+            self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Float))
+        self._shard.flush()
+        tmp = self.folder / (META_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta.as_dict()))
+        os.replace(tmp, self.folder / META_FILE)  # the collection exists once this file does
+
+    @property
+    def shard(self) -> qe.EdgeShard:
+        if self._shard is None:
+            raise ClipdexError(f"no collection in {self.folder} yet (run `clipdex ingest` first)")
+        return self._shard
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        rows = zip(ids, vectors, payloads, strict=True)
+        points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
+        if points:
+            self.shard.update(qe.UpdateOperation.upsert_points(points))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
+
+    def count(self) -> int:
+        return 0 if self._shard is None else self._shard.count(qe.CountRequest(exact=True))
+
+    def payloads(self, fields: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        if self._shard is None:
+            return
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(
+                qe.ScrollRequest(offset=offset, limit=2048, with_payload=list(fields), with_vector=False))
+            for record in records:
+                yield str(record.id), dict(record.payload or {})
+            if offset is None:
+                return
+
+    def points(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+        if not ids or self._shard is None:
+            return {}
+        records = self._shard.retrieve([uuid.UUID(i) for i in set(ids)], with_payload=True, with_vector=True)
+        return {str(r.id): (np.asarray(_dense(r.vector), dtype=np.float32), dict(r.payload or {}))
+                for r in records}
+
+    def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
+              min_score: float | None = None) -> list[Hit]:
+        request = qe.QueryRequest(
+            limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()), filter=_filter(where),
+            score_threshold=min_score, with_payload=True, with_vector=False,
+            params=qe.SearchParams(hnsw_ef=self.hnsw_ef))
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+
+    def optimize(self) -> None:
+        if self._shard is not None:
+            self._shard.optimize()
+
+    def flush(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+
+    def close(self) -> None:
+        if self._shard is not None:
+            self._shard.flush()
+            self._shard.close()
+            self._shard = None
+
+
+def _dense(vector: Any) -> list[float]:
+    if isinstance(vector, dict):  # the default (unnamed) vector comes back under ""
+        return vector.get("", next(iter(vector.values())))
+    return vector

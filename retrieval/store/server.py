@@ -1,0 +1,120 @@
+"""A collection on a Qdrant server or cluster, through qdrant-client.
+
+The same class also drives qdrant-client's local mode (``path=``), which the store
+benchmark compares with qdrant-edge and the tests use to exercise this code without a server.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+from qdrant_client import QdrantClient, models
+
+from retrieval.errors import ClipdexError
+from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter
+
+
+def _filter(where: SearchFilter) -> models.Filter | None:
+    if where.empty:
+        return None
+    must: list[Any] = []
+    if where.folder is not None:
+        must.append(models.FieldCondition(key="ancestors", match=models.MatchValue(value=where.folder)))
+    if where.after is not None or where.before is not None:
+        must.append(models.FieldCondition(key="taken_ts", range=models.Range(gte=where.after, lt=where.before)))
+    if where.camera is not None:
+        must.append(models.Filter(should=[
+            models.FieldCondition(key="camera_make", match=models.MatchValue(value=where.camera)),
+            models.FieldCondition(key="camera_model", match=models.MatchValue(value=where.camera)),
+        ]))
+    return models.Filter(must=must)
+
+
+class ServerStore:
+    """One collection reached through qdrant-client (``url=`` for a server, ``path=`` for local mode)."""
+
+    def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
+                 api_key: str | None = None, hnsw_ef: int = 128):
+        self.collection = collection
+        self.location = url or f"{path} (qdrant-client local mode)"
+        self.hnsw_ef = hnsw_ef
+        try:
+            self.client = QdrantClient(url=url, api_key=api_key or None, timeout=30) if url else QdrantClient(
+                path=path)
+            self._exists = self.client.collection_exists(collection)
+        except Exception as exc:
+            raise ClipdexError(f"cannot reach Qdrant at {self.location}: {str(exc).splitlines()[0]}") from None
+
+    def meta(self) -> CollectionMeta | None:
+        if not self._exists:
+            return None
+        info = self.client.get_collection(self.collection)
+        data = info.config.metadata or {}
+        if "model" not in data:
+            raise ClipdexError(f"collection '{self.collection}' at {self.location} was not made by clipdex "
+                               "(no model metadata); choose another --collection")
+        return CollectionMeta.from_dict(data)
+
+    def create(self, meta: CollectionMeta) -> None:
+        self.client.create_collection(
+            self.collection,
+            vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE),
+            metadata=meta.as_dict())
+        for field in KEYWORD_FIELDS:
+            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+        for field in FLOAT_FIELDS:
+            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
+        self._exists = True
+
+    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        if ids:
+            self.client.upsert(self.collection, points=models.Batch(
+                ids=list(ids), vectors=vectors.astype(np.float32).tolist(), payloads=list(payloads)), wait=True)
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if ids:
+            self.client.delete(self.collection, points_selector=models.PointIdsList(points=list(ids)), wait=True)
+
+    def count(self) -> int:
+        return self.client.count(self.collection, exact=True).count if self._exists else 0
+
+    def payloads(self, fields: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        if not self._exists:
+            return
+        offset = None
+        while True:
+            records, offset = self.client.scroll(self.collection, offset=offset, limit=2048,
+                                                 with_payload=list(fields), with_vectors=False)
+            for record in records:
+                yield str(record.id), dict(record.payload or {})
+            if offset is None:
+                return
+
+    def points(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
+        if not ids or not self._exists:
+            return {}
+        records = self.client.retrieve(self.collection, ids=[str(uuid.UUID(i)) for i in set(ids)],
+                                       with_payload=True, with_vectors=True)
+        return {str(r.id): (np.asarray(r.vector, dtype=np.float32), dict(r.payload or {})) for r in records}
+
+    def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
+              min_score: float | None = None) -> list[Hit]:
+        if not self._exists:
+            raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
+                               "(run `clipdex ingest` first)")
+        response = self.client.query_points(
+            self.collection, query=vector.astype(np.float32).tolist(), limit=limit, query_filter=_filter(where),
+            score_threshold=min_score, with_payload=True, search_params=models.SearchParams(hnsw_ef=self.hnsw_ef))
+        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+    def optimize(self) -> None:
+        """The server indexes in the background."""
+
+    def flush(self) -> None:
+        """Writes are acknowledged with wait=True."""
+
+    def close(self) -> None:
+        self.client.close()

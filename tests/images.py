@@ -1,0 +1,43 @@
+"""Real image files of many formats for the end-to-end tests, written by PIL."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+def pattern(seed: int, size: tuple[int, int] = (96, 64)) -> Image.Image:
+    """A distinct RGB picture per seed: blocks of colour plus a gradient."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    blocks = rng.integers(0, 256, size=(4, 6, 3), dtype=np.uint8)
+    img = np.kron(blocks, np.ones((h // 4 + 1, w // 6 + 1, 1), dtype=np.uint8))[:h, :w]
+    ramp = np.linspace(0, 60, w, dtype=np.float32)[None, :, None]
+    return Image.fromarray(np.clip(img.astype(np.float32) * 0.8 + ramp, 0, 255).astype(np.uint8))
+
+
+def write_library(root: Path) -> dict[str, list[Path]]:
+    """Good images of several formats in two folders, and three broken files."""
+    (root / "a" / "deep").mkdir(parents=True)
+    (root / "b").mkdir(parents=True)
+    good = []
+    specs = [("a/one.png", "PNG", "RGB"), ("a/two.jpg", "JPEG", "RGB"), ("a/deep/three.webp", "WEBP", "RGB"),
+             ("b/gray.png", "PNG", "L"), ("b/alpha.png", "PNG", "RGBA"), ("b/palette.png", "PNG", "P")]
+    for seed, (name, fmt, mode) in enumerate(specs):
+        img = pattern(seed)
+        img = img.convert(mode) if mode != "P" else img.quantize(64)
+        img.save(root / name, fmt)
+        good.append(root / name)
+    rotated = pattern(len(specs)).transpose(Image.Transpose.ROTATE_90)  # stored sideways ...
+    exif = Image.Exif()
+    exif[0x0112] = 6  # ... and tagged "rotate 90° clockwise to display"
+    rotated.save(root / "b" / "rotated.jpg", "JPEG", exif=exif)
+    good.append(root / "b" / "rotated.jpg")
+    full = root / "a" / "two.jpg"
+    (root / "b" / "truncated.jpg").write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    (root / "b" / "empty.jpg").write_bytes(b"")
+    (root / "b" / "notes.jpg").write_text("this is not an image\n")
+    broken = [root / "b" / n for n in ("truncated.jpg", "empty.jpg", "notes.jpg")]
+    return {"good": good, "broken": broken}

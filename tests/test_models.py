@@ -1,0 +1,77 @@
+"""Loading models: local folders and checkpoint files round-trip; mixing models is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from retrieval.encoder import Encoder, open_clip, save_model_folder
+from retrieval.errors import ClipdexError
+from retrieval.settings import ModelSettings
+from tests.conftest import TINY_CFG, TINY_PREPROCESS, write_config
+from tests.images import pattern
+
+
+def test_local_folder_round_trips_the_weights(tiny_model_dir: Path):
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained=""))
+    torch.manual_seed(0)
+    original = open_clip.CLIP(**TINY_CFG).eval()  # same seed as the fixture that saved it
+    tokens = encoder.tokenizer(["a red square"])
+    with torch.inference_mode():
+        want = torch.nn.functional.normalize(original.encode_text(tokens), dim=-1).numpy()
+    np.testing.assert_allclose(encoder.encode_texts(["a red square"]), want, atol=1e-6)
+    assert encoder.dim == TINY_CFG["embed_dim"] and encoder.image_size == 32
+    vectors = encoder.encode_pil([pattern(3), pattern(4)])
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_checkpoint_file_with_registered_architecture(tmp_path: Path, tiny_model_dir: Path):
+    """The `pretrained = "file.safetensors"` path, for an architecture open_clip knows by name."""
+    (tmp_path / "cfgs").mkdir()
+    (tmp_path / "cfgs" / "clipdex-test-tiny.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(tmp_path / "cfgs")
+    torch.manual_seed(1)
+    model = open_clip.create_model("clipdex-test-tiny")
+    ckpt = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    encoder = Encoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt)))
+    with torch.inference_mode():
+        want = torch.nn.functional.normalize(model.encode_text(encoder.tokenizer(["x"])), dim=-1).numpy()
+    np.testing.assert_allclose(encoder.encode_texts(["x"]), want, atol=1e-6)
+    assert encoder.identity.pretrained.startswith(f"{ckpt}#xxh3:")
+
+
+def test_missing_checkpoint_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ClipdexError, match="neither a pretrained tag"):
+        Encoder.load(ModelSettings(name="ViT-B-32", pretrained=str(tmp_path / "nope.pt")))
+    with pytest.raises(ClipdexError, match="open_clip_config.json"):
+        Encoder.load(ModelSettings(name=f"local-dir:{tmp_path}", pretrained=""))
+
+
+def test_opening_with_another_model_fails_clearly(clipdex, tmp_path: Path, tiny_model_dir: Path):
+    (tmp_path / "imgs").mkdir()
+    pattern(0).save(tmp_path / "imgs" / "a.png")
+    assert clipdex("ingest", tmp_path / "imgs").code == 0
+    torch.manual_seed(7)
+    other = save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, tmp_path / "other", TINY_PREPROCESS)
+    other_cfg = write_config(tmp_path / "other.toml", other, tmp_path / "store")  # same store + collection
+    result = clipdex("search", "a shoe", "--config", other_cfg, with_config=False)
+    assert result.code == 1
+    assert "was built with model" in result.err and len(result.err.strip().splitlines()) == 1
+
+def test_retrained_weights_in_the_same_folder_are_refused(clipdex, tmp_path: Path, tiny_model_dir: Path):
+    model_dir = save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, tmp_path / "model", TINY_PREPROCESS)
+    config = write_config(tmp_path / "c.toml", model_dir, tmp_path / "store")
+    (tmp_path / "imgs").mkdir()
+    pattern(0).save(tmp_path / "imgs" / "a.png")
+    assert clipdex("ingest", tmp_path / "imgs", "--config", config, with_config=False).code == 0
+    torch.manual_seed(99)  # "retrain": new weights written over the same folder
+    save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, model_dir, TINY_PREPROCESS)
+    result = clipdex("search", "--image", tmp_path / "imgs" / "a.png", "--config", config, with_config=False)
+    assert result.code == 1 and "weights" in result.err
+    assert clipdex("status", "--json", "--config", config, with_config=False).json()["points"] == 1
