@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -68,6 +69,12 @@ def exif_payload(img: Image.Image) -> dict[str, Any]:
     the EXIF. The EXIF time is taken as UTC for ``taken_ts``. Malformed EXIF never raises: whatever can
     be read is returned.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow warns "Corrupt EXIF data" once per bad tag
+        return _payload(img)
+
+
+def _payload(img: Image.Image) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         exif = _read_exif(img)
