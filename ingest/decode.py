@@ -149,7 +149,7 @@ def _to_8bit(im: Image.Image) -> Image.Image:
             scaled = arr / 257.0
         else:
             scaled = arr * (255.0 / top)
-    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8), "L")
+    return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))  # 2-D uint8: mode L
 
 
 def to_rgb(im: Image.Image) -> Image.Image:

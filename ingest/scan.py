@@ -21,8 +21,9 @@ Rules (the contract ``clipdex ingest`` relies on):
   ``os.fsdecode`` semantics: non-UTF-8 names keep their bytes as surrogate escapes.
 * A root that is an image file is listed as itself (globs match its basename; hidden is not
   applied). A missing root, or one that is neither a folder nor an image file, raises
-  :class:`ClipdexError`. Unreadable folders and broken or looping symlinks become
-  :class:`ScanProblem` entries; nothing below a root raises.
+  :class:`ClipdexError`. Unreadable folders, and (when following symlinks) broken or looping
+  symlinks named like images, become :class:`ScanProblem` entries; nothing below a root raises.
+  Non-regular files (FIFOs, devices) named like images are skipped.
 """
 
 from __future__ import annotations
@@ -186,19 +187,24 @@ def scan(
         except OSError as exc:
             problems.append(ScanProblem(folder, _reason(exc)))
             continue
+        prefix = "" if folder == top else os.path.relpath(folder, top).replace(os.sep, "/") + "/"
         for entry in entries:
             if skip_hidden and entry.name.startswith("."):
                 continue
-            path = entry.path
-            rel = os.path.relpath(path, top).replace(os.sep, "/")
+            path, rel = entry.path, prefix + entry.name
             is_link = entry.is_symlink()
             if is_link and not follow_symlinks:
                 continue
             try:
+                is_dir = entry.is_dir()  # no system call for plain entries (d_type)
+            except OSError:
+                is_dir = False
+            if not is_dir and not is_image_name(entry.name):
+                continue
+            try:
                 st = entry.stat(follow_symlinks=True)
             except OSError as exc:
-                if is_image_name(entry.name) or (is_link and not os.path.splitext(entry.name)[1]):
-                    problems.append(ScanProblem(path, _link_reason(path, exc) if is_link else _reason(exc)))
+                problems.append(ScanProblem(path, _link_reason(path, exc) if is_link else _reason(exc)))
                 continue
             if stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)

@@ -46,7 +46,7 @@ def photo(size: tuple[int, int] = (160, 120), seed: int = 0) -> Image.Image:
     y = np.linspace(0, 1, h)[:, None]
     base = rng.uniform(40, 200, 3)
     arr = np.stack([base[0] + 50 * x + 0 * y, base[1] + 50 * y + 0 * x, base[2] + 40 * (x * y)], axis=-1)
-    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), "RGB")
+    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(im)
     for _ in range(4):
         x0, y0 = int(rng.integers(0, w - 10)), int(rng.integers(0, h - 10))
