@@ -1,12 +1,14 @@
 """clipdex: multimodal image-text retrieval over CLIP encoders and Qdrant."""
 
+# First of all: on CPU-only torch, torchvision (and so open_clip) imports only after this shim.
+from retrieval import _torchvision_shim  # noqa: F401  isort: skip
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings, load_settings
 
 __all__ = ["ClipdexError", "Index", "Settings", "load_settings"]
 
 
-def __getattr__(name: str):  # Index pulls in torch and open_clip: import it only when asked for
+def __getattr__(name: str):  # Index pulls in open_clip and the stores: import it only when asked for
     if name == "Index":
         from retrieval.index import Index
 

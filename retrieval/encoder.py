@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import open_clip  # noqa: E402,I001
+import open_clip  # importable because retrieval/__init__.py ran the torchvision shim first
 import torch
 from PIL import Image
 
-from retrieval import _torchvision_shim  # noqa: F401  (must precede open_clip)
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 
