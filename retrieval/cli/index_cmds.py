@@ -12,11 +12,23 @@ from retrieval.index import Index
 
 @cli.command()
 @click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.option("--include", multiple=True, help="Only files matching this glob (repeatable), e.g. '*.jpg', '2024/**'.")
+@click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
+@click.option("--follow-symlinks/--no-follow-symlinks", default=None, help="Descend into symlinked folders.")
+@click.option("--hidden/--no-hidden", default=None, help="Also index hidden (dot) folders and files.")
+@click.option("--workers", type=click.IntRange(0, 64), default=None, help="Decoder processes (0: decode inline).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
 @common_options
-def ingest(run: Run, folders: tuple[str, ...]) -> None:
+def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
+           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
-    with Index.open(run.settings, create=True) as index:
-        report = index.ingest(folders, progress=not run.json and sys.stderr.isatty())
+    settings = run.settings.with_overrides(ingest={
+        "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
+        "skip_hidden": None if hidden is None else not hidden, "workers": workers})
+    with Index.open(settings, create=True) as index:
+        show = progress if progress is not None else (not run.json and sys.stderr.isatty())
+        report = index.ingest(folders, progress=show)
     summary = report.as_dict()
 
     def human() -> None:
