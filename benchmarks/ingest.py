@@ -134,8 +134,8 @@ def _nice_worker(worker_id: int) -> None:
 
 
 # -- measurements --------------------------------------------------------------------------------
-def decode_pass(encoder: Any, files: list[Any], batch_size: int, workers: int) -> tuple[float, Any]:
-    """The real reader alone (DataLoader, no model); returns images/s and the stacked pixels."""
+def decode_pass(encoder: Any, files: list[Any], batch_size: int, workers: int) -> tuple[float, float, Any]:
+    """The real reader alone (DataLoader, no model): images/s, seconds to the first batch, stacked pixels."""
     import torch
 
     from ingest.reader import ImageFiles, make_loader
@@ -144,12 +144,16 @@ def decode_pass(encoder: Any, files: list[Any], batch_size: int, workers: int) -
                          file_timeout_s=30.0, draft_size=encoder.image_size)
     loader = make_loader(dataset, batch_size=batch_size, workers=workers, pin_memory=False)
     t0 = time.perf_counter()
-    chunks = [batch.pixels for batch in loader if batch.pixels is not None]
+    chunks, first = [], 0.0
+    for batch in loader:
+        first = first or time.perf_counter() - t0
+        if batch.pixels is not None:
+            chunks.append(batch.pixels)
     dt = time.perf_counter() - t0
     pixels = torch.cat(chunks)
     if pixels.shape[0] != len(files):
         raise RuntimeError(f"decoded {pixels.shape[0]} of {len(files)} images")
-    return len(files) / dt, pixels
+    return len(files) / dt, first, pixels
 
 
 def model_pass(encoder: Any, pixels: Any, batch_size: int) -> float:
@@ -221,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     encoder = Encoder.load(settings.model)
     files, _ = scan([str(folder)])
 
-    decode_rate, pixels = decode_pass(encoder, files, args.batch_size, workers)
-    log(f"decode only: {decode_rate:.1f} img/s")
+    decode_rate, first_batch_s, pixels = decode_pass(encoder, files, args.batch_size, workers)
+    log(f"decode only: {decode_rate:.1f} img/s (first batch after {first_batch_s:.2f} s)")
     model_pass(encoder, pixels[: 2 * args.batch_size], args.batch_size)  # warm-up
     undo = apply_experiment(args.experiment)
     model_times = [model_pass(encoder, pixels, args.batch_size)]
@@ -249,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         "experiment": args.experiment, "rounds": args.rounds,
         "ingest_img_per_s": round(ingest_rate, 2), "model_only_img_per_s": round(model_rate, 2),
         "ratio": round(ingest_rate / model_rate, 3), "pair_ratios": [round(x, 3) for x in pair_ratios],
-        "decode_img_per_s": round(decode_rate, 1), "optimize_s": round(float(np.mean(optimize_times)), 3),
+        "decode_img_per_s": round(decode_rate, 1),
+        "decode_first_batch_s": round(first_batch_s, 2), "optimize_s": round(float(np.mean(optimize_times)), 3),
         "model_only_passes_img_per_s": [round(args.images / t, 2) for t in model_times],
         "ingest_passes_img_per_s": [round(args.images / t, 2) for t in ingest_times],
         "cpu_count": os.cpu_count(),
