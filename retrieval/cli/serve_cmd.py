@@ -1,0 +1,104 @@
+"""``clipdex serve``: the search API and web page over HTTP (see retrieval.server)."""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+import click
+
+from retrieval.cli.common import Run, cli, common_options
+from retrieval.errors import ClipdexError
+
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: leave the server loop and close the index cleanly."""
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (the server is then reachable only from this machine)."""
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket, or a one-line :class:`ClipdexError` (port in use, unknown host, ...)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise ClipdexError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise ClipdexError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+@contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped
+
+    try:
+        previous = signal.signal(signal.SIGTERM, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback exposes your indexed images to the network.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True, help="Server log level (info logs each request).")
+@common_options
+def serve(run: Run, host: str, port: int, log_level: str) -> None:
+    """Serve the search API and a web page (http://127.0.0.1:8000/ by default)."""
+    import uvicorn
+
+    from retrieval.index import Index
+    from retrieval.server import create_app
+
+    sock = listen(host, port)
+    try:
+        with Index.open(run.settings) as index:
+            index.encoder  # noqa: B018  (load the model now: fail fast, and the first search is quick)
+            info = index.status()
+            hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
+            app = create_app(index, allowed_hosts=hosts)
+            click.echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
+                       f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
+            if not is_loopback(host):
+                click.echo(f"clipdex: warning: {host} is not a loopback address; anyone who can reach it can "
+                           "search and view the indexed images", err=True)
+            config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
+                                    server_header=False)
+            with _sigterm_stops(), suppress(KeyboardInterrupt, _Stopped):
+                uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+    click.echo("clipdex: server stopped", err=True)

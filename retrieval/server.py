@@ -1,0 +1,263 @@
+"""``clipdex serve``: the library's search over HTTP, plus a small web page.
+
+A thin shell over :class:`retrieval.index.Index`, like the CLI: one Index is opened at start-up and
+shared by all requests (the embedded store allows one opener per process), calls into it are
+serialised with a lock. Only files that are in the collection are ever served.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import tempfile
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from PIL import Image
+from starlette.exceptions import HTTPException
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+from ingest.decode import FORMATS, DecodeError, load_image
+from ingest.exif import parse_date
+from ingest.records import point_id
+from retrieval.errors import ClipdexError
+from retrieval.index import Index
+from retrieval.store import Hit
+
+WEB_DIR = Path(__file__).resolve().parent / "web"
+STATUS_KEYS = ("collection", "points", "model", "dim", "store")
+MAX_UPLOAD_BYTES = 64 << 20
+_CHUNK = 1 << 20
+
+
+class ApiError(Exception):
+    """An HTTP error answered as ``{"error": message}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def hit_row(hit: Hit) -> dict[str, Any]:
+    """One search result as ``clipdex search --json`` prints it."""
+    payload = hit.payload
+    return {"path": payload.get("path", ""), "score": round(hit.score, 6),
+            **{k: v for k, v in payload.items() if k not in ("path", "ancestors")}}
+
+
+def status_doc(info: dict[str, Any]) -> dict[str, Any]:
+    """``clipdex status --json`` plus the model's free-text ``label`` and ``pretrained`` tag."""
+    return {k: info[k] for k in STATUS_KEYS} | {"pretrained": info["pretrained"], "label": info["label"]}
+
+
+def _one_line(text: str) -> str:
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else "error"
+
+
+def _date(value: str | None) -> float | None:
+    return parse_date(value) if value else None
+
+
+def _blank(value: str | None) -> str | None:
+    return value if value and value.strip() else None
+
+
+class Service:
+    """The shared Index, its lock, and the operations the routes call."""
+
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+        self.index = index
+        self.lock = threading.Lock()
+        self.max_upload_bytes = max_upload_bytes
+
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            return status_doc(self.index.status())
+
+    def search(self, text: str | None, image: str | None, negative: Sequence[str], *, limit: int | None,
+               folder: str | None, min_score: float | None, after: str | None, before: str | None,
+               camera: str | None, text_weight: float, image_weight: float,
+               negative_weight: float) -> list[dict[str, Any]]:
+        if _blank(text) is None and image is None:
+            raise ClipdexError("a search needs a text (q), an example image, or both")
+        after_ts, before_ts = _date(after), _date(before)
+        with self.lock:
+            hits = self.index.search(_blank(text), image, [n for n in negative if n.strip()], limit=limit,
+                                     folder=_blank(folder), min_score=min_score, after=after_ts,
+                                     before=before_ts, camera=_blank(camera), text_weight=text_weight,
+                                     image_weight=image_weight, negative_weight=negative_weight)
+        return [hit_row(h) for h in hits]
+
+    def indexed_file(self, path: str) -> str:
+        """``path`` if it is exactly the path of a point in the collection, else a 404."""
+        if not path or "\x00" in path:
+            raise ApiError(404, "not an indexed file")
+        with self.lock:
+            found = self.index.store.points([point_id(path)]) if self.index.store.meta() is not None else {}
+        payloads = [payload for _, payload in found.values()]
+        if not payloads or payloads[0].get("path") != path:
+            raise ApiError(404, f"not an indexed file: {path}")
+        try:
+            st = os.stat(path)
+        except OSError:
+            raise ApiError(404, f"indexed file is gone from disk: {path}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise ApiError(404, f"indexed path is not a regular file: {path}")
+        return path
+
+    @contextmanager
+    def upload(self, upload: UploadFile | None) -> Iterator[str | None]:
+        """The uploaded example image as a temporary file (deleted afterwards), or None."""
+        if upload is None or not upload.filename:
+            yield None
+            return
+        suffix = Path(upload.filename).suffix[:10]
+        fd, tmp = tempfile.mkstemp(prefix="clipdex-upload-", suffix=suffix)
+        try:
+            size = 0
+            with os.fdopen(fd, "wb") as out:
+                while chunk := upload.file.read(_CHUNK):
+                    size += len(chunk)
+                    if size > self.max_upload_bytes:
+                        raise ApiError(413, f"uploaded image is larger than {self.max_upload_bytes >> 20} MiB")
+                    out.write(chunk)
+            try:
+                yield tmp
+            except ClipdexError as exc:  # name the upload, not the temporary file
+                raise ClipdexError(str(exc).replace(tmp, upload.filename)) from None
+        finally:
+            os.unlink(tmp)
+
+    def thumbnail(self, path: str, size: int) -> bytes:
+        """A JPEG at most ``size`` pixels on its longer side."""
+        try:
+            image = load_image(path, max_megapixels=self.index.settings.ingest.max_megapixels, draft_size=size)
+        except DecodeError as exc:
+            raise ApiError(415, f"cannot read {path}: {exc}") from None
+        image.thumbnail((size, size))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+
+def media_type(path: str) -> str:
+    """The MIME type of an image file, from its content (not its name)."""
+    try:
+        with Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+            fmt = im.format or ""
+    except Exception:
+        raise ApiError(415, f"not a readable image: {path}") from None
+    return Image.MIME.get(fmt) or {"HEIF": "image/heif", "AVIF": "image/avif"}.get(fmt, "application/octet-stream")
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    errors = exc.errors()
+    if not errors:
+        return "invalid request"
+    first = errors[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body"))
+    return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid request"))
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    def answer(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": _one_line(message)}, status_code=status)
+
+    @app.exception_handler(ClipdexError)
+    async def clipdex_error(request: Request, exc: ClipdexError) -> JSONResponse:
+        return answer(400, str(exc))
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return answer(exc.status, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"error": _validation_message(exc), "detail": exc.errors()}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return answer(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        return answer(500, f"internal error: {type(exc).__name__}: {_one_line(str(exc)) if str(exc) else ''}")
+
+
+Limit = Annotated[int | None, Query(ge=1, le=10000, description="How many results (default: settings).")]
+MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
+Weight = Annotated[float, Query(ge=0.0)]
+
+
+def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
+               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+    """The HTTP API and web page over an open :class:`Index` (which the caller closes).
+
+    ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
+    """
+    service = Service(index, max_upload_bytes)
+    page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.")
+    app.state.service = service
+    if allowed_hosts:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
+    _install_error_handlers(app)
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def home() -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    @app.get("/api/status")
+    def api_status() -> dict[str, Any]:
+        """The collection, its size and its model (``clipdex status --json`` plus ``label``)."""
+        return service.status()
+
+    @app.get("/api/search")
+    def api_search(q: str | None = None, negative: Annotated[list[str], Query()] = [],  # noqa: B006
+                   limit: Limit = None, folder: str | None = None, min_score: MinScore = None,
+                   after: str | None = None, before: str | None = None, camera: str | None = None,
+                   text_weight: Weight = 1.0, image_weight: Weight = 1.0,
+                   negative_weight: Weight = 0.5) -> list[dict[str, Any]]:
+        """Rows as ``clipdex search --json`` prints them, best first."""
+        return service.search(q, None, negative, limit=limit, folder=folder, min_score=min_score, after=after,
+                              before=before, camera=camera, text_weight=text_weight, image_weight=image_weight,
+                              negative_weight=negative_weight)
+
+    @app.post("/api/search")
+    def api_search_upload(image: Annotated[UploadFile | None, File()] = None,
+                          q: Annotated[str | None, Form()] = None,
+                          negative: Annotated[list[str], Form()] = [],  # noqa: B006
+                          limit: Annotated[int | None, Form(ge=1, le=10000)] = None,
+                          folder: Annotated[str | None, Form()] = None,
+                          min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
+                          after: Annotated[str | None, Form()] = None,
+                          before: Annotated[str | None, Form()] = None,
+                          camera: Annotated[str | None, Form()] = None,
+                          text_weight: Annotated[float, Form(ge=0.0)] = 1.0,
+                          image_weight: Annotated[float, Form(ge=0.0)] = 1.0,
+                          negative_weight: Annotated[float, Form(ge=0.0)] = 0.5) -> list[dict[str, Any]]:
+        """Like ``GET /api/search``, with an optional example image uploaded as the ``image`` field."""
+        with service.upload(image) as example:
+            return service.search(q, example, negative, limit=limit, folder=folder, min_score=min_score,
+                                  after=after, before=before, camera=camera, text_weight=text_weight,
+                                  image_weight=image_weight, negative_weight=negative_weight)
+
+    @app.get("/api/image")
+    def api_image(path: str, thumb: Annotated[int | None, Query(ge=16, le=2048)] = None) -> Response:
+        """An indexed file's bytes, or a JPEG thumbnail with ``thumb`` pixels on the longer side."""
+        file = service.indexed_file(path)
+        headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+        if thumb is not None:
+            return Response(service.thumbnail(file, thumb), media_type="image/jpeg", headers=headers)
+        return FileResponse(file, media_type=media_type(file), headers=headers,
+                            content_disposition_type="inline", filename=os.path.basename(file))
+
+    return app
