@@ -205,7 +205,8 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     """
     service = Service(index, max_upload_bytes)
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
-    app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.")
+    app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
+                  docs_url=None, redoc_url=None)  # Swagger/ReDoc load from a CDN: offline they are blank
     app.state.service = service
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))

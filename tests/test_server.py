@@ -319,6 +319,7 @@ def test_page_is_served(live: Live):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     assert '<form id="search"' in response.text and "/api/search" in response.text
     assert "http://" not in response.text and "https://" not in response.text  # self-contained: no CDN
+    assert live.http.get("/openapi.json").json()["paths"].keys() >= {"/api/status", "/api/search", "/api/image"}
 
 
 def test_other_host_headers_are_refused_when_asked(live: Live):

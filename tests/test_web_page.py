@@ -124,6 +124,7 @@ def test_search_page_end_to_end(live: Live, browser: webdriver.Chrome, tmp_path:
     message = error_text(driver)
     assert "cannot read query image holiday.png: not an image (looks like text)" in message
     assert cards(driver) == []
+    assert not driver.find_element(By.ID, "preview").is_displayed()  # no broken-image icon for a non-image
 
     # Nothing to search for: the page says so before asking the server.
     driver.find_element(By.ID, "clear-image").click()
