@@ -11,8 +11,6 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -36,7 +34,6 @@ from tests.conftest import write_config
 from tests.hostile import bomb_png
 from tests.images import write_library
 
-REPO = Path(__file__).resolve().parent.parent
 QUERY = "a colourful patchwork of squares"
 
 
@@ -368,30 +365,37 @@ def _free_port() -> int:
 
 
 def test_clipdex_serve_command_serves_and_stops_cleanly(tmp_path: Path, tiny_model_dir: Path):
+    """The real command in this process (main thread, real signals): probe it, then SIGTERM it."""
     config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
     port = _free_port()
-    code = "import sys, retrieval.cli.serve_cmd; from retrieval.cli import main; sys.exit(main(sys.argv[1:]))"
-    proc = subprocess.Popen([sys.executable, "-c", code, "serve", "--port", str(port), "--config", str(config),
-                             "--log-level", "warning"], cwd=REPO, stderr=subprocess.PIPE, text=True)
-    try:
-        url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    seen: dict[str, Any] = {}
+
+    def probe() -> None:
         deadline = time.monotonic() + 45
-        while True:
-            assert proc.poll() is None, proc.communicate()[1]
-            try:
-                status = httpx.get(f"{url}/api/status", timeout=5).json()
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "clipdex serve did not come up"
-                time.sleep(0.2)
-        assert status["points"] == 0 and status["collection"] == "test"
-        assert httpx.get(f"{url}/").status_code == 200
-        assert httpx.get(f"{url}/api/status", headers={"host": "evil.example"}).status_code == 400
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 0, err
-    assert f"at http://127.0.0.1:{port}/" in err and "server stopped" in err
+        try:
+            while True:
+                try:
+                    seen["status"] = httpx.get(f"{url}/api/status", timeout=5).json()
+                    break
+                except httpx.TransportError:
+                    if time.monotonic() > deadline:
+                        return
+                    time.sleep(0.1)
+            seen["page"] = httpx.get(f"{url}/").status_code
+            seen["search"] = httpx.get(f"{url}/api/search", params={"q": QUERY}).json()
+            seen["evil"] = httpx.get(f"{url}/api/status", headers={"host": "evil.example"}).status_code
+        finally:  # uvicorn handles SIGTERM in the main thread; SIGINT if it never came up
+            os.kill(os.getpid(), signal.SIGTERM if "status" in seen else signal.SIGINT)
+
+    before = signal.getsignal(signal.SIGTERM)
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    code, _, err = run_cli("serve", "--port", port, "--config", config, "--log-level", "warning")
+    prober.join(10)
+    assert code == 0, err
+    assert seen["status"]["points"] == 0 and seen["status"]["collection"] == "test"
+    assert seen["page"] == 200 and seen["evil"] == 400
+    assert "run `clipdex ingest DIR` first" in seen["search"]["error"]
+    assert f"at {url}/" in err and "server stopped" in err
+    assert signal.getsignal(signal.SIGTERM) == before  # handlers restored
