@@ -59,6 +59,50 @@ class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
 
 
+class TrainSettings(_Section):
+    """``clipdex train``: data, architecture, optimisation and augmentation (see docs/training.md)."""
+
+    source: Literal["fashion-mnist", "captions", "coco", "images"] = "fashion-mnist"
+    """fashion-mnist (IDX files), captions (folder: sidecar .txt / captions.csv / .jsonl), coco
+    (captions JSON), images (image-only folder: image-to-image contrastive learning)."""
+    data: str = ""
+    """Folder or file of the source ("" = /usr/share/datasets/fashion-mnist for fashion-mnist)."""
+    coco_images: str = ""
+    objective: Literal["auto", "clip", "simclr"] = "auto"
+    """clip (image-text InfoNCE) or simclr (two augmented views, image tower); auto picks by source."""
+    output: str = "trained-model"
+    checkpoint_dir: str = ""
+    """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
+    arch: str = ""
+    """Open_clip architecture name or local-dir:PATH to start from ("" = use ``model_cfg``)."""
+    pretrained: str = ""
+    model_cfg: dict[str, Any] = {}
+    image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
+    image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(0, ge=0)
+    batch_size: int = Field(256, ge=2, le=65536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    init_temperature: float = Field(0.07, gt=0, le=1)
+    seed: int = 0
+    freeze_image: bool = False
+    freeze_text: bool = False
+    checkpoint_every: int = Field(500, ge=1)
+    templates: list[str] = []
+    caption_choice: Literal["per_batch", "per_image"] = "per_batch"
+    aug_scale_min: float = Field(0.8, gt=0, le=1)
+    aug_flip: bool = True
+    aug_jitter: float = Field(0.0, ge=0, le=1)
+    ssl_temperature: float = Field(0.2, gt=0, le=1)
+    ssl_scale_min: float = Field(0.3, gt=0, le=1)
+    ssl_jitter: float = Field(0.4, ge=0, le=1)
+    threads: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
 class Settings(_Section):
     """Everything configurable in clipdex."""
 
@@ -66,6 +110,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    train: TrainSettings = TrainSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
 

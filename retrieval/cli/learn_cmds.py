@@ -1,1 +1,158 @@
-"""``clipdex train`` and ``clipdex eval`` (filled in by the training work)."""
+"""``clipdex train`` and ``clipdex eval``: thin shells over retrieval.training and retrieval.evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import click
+
+from retrieval import _torchvision_shim  # noqa: F401  (before open_clip)
+from retrieval.cli.common import Run, cli, common_options
+from retrieval.errors import ClipdexError
+from retrieval.settings import ModelSettings, Settings
+
+_PATH_FIELDS = ("data", "coco_images", "output", "checkpoint_dir")
+
+
+def _config_relative(settings: Settings) -> dict[str, str]:
+    """Train paths written in a TOML file are relative to that file's folder."""
+    if not settings.config_path:
+        return {}
+    base = Path(settings.config_path).parent
+    fixed: dict[str, str] = {}
+    for name in _PATH_FIELDS:
+        value = getattr(settings.train, name)
+        if value and not Path(os.path.expanduser(value)).is_absolute():
+            fixed[name] = str((base / value).resolve())
+    arch = settings.train.arch
+    if arch.startswith("local-dir:") and not Path(os.path.expanduser(arch[10:])).is_absolute():
+        fixed["arch"] = "local-dir:" + str((base / arch[10:]).resolve())
+    return fixed
+
+
+def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(Path(v).expanduser().resolve()) if k in _PATH_FIELDS and v else v) for k, v in values.items()}
+
+
+@cli.command("train")
+@common_options
+@click.option("--source", type=click.Choice(["fashion-mnist", "captions", "coco", "images"]), default=None,
+              help="Data source [train.source].")
+@click.option("--data", default=None, help="Folder or file with the training data [train.data].")
+@click.option("--coco-images", default=None, help="Image folder of a COCO captions JSON (default: its folder).")
+@click.option("--objective", type=click.Choice(["auto", "clip", "simclr"]), default=None,
+              help="clip: image-text; simclr: image-image (two augmentations); auto: by source.")
+@click.option("-o", "--output", default=None, help="Model folder to write [train.output].")
+@click.option("--arch", default=None, help="open_clip architecture or local-dir:PATH to start from.")
+@click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file for --arch.")
+@click.option("--epochs", type=float, default=None)
+@click.option("--steps", "max_steps", type=int, default=None, help="Total optimizer steps (overrides --epochs).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--warmup-steps", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--freeze-image/--train-image", default=None, help="Freeze the image tower (LiT-style).")
+@click.option("--freeze-text/--train-text", default=None, help="Freeze the text tower.")
+@click.option("--checkpoint-every", type=int, default=None, help="Save a resumable checkpoint every N steps.")
+@click.option("--checkpoint-dir", default=None, help="Where resumable checkpoints go.")
+@click.option("--threads", type=int, default=None, help="CPU threads (0 = all cores).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--stop-after", type=int, default=None, help="Checkpoint and stop after N steps (then --resume).")
+@click.option("--save-init", is_flag=True, help="Write the untrained (initial) model and stop: a baseline.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train_cmd(run: Run, resume: bool, stop_after: int | None, save_init: bool, quiet: bool,
+              **overrides: Any) -> None:
+    """Train or fine-tune a model by contrastive learning; writes a folder `local-dir:` can load."""
+    from retrieval.training import train
+
+    if stop_after is not None and stop_after < 1:
+        raise ClipdexError("--stop-after must be at least 1")
+    settings = run.settings.with_overrides(train=_config_relative(run.settings))
+    settings = settings.with_overrides(train=_cwd_paths(overrides))
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(f"clipdex train: {msg}", err=True)
+
+    result = train(settings.train, resume=resume, stop_after=stop_after, init_only=save_init,
+                   progress=not quiet and sys.stderr.isatty(), log=log)
+    obj = {"output": str(result.output) if result.output else None, "steps": result.steps,
+           "total_steps": result.total_steps,
+           "loss": result.loss if result.loss == result.loss else None, "seconds": round(result.seconds, 1)}
+
+    def human() -> None:
+        if result.output is None:
+            click.echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
+        else:
+            click.echo(f"trained {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
+                       f"model folder: {result.output}")
+            click.echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
+
+    run.emit(obj, human)
+
+
+def _eval_set(dataset: str, data: str | None, coco_images: str | None, split: str):
+    from retrieval import datasets
+
+    if dataset == "fashion-mnist":
+        return datasets.fashion_mnist(data or None, split)
+    if not data:
+        raise ClipdexError(f"--data is required for --dataset {dataset}")
+    if dataset == "captions":
+        return datasets.captioned_folder(data)
+    if dataset == "coco":
+        return datasets.coco_captions(data, coco_images)
+    return datasets.labelled_folder(data)
+
+
+@cli.command("eval")
+@common_options
+@click.option("--dataset", type=click.Choice(["fashion-mnist", "captions", "coco", "labelled-folder"]),
+              default="fashion-mnist", show_default=True,
+              help="fashion-mnist (IDX), captions (captioned folder), coco (captions JSON), "
+                   "labelled-folder (one sub-folder per class).")
+@click.option("--data", default=None, help="Dataset folder or file (fashion-mnist: the IDX folder).")
+@click.option("--coco-images", default=None, help="Image folder of a COCO captions JSON (default: its folder).")
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--limit", type=click.IntRange(min=0), default=0, help="Only the first N images (0 = all).")
+@click.option("--model", "model_name", default=None,
+              help="Model to evaluate: open_clip name, local-dir:PATH or a model folder [model.name].")
+@click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file [model.pretrained].")
+@click.option("-o", "--output", "out_file", default=None, help="Also write the metrics JSON to this file.")
+def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, split: str, limit: int,
+             model_name: str | None, pretrained: str | None, out_file: str | None) -> None:
+    """Measure retrieval quality (recall@K, zero-shot accuracy, precision@10, mAP) of a model."""
+    from retrieval.encoder import Encoder
+    from retrieval.evaluate import evaluate
+
+    model = run.settings.model
+    if model_name is not None:
+        if not model_name.startswith("local-dir:") and Path(model_name).is_dir():
+            model_name = f"local-dir:{Path(model_name).resolve()}"
+        model = ModelSettings(**{**model.model_dump(), "name": model_name,
+                                 "pretrained": "" if model_name.startswith("local-dir:") else model.pretrained})
+    if pretrained is not None:
+        model = ModelSettings(**{**model.model_dump(), "pretrained": pretrained})
+    if out_file and (Path(out_file).is_dir() or not Path(out_file).resolve().parent.is_dir()):
+        raise ClipdexError(f"--output must be a file in an existing folder: {out_file}")
+    eval_set = _eval_set(dataset, data, coco_images, split).subset(limit)
+    encoder = Encoder.load(model)
+    metrics = {k: round(v, 6) for k, v in evaluate(encoder, eval_set).items()}
+    if out_file:
+        target = Path(out_file)
+        fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=".eval-")
+        with os.fdopen(fd, "w") as fh:
+            fh.write(json.dumps(metrics, indent=2) + "\n")
+        os.replace(tmp, target)
+
+    def human() -> None:
+        click.echo(f"{encoder.identity.describe()} on {eval_set.name} ({len(eval_set)} images)")
+        for key, value in metrics.items():
+            click.echo(f"  {key:<20} {value:.4f}")
+
+    run.emit(metrics, human)
