@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 export HF_HUB_OFFLINE ?= 1
 export PYTHONDONTWRITEBYTECODE = 1
 
-.PHONY: setup demo test lint model bench clean
+.PHONY: setup browser demo test lint model bench clean
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,14 @@ demo: setup
 	$(BIN)/clipdex search --image samples/fashion-mnist/ankle_boot/00000.png --config configs/demo.toml --limit 5
 	@echo; $(BIN)/clipdex status --config configs/demo.toml
 
-test: setup
+# The web page is tested in a real browser: Debian's chromium and chromedriver (root installs them).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null; \
+	else echo "note: install chromium and chromium-driver to run the browser test (skipped without them)"; fi
+
+test: setup browser
 	$(BIN)/ruff check retrieval ingest tests benchmarks
 	$(BIN)/python -m pytest -q
 

@@ -135,5 +135,11 @@ class Index:
                 "store": self.store.location, "label": self.settings.model.label}
 
 
+def hit_row(hit: Hit) -> dict[str, Any]:
+    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
+    return {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
+            **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors")}}
+
+
 def _folder_key(folder: str) -> str:
     return path_key(os.path.abspath(os.path.expanduser(folder))).rstrip("/") or "/"

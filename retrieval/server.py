@@ -28,8 +28,7 @@ from ingest.decode import FORMATS, DecodeError, load_image
 from ingest.exif import parse_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
-from retrieval.index import Index
-from retrieval.store import Hit
+from retrieval.index import Index, hit_row
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 STATUS_KEYS = ("collection", "points", "model", "dim", "store")
@@ -43,13 +42,6 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status = status
-
-
-def hit_row(hit: Hit) -> dict[str, Any]:
-    """One search result as ``clipdex search --json`` prints it."""
-    payload = hit.payload
-    return {"path": payload.get("path", ""), "score": round(hit.score, 6),
-            **{k: v for k, v in payload.items() if k not in ("path", "ancestors")}}
 
 
 def status_doc(info: dict[str, Any]) -> dict[str, Any]:

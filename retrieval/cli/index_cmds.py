@@ -7,7 +7,7 @@ import sys
 import click
 
 from retrieval.cli.common import Run, cli, common_options
-from retrieval.index import Index
+from retrieval.index import Index, hit_row
 
 
 @cli.command()
@@ -69,8 +69,7 @@ def search(run: Run, text: str | None, image: str | None, negative: tuple[str, .
         hits = index.search(text, image, negative, limit=limit, folder=folder, min_score=min_score,
                             after=after_ts, before=before_ts, camera=camera, text_weight=text_weight,
                             image_weight=image_weight, negative_weight=negative_weight)
-    rows = [{"path": h.payload.get("path", ""), "score": round(h.score, 6),
-             **{k: v for k, v in h.payload.items() if k not in ("path", "ancestors")}} for h in hits]
+    rows = [hit_row(h) for h in hits]
 
     def human() -> None:
         if not rows:
