@@ -7,8 +7,9 @@ are deleted only after all upserts, so a vector that a moved file can reuse is n
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,9 +47,9 @@ class IngestReport:
 
 def file_payload(file: ScannedFile, digest: str, content: dict[str, Any]) -> dict[str, Any]:
     key = path_key(file.path)
-    folder = ancestors(key)[-1]
+    folders = ancestors(key)
     payload = {k: v for k, v in content.items() if k in CONTENT_FIELDS}
-    payload.update(path=key, folder=folder, ancestors=ancestors(key), size=file.size,
+    payload.update(path=key, folder=folders[-1], ancestors=folders, size=file.size,
                    mtime=file.mtime_ns / 1e9, mtime_ns=file.mtime_ns, hash=digest)
     return payload
 
@@ -120,13 +121,10 @@ class _Run:
 
 
 def ingest(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings: IngestSettings, *,
-           batch_size: int, progress: bool = False, on_scanned: Callable[[int], None] | None = None
-           ) -> IngestReport:
+           batch_size: int, progress: bool = False) -> IngestReport:
     """Bring the collection in line with the image files below ``roots``."""
     files, problems = scan(roots, include=settings.include, exclude=settings.exclude,
                            follow_symlinks=settings.follow_symlinks, skip_hidden=settings.skip_hidden)
-    if on_scanned:
-        on_scanned(len(files))
     report = IngestReport(failed=[{"path": path_key(p.path), "error": p.error} for p in problems])
     root_keys = [path_key(_absolute(r)) for r in roots]
     stored = {p["path"]: (pid, p) for pid, p in store.payloads(STORED_FIELDS) if "path" in p}
@@ -167,6 +165,4 @@ def ingest(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings:
 
 
 def _absolute(path: str) -> str:
-    import os
-
     return os.path.abspath(os.path.expanduser(path))

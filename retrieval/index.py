@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,7 @@ class Index:
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
-    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False,
-               on_scanned: Callable[[int], None] | None = None) -> IngestReport:
+    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> IngestReport:
         """Embed new and changed images below ``roots``; drop points of files gone from them."""
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
@@ -78,7 +77,7 @@ class Index:
         if self.store.meta() is None:
             self.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
-                      batch_size=self.settings.model.batch_size, progress=progress, on_scanned=on_scanned)
+                      batch_size=self.settings.model.batch_size, progress=progress)
 
     # -- search --------------------------------------------------------------------------------
     def query_vector(self, text: str | None = None, image: str | os.PathLike[str] | None = None,
