@@ -36,8 +36,22 @@ test: setup browser
 	$(BIN)/ruff check retrieval ingest tests benchmarks
 	$(BIN)/python -m pytest -q
 
+# Rebuild clipdex's own model from scratch (Fashion-MNIST from Debian's dataset-fashion-mnist), then
+# measure it on the full 10,000-image test split. See README, "Training and evaluation".
+FMNIST := /usr/share/datasets/fashion-mnist
+model: setup
+	@test -d $(FMNIST) || { [ "$$(id -u)" = 0 ] && (apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist) >/dev/null; } || \
+	  { echo "make model: install the Debian package dataset-fashion-mnist (or set train.data)"; exit 1; }
+	$(BIN)/clipdex train --config configs/fmnist-tiny.toml
+	$(BIN)/clipdex eval --config configs/fmnist-tiny.toml --json -o models/fmnist-tiny/eval.json
+
+bench: setup
+	$(BIN)/python benchmarks/ingest.py --json
+	$(BIN)/python benchmarks/stores.py --points 10000,100000 --json
+
 lint: setup
 	$(BIN)/ruff check retrieval ingest tests benchmarks
 
 clean:
-	rm -rf .demo-store .pytest_cache .ruff_cache
+	rm -rf .demo-store demo-store .pytest_cache .ruff_cache
