@@ -19,8 +19,10 @@ demo: setup
 	$(BIN)/clipdex ingest samples/fashion-mnist --config configs/demo.toml
 	@echo; echo '== text search: "a photo of a sneaker"'
 	$(BIN)/clipdex search "a photo of a sneaker" --config configs/demo.toml --limit 5
-	@echo; echo '== text search: "a bag" but not "a shirt", only under samples/fashion-mnist/bag'
-	$(BIN)/clipdex search "a bag" --negative "a shirt" --folder samples/fashion-mnist/bag --config configs/demo.toml --limit 3
+	@echo; echo '== the same, minus the negative prompt "a photo of an ankle boot"'
+	$(BIN)/clipdex search "a photo of a sneaker" --negative "a photo of an ankle boot" --negative-weight 1 --config configs/demo.toml --limit 5
+	@echo; echo '== "a photo of a shirt", only below samples/fashion-mnist/t-shirt (a Qdrant payload filter)'
+	$(BIN)/clipdex search "a photo of a shirt" --folder samples/fashion-mnist/t-shirt --config configs/demo.toml --limit 3
 	@echo; echo '== image search: samples/fashion-mnist/ankle_boot/00000.png'
 	$(BIN)/clipdex search --image samples/fashion-mnist/ankle_boot/00000.png --config configs/demo.toml --limit 5
 	@echo; $(BIN)/clipdex status --config configs/demo.toml
