@@ -199,6 +199,9 @@ def _publish(model: torch.nn.Module, model_cfg: dict, preprocess_cfg: dict, extr
     old = output.parent / f".{output.name}.old-{os.getpid()}"
     try:
         save_model_folder(model, model_cfg, tmp, preprocess_cfg, extra)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is meant to be shared
+        for file in tmp.iterdir():
+            os.chmod(file, 0o644)
         if output.exists():
             os.replace(output, old)
         os.replace(tmp, output)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -83,8 +85,18 @@ def write_train_config(path: Path, **train: object) -> Path:
     return path
 
 
-def clipdex(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess."""
+def clipdex(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI entry point in this process (fast), capturing its exit code and output."""
+    from retrieval.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess(["clipdex", *args], code, out.getvalue(), err.getvalue())
+
+
+def clipdex_subprocess(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real CLI in a fresh interpreter."""
     code = "import sys; from retrieval.cli import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=cwd or REPO,
                           env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}, timeout=300)

@@ -70,7 +70,8 @@ def test_captioned_folder_and_coco_give_recall(tmp_path: Path, model_dir: Path):
     coco = write_coco(tmp_path / "coco", n=5)
     out = _eval(model_dir, "--dataset", "coco", "--data", str(coco))
     assert set(out) == RECALL_KEYS
-    assert out["t2i_recall@5"] == 1.0 and out["i2t_recall@5"] == 1.0  # 5 images: top 5 is everything
+    # 5 images, 10 captions: the top 5 images and the top 10 captions are everything
+    assert out["t2i_recall@5"] == 1.0 and out["i2t_recall@10"] == 1.0
 
 
 def test_limit(tmp_path: Path, model_dir: Path):

@@ -10,6 +10,7 @@ import torch
 from learn_fixtures import (
     TINY_CFG,
     clipdex,
+    clipdex_subprocess,
     write_coco,
     write_fmnist,
     write_image,
@@ -114,7 +115,7 @@ def test_resume_reaches_the_uninterrupted_weights(tmp_path: Path, fmnist: Path):
 
 def test_resume_through_the_cli(tmp_path: Path, fmnist: Path):
     config = write_train_config(tmp_path / "t.toml", data=str(fmnist), output="out", max_steps=4)
-    first = clipdex("train", "--config", str(config), "--stop-after", "2", "--json")
+    first = clipdex_subprocess("train", "--config", str(config), "--stop-after", "2", "--json")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["output"] is None
     assert (tmp_path / ".out.checkpoints" / "last.pt").is_file()  # relative to the TOML's folder

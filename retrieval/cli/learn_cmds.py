@@ -148,6 +148,7 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=".eval-")
         with os.fdopen(fd, "w") as fh:
             fh.write(json.dumps(metrics, indent=2) + "\n")
+        os.chmod(tmp, 0o644)
         os.replace(tmp, target)
 
     def human() -> None:
