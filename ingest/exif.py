@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from PIL import Image
@@ -90,7 +90,7 @@ def _payload(img: Image.Image) -> dict[str, Any]:
         taken = _datetime(sub.get(_DATETIME_ORIGINAL)) or _datetime(exif.get(_DATETIME))
         if taken is not None:
             out["taken_at"] = taken.isoformat()
-            out["taken_ts"] = taken.replace(tzinfo=timezone.utc).timestamp()
+            out["taken_ts"] = taken.replace(tzinfo=UTC).timestamp()
     except Exception:
         pass
     for key, tag in (("camera_make", _MAKE), ("camera_model", _MODEL)):
@@ -129,5 +129,5 @@ def parse_date(text: str) -> float:
             f"invalid date {text!r}: use YYYY, YYYY-MM, YYYY-MM-DD or an ISO datetime like 2021-07-04T18:22"
         ) from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
