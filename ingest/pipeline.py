@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from ingest.reader import Batch, FileResult, ImageFiles, make_loader
+from ingest.reader import Batch, FileResult, ImageFiles, make_loader, rebatch
 from ingest.records import ancestors, is_below, path_key, point_id
 from ingest.scan import ScannedFile, scan
 from ingest.writer import AsyncUpserter
@@ -150,7 +150,7 @@ def ingest(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings:
         writer = AsyncUpserter(store)
         bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
         try:
-            for batch in loader:
+            for batch in rebatch(loader, batch_size):
                 run.handle(batch, encoder, writer)
                 bar.update(len(batch.results))
         finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +81,32 @@ def collate(results: list[FileResult]) -> Batch:
     return Batch(results, torch.stack(images) if images else None)
 
 
+def rebatch(chunks: Iterable[Batch], size: int) -> Iterator[Batch]:
+    """Merge small reader chunks into batches of at least ``size`` images for the encoder.
+
+    Workers hand over small chunks so the encoder starts after a few images instead of a whole
+    batch per worker; the encoder still sees full batches.
+    """
+    results: list[FileResult] = []
+    pixels: list[torch.Tensor] = []
+    count = 0
+    for chunk in chunks:
+        results.extend(chunk.results)
+        if chunk.pixels is not None:
+            pixels.append(chunk.pixels)
+            count += chunk.pixels.shape[0]
+        if count >= size:
+            yield Batch(results, torch.cat(pixels))
+            results, pixels, count = [], [], 0
+    if results:
+        yield Batch(results, torch.cat(pixels) if pixels else None)
+
+
 def make_loader(dataset: ImageFiles, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:
-    workers = min(workers, max(1, len(dataset) // batch_size)) if workers else 0
-    return DataLoader(dataset, batch_size=batch_size, num_workers=workers, collate_fn=collate,
+    """A DataLoader of chunks of about a quarter batch (see :func:`rebatch`)."""
+    chunk = max(1, batch_size // 4) if workers else batch_size
+    workers = min(workers, max(1, len(dataset) // chunk)) if workers else 0
+    return DataLoader(dataset, batch_size=chunk, num_workers=workers, collate_fn=collate,
                       pin_memory=pin_memory, prefetch_factor=4 if workers else None,
                       persistent_workers=False, multiprocessing_context="fork" if workers and os.name == "posix"
                       else None)
