@@ -137,22 +137,33 @@ def _validate(data: dict[str, Any], source: str) -> Settings:
         raise ClipdexError(f"{source}: setting '{where}': {first['msg']}") from None
 
 
+_LOCAL_DIR = "local-dir:"
+_CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin")
+
+
+def _relative_to(base: Path, value: str) -> str:
+    path = Path(os.path.expanduser(value))
+    return str(path if path.is_absolute() else (base / path).resolve())
+
+
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in a config file are relative to that file, not to the working directory."""
-    model = data.get("model", {})
-    name = model.get("name", "")
-    if isinstance(name, str) and name.startswith("local-dir:"):
-        folder = Path(os.path.expanduser(name[len("local-dir:") :]))
-        model["name"] = "local-dir:" + str(folder if folder.is_absolute() else (base / folder).resolve())
-    pretrained = model.get("pretrained", "")
-    if isinstance(pretrained, str) and (pretrained.startswith(("./", "../")) or pretrained.endswith(
-        (".safetensors", ".pt", ".pth", ".bin")
-    )):
-        file = Path(os.path.expanduser(pretrained))
-        model["pretrained"] = str(file if file.is_absolute() else (base / file).resolve())
-    store = data.get("store", {})
-    if isinstance(store.get("path"), str) and store["path"].startswith(("./", "../")):
-        store["path"] = str((base / store["path"]).resolve())
+    sections = {name: data.get(name) for name in ("model", "store", "train")}
+    for section, keys in (("store", ("path",)), ("train", ("data", "coco_images", "output", "checkpoint_dir"))):
+        table = sections[section]
+        for key in keys:
+            if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
+                table[key] = _relative_to(base, table[key])
+    for section, name_key in (("model", "name"), ("train", "arch")):
+        table = sections[section]
+        if not isinstance(table, dict):
+            continue
+        name = table.get(name_key)
+        if isinstance(name, str) and name.startswith(_LOCAL_DIR):
+            table[name_key] = _LOCAL_DIR + _relative_to(base, name[len(_LOCAL_DIR):])
+        pretrained = table.get("pretrained")  # a file path, as opposed to a pretrained tag
+        if isinstance(pretrained, str) and ("/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)):
+            table["pretrained"] = _relative_to(base, pretrained)
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

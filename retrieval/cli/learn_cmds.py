@@ -11,28 +11,11 @@ from typing import Any
 
 import click
 
-from retrieval import _torchvision_shim  # noqa: F401  (before open_clip)
 from retrieval.cli.common import Run, cli, common_options
 from retrieval.errors import ClipdexError
-from retrieval.settings import ModelSettings, Settings
+from retrieval.settings import ModelSettings
 
 _PATH_FIELDS = ("data", "coco_images", "output", "checkpoint_dir")
-
-
-def _config_relative(settings: Settings) -> dict[str, str]:
-    """Train paths written in a TOML file are relative to that file's folder."""
-    if not settings.config_path:
-        return {}
-    base = Path(settings.config_path).parent
-    fixed: dict[str, str] = {}
-    for name in _PATH_FIELDS:
-        value = getattr(settings.train, name)
-        if value and not Path(os.path.expanduser(value)).is_absolute():
-            fixed[name] = str((base / value).resolve())
-    arch = settings.train.arch
-    if arch.startswith("local-dir:") and not Path(os.path.expanduser(arch[10:])).is_absolute():
-        fixed["arch"] = "local-dir:" + str((base / arch[10:]).resolve())
-    return fixed
 
 
 def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
@@ -72,8 +55,7 @@ def train_cmd(run: Run, resume: bool, stop_after: int | None, save_init: bool, q
 
     if stop_after is not None and stop_after < 1:
         raise ClipdexError("--stop-after must be at least 1")
-    settings = run.settings.with_overrides(train=_config_relative(run.settings))
-    settings = settings.with_overrides(train=_cwd_paths(overrides))
+    settings = run.settings.with_overrides(train=_cwd_paths(overrides))
 
     def log(msg: str) -> None:
         if not quiet:
