@@ -170,8 +170,8 @@ def ingest_pass(settings: Any, encoder: Any, folder: Path, n: int) -> tuple[floa
 
     with tempfile.TemporaryDirectory(prefix="clipdex-bench-") as tmp:
         run_settings = settings.with_overrides(store={"path": tmp, "url": ""})
-        index = Index.open(run_settings, create=True)
-        index._encoder = encoder  # the same Encoder object as the model-only passes (no reload)
+        # the same Encoder object as the model-only passes (no reload)
+        index = Index.open(run_settings, create=True, encoder=encoder)
         store = index.store
         optimize = store.optimize
         spent = [0.0]

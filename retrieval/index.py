@@ -28,16 +28,21 @@ from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open
 class Index:
     """One collection and the model that fills it. The model loads on first use."""
 
-    def __init__(self, settings: Settings, store: VectorStore):
+    def __init__(self, settings: Settings, store: VectorStore, encoder: Encoder | None = None):
         self.settings = settings
         self.store = store
         self._encoder: Encoder | None = None
         self._check_model(self.store.meta())
+        if encoder is not None:
+            self._encoder = self._checked(encoder)
 
     @classmethod
-    def open(cls, settings: Settings, *, create: bool = False) -> Index:
-        """Open the collection ``settings.store`` names (``create``: allow making it)."""
-        return cls(settings, open_store(settings, create=create))
+    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None) -> Index:
+        """Open the collection ``settings.store`` names (``create``: allow making it).
+
+        ``encoder``: an already loaded model for these settings, to share it instead of loading it again.
+        """
+        return cls(settings, open_store(settings, create=create), encoder)
 
     def __enter__(self) -> Index:
         return self
@@ -55,17 +60,19 @@ class Index:
             raise ClipdexError(f"collection '{self.settings.store.collection}' was built with model {meta.model}, "
                                f"but the settings name {model.name}; use the same model or another --collection")
 
+    def _checked(self, encoder: Encoder) -> Encoder:
+        meta = self.store.meta()
+        if meta is not None and (meta.pretrained, meta.dim) != (encoder.identity.pretrained, encoder.dim):
+            raise ClipdexError(
+                f"collection '{self.settings.store.collection}' holds vectors of {meta.model} with weights "
+                f"{meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured has weights "
+                f"{encoder.identity.pretrained or 'random init'} (dim {encoder.dim}); use another --collection")
+        return encoder
+
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            encoder = Encoder.load(self.settings.model)
-            meta = self.store.meta()
-            if meta is not None and (meta.pretrained, meta.dim) != (encoder.identity.pretrained, encoder.dim):
-                raise ClipdexError(
-                    f"collection '{self.settings.store.collection}' holds vectors of {meta.model} with weights "
-                    f"{meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured has weights "
-                    f"{encoder.identity.pretrained or 'random init'} (dim {encoder.dim}); use another --collection")
-            self._encoder = encoder
+            self._encoder = self._checked(Encoder.load(self.settings.model))
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
