@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ingest.decode import DecodeError
+from ingest.decode import load_image as decode_file
+from ingest.scan import scan
 from retrieval.errors import ClipdexError
+from retrieval.settings import IngestSettings
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+MAX_MEGAPIXELS = IngestSettings().max_megapixels
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_CLASSES = ["t-shirt", "trouser", "pullover", "dress", "coat",
                   "sandal", "shirt", "sneaker", "bag", "ankle boot"]
@@ -67,13 +71,16 @@ class ImageSet:
 
 
 def load_image(source: ImageSource) -> Image.Image:
-    """A file path or a uint8 array (H, W) / (H, W, 3) as an RGB PIL image."""
+    """A file path or a uint8 array (H, W) / (H, W, 3) as an RGB PIL image.
+
+    Files go through ingest's decoder, so training and evaluation see the pixels ingest embeds
+    (EXIF orientation, alpha on white, the same refusal of broken or oversized files).
+    """
     if isinstance(source, np.ndarray):
         return Image.fromarray(source).convert("RGB")
     try:
-        with Image.open(source) as im:
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError) as exc:
+        return decode_file(os.fspath(source), max_megapixels=MAX_MEGAPIXELS)
+    except DecodeError as exc:
         raise ClipdexError(f"cannot read image {source}: {exc}") from None
 
 
@@ -85,13 +92,12 @@ def _require(path: str | os.PathLike[str], what: str) -> Path:
 
 
 def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted, hidden files skipped)."""
+    """Image files under ``folder``, found as ``clipdex ingest`` finds them (recursive, sorted, no hidden)."""
     root = _require(folder, "image folder")
     if not root.is_dir():
         raise ClipdexError(f"not a folder: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(root).parts))
-    return files
+    files, _ = scan([root])
+    return [Path(f.path) for f in files]
 
 
 # --- captioned folders -------------------------------------------------------------------------
