@@ -131,3 +131,8 @@ def parse_date(text: str) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def parse_optional_date(text: str | None) -> float | None:
+    """:func:`parse_date`, passing None (no bound) through."""
+    return None if text is None else parse_date(text)

@@ -141,6 +141,10 @@ class Index:
                 "store": self.store.location, "label": self.settings.model.label}
 
 
+STATUS_KEYS = ("collection", "points", "model", "dim", "store")
+"""What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
+
+
 def hit_row(hit: Hit) -> dict[str, Any]:
     """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
     return {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),

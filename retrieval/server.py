@@ -25,13 +25,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest.decode import FORMATS, DecodeError, load_image
-from ingest.exif import parse_date
+from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
-from retrieval.index import Index, hit_row
+from retrieval.index import STATUS_KEYS, Index, hit_row
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
-STATUS_KEYS = ("collection", "points", "model", "dim", "store")
 MAX_UPLOAD_BYTES = 64 << 20
 _CHUNK = 1 << 20
 
@@ -52,10 +51,6 @@ def status_doc(info: dict[str, Any]) -> dict[str, Any]:
 def _one_line(text: str) -> str:
     lines = str(text).strip().splitlines()
     return lines[0] if lines else "error"
-
-
-def _date(value: str | None) -> float | None:
-    return parse_date(value) if value else None
 
 
 def _blank(value: str | None) -> str | None:
@@ -80,7 +75,7 @@ class Service:
                negative_weight: float) -> list[dict[str, Any]]:
         if _blank(text) is None and image is None:
             raise ClipdexError("a search needs a text (q), an example image, or both")
-        after_ts, before_ts = _date(after), _date(before)
+        after_ts, before_ts = parse_optional_date(after or None), parse_optional_date(before or None)
         with self.lock:
             hits = self.index.search(_blank(text), image, [n for n in negative if n.strip()], limit=limit,
                                      folder=_blank(folder), min_score=min_score, after=after_ts,

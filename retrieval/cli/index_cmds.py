@@ -6,8 +6,9 @@ import sys
 
 import click
 
+from ingest.exif import parse_optional_date
 from retrieval.cli.common import Run, cli, common_options
-from retrieval.index import Index, hit_row
+from retrieval.index import STATUS_KEYS, Index, hit_row
 
 
 @cli.command()
@@ -40,12 +41,6 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
     run.emit(summary, human)
 
 
-def _date(value: str | None) -> float | None:
-    from ingest.exif import parse_date
-
-    return None if value is None else parse_date(value)
-
-
 @cli.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Example image (any image file).")
@@ -64,7 +59,7 @@ def search(run: Run, text: str | None, image: str | None, negative: tuple[str, .
            folder: str | None, min_score: float | None, text_weight: float, image_weight: float,
            negative_weight: float, after: str | None, before: str | None, camera: str | None) -> None:
     """Find images by TEXT, by --image, or both."""
-    after_ts, before_ts = _date(after), _date(before)
+    after_ts, before_ts = parse_optional_date(after), parse_optional_date(before)
     with Index.open(run.settings) as index:
         hits = index.search(text, image, negative, limit=limit, folder=folder, min_score=min_score,
                             after=after_ts, before=before_ts, camera=camera, text_weight=text_weight,
@@ -96,4 +91,4 @@ def status(run: Run) -> None:
         if info["label"]:
             click.echo(f"note        {info['label']}")
 
-    run.emit({k: info[k] for k in ("collection", "points", "model", "dim")} | {"store": info["store"]}, human)
+    run.emit({k: info[k] for k in STATUS_KEYS}, human)
