@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# No test may depend on what this machine's Hugging Face cache holds: every run gets an empty one
+# (set before anything imports huggingface_hub, which reads these at import time).
+# (conftest can be imported twice, as `conftest` and as `tests.conftest`: make the folder once.)
+if not os.path.basename(os.environ.get("HF_HOME", "")).startswith("clipdex-test-hf-"):
+    os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clipdex-test-hf-")
+for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "OPEN_CLIP_CACHE"):
+    os.environ.pop(_var, None)
 
 TINY_CFG = {
     "embed_dim": 32,

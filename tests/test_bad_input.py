@@ -95,6 +95,18 @@ def test_bad_dates(clipdex, folder):
     _one_line_error(clipdex("search", "x", "--after", "last tuesday"))
 
 
+def test_hugging_face_cache_is_the_test_runs_own_empty_folder():
+    import os
+    import tempfile
+
+    import huggingface_hub.constants as hf
+
+    home = os.environ["HF_HOME"]
+    assert Path(home).name.startswith("clipdex-test-hf-") and Path(home).parent == Path(tempfile.gettempdir())
+    assert home == hf.HF_HOME and hf.HF_HUB_CACHE.startswith(home)
+    assert not any(Path(home).rglob("*.safetensors")) and not any(Path(home).rglob("*.bin"))
+
+
 def test_pretrained_tag_offline_fails_fast_and_writes_nothing(clipdex, tmp_path, folder, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = tmp_path / "hub.toml"

@@ -122,8 +122,8 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         model = ModelSettings(**{**model.model_dump(), "pretrained": pretrained})
     if out_file and (Path(out_file).is_dir() or not Path(out_file).resolve().parent.is_dir()):
         raise ClipdexError(f"--output must be a file in an existing folder: {out_file}")
+    encoder = Encoder.load(model)  # the model first: a bad --model is reported before any data is read
     eval_set = _eval_set(dataset, data, coco_images, split).subset(limit)
-    encoder = Encoder.load(model)
     metrics = {k: round(v, 6) for k, v in evaluate(encoder, eval_set).items()}
     if out_file:
         target = Path(out_file)
