@@ -1,8 +1,8 @@
 """The open_clip model wrapper: load any architecture and weights, embed images and texts.
 
-Vectors come back as L2-normalised float32 numpy arrays. On CUDA the encoders run under
-fp16 autocast; on CPU in fp32 with all cores (bf16 is many times slower on CPUs without
-native support, so it is never used there).
+Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
+path (retrieval.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
+cores (bf16 is many times slower on CPUs without native support, so it is never used there).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import open_clip  # importable because retrieval/__init__.py ran the torchvision
 import torch
 from PIL import Image
 
+from retrieval import precision as precisions
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 
@@ -110,8 +111,11 @@ class Encoder:
     """An open_clip image/text encoder pair with its preprocessing and tokenizer."""
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
-                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device):
-        self.model = model.eval().to(device)
+                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
+                 precision: str = "fp32"):
+        self.precision: str = precisions.resolve(precision, device)
+        """The numeric path the towers run on: fp32, fp16 (CUDA autocast) or int8 (CPU)."""
+        self.model = precisions.prepare(model.eval().to(device), self.precision)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
@@ -139,14 +143,15 @@ class Encoder:
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
         source = _source_label(settings)
-        return cls(model, preprocess, tokenizer, ModelIdentity(settings.name, source, dim), device)
+        return cls(model, preprocess, tokenizer, ModelIdentity(settings.name, source, dim), device,
+                   settings.precision)
 
     @property
     def dim(self) -> int:
         return self.identity.dim
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.device.type == "cuda":
+        if self.precision == "fp16":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 

@@ -20,6 +20,7 @@ from ingest.pipeline import IngestReport, ingest
 from ingest.records import path_key
 from retrieval.encoder import Encoder
 from retrieval.errors import ClipdexError
+from retrieval.precision import mixable
 from retrieval.query import combine
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
@@ -67,6 +68,10 @@ class Index:
                 f"collection '{self.settings.store.collection}' holds vectors of {meta.model} with weights "
                 f"{meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured has weights "
                 f"{encoder.identity.pretrained or 'random init'} (dim {encoder.dim}); use another --collection")
+        if meta is not None and not mixable(meta.precision, encoder.precision):
+            raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
+                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision = "
+                               f"\"{meta.precision}\" or use another --collection")
         return encoder
 
     @property
@@ -82,7 +87,8 @@ class Index:
             raise ClipdexError("ingest needs at least one folder")
         encoder = self.encoder
         if self.store.meta() is None:
-            self.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
+            self.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim,
+                                             encoder.precision))
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                       batch_size=self.settings.model.batch_size, progress=progress)
 

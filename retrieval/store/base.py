@@ -20,13 +20,16 @@ class CollectionMeta:
     model: str
     pretrained: str
     dim: int
+    precision: str = "fp32"
+    """The inference precision the collection was built with (collections from before it: fp32)."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "pretrained": self.pretrained, "dim": self.dim}
+        return {"model": self.model, "pretrained": self.pretrained, "dim": self.dim, "precision": self.precision}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:
-        return cls(str(data["model"]), str(data.get("pretrained", "")), int(data["dim"]))
+        return cls(str(data["model"]), str(data.get("pretrained", "")), int(data["dim"]),
+                   str(data.get("precision", "fp32")))
 
 
 @dataclass(frozen=True)
