@@ -3,6 +3,8 @@
 Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
 path (retrieval.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
 cores (bf16 is many times slower on CPUs without native support, so it is never used there).
+Texts are encoded at their real token length where that is exact (retrieval.text_trim), and the
+vectors of recent texts are kept in a small LRU cache.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +27,7 @@ from PIL import Image
 from retrieval import precision as precisions
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
+from retrieval.text_trim import encode_text, text_tower
 
 LOCAL_DIR = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
@@ -110,6 +115,9 @@ def pick_device(preference: str = "auto") -> torch.device:
 class Encoder:
     """An open_clip image/text encoder pair with its preprocessing and tokenizer."""
 
+    TEXT_CACHE_SIZE = 1024
+    """How many recent texts keep their vectors (about 2 MB at 512 dimensions)."""
+
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                  tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
                  precision: str = "fp32"):
@@ -122,6 +130,10 @@ class Encoder:
         self.device = device
         self.image_size: int = int(_image_size(model))
         self.context_length: int = int(getattr(model, "context_length", 77) or 77)
+        self.text_tower = text_tower(self.model)
+        """The trimmable text tower, or None: texts then run at the full padded context."""
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: ModelSettings) -> Encoder:
@@ -171,14 +183,30 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_images(torch.stack([self.preprocess(im) for im in images]))
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts into unit vectors ``(N, dim)``."""
+        """Embed texts into unit vectors ``(N, dim)``; recent texts come from the LRU cache."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._text_cache_lock:
+            cached = {t: v for t in texts if (v := self._text_cache.get(t)) is not None}
+            for text in cached:
+                self._text_cache.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in cached))
+        if missing:
+            fresh = dict(zip(missing, self._encode_texts(missing), strict=True))
+            with self._text_cache_lock:
+                for text, vector in fresh.items():
+                    self._text_cache[text] = vector.copy()
+                while len(self._text_cache) > self.TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+            cached.update(fresh)
+        return np.stack([cached[t] for t in texts])
+
+    @torch.inference_mode()
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
-            features = self.model.encode_text(tokens)
+            features = encode_text(self.model, self.text_tower, tokens)
         return _unit(features)
 
 
