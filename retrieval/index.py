@@ -11,19 +11,20 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.decode import DecodeError, load_image
-from ingest.pipeline import IngestReport, ingest
 from ingest.records import path_key
-from retrieval.encoder import Encoder
 from retrieval.errors import ClipdexError
 from retrieval.precision import mixable
 from retrieval.query import combine
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
+
+if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
+    from ingest.pipeline import IngestReport
+    from retrieval.encoder import Encoder
 
 
 class Index:
@@ -77,12 +78,16 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
+            from retrieval.encoder import Encoder
+
             self._encoder = self._checked(Encoder.load(self.settings.model))
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> IngestReport:
         """Embed new and changed images below ``roots``; drop points of files gone from them."""
+        from ingest.pipeline import ingest
+
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
         encoder = self.encoder
@@ -111,6 +116,8 @@ class Index:
                        negative_weight=negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
+        from ingest.decode import DecodeError, load_image
+
         path = os.fspath(image)
         if not Path(path).is_file():
             raise ClipdexError(f"query image not found: {path}")

@@ -6,7 +6,6 @@ from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, SearchFilter, VectorStore
 from retrieval.store.edge import EdgeStore
-from retrieval.store.server import ServerStore
 
 __all__ = ["CollectionMeta", "Hit", "SearchFilter", "VectorStore", "open_store"]
 
@@ -15,6 +14,8 @@ def open_store(settings: Settings, *, create: bool = False) -> VectorStore:
     """The collection that ``settings.store`` names; ``create`` makes the embedded folder if needed."""
     store = settings.store
     if store.url:
+        from retrieval.store.server import ServerStore  # qdrant-client takes seconds to import: only for a URL
+
         return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef)
     folder = settings.store_path / store.collection
     if create:
