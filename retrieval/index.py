@@ -37,12 +37,20 @@ class Index:
             self._encoder = self._checked(encoder)
 
     @classmethod
-    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None) -> Index:
+    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None,
+             owner: str | None = None) -> Index:
         """Open the collection ``settings.store`` names (``create``: allow making it).
 
         ``encoder``: an already loaded model for these settings, to share it instead of loading it again.
+        ``owner``: who holds the store while it is open, named to any second opener
+        (``retrieval.store.lock.serve_owner(url)`` for a server).
         """
-        return cls(settings, open_store(settings, create=create), encoder)
+        store = open_store(settings, create=create, owner=owner)
+        try:
+            return cls(settings, store, encoder)
+        except BaseException:
+            store.close()
+            raise
 
     def __enter__(self) -> Index:
         return self
