@@ -33,6 +33,15 @@ class CollectionMeta:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @property
+    def weights_id(self) -> str:
+        """The weights' content hash: ``weights``, or for collections written before that key existed,
+        the ``#xxh3:…`` suffix of ``pretrained`` ("" when the weights are a tag or random)."""
+        if self.weights:
+            return self.weights
+        _, sep, digest = self.pretrained.rpartition("#xxh3:")
+        return f"xxh3:{digest}" if sep and digest else ""
+
     @classmethod
     def from_dict(cls, data: Any) -> CollectionMeta:
         """Read what :meth:`as_dict` wrote; ``ValueError`` names what is missing or malformed."""
