@@ -67,8 +67,11 @@ class Index:
         model = self.settings.model
         if meta is None:
             return
-        weights = weights_fingerprint(model)
-        same = meta.weights_id == weights if (meta.weights_id or weights) else meta.model == model.name
+        weights = weights_fingerprint(model)  # None: a hub model not downloaded yet, checked once loaded
+        if weights is None or not (meta.weights_id or weights):
+            same = meta.model == model.name
+        else:
+            same = meta.weights_id == weights
         if not same:
             raise ClipdexError(
                 f"collection '{self.settings.store.collection}' was built with model {meta.model} (weights "
