@@ -134,8 +134,10 @@ class Index:
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
         path = os.fspath(image)
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise ClipdexError(f"query image not found: {path}")
+        if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ClipdexError(f"query image is not a regular file: {path}")
         try:
             return load_image(path, max_megapixels=self.settings.ingest.max_megapixels,
                               draft_size=self.encoder.image_size)
