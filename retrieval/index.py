@@ -21,6 +21,7 @@ from ingest.records import path_key
 from retrieval.encoder import Encoder
 from retrieval.errors import ClipdexError
 from retrieval.query import combine
+from retrieval.request import SearchRequest
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
 
@@ -87,22 +88,22 @@ class Index:
                       batch_size=self.settings.model.batch_size, progress=progress)
 
     # -- search --------------------------------------------------------------------------------
-    def query_vector(self, text: str | None = None, image: str | os.PathLike[str] | None = None,
-                     negative: Sequence[str] = (), *, text_weight: float = 1.0, image_weight: float = 1.0,
-                     negative_weight: float = 0.5) -> np.ndarray:
-        """The unit vector a search compares against (see retrieval.query.combine)."""
-        if text is not None and not text.strip():
-            raise ClipdexError("the search text is empty")
-        if text is None and image is None:
-            raise ClipdexError("a search needs a text, an --image, or both")
+    def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
+        """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
+
+        Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
+        """
+        req = SearchRequest.of(request, **fields)
+        if not req.has_query:
+            raise ClipdexError("a search needs a text, an example image, or both")
         encoder = self.encoder
-        texts = ([text] if text is not None else []) + [n for n in negative if n.strip()]
+        texts = ([req.text] if req.text is not None else []) + list(req.negative)
         text_vectors = encoder.encode_texts(texts) if texts else np.zeros((0, encoder.dim), np.float32)
-        text_vec = text_vectors[0] if text is not None else None
-        negatives = text_vectors[1:] if text is not None else text_vectors
-        image_vec = encoder.encode_pil([self._query_image(image)])[0] if image is not None else None
-        return combine(text_vec, image_vec, negatives, text_weight=text_weight, image_weight=image_weight,
-                       negative_weight=negative_weight)
+        text_vec = text_vectors[0] if req.text is not None else None
+        negatives = text_vectors[1:] if req.text is not None else text_vectors
+        image_vec = encoder.encode_pil([self._query_image(req.image)])[0] if req.image is not None else None
+        return combine(text_vec, image_vec, negatives, text_weight=req.text_weight, image_weight=req.image_weight,
+                       negative_weight=req.negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
         path = os.fspath(image)
@@ -114,23 +115,20 @@ class Index:
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
-    def search(self, text: str | None = None, image: str | os.PathLike[str] | None = None,
-               negative: Sequence[str] = (), *, limit: int | None = None, folder: str | None = None,
-               min_score: float | None = None, after: float | None = None, before: float | None = None,
-               camera: str | None = None, text_weight: float = 1.0, image_weight: float = 1.0,
-               negative_weight: float = 0.5) -> list[Hit]:
-        """Ranked hits, best first. ``folder`` restricts to a subtree inside Qdrant."""
-        limit = self.settings.search.limit if limit is None else limit
-        if limit < 1:
-            raise ClipdexError(f"limit must be at least 1 (got {limit})")
+    def search(self, request: SearchRequest | str | None = None, /, **fields: Any) -> list[Hit]:
+        """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
+
+        The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit
+        raises :class:`retrieval.request.SearchRequestError`. ``folder`` restricts to a subtree inside Qdrant.
+        """
+        req = SearchRequest.of(request, **fields)
         if self.store.meta() is None:
             raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
                                f"{self.store.location} (run `clipdex ingest DIR` first)")
-        where = SearchFilter(folder=_folder_key(folder) if folder else None, after=after, before=before,
-                             camera=camera)
-        vector = self.query_vector(text, image, negative, text_weight=text_weight, image_weight=image_weight,
-                                   negative_weight=negative_weight)
-        return self.store.query(vector, limit, where, min_score)
+        limit = self.settings.search.limit if req.limit is None else req.limit
+        where = SearchFilter(folder=_folder_key(req.folder) if req.folder else None, after=req.after,
+                             before=req.before, camera=req.camera)
+        return self.store.query(self.query_vector(req), limit, where, req.min_score)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:

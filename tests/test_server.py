@@ -29,6 +29,7 @@ from retrieval import load_settings
 from retrieval.cli import main
 from retrieval.cli.serve_cmd import listen
 from retrieval.index import Index
+from retrieval.request import MAX_NEGATIVES, MAX_TEXT_CHARS
 from retrieval.server import create_app
 from tests.conftest import write_config
 from tests.hostile import bomb_png
@@ -295,7 +296,15 @@ def test_image_of_a_file_deleted_since_ingest_is_404(live: Live):
     ({"q": QUERY, "limit": 10001}, 422, "limit"),
     ({"q": QUERY, "min_score": 2}, 422, "min_score"),
     ({"q": QUERY, "text_weight": -1}, 422, "text_weight"),
-    ({"q": QUERY, "after": "yesterday"}, 400, "invalid date 'yesterday'"),
+    ({"q": QUERY, "after": "yesterday"}, 422, "invalid date 'yesterday'"),
+    ({"q": QUERY, "after": "2022", "before": "2021"}, 422, "after must be earlier than before"),
+    ({"q": QUERY, "text_weight": "inf"}, 422, "text_weight: Input should be a finite number"),
+    ({"q": QUERY, "negative_weight": "-inf"}, 422, "negative_weight"),
+    ({"q": QUERY, "min_score": "nan"}, 422, "min_score: Input should be a finite number"),
+    ({"q": QUERY, "negative": ["x"] * (MAX_NEGATIVES + 1)}, 422,
+     f"negative: Value should have at most {MAX_NEGATIVES} items"),
+    ({"q": QUERY, "negative": "n" * (MAX_TEXT_CHARS + 1)}, 422, f"at most {MAX_TEXT_CHARS} characters"),
+    ({"q": "q" * (MAX_TEXT_CHARS + 1)}, 422, f"q: String should have at most {MAX_TEXT_CHARS} characters"),
     ({}, 400, "needs a text"),
     ({"q": "   "}, 400, "needs a text"),
 ])
@@ -305,6 +314,9 @@ def test_bad_search_inputs_are_4xx_with_one_line(live: Live, params: dict[str, A
 
 def test_bad_form_fields_and_unknown_routes(live: Live):
     assert_error(live.http.post("/api/search", data={"q": QUERY, "limit": "0"}), 422, "limit")
+    assert_error(live.http.post("/api/search", data={"q": QUERY, "text_weight": "inf"}), 422, "text_weight", "finite")
+    assert_error(live.http.post("/api/search", data={"q": QUERY, "negative": ["x"] * (MAX_NEGATIVES + 1)}), 422,
+                 "negative", str(MAX_NEGATIVES))
     assert_error(live.http.get("/api/image"), 422, "path")
     assert_error(live.http.get("/api/image", params={"path": str(live.good[0]), "thumb": 1}), 422, "thumb")
     assert_error(live.http.get("/api/nothing"), 404)
