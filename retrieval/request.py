@@ -36,20 +36,17 @@ MAX_WEIGHT = 1000.0
 
 
 def _blank_to_none(value: Any) -> Any:
+    """A blank string is no value; a path object (an image, a folder, an example) is its text."""
+    value = os.fspath(value) if isinstance(value, os.PathLike) else value
     return None if isinstance(value, str) and not value.strip() else value
 
 
 def _drop_blank(value: Any) -> Any:
-    if isinstance(value, str):  # one value where a list is expected (a single query parameter)
+    if isinstance(value, (str, os.PathLike)):  # one value where a list is expected (one query parameter)
         value = [value]
     if isinstance(value, (list, tuple)):
-        return [v for v in value if not (isinstance(v, str) and not v.strip())]
+        return [v for v in map(_blank_to_none, value) if v is not None]
     return value
-
-
-def _path_text(value: Any) -> Any:
-    value = _blank_to_none(value)
-    return os.fspath(value) if isinstance(value, os.PathLike) else value
 
 
 def _date(value: Any) -> Any:
@@ -119,7 +116,7 @@ class SearchRequest(SearchParams):
     model_config = ConfigDict(extra="forbid")
 
     image: Annotated[Annotated[str, StringConstraints(max_length=MAX_PATH_CHARS)] | None,
-                     BeforeValidator(_path_text)] = None
+                     BeforeValidator(_blank_to_none)] = None
 
     @classmethod
     def of(cls, request: SearchRequest | str | None = None, /, **fields: Any) -> SearchRequest:
@@ -142,6 +139,10 @@ class SearchRequest(SearchParams):
     def has_query(self) -> bool:
         """True if there is something to encode (a text or an example image)."""
         return self.text is not None or self.image is not None
+
+
+class UnknownPointError(ClipdexError):
+    """A like/unlike example that is not in the collection."""
 
 
 class SearchRequestError(ClipdexError):

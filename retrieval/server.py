@@ -28,7 +28,7 @@ from ingest.decode import FORMATS, DecodeError, load_image
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.request import SearchParams, SearchRequest
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -67,9 +67,14 @@ class Service:
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
-        request = SearchRequest.of(**params.model_dump(), image=image)
-        with self.lock:
-            hits = self.index.search(request)
+        try:
+            request = SearchRequest.of(**params.model_dump(), image=image)
+            with self.lock:
+                hits = self.index.search(request)
+        except UnknownPointError as exc:
+            raise ApiError(404, str(exc)) from None
+        except SearchRequestError as exc:  # a limit across fields, e.g. one example both liked and unliked
+            raise ApiError(422, str(exc)) from None
         return [hit_row(h) for h in hits]
 
     def indexed_file(self, path: str) -> str:

@@ -41,3 +41,21 @@ def write_library(root: Path) -> dict[str, list[Path]]:
     (root / "b" / "notes.jpg").write_text("this is not an image\n")
     broken = [root / "b" / n for n in ("truncated.jpg", "empty.jpg", "notes.jpg")]
     return {"good": good, "broken": broken}
+
+
+def write_near_duplicates(root: Path) -> dict[str, list[Path]]:
+    """Three classes (red, green, blue tints of a pattern), each an original and three near-duplicates
+    (a JPEG re-encode, slight noise, a down-and-up resize): ``{"a": [a/0.png, …], "b": …, "c": …}``."""
+    rng = np.random.default_rng(0)
+    classes: dict[str, list[Path]] = {}
+    for name, seed, tint in (("a", 11, (1, .25, .25)), ("b", 22, (.25, 1, .25)), ("c", 33, (.25, .25, 1))):
+        (root / name).mkdir(parents=True)
+        pixels = np.asarray(pattern(seed), np.float32) * np.array(tint, np.float32)
+        base = Image.fromarray(pixels.astype(np.uint8))
+        base.save(root / name / "0.png")
+        base.save(root / name / "1.jpg", quality=85)
+        Image.fromarray(np.clip(pixels + rng.normal(0, 4, pixels.shape), 0, 255).astype(np.uint8)).save(
+            root / name / "2.png")
+        base.resize((86, 58)).resize(base.size).save(root / name / "3.png")
+        classes[name] = [root / name / f for f in ("0.png", "1.jpg", "2.png", "3.png")]
+    return classes

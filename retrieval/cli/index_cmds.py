@@ -59,6 +59,9 @@ def search_request(**options: Any) -> SearchRequest:
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Example image (any image file).")
 @click.option("--negative", multiple=True, help="Steer away from this prompt (repeatable).")
+@click.option("--like", multiple=True, metavar="PATH",
+              help="More like this indexed file (repeatable): its stored vector, nothing re-encoded.")
+@click.option("--unlike", multiple=True, metavar="PATH", help="Less like this indexed file (repeatable).")
 @click.option("--limit", "-k", type=int, default=None,
               help=f"How many results (1-{MAX_LIMIT}) [default: [search] limit].")
 @click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
@@ -71,7 +74,7 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--camera", help="EXIF camera make or model, exactly.")
 @common_options
 def search(run: Run, **options: Any) -> None:
-    """Find images by TEXT, by --image, or both."""
+    """Find images by TEXT, by --image, by indexed examples (--like/--unlike), or a combination."""
     request = search_request(**options)
     with Index.open(run.settings) as index:
         hits = index.search(request)
