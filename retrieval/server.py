@@ -25,10 +25,10 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest.decode import FORMATS, DecodeError, load_image
-from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -53,10 +53,6 @@ def _one_line(text: str) -> str:
     return lines[0] if lines else "error"
 
 
-def _blank(value: str | None) -> str | None:
-    return value if value and value.strip() else None
-
-
 class Service:
     """The shared Index, its lock, and the operations the routes call."""
 
@@ -69,18 +65,16 @@ class Service:
         with self.lock:
             return status_doc(self.index.status())
 
-    def search(self, text: str | None, image: str | None, negative: Sequence[str], *, limit: int | None,
-               folder: str | None, min_score: float | None, after: str | None, before: str | None,
-               camera: str | None, text_weight: float, image_weight: float,
-               negative_weight: float) -> list[dict[str, Any]]:
-        if _blank(text) is None and image is None:
-            raise ClipdexError("a search needs a text (q), an example image, or both")
-        after_ts, before_ts = parse_optional_date(after or None), parse_optional_date(before or None)
-        with self.lock:
-            hits = self.index.search(_blank(text), image, [n for n in negative if n.strip()], limit=limit,
-                                     folder=_blank(folder), min_score=min_score, after=after_ts,
-                                     before=before_ts, camera=_blank(camera), text_weight=text_weight,
-                                     image_weight=image_weight, negative_weight=negative_weight)
+    def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
+        """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
+        try:
+            request = SearchRequest.of(**params.model_dump(), image=image)
+            with self.lock:
+                hits = self.index.search(request)
+        except UnknownPointError as exc:
+            raise ApiError(404, str(exc)) from None
+        except SearchRequestError as exc:  # a limit across fields, e.g. one example both liked and unliked
+            raise ApiError(422, str(exc)) from None
         return [hit_row(h) for h in hits]
 
     def indexed_file(self, path: str) -> str:
@@ -179,11 +173,6 @@ def _install_error_handlers(app: FastAPI) -> None:
         return answer(500, f"internal error: {type(exc).__name__}: {_one_line(str(exc)) if str(exc) else ''}")
 
 
-Limit = Annotated[int | None, Query(ge=1, le=10000, description="How many results (default: settings).")]
-MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
-Weight = Annotated[float, Query(ge=0.0)]
-
-
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                allowed_hosts: Sequence[str] | None = None) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
@@ -209,34 +198,16 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return service.status()
 
     @app.get("/api/search")
-    def api_search(q: str | None = None, negative: Annotated[list[str], Query()] = [],  # noqa: B006
-                   limit: Limit = None, folder: str | None = None, min_score: MinScore = None,
-                   after: str | None = None, before: str | None = None, camera: str | None = None,
-                   text_weight: Weight = 1.0, image_weight: Weight = 1.0,
-                   negative_weight: Weight = 0.5) -> list[dict[str, Any]]:
+    def api_search(params: Annotated[SearchParams, Query()]) -> list[dict[str, Any]]:
         """Rows as ``clipdex search --json`` prints them, best first."""
-        return service.search(q, None, negative, limit=limit, folder=folder, min_score=min_score, after=after,
-                              before=before, camera=camera, text_weight=text_weight, image_weight=image_weight,
-                              negative_weight=negative_weight)
+        return service.search(params)
 
     @app.post("/api/search")
-    def api_search_upload(image: Annotated[UploadFile | None, File()] = None,
-                          q: Annotated[str | None, Form()] = None,
-                          negative: Annotated[list[str], Form()] = [],  # noqa: B006
-                          limit: Annotated[int | None, Form(ge=1, le=10000)] = None,
-                          folder: Annotated[str | None, Form()] = None,
-                          min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
-                          after: Annotated[str | None, Form()] = None,
-                          before: Annotated[str | None, Form()] = None,
-                          camera: Annotated[str | None, Form()] = None,
-                          text_weight: Annotated[float, Form(ge=0.0)] = 1.0,
-                          image_weight: Annotated[float, Form(ge=0.0)] = 1.0,
-                          negative_weight: Annotated[float, Form(ge=0.0)] = 0.5) -> list[dict[str, Any]]:
+    def api_search_upload(params: Annotated[SearchParams, Form()],
+                          image: Annotated[UploadFile | None, File()] = None) -> list[dict[str, Any]]:
         """Like ``GET /api/search``, with an optional example image uploaded as the ``image`` field."""
         with service.upload(image) as example:
-            return service.search(q, example, negative, limit=limit, folder=folder, min_score=min_score,
-                                  after=after, before=before, camera=camera, text_weight=text_weight,
-                                  image_weight=image_weight, negative_weight=negative_weight)
+            return service.search(params, example)
 
     @app.get("/api/image")
     def api_image(path: str, thumb: Annotated[int | None, Query(ge=16, le=2048)] = None) -> Response:

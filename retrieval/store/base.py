@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -13,6 +15,9 @@ import numpy as np
 # Payload fields with a Qdrant payload index, so filters never post-filter.
 KEYWORD_FIELDS = ("path", "ancestors", "hash", "camera_make", "camera_model")
 FLOAT_FIELDS = ("taken_ts",)
+SCORE_TOLERANCE = 1e-3  # float rounding of a cosine between unit vectors stays far below this
+
+log = logging.getLogger("clipdex.store")
 
 
 @dataclass(frozen=True)
@@ -115,9 +120,28 @@ class VectorStore(Protocol):
         """Stored vector and payload of each given id (missing ids are left out)."""
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
-              min_score: float | None = None) -> list[Hit]: ...
+              min_score: float | None = None) -> list[Hit]:
+        """The ``limit`` points nearest to ``vector`` (cosine), best first, through :func:`sane_hits`."""
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        """Points like ``positives`` and unlike ``negatives`` (stored vectors, rows), by Qdrant's
+        ``average_vector`` strategy (see retrieval.query.recommend_vector); scores are cosines."""
 
     def optimize(self) -> None:
         """Build indexes after a bulk load (may take a while)."""
 
     def close(self) -> None: ...
+
+
+def sane_hits(hits: Sequence[Hit]) -> list[Hit]:
+    """``hits`` without those whose score is no cosine (not finite, or outside [-1, 1]).
+
+    A damaged segment or stored vector can make the engine return NaN or absurd scores; those points
+    are never results. Each dropped point is logged with its id, so it can be found and re-ingested.
+    """
+    kept = [h for h in hits if math.isfinite(h.score) and abs(h.score) <= 1.0 + SCORE_TOLERANCE]
+    if len(kept) < len(hits):
+        bad = [f"{h.id} ({h.score})" for h in hits if h not in kept]
+        log.warning("dropped %d hit(s) with impossible scores (damaged vectors?): %s", len(bad), ", ".join(bad))
+    return kept

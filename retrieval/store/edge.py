@@ -15,7 +15,8 @@ import numpy as np
 import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter
+from retrieval.query import recommend_vector
+from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter, sane_hits
 from retrieval.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -173,7 +174,13 @@ class EdgeStore:
             limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()), filter=_filter(where),
             score_threshold=min_score, with_payload=True, with_vector=False,
             params=qe.SearchParams(hnsw_ef=self.hnsw_ef))
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        # qdrant-edge's recommend queries are best_score/sum_scores only (their scores are no cosines):
+        # average_vector, Qdrant's default strategy, is one nearest search for this vector.
+        return self.query(recommend_vector(positives, negatives), limit, where, min_score)
 
     def optimize(self) -> None:
         if self._shard is not None:

@@ -14,7 +14,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from retrieval.errors import ClipdexError
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter
+from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter, sane_hits
 
 
 def _filter(where: SearchFilter) -> models.Filter | None:
@@ -106,13 +106,25 @@ class ServerStore:
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
+        return self._query(vector.astype(np.float32).tolist(), limit, where, min_score)
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        # The stored vectors, not their ids: Qdrant would leave the examples themselves out of the
+        # results, which the embedded store (and a search by --image) does not.
+        recommend = models.RecommendInput(
+            positive=np.asarray(positives, np.float32).tolist(), negative=np.asarray(negatives, np.float32).tolist(),
+            strategy=models.RecommendStrategy.AVERAGE_VECTOR)
+        return self._query(models.RecommendQuery(recommend=recommend), limit, where, min_score)
+
+    def _query(self, query: Any, limit: int, where: SearchFilter, min_score: float | None) -> list[Hit]:
         if not self._exists:
             raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
                                "(run `clipdex ingest` first)")
         response = self.client.query_points(
-            self.collection, query=vector.astype(np.float32).tolist(), limit=limit, query_filter=_filter(where),
-            score_threshold=min_score, with_payload=True, search_params=models.SearchParams(hnsw_ef=self.hnsw_ef))
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+            self.collection, query=query, limit=limit, query_filter=_filter(where), score_threshold=min_score,
+            with_payload=True, search_params=models.SearchParams(hnsw_ef=self.hnsw_ef))
+        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
 
     def optimize(self) -> None:
         """The server indexes in the background."""
