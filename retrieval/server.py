@@ -29,6 +29,7 @@ from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
+from retrieval.serving.middleware import ErrorBoundary
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -174,10 +175,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return answer(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return answer(500, f"internal error: {type(exc).__name__}: {_one_line(str(exc)) if str(exc) else ''}")
-
 
 Limit = Annotated[int | None, Query(ge=1, le=10000, description="How many results (default: settings).")]
 MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
@@ -198,6 +195,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     _install_error_handlers(app)
+    app.add_middleware(ErrorBoundary)  # added last: the outermost, it also covers the other middleware
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:

@@ -30,6 +30,7 @@ from retrieval.cli import main
 from retrieval.cli.serve_cmd import listen
 from retrieval.index import Index
 from retrieval.server import create_app
+from retrieval.serving.protocol import uvicorn_config
 from tests.conftest import write_config
 from tests.hostile import bomb_png
 from tests.images import write_library
@@ -51,7 +52,7 @@ def serving(app: Any) -> Iterator[str]:
     import uvicorn
 
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

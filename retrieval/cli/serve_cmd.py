@@ -82,6 +82,7 @@ def serve(run: Run, host: str, port: int, log_level: str) -> None:
 
     from retrieval.index import Index
     from retrieval.server import create_app
+    from retrieval.serving.protocol import uvicorn_config
 
     sock = listen(host, port)
     try:
@@ -95,8 +96,7 @@ def serve(run: Run, host: str, port: int, log_level: str) -> None:
             if not is_loopback(host):
                 click.echo(f"clipdex: warning: {host} is not a loopback address; anyone who can reach it can "
                            "search and view the indexed images", err=True)
-            config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
-                                    server_header=False)
+            config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
             with _sigterm_stops(), suppress(KeyboardInterrupt, _Stopped):
                 uvicorn.Server(config).run(sockets=[sock])
     finally:

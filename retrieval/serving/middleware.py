@@ -1,0 +1,55 @@
+"""Pure ASGI middleware around the clipdex app: each one a single, app-wide rule.
+
+They see every route, including routes added later (``/api/ingest``), and work while the request
+streams in, before any route code runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("clipdex.serve")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The ``{"error": one line}`` answer every clipdex error has."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class ErrorBoundary:
+    """An unexpected exception becomes a generic 500 with a request id; the details go to the log only.
+
+    The traceback and the request id are logged on the server (logger ``clipdex.serve``), the client
+    gets the id to quote and nothing of the exception's text (paths, internals).
+    """
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch_start)
+        except Exception:
+            request_id = uuid.uuid4().hex[:16]
+            log.exception("internal error, request id %s: %s %s", request_id, scope.get("method"),
+                          scope.get("path"))
+            if not started:  # otherwise the response is cut short: the client sees a broken transfer
+                response = JSONResponse(
+                    {"error": f"internal error (request id {request_id}; the server log has the details)",
+                     "request_id": request_id}, status_code=500, headers={"X-Request-Id": request_id})
+                await response(scope, receive, send)
+
