@@ -29,7 +29,7 @@ from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.serving.middleware import ErrorBoundary
+from retrieval.serving.middleware import ErrorBoundary, field_message, validation_detail
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -152,7 +152,8 @@ def _validation_message(exc: RequestValidationError) -> str:
         return "invalid request"
     first = errors[0]
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body"))
-    return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid request"))
+    message = field_message(str(first.get("msg", "invalid value")))
+    return f"{where}: {message}" if where else message
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -169,7 +170,8 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _validation_message(exc), "detail": exc.errors()}, status_code=422)
+        return JSONResponse({"error": _validation_message(exc), "detail": validation_detail(exc.errors())},
+                            status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

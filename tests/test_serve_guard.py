@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from retrieval.server import create_app
-from tests.test_server import Live, assert_error, live_library, serving
+from tests.test_server import QUERY, Live, assert_error, live_library, serving
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,86 @@ def test_internal_error_answers_a_request_id_and_logs_the_details(live: Live):
     logged = [r for r in records if request_id in r.getMessage()]
     assert logged and logged[0].exc_info and "secret detail" in str(logged[0].exc_info[1])
     assert "/api/fails" in logged[0].getMessage()
+
+
+# -- no client input gives a 500 -----------------------------------------------------------------------------
+
+PNG = Path(__file__).resolve().parent.parent / "samples" / "fashion-mnist" / "ankle_boot" / "00000.png"
+
+
+def assert_client_error(response: httpx.Response) -> None:
+    """A 4xx with one JSON line, or a 2xx: never a 5xx."""
+    assert response.status_code < 500, f"{response.request.method} {response.request.url}: {response.text}"
+    if response.status_code >= 400 and response.headers.get("content-type", "").startswith("application/json"):
+        message = response.json()["error"]
+        assert message and "\n" not in message
+
+
+@pytest.mark.parametrize("data, files, needle", [
+    ({"image": "notafile", "q": QUERY}, None, "image"),
+    ({}, {"q": ("q.png", PNG.read_bytes(), "image/png")}, "q"),
+    ({"q": QUERY}, {"negative": ("n.png", PNG.read_bytes(), "image/png")}, "negative"),
+    ({"q": QUERY}, {"limit": ("l.png", PNG.read_bytes(), "image/png")}, "limit"),
+    ({"q": QUERY}, {"text_weight": ("w.bin", b"\x00\xff", "application/octet-stream")}, "text_weight"),
+])
+def test_wrong_kind_of_form_field_is_422(live: Live, data: dict[str, str], files: dict | None, needle: str):
+    response = live.http.post("/api/search", data=data, files=files or {"unused": ("u.txt", b"", "text/plain")})
+    message = assert_error(response, 422, needle)
+    assert "UploadFile" not in message and "Traceback" not in response.text and "class '" not in message
+
+
+def _multipart(fields: list[tuple[str, str | bytes]]) -> tuple[dict[str, list[str]], list[tuple[str, tuple]]]:
+    data: dict[str, list[str]] = {}
+    for name, value in fields:
+        if isinstance(value, str):
+            data.setdefault(name, []).append(value)
+    files = [(name, (f"{name}.bin", value, "application/octet-stream")) for name, value in fields
+             if isinstance(value, bytes)]
+    return data, files or [("unused", ("u.txt", b"", "text/plain"))]
+
+
+FORM_FIELDS = ("image", "q", "negative", "limit", "folder", "min_score", "after", "before", "camera",
+               "text_weight", "image_weight", "negative_weight")
+
+
+def test_any_form_field_as_text_or_file_is_never_a_500(live: Live):
+    """Hypothesis over the multipart form: every field may be missing, repeated, text or a file."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    text = st.one_of(st.text(max_size=12), st.sampled_from(["0", "-1", "1e309", "nan", "inf", "2021-07", "5"]))
+    blob = st.one_of(st.binary(max_size=48), st.just(PNG.read_bytes()))
+    fields = st.lists(st.tuples(st.sampled_from(FORM_FIELDS), st.one_of(text, blob)), max_size=5)
+
+    @settings(max_examples=60, deadline=None, database=None, derandomize=True,
+              suppress_health_check=list(HealthCheck))
+    @given(fields=fields)
+    def post(fields: list[tuple[str, str | bytes]]) -> None:
+        data, files = _multipart(fields)
+        assert_client_error(live.http.post("/api/search", data=data, files=files))
+
+    post()
+
+
+def test_openapi_schema_driven_requests_never_get_a_500(live: Live):
+    """Schemathesis: valid and invalid requests for every operation of the served OpenAPI schema."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis.errors import Unsatisfiable
+
+    schema = schemathesis.openapi.from_url(f"{live.url}/openapi.json")
+    operations = [result.ok() for result in schema.get_all_operations()]
+    assert {op.path for op in operations} >= {"/api/status", "/api/search", "/api/image"}
+    for operation in operations:
+        for mode in schemathesis.GenerationMode:
+            @settings(max_examples=25, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def call(case: schemathesis.Case) -> None:
+                response = case.call(base_url=live.url, timeout=30)
+                assert response.status_code < 500, f"{case.method} {case.path}: {response.text}"
+
+            try:
+                call()
+            except Unsatisfiable:  # no invalid request exists for an operation without parameters
+                assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -53,3 +54,22 @@ class ErrorBoundary:
                      "request_id": request_id}, status_code=500, headers={"X-Request-Id": request_id})
                 await response(scope, receive, send)
 
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (lower-case ``name``), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None
+
+
+def field_message(msg: str) -> str:
+    """A validation message in the client's terms (a text where a file belongs says so plainly)."""
+    return "expected a file, got a text field" if "Expected UploadFile" in msg else msg
+
+
+def validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the rejected input (which may be an upload or megabytes of text)."""
+    return [{"type": str(e.get("type", "")), "loc": [str(p) for p in e.get("loc", ())],
+             "msg": field_message(str(e.get("msg", "")))} for e in errors]
