@@ -29,7 +29,7 @@ from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.serving.middleware import ErrorBoundary, field_message, validation_detail
+from retrieval.serving.middleware import ErrorBoundary, HeadAsGet, field_message, validation_detail
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -194,10 +194,12 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
                   docs_url=None, redoc_url=None)  # Swagger/ReDoc load from a CDN: offline they are blank
     app.state.service = service
+    _install_error_handlers(app)
+    # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
+    app.add_middleware(HeadAsGet)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    _install_error_handlers(app)
-    app.add_middleware(ErrorBoundary)  # added last: the outermost, it also covers the other middleware
+    app.add_middleware(ErrorBoundary)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:

@@ -152,3 +152,18 @@ def test_openapi_schema_driven_requests_never_get_a_500(live: Live):
                 call()
             except Unsatisfiable:  # no invalid request exists for an operation without parameters
                 assert mode is schemathesis.GenerationMode.NEGATIVE, operation.label
+
+
+# -- HEAD ------------------------------------------------------------------------------------------------------
+
+
+def test_head_answers_like_get_without_a_body(live: Live):
+    image = str(live.good[0])
+    for path, params in (("/", {}), ("/api/status", {}), ("/api/image", {"path": image}),
+                         ("/api/image", {"path": image, "thumb": 32})):
+        got, head = live.http.get(path, params=params), live.http.head(path, params=params)
+        assert got.status_code == head.status_code == 200, (path, head.status_code)
+        assert head.content == b"" and head.headers["content-type"] == got.headers["content-type"]
+        assert head.headers["content-length"] == str(len(got.content))
+    assert live.http.head("/api/image", params={"path": "/etc/passwd"}).status_code == 404
+

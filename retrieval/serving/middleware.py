@@ -10,6 +10,7 @@ import logging
 import uuid
 from typing import Any
 
+from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -73,3 +74,65 @@ def validation_detail(errors: Any) -> list[dict[str, Any]]:
     """FastAPI's validation errors without the rejected input (which may be an upload or megabytes of text)."""
     return [{"type": str(e.get("type", "")), "loc": [str(p) for p in e.get("loc", ())],
              "msg": field_message(str(e.get("msg", "")))} for e in errors]
+
+
+class HeadAsGet:
+    """``HEAD`` is answered like ``GET`` on every route, with the headers and without the body."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
+
+
+class BodyLimit:
+    """Refuse a request body over ``max_bytes`` while it streams in, before anything stores it.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once; otherwise the body is counted
+    as it arrives, and the message that crosses the limit raises a 413, so no more than the limit plus
+    one received chunk ever reaches the form parser (and its temporary files).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_bytes / (1 << 20):.4g} MiB"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await error_response(400, "invalid Content-Length header")(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await error_response(413, self._too_large())(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._too_large())  # FastAPI lets it through its body parsing
+            return message
+
+        await self.app(scope, receive if scope["method"] in ("GET", "HEAD") and declared is None else counted, send)
