@@ -29,10 +29,12 @@ from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.serving.middleware import ErrorBoundary, HeadAsGet, field_message, validation_detail
+from retrieval.serving.middleware import BodyLimit, ErrorBoundary, HeadAsGet, field_message, validation_detail
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
+FORM_FIELDS_BYTES = 64 << 10
+"""Room for the other form fields beside an upload: a request body may be this much over the upload limit."""
 _CHUNK = 1 << 20
 
 
@@ -196,6 +198,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     app.state.service = service
     _install_error_handlers(app)
     # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
     app.add_middleware(HeadAsGet)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))

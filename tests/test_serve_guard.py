@@ -7,8 +7,13 @@ Every test talks to a real uvicorn server on 127.0.0.1 (the configuration ``clip
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import tempfile
+import threading
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -167,3 +172,68 @@ def test_head_answers_like_get_without_a_body(live: Live):
         assert head.headers["content-length"] == str(len(got.content))
     assert live.http.head("/api/image", params={"path": "/etc/passwd"}).status_code == 404
 
+
+# -- request bodies are limited while they stream ---------------------------------------------------------------
+
+LIMIT = 2 << 20  # max_upload_bytes of the app under test
+CHUNK = 64 << 10
+
+
+def stored_bytes(folder: str) -> int:
+    """Bytes in files under ``folder``: those listed there plus open, already-unlinked ones (O_TMPFILE)."""
+    sizes: dict[int, int] = {}
+    for fd in os.listdir("/proc/self/fd"):
+        with suppress(OSError):
+            if os.readlink(f"/proc/self/fd/{fd}").startswith(folder):
+                st = os.stat(f"/proc/self/fd/{fd}")
+                sizes[st.st_ino] = st.st_size
+    for entry in os.scandir(folder):
+        with suppress(OSError):
+            sizes[entry.inode()] = entry.stat().st_size
+    return sum(sizes.values())
+
+
+@contextmanager
+def peak_storage(folder: Path) -> Iterator[list[int]]:
+    """Sample ``stored_bytes(folder)`` every few milliseconds; the peak is in the yielded list."""
+    peak, done = [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], stored_bytes(str(folder)))
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        sampler.join(10)
+
+
+def multipart_stream(total: int, boundary: str) -> Iterator[bytes]:
+    """A multipart body with one ``image`` part of ``total`` bytes, produced chunk by chunk."""
+    yield (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="huge.png"\r\n'
+           "Content-Type: image/png\r\n\r\n").encode() + b"\x89PNG\r\n\x1a\n"
+    for _ in range(total // CHUNK):
+        yield b"\0" * CHUNK
+    yield f"\r\n--{boundary}--\r\n".encode()
+
+
+def test_oversized_streamed_upload_is_stopped_at_the_limit(live: Live, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where uploads and the form parser spool
+    boundary = "clipdexboundary"
+    with serving(sibling_app(live, max_upload_bytes=LIMIT)) as url, peak_storage(tmp_path) as peak:
+        response = httpx.post(f"{url}/api/search", content=multipart_stream(32 * LIMIT, boundary),
+                              headers={"content-type": f"multipart/form-data; boundary={boundary}"}, timeout=60)
+        assert_error(response, 413, "larger than")
+        # A declared Content-Length over the limit is refused before a byte of the body is read.
+        with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+            sock.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1073741824\r\n"
+                         b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 413 ")
+        assert live.http.get("/api/status").status_code == 200
+    assert 0 < peak[0] <= LIMIT + (64 << 10) + 4 * CHUNK, f"{peak[0]} bytes stored for a {LIMIT}-byte limit"
+    assert stored_bytes(str(tmp_path)) == 0  # and nothing is left behind
