@@ -29,7 +29,15 @@ from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.serving.middleware import BodyLimit, ErrorBoundary, HeadAsGet, field_message, validation_detail
+from retrieval.serving.middleware import (
+    ApiPrecondition,
+    BodyLimit,
+    ErrorBoundary,
+    HeadAsGet,
+    field_message,
+    validation_detail,
+)
+from retrieval.serving.store_guard import StoreGuard
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -66,6 +74,7 @@ class Service:
     def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         self.index = index
         self.lock = threading.Lock()
+        self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
 
     def status(self) -> dict[str, Any]:
@@ -199,10 +208,11 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     _install_error_handlers(app)
     # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
+    app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
     app.add_middleware(HeadAsGet)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    app.add_middleware(ErrorBoundary)
+    app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
 import socket
 import tempfile
 import threading
@@ -15,12 +17,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from retrieval.server import create_app
-from tests.test_server import QUERY, Live, assert_error, live_library, serving
+from tests.conftest import write_config
+from tests.images import write_library
+from tests.test_server import QUERY, Live, assert_error, live_library, run_cli, serving
+from tests.test_server import _free_port as free_port
 
 
 @pytest.fixture(scope="module")
@@ -237,3 +243,45 @@ def test_oversized_streamed_upload_is_stopped_at_the_limit(live: Live, tmp_path:
         assert live.http.get("/api/status").status_code == 200
     assert 0 < peak[0] <= LIMIT + (64 << 10) + 4 * CHUNK, f"{peak[0]} bytes stored for a {LIMIT}-byte limit"
     assert stored_bytes(str(tmp_path)) == 0  # and nothing is left behind
+
+
+# -- a store deleted under the server ---------------------------------------------------------------------------
+
+
+def test_store_deleted_under_a_running_server_is_503_everywhere(tmp_path: Path, tiny_model_dir: Path):
+    """The real command in this process (main thread, real signals): delete its store, probe, SIGTERM it."""
+    library = write_library(tmp_path / "lib")
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    assert run_cli("ingest", tmp_path / "lib", "--config", config)[0] == 0
+    url = f"http://127.0.0.1:{free_port()}"
+    image = str(library["good"][0])
+    seen: dict[str, Any] = {}
+
+    def probe() -> None:
+        deadline = time.monotonic() + 60
+        try:
+            while "points" not in seen:
+                with suppress(httpx.TransportError):
+                    seen["points"] = httpx.get(f"{url}/api/status", timeout=5).json()["points"]
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            shutil.rmtree(tmp_path / "store")
+            seen["answers"] = [
+                httpx.get(f"{url}/api/status"), httpx.get(f"{url}/api/search", params={"q": QUERY}),
+                httpx.get(f"{url}/api/image", params={"path": image}),
+                httpx.get(f"{url}/api/image", params={"path": image, "thumb": 64}),
+                httpx.post(f"{url}/api/search", files={"image": ("x.png", PNG.read_bytes(), "image/png")})]
+            seen["page"] = httpx.get(f"{url}/").status_code
+        finally:  # uvicorn handles SIGTERM in the main thread; SIGINT if it never came up
+            os.kill(os.getpid(), signal.SIGTERM if "points" in seen else signal.SIGINT)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    code, _, err = run_cli("serve", "--port", url.rsplit(":", 1)[1], "--config", config, "--log-level", "warning")
+    prober.join(10)
+    assert seen["points"] == len(library["good"])
+    for response in seen["answers"]:
+        assert_error(response, 503, "was deleted while the server was running", str(tmp_path / "store"))
+    assert seen["page"] == 200  # the page still loads (and shows the status line's error)
+    assert code == 0 and "was deleted while the server was running" in err and "server stopped" in err, err
+    assert not (tmp_path / "store").exists()  # stopping did not bring back a half store

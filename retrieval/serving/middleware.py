@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
@@ -29,8 +30,9 @@ class ErrorBoundary:
     gets the id to quote and nothing of the exception's text (paths, internals).
     """
 
-    def __init__(self, app: ASGIApp):
+    def __init__(self, app: ASGIApp, explain: Callable[[], str | None] = lambda: None):
         self.app = app
+        self.explain = explain  # a known cause (the store was deleted): answered 503 with its line
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -49,7 +51,11 @@ class ErrorBoundary:
             request_id = uuid.uuid4().hex[:16]
             log.exception("internal error, request id %s: %s %s", request_id, scope.get("method"),
                           scope.get("path"))
-            if not started:  # otherwise the response is cut short: the client sees a broken transfer
+            if started:  # the response is cut short: the client sees a broken transfer
+                return
+            if cause := self.explain():
+                await error_response(503, cause)(scope, receive, send)
+            else:
                 response = JSONResponse(
                     {"error": f"internal error (request id {request_id}; the server log has the details)",
                      "request_id": request_id}, status_code=500, headers={"X-Request-Id": request_id})
@@ -136,3 +142,17 @@ class BodyLimit:
             return message
 
         await self.app(scope, receive if scope["method"] in ("GET", "HEAD") and declared is None else counted, send)
+
+
+class ApiPrecondition:
+    """Answer every ``/api/`` request 503 with ``check()``'s line while it returns one (e.g. the store is gone)."""
+
+    def __init__(self, app: ASGIApp, check: Callable[[], str | None]):
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/") and (problem := self.check()):
+            await error_response(503, problem)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
