@@ -61,7 +61,7 @@ def finish(plan: IngestPlan, book: Bookkeeper, store: VectorStore, report: Inges
         if progress:
             progress("index", 0, unindexed)
         store.optimize()
-        report.index_built = True
+        report.index_built = store.unindexed() < unindexed
         if progress:
             progress("index", unindexed, unindexed)
     return report

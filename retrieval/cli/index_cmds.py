@@ -12,7 +12,7 @@ from retrieval.index import STATUS_KEYS, Index, hit_row
 
 
 @cli.command()
-@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str, readable=False))
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable), e.g. '*.jpg', '2024/**'.")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None, help="Descend into symlinked folders.")

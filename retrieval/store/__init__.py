@@ -16,7 +16,7 @@ def index_config(settings: Settings) -> IndexConfig:
     s = settings.store
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
-                       on_disk=s.on_disk_vectors)
+                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold)
 
 
 def open_store(settings: Settings, *, create: bool = False) -> VectorStore:

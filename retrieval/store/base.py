@@ -40,6 +40,11 @@ class IndexConfig:
     oversampling: float = 2.0  # quantized candidates fetched per requested hit before rescoring
     on_disk: bool = False  # original vectors memory-mapped from disk instead of held in RAM
     full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
+    index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
+
+    def indexing_threshold_kb(self, dim: int) -> int:
+        """``index_threshold`` points of ``dim`` float32s, in the KB Qdrant's optimizer counts in."""
+        return max(1, self.index_threshold * dim * 4 // 1024)
 
 
 @dataclass(frozen=True)

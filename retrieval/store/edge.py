@@ -183,7 +183,8 @@ def _edge_config(dim: int, config: IndexConfig) -> qe.EdgeConfig:
                                     memory=qe.Memory.Cold if config.on_disk else None),
         hnsw_config=qe.HnswIndexConfig(m=config.m, ef_construct=config.ef_construct,
                                        full_scan_threshold=config.full_scan_threshold),
-        quantization_config=quantization)
+        quantization_config=quantization,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=config.indexing_threshold_kb(dim)))
 
 
 def _quantization_params(config: IndexConfig) -> qe.QuantizationSearchParams | None:

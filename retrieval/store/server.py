@@ -80,6 +80,8 @@ class ServerStore:
             hnsw_config=models.HnswConfigDiff(m=self.config.m, ef_construct=self.config.ef_construct,
                                               full_scan_threshold=self.config.full_scan_threshold),
             quantization_config=_quantization(self.config),
+            optimizers_config=models.OptimizersConfigDiff(
+                indexing_threshold=self.config.indexing_threshold_kb(meta.dim)),
             metadata=meta.as_dict())
         for field in KEYWORD_FIELDS:
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
