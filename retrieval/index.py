@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 
 from ingest.decode import DecodeError, load_image
+from ingest.finish import Progress
 from ingest.pipeline import IngestReport, ingest
 from ingest.records import path_key, point_id
+from ingest.scan import root_error
 from retrieval.encoder import Encoder, weights_fingerprint
 from retrieval.errors import ClipdexError
 from retrieval.query import combine, recommend_vector
@@ -105,8 +107,14 @@ class Index:
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
-    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> IngestReport:
-        """Embed new and changed images below ``roots``; drop points of files gone from them."""
+    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
+               prune: bool = False) -> IngestReport:
+        """Embed new and changed images below ``roots``; drop points of files known to be gone from them.
+
+        ``progress``: True for a bar on stderr, or a callback ``progress(stage, done, total)`` (stage
+        "read", "delete" or "index"). ``prune``: confirm a deletion of more than
+        ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
+        """
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
         encoder = self.encoder
@@ -114,7 +122,8 @@ class Index:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
-                      batch_size=self.settings.model.batch_size, progress=progress)
+                      batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
+                      index_threshold=self.settings.store.index_threshold)
 
     # -- search --------------------------------------------------------------------------------
     def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
@@ -204,13 +213,23 @@ class Index:
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         meta = self.store.meta()
+        roots = self.roots()
         return {"collection": self.settings.store.collection, "points": self.store.count(),
                 "model": meta.model if meta else self.settings.model.name,
                 "dim": meta.dim if meta else 0, "pretrained": meta.pretrained if meta else "",
-                "store": self.store.location, "label": self.settings.model.label}
+                "store": self.store.location, "label": self.settings.model.label,
+                "roots": roots, "offline": [r for r in roots if r["offline"]],
+                "unindexed": self.store.unindexed()}
+
+    def roots(self) -> list[dict[str, Any]]:
+        """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
+        rows = []
+        for path, points in sorted(self.store.root_counts().items()):
+            rows.append({"path": path, "points": points, "offline": root_error(path)})
+        return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "store")
+STATUS_KEYS = ("collection", "points", "model", "dim", "store", "roots", "offline")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

@@ -41,6 +41,19 @@ class StoreSettings(_Section):
     api_key: str = ""
     collection: str = "images"
     hnsw_ef: int = Field(128, ge=4, le=4096)
+    hnsw_m: int = Field(16, ge=4, le=128)
+    """HNSW edges per node (applied when a collection is created)."""
+    hnsw_ef_construct: int = Field(100, ge=4, le=4096)
+    """HNSW build candidates: higher = better recall, slower build (at create)."""
+    quantization: Literal["none", "int8"] = "none"
+    """int8 scalar quantization of the vectors held in RAM (at create); searches rescore with the originals."""
+    quantization_rescore: bool = True
+    quantization_oversampling: float = Field(2.0, ge=1.0, le=16.0)
+    on_disk_vectors: bool = False
+    """Keep the original vectors on disk (memory-mapped) instead of in RAM (at create)."""
+    index_threshold: int = Field(20000, ge=0)
+    """The embedded store builds its HNSW index only once this many points are unindexed; until then
+    those points are searched exactly (a full scan of the small unindexed segments)."""
 
 
 class IngestSettings(_Section):
@@ -53,7 +66,11 @@ class IngestSettings(_Section):
     skip_hidden: bool = True
     max_megapixels: float = Field(64.0, gt=0)
     file_timeout_s: float = Field(30.0, gt=0)
-    upsert_batch: int = Field(256, ge=1)
+    upsert_batch: int = Field(256, ge=1, le=65536)
+    """Points per store request when reusing vectors, deleting, and looking up stored points."""
+    max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """A run that would delete more than this fraction of the points below a root deletes nothing
+    there until it is confirmed with ``--prune``."""
 
 
 class SearchSettings(_Section):
