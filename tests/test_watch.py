@@ -236,3 +236,49 @@ def test_watch_settings_and_bad_watch_paths(tmp_path: Path, tiny_model_dir: Path
     bad = watch_config(tmp_path / "bad", tiny_model_dir, rescan_interval_s=-1)
     code, _, err = run_cli("serve", "--config", bad)
     assert code == 1 and "serve.rescan_interval_s" in err and err.count("\n") == 1
+
+
+def test_the_embedded_store_answers_queries_while_another_thread_upserts(tmp_path: Path):
+    """qdrant-edge's shard takes calls from several threads: queries run between a writer's upserts."""
+    import numpy as np
+
+    from retrieval.store import CollectionMeta, SearchFilter
+    from retrieval.store.edge import EdgeStore
+
+    store = EdgeStore(tmp_path / "edge")
+    store.create(CollectionMeta("m", "", 16))
+    rng = np.random.default_rng(0)
+    seed = rng.standard_normal((50, 16)).astype(np.float32)
+    store.upsert(_ids(0, 50), seed / np.linalg.norm(seed, axis=1, keepdims=True),
+                 [{"path": f"/p/{i}"} for i in range(50)])
+    done = threading.Event()
+    answers: list[int] = []
+    errors: list[BaseException] = []
+
+    def search() -> None:
+        try:
+            while not done.is_set():
+                answers.append(len(store.query(seed[0], 10, SearchFilter())))
+        except BaseException as exc:
+            errors.append(exc)
+
+    reader = threading.Thread(target=search)
+    reader.start()
+    try:
+        for start in range(50, 4050, 200):
+            vectors = rng.standard_normal((200, 16)).astype(np.float32)
+            store.upsert(_ids(start, start + 200), vectors / np.linalg.norm(vectors, axis=1, keepdims=True),
+                         [{"path": f"/p/{i}"} for i in range(start, start + 200)])
+    finally:
+        done.set()
+        reader.join(30)
+    assert not errors and answers and set(answers) == {10}
+    assert store.count() == 4050
+    assert store.query(seed[0], 1, SearchFilter())[0].payload["path"] == "/p/0"
+    store.close()
+
+
+def _ids(start: int, stop: int) -> list[str]:
+    import uuid
+
+    return [str(uuid.UUID(int=i + 1)) for i in range(start, stop)]
