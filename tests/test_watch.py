@@ -58,9 +58,9 @@ def watch_config(tmp: Path, model_dir: Path, **serve: object) -> Path:
 
 
 def indexed(http: httpx.Client, path: Path) -> bool:
-    """Whether the server holds a point for ``path`` (``/api/image`` serves indexed files only)."""
-    response = http.get("/api/image", params={"path": str(path), "thumb": 16})
-    return response.status_code == 200
+    """Whether the server holds a point for ``path``: a search of its folder, with every result, lists it."""
+    response = http.get("/api/search", params={"q": "a picture", "folder": str(path.parent), "limit": 10000})
+    return response.status_code == 200 and str(path) in {row["path"] for row in response.json()}
 
 
 def sync_status(http: httpx.Client) -> dict[str, Any]:
