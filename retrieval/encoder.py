@@ -35,6 +35,9 @@ class ModelIdentity:
     name: str
     pretrained: str
     dim: int
+    weights: str = ""
+    """Content hash of the weights file (``xxh3:…``), "" for tags and random weights: see
+    :func:`weights_fingerprint`."""
 
     def describe(self) -> str:
         return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
@@ -139,7 +142,8 @@ class Encoder:
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
         source = _source_label(settings)
-        return cls(model, preprocess, tokenizer, ModelIdentity(settings.name, source, dim), device)
+        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings))
+        return cls(model, preprocess, tokenizer, identity, device)
 
     @property
     def dim(self) -> int:
@@ -195,25 +199,49 @@ def _image_size(model: torch.nn.Module) -> int:
     return size[0] if isinstance(size, tuple | list) else size
 
 
-def _source_label(settings: ModelSettings) -> str:
-    """The weights' source as recorded in a collection: a tag, or a file with its content hash."""
+def _weights_file(settings: ModelSettings) -> Path | None:
+    """The file the weights come from (a ``local-dir:`` folder's or a checkpoint), or None for tags."""
     if settings.name.startswith(LOCAL_DIR):
-        file = Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
-    elif settings.pretrained and Path(settings.pretrained).expanduser().is_file():
-        file = Path(settings.pretrained).expanduser()
-    else:
+        return Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
+    if settings.pretrained and Path(settings.pretrained).expanduser().is_file():
+        return Path(settings.pretrained).expanduser()
+    return None
+
+
+def weights_fingerprint(settings: ModelSettings) -> str:
+    """The identity of file-based weights: ``xxh3:`` + the file's content hash, wherever it lives.
+
+    "" for pretrained tags (the tag is their identity) and for a folder without weights (random init).
+    The hash is computed without loading the model, so a collection can be checked when it opens.
+    """
+    file = _weights_file(settings)
+    return f"xxh3:{_file_digest(file)}" if file is not None and file.is_file() else ""
+
+
+def _source_label(settings: ModelSettings) -> str:
+    """The weights' source as shown to people: a tag, or a file with its content hash."""
+    file = _weights_file(settings)
+    if file is None:
         return settings.pretrained
-    return f"{file}#xxh3:{_file_digest(file)}" if file.is_file() else "random init"
+    return f"{file}#{weights_fingerprint(settings)}" if file.is_file() else "random init"
+
+
+_digests: dict[tuple[str, int, int], str] = {}
 
 
 def _file_digest(path: Path) -> str:
+    """xxh3-64 of the file's bytes, remembered per (path, size, mtime) within a process."""
     import xxhash
 
-    digest = xxhash.xxh3_64()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        digest = xxhash.xxh3_64()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
 
 
 @contextlib.contextmanager

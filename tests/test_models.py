@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 
 from retrieval.encoder import Encoder, open_clip, save_model_folder
 from retrieval.errors import ClipdexError
-from retrieval.settings import ModelSettings
+from retrieval.settings import ModelSettings, load_settings
+from retrieval.store import open_store
 from tests.conftest import TINY_CFG, TINY_PREPROCESS, write_config
 from tests.images import pattern
 
@@ -74,4 +75,49 @@ def test_retrained_weights_in_the_same_folder_are_refused(clipdex, tmp_path: Pat
     save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, model_dir, TINY_PREPROCESS)
     result = clipdex("search", "--image", tmp_path / "imgs" / "a.png", "--config", config, with_config=False)
     assert result.code == 1 and "weights" in result.err
-    assert clipdex("status", "--json", "--config", config, with_config=False).json()["points"] == 1
+    assert "weights" in clipdex("status", "--config", config, with_config=False).err  # refused at open
+    store = open_store(load_settings(config))
+    assert store.count() == 1  # and nothing was lost
+    store.close()
+
+
+def _ingest_one(clipdex, tmp_path: Path, config: Path) -> Path:
+    (tmp_path / "imgs").mkdir(exist_ok=True)
+    pattern(0).save(tmp_path / "imgs" / "a.png")
+    assert clipdex("ingest", tmp_path / "imgs", "--config", config, with_config=False).code == 0
+    return tmp_path / "imgs" / "a.png"
+
+
+def test_a_moved_model_folder_keeps_opening_its_collection(clipdex, tmp_path: Path, tiny_model_dir: Path):
+    """The weights' content hash is the identity: a checkout moved or mounted elsewhere still works."""
+    import shutil
+
+    first = shutil.copytree(tiny_model_dir, tmp_path / "checkout" / "model")
+    image = _ingest_one(clipdex, tmp_path, write_config(tmp_path / "c.toml", first, tmp_path / "store"))
+    moved = shutil.move(tmp_path / "checkout", tmp_path / "mounted-elsewhere") / "model"
+    config = write_config(tmp_path / "moved.toml", moved, tmp_path / "store")
+    result = clipdex("search", "--image", image, "--json", "--config", config, with_config=False)
+    assert result.code == 0, result.err
+    assert result.json()[0]["path"] == str(image)
+
+
+def test_a_collection_written_with_the_old_path_identity_keeps_opening(clipdex, tmp_path: Path,
+                                                                         tiny_model_dir: Path):
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = write_config(tmp_path / "c.toml", model, tmp_path / "store")
+    image = _ingest_one(clipdex, tmp_path, config)
+    folder = tmp_path / "store" / "test"
+    for meta_file in (folder / "clipdex.json", folder / "shard" / "clipdex.json"):
+        meta = json.loads(meta_file.read_text())
+        digest = meta.pop("weights")  # what clipdex wrote before the weights hash had its own key
+        meta["model"], meta["pretrained"] = "local-dir:/old/checkout/model", f"/old/checkout/model/x#{digest}"
+        meta_file.write_text(json.dumps(meta))
+    result = clipdex("search", "--image", image, "--json", "--config", config, with_config=False)
+    assert result.code == 0, result.err
+    assert result.json()[0]["path"] == str(image)
+    torch.manual_seed(5)  # different weights at the old identity's place are still refused
+    save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, model, TINY_PREPROCESS)
+    result = clipdex("search", "a shoe", "--config", config, with_config=False)
+    assert result.code == 1 and "was built with model" in result.err
