@@ -282,3 +282,28 @@ def _ids(start: int, stop: int) -> list[str]:
     import uuid
 
     return [str(uuid.UUID(int=i + 1)) for i in range(start, stop)]
+
+
+def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_model_dir: Path):
+    lib = tmp_path / "lib"
+    write_images(lib, 2)
+    config = watch_config(tmp_path, tiny_model_dir)
+    port = _free_port()
+    seen: dict[str, Any] = {}
+
+    def probe() -> None:
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                seen["up"] = until(lambda: _up(http), "the server")
+                seen["ingest"] = run_cli("ingest", lib, "--config", config)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM if "up" in seen else signal.SIGINT)
+
+    prober = threading.Thread(target=probe, daemon=True)
+    prober.start()
+    code, _, err = run_cli("serve", "--port", port, "--config", config, "--watch", lib, "--log-level", "warning")
+    prober.join(10)
+    assert code == 0, err
+    ingest_code, _, ingest_err = seen["ingest"]
+    assert ingest_code == 1 and ingest_err.count("\n") == 1
+    assert f"clipdex serve at http://127.0.0.1:{port}" in ingest_err and "--watch" in ingest_err

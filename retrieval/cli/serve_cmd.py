@@ -95,12 +95,13 @@ def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...]
 
     from retrieval.index import Index
     from retrieval.server import create_app
+    from retrieval.store.lock import serve_owner
     from retrieval.sync import root_problem
 
     roots = watched_roots([*run.settings.serve.watch, *watch])
     sock = listen(host, port)
     try:
-        with Index.open(run.settings, create=bool(roots)) as index:
+        with Index.open(run.settings, create=bool(roots), owner=serve_owner(url_of(sock).rstrip("/"))) as index:
             index.encoder  # noqa: B018  (load the model now: fail fast, and the first search is quick)
             info = index.status()
             hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
