@@ -3,7 +3,8 @@
 A ticker thread sleeps 1 ms in a loop and records the longest gap between its wake-ups while the
 main thread makes one qdrant-edge call after another on a fresh shard: one ``update`` (an upsert of
 ``--points`` vectors), ``--queries`` exact queries, ``flush``, then ``optimize`` (the HNSW build; the
-point count and dimension exceed qdrant-edge's default indexing threshold). A gap as long as the
+point count and dimension exceed qdrant-edge's default indexing threshold), then one more point and
+``optimize`` again (what a watched folder's single new photo costs). A gap as long as the
 call means the call holds Python's interpreter lock: no other thread of the process (a server's
 event loop included) runs until it returns. Prints one JSON line:
 ``{"<call>_s": wall time, "<call>_max_gap_s": longest ticker gap, ...}``.
@@ -67,6 +68,9 @@ def main() -> None:
         measure("queries", lambda: [shard.query(r) for r in requests])
         measure("flush", shard.flush)
         measure("optimize", shard.optimize)
+        extra = rng.standard_normal(args.dim).astype(np.float32)
+        shard.update(qe.UpdateOperation.upsert_points([qe.Point(str(uuid.uuid4()), extra.tolist(), {"path": "/new"})]))
+        measure("optimize_after_one_upsert", shard.optimize)
         shard.close()
     stop.set()
     print(json.dumps(result))
