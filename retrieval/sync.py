@@ -74,6 +74,8 @@ class Changes:
     paths: set[str] = field(default_factory=set)
     first: float = 0.0
     last: float = 0.0
+    overflow: bool = False
+    """More than MAX_EVENT_FILES paths: the paths are dropped and the root gets a full sync instead."""
 
 
 def apply_changes(index: Index, root: str, paths: Iterable[str]) -> dict[str, Any]:
@@ -173,7 +175,11 @@ class Syncer:
         now = time.monotonic()
         with self._cond:
             changes = self._pending.setdefault(root, Changes(first=now))
-            changes.paths.update(paths)
+            if not changes.overflow:
+                changes.paths.update(paths)
+                if len(changes.paths) > MAX_EVENT_FILES:  # memory stays bounded under an event storm
+                    changes.paths.clear()
+                    changes.overflow = True
             changes.last = now
             self._cond.notify_all()
 
@@ -225,7 +231,7 @@ class Syncer:
                     due = min(changes.last + debounce, changes.first + MAX_EVENT_WAIT_S)
                     if due <= now:
                         del self._pending[root]
-                        return "changes", root, changes.paths
+                        return ("full" if changes.overflow else "changes"), root, changes.paths
                     deadlines.append(due)
                 for root, due in self._next_rescan.items():
                     if due <= now:

@@ -307,3 +307,23 @@ def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_mo
     ingest_code, _, ingest_err = seen["ingest"]
     assert ingest_code == 1 and ingest_err.count("\n") == 1
     assert f"clipdex serve at http://127.0.0.1:{port}" in ingest_err and "--watch" in ingest_err
+
+
+def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):
+    """More changed paths than MAX_EVENT_FILES are not kept one by one: the root is synced whole."""
+    from retrieval.sync import MAX_EVENT_FILES, Syncer
+
+    lib = tmp_path / "lib"
+    write_images(lib, 2)
+    config = watch_config(tmp_path, tiny_model_dir, rescan_interval_s=0)
+    with Index.open(load_settings(config), create=True) as index:
+        syncer = Syncer(index, [str(lib)], index.settings.serve, threading.Lock())
+        syncer.start()
+        try:
+            until(lambda: syncer.status()["syncs"] == 1, "the initial sync")
+            syncer.notify(str(lib), [str(lib / f"x{i}.png") for i in range(MAX_EVENT_FILES + 1)])
+            assert syncer.status()["pending_changes"] == 0  # nothing kept per path
+            last = until(lambda: (s := syncer.status())["syncs"] == 2 and s["last"], "the storm's sync")
+        finally:
+            syncer.stop()
+    assert last["kind"] == "full" and last["error"] == "" and last["result"]["unchanged"] == 2
