@@ -67,41 +67,53 @@ def sync_status(http: httpx.Client) -> dict[str, Any]:
     return http.get("/api/status").json()["sync"]
 
 
+def serve_watching(config: Path, lib: Path, probe: Callable[[httpx.Client, int], None]) -> tuple[int, str]:
+    """Run the real `clipdex serve --watch LIB` in this thread (real signals) while ``probe(http, port)``
+    runs in another once the server answers; SIGTERM when the probe ends. Returns (exit code, stderr)."""
+    port = _free_port()
+    up = threading.Event()
+
+    def run_probe() -> None:
+        try:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                until(lambda: _up(http), "the server")
+                up.set()
+                probe(http, port)
+        finally:  # uvicorn handles SIGTERM in the main thread; SIGINT if it never came up
+            os.kill(os.getpid(), signal.SIGTERM if up.is_set() else signal.SIGINT)
+
+    prober = threading.Thread(target=run_probe, daemon=True)
+    prober.start()
+    code, _, err = run_cli("serve", "--port", port, "--config", config, "--watch", lib, "--log-level", "warning")
+    prober.join(10)
+    return code, err
+
+
 def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_model_dir: Path):
     """The real `clipdex serve --watch DIR` command (main thread, real signals) and real file events."""
     lib = tmp_path / "lib"
     first = write_images(lib / "a", 3)
     config = watch_config(tmp_path, tiny_model_dir)
-    port = _free_port()
     seen: dict[str, Any] = {}
 
-    def probe() -> None:
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                until(lambda: _up(http), "the server")
-                seen["initial"] = until(lambda: (s := http.get("/api/status").json())["sync"]["syncs"] >= 1 and s,
-                                        "the initial sync")
-                new = write_images(lib / "b", 1, start=100)[0]
-                until(lambda: indexed(http, new), "the new file to be indexed")
-                with new.open("rb") as fh:
-                    seen["found"] = http.post("/api/search", files={"image": ("q.png", fh, "image/png")},
-                                              data={"limit": "1"}).json()
-                seen["new"] = new
-                first[0].unlink()
-                until(lambda: not indexed(http, first[0]), "the deleted file to be dropped")
-                moved = lib / "b" / "renamed.png"
-                first[1].rename(moved)
-                until(lambda: indexed(http, moved) and not indexed(http, first[1]), "the move")
-                seen["moved_last"] = sync_status(http)["last"]
-                seen["final"] = http.get("/api/status").json()
-                seen["kept"] = indexed(http, first[2])
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM if "initial" in seen else signal.SIGINT)
+    def probe(http: httpx.Client, port: int) -> None:
+        seen["initial"] = until(lambda: (s := http.get("/api/status").json())["sync"]["syncs"] >= 1 and s,
+                                "the initial sync")
+        new = write_images(lib / "b", 1, start=100)[0]
+        until(lambda: indexed(http, new), "the new file to be indexed")
+        with new.open("rb") as fh:
+            seen["found"] = http.post("/api/search", files={"image": ("q.png", fh, "image/png")},
+                                      data={"limit": "1"}).json()
+        seen["new"] = new
+        first[0].unlink()
+        until(lambda: not indexed(http, first[0]), "the deleted file to be dropped")
+        moved = lib / "b" / "renamed.png"
+        first[1].rename(moved)
+        until(lambda: indexed(http, moved) and not indexed(http, first[1]), "the move")
+        seen["final"] = http.get("/api/status").json()
+        seen["kept"] = indexed(http, first[2])
 
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    code, _, err = run_cli("serve", "--port", port, "--config", config, "--watch", lib, "--log-level", "warning")
-    prober.join(10)
+    code, err = serve_watching(config, lib, probe)
     assert code == 0, err
     assert f"watching {lib}" in err
     assert seen["initial"]["points"] == 3 and seen["initial"]["sync"]["last"]["result"]["indexed"] == 3
@@ -288,25 +300,17 @@ def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_mo
     lib = tmp_path / "lib"
     write_images(lib, 2)
     config = watch_config(tmp_path, tiny_model_dir)
-    port = _free_port()
     seen: dict[str, Any] = {}
 
-    def probe() -> None:
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
-                seen["up"] = until(lambda: _up(http), "the server")
-                seen["ingest"] = run_cli("ingest", lib, "--config", config)
-        finally:
-            os.kill(os.getpid(), signal.SIGTERM if "up" in seen else signal.SIGINT)
+    def probe(http: httpx.Client, port: int) -> None:
+        seen["port"] = port
+        seen["ingest"] = run_cli("ingest", lib, "--config", config)
 
-    prober = threading.Thread(target=probe, daemon=True)
-    prober.start()
-    code, _, err = run_cli("serve", "--port", port, "--config", config, "--watch", lib, "--log-level", "warning")
-    prober.join(10)
+    code, err = serve_watching(config, lib, probe)
     assert code == 0, err
     ingest_code, _, ingest_err = seen["ingest"]
     assert ingest_code == 1 and ingest_err.count("\n") == 1
-    assert f"clipdex serve at http://127.0.0.1:{port}" in ingest_err and "--watch" in ingest_err
+    assert f"clipdex serve at http://127.0.0.1:{seen['port']}" in ingest_err and "--watch" in ingest_err
 
 
 def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):
