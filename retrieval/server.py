@@ -2,7 +2,8 @@
 
 A thin shell over :class:`retrieval.index.Index`, like the CLI: one Index is opened at start-up and
 shared by all requests (the embedded store allows one opener per process), calls into it are
-serialised with a lock. Only files that are in the collection are ever served.
+serialised with a lock that is held for one search or one store call, never for a whole sync (see
+``retrieval.sync`` for ``--watch``). Only files that are in the collection are ever served.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +39,7 @@ from retrieval.serving.middleware import (
     validation_detail,
 )
 from retrieval.serving.store_guard import StoreGuard
+from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
@@ -67,15 +69,23 @@ def _one_line(text: str) -> str:
 class Service:
     """The shared Index, its lock, and the operations the routes call."""
 
-    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, watch: Sequence[str] = ()):
         self.index = index
         self.lock = threading.Lock()
         self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
+        self.syncer = Syncer(index, watch, index.settings.serve, self.lock) if watch else None
 
     def status(self) -> dict[str, Any]:
         with self.lock:
-            return status_doc(self.index.status())
+            doc = status_doc(self.index.status())
+        return doc | {"sync": self.syncer.status() if self.syncer else None}
+
+    def sync(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+        """Start a full sync of a watched root (None: all of them), or report the one running."""
+        if self.syncer is None:
+            raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
+        return self.syncer.request(_blank(root))
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
@@ -184,15 +194,28 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, watch: Sequence[str] = ()) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
 
     ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
+    ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
     """
-    service = Service(index, max_upload_bytes)
+    service = Service(index, max_upload_bytes, watch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service.syncer:
+            service.syncer.start()
+        try:
+            yield
+        finally:
+            if service.syncer:
+                service.syncer.stop()
+
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
-                  docs_url=None, redoc_url=None)  # Swagger/ReDoc load from a CDN: offline they are blank
+                  docs_url=None, redoc_url=None,  # Swagger/ReDoc load from a CDN: offline they are blank
+                  lifespan=lifespan)
     app.state.service = service
     _install_error_handlers(app)
     # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
@@ -211,6 +234,15 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     def api_status() -> dict[str, Any]:
         """The collection, its size and its model (``clipdex status --json`` plus ``label``)."""
         return service.status()
+
+    @app.post("/api/ingest", status_code=202)
+    def api_ingest(response: Response, root: str | None = None) -> dict[str, Any]:
+        """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
+        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows."""
+        started, progress = service.sync(root)
+        if not started:
+            response.status_code = 200
+        return {"started": started, "sync": progress}
 
     @app.get("/api/search")
     def api_search(params: Annotated[SearchParams, Query()]) -> list[dict[str, Any]]:

@@ -77,6 +77,17 @@ class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
 
 
+class ServeSettings(_Section):
+    """``clipdex serve``: folders it keeps in sync while serving (``--watch``)."""
+
+    watch: list[str] = []
+    """Folders ingested at start and then on every file-system change (relative to the config file)."""
+    rescan_interval_s: float = Field(600.0, ge=0)
+    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    """Wait for this long without new events before ingesting a burst of changes."""
+
+
 class TrainSettings(_Section):
     """``clipdex train``: data, architecture, optimisation and augmentation (see docs/training.md)."""
 
@@ -128,6 +139,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    serve: ServeSettings = ServeSettings()
     train: TrainSettings = TrainSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
@@ -172,6 +184,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
                 table[key] = _relative_to(base, table[key])
+    serve = data.get("serve")
+    if isinstance(serve, dict) and isinstance(serve.get("watch"), list):
+        serve["watch"] = [_relative_to(base, w) if isinstance(w, str) and w else w for w in serve["watch"]]
     for section, name_key in (("model", "name"), ("train", "arch")):
         table = sections[section]
         if not isinstance(table, dict):
