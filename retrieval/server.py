@@ -85,7 +85,7 @@ class Service:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
         if self.syncer is None:
             raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
-        return self.syncer.request(_blank(root))
+        return self.syncer.request(root if root and root.strip() else None)
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
