@@ -12,21 +12,24 @@ import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.decode import DecodeError, load_image
-from ingest.finish import Progress
-from ingest.pipeline import IngestReport, ingest
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
-from retrieval.encoder import Encoder, weights_fingerprint
 from retrieval.errors import ClipdexError
+from retrieval.precision import mixable
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
+from retrieval.weights import weights_fingerprint
+
+if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
+    from ingest.finish import Progress
+    from ingest.pipeline import IngestReport
+    from retrieval.encoder import Encoder
 
 
 class Index:
@@ -98,11 +101,17 @@ class Index:
                 f"{meta.weights_id or meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured "
                 f"has weights {ident.weights or ident.pretrained or 'random init'} (dim {ident.dim}); use another "
                 "--collection")
+        if not mixable(meta.precision, encoder.precision):
+            raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
+                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision = "
+                               f"\"{meta.precision}\" or use another --collection")
         return encoder
 
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
+            from retrieval.encoder import Encoder
+
             self._encoder = self._checked(Encoder.load(self.settings.model))
         return self._encoder
 
@@ -115,12 +124,15 @@ class Index:
         "read", "delete" or "index"). ``prune``: confirm a deletion of more than
         ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
         """
+        from ingest.pipeline import ingest
+
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
         encoder = self.encoder
         if self.store.meta() is None:
             ident = encoder.identity
-            self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
+            self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
+                                             weights=ident.weights))
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                       batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
                       index_threshold=self.settings.store.index_threshold)
@@ -144,6 +156,8 @@ class Index:
                        negative_weight=req.negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
+        from ingest.decode import DecodeError, load_image
+
         path = os.fspath(image)
         if not Path(path).exists():
             raise ClipdexError(f"query image not found: {path}")

@@ -6,7 +6,6 @@ from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
 from retrieval.store.edge import EdgeStore
-from retrieval.store.server import ServerStore
 
 __all__ = ["CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore", "index_config", "open_store"]
 
@@ -27,6 +26,8 @@ def open_store(settings: Settings, *, create: bool = False, owner: str | None = 
     """
     store = settings.store
     if store.url:
+        from retrieval.store.server import ServerStore  # qdrant-client takes seconds to import: only for a URL
+
         return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef,
                            config=index_config(settings))
     folder = settings.store_path / store.collection
