@@ -76,13 +76,26 @@ class Index:
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
-    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> IngestReport:
-        """Embed new and changed images below ``roots``; drop points of files gone from them."""
+    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False,
+               ray: str | None = None) -> IngestReport:
+        """Embed new and changed images below ``roots``; drop points of files gone from them.
+
+        ``ray``: run the stages on a Ray cluster at this address (``auto``, ``local``, ``HOST:PORT``;
+        default ``[ray] address``, "" = in this process), see ``ingest.ray_ingest``.
+        """
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
+        address = self.settings.ray.address if ray is None else ray
+        if address:
+            from ingest.ray_ingest import check_address, ingest_on_ray
+
+            check_address(address)
         encoder = self.encoder
         if self.store.meta() is None:
             self.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
+        if address:
+            return ingest_on_ray([os.fspath(r) for r in roots], self.store, encoder, self.settings,
+                                 address=address, progress=progress)
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                       batch_size=self.settings.model.batch_size, progress=progress)
 

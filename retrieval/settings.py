@@ -55,6 +55,24 @@ class IngestSettings(_Section):
     upsert_batch: int = Field(256, ge=1)
 
 
+class RaySettings(_Section):
+    """``clipdex ingest --ray``: where the Ray cluster is and how the encoder pool is sized."""
+
+    address: str = ""
+    """"" = ingest in this process; "auto" = join the running cluster (``ray start --head``); "local" = start
+    one in-process; or a cluster address (``HOST:6379``, ``ray://HOST:10001``)."""
+    encoders: int = Field(0, ge=0, le=4096)
+    """Encoder actors (0 = one per GPU where the cluster has GPUs, else one per ``encoder_cpus`` x 2 CPUs)."""
+    encoder_cpus: float = Field(1.0, gt=0, le=256)
+    """CPUs each CPU encoder actor reserves (and torch threads it uses)."""
+    decode_batch: int = Field(16, ge=1, le=4096)
+    """Files per hash/decode/preprocess task."""
+    max_restarts: int = Field(3, ge=0, le=1000)
+    """How often a dead encoder actor is restarted (its unfinished batches are retried as often)."""
+    object_store_mb: int = Field(0, ge=0)
+    """Object store size of a ``local`` cluster (0 = Ray's default)."""
+
+
 class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
 
@@ -110,6 +128,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""

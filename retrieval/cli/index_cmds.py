@@ -20,16 +20,22 @@ from retrieval.index import STATUS_KEYS, Index, hit_row
 @click.option("--workers", type=click.IntRange(0, 64), default=None, help="Decoder processes (0: decode inline).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
+              help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
+                   "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
-           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None) -> None:
+           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
+           ray_address: str | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        report = index.ingest(folders, progress=show)
+        if ray_address == "[ray]":  # --ray without a value
+            ray_address = settings.ray.address or "local"
+        report = index.ingest(folders, progress=show, ray=ray_address)
     summary = report.as_dict()
 
     def human() -> None:
