@@ -40,6 +40,12 @@ class StoreSettings(_Section):
     api_key: str = ""
     collection: str = "images"
     hnsw_ef: int = Field(128, ge=4, le=4096)
+    shard_number: int = Field(0, ge=0, le=1024)
+    """Qdrant server/cluster: shards of a new collection (0 = the server's default: one per node)."""
+    replication_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: copies of each shard of a new collection (0 = the server's default, 1)."""
+    write_consistency_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: replicas that must acknowledge a write (0 = the server's default, 1)."""
 
 
 class IngestSettings(_Section):
@@ -188,7 +194,8 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
-    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``.
+    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``,
+    ``CLIPDEX_QDRANT_API_KEY``.
     """
     path = path or os.environ.get("CLIPDEX_CONFIG") or None
     data: dict[str, Any] = {}
@@ -211,7 +218,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)
         data["config_path"] = str(file.resolve())
-    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL")):
+    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL"),
+                              ("store", "api_key", "CLIPDEX_QDRANT_API_KEY")):
         if os.environ.get(env):
             data.setdefault(section, {})[key] = os.environ[env]
     return _validate(data, source)
