@@ -13,6 +13,7 @@ distributed batch job.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import warnings
@@ -88,7 +89,7 @@ def encoder_pool(settings: Settings) -> dict[str, Any]:
         return {"compute": ray.data.ActorPoolStrategy(size=count), "num_gpus": 1, "num_cpus": 1, "threads": 1}
     count = cfg.encoders or max(1, int(cpus // (2 * cfg.encoder_cpus)))
     return {"compute": ray.data.ActorPoolStrategy(size=count), "num_cpus": cfg.encoder_cpus,
-            "threads": cfg.encoder_cpus}
+            "threads": math.ceil(cfg.encoder_cpus)}
 
 
 def encoded_batches(files: Sequence[ScannedFile], encoder: Encoder, settings: Settings,
@@ -98,13 +99,13 @@ def encoded_batches(files: Sequence[ScannedFile], encoder: Encoder, settings: Se
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = progress
     context.verbose_progress = False
-    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.INFO if progress else logging.ERROR)
     cfg, batch_size = settings.ray, settings.model.batch_size
     pool = encoder_pool(settings)
     blocks = max(1, min(len(files) // min(ROWS_PER_BLOCK, cfg.decode_batch * 4) or 1, 10_000))
     dataset = ray.data.from_items(file_rows(files), override_num_blocks=blocks)
     dataset = dataset.map_batches(
-        decode_batch, batch_size=cfg.decode_batch, batch_format="numpy", num_cpus=1,
+        decode_batch, batch_size=cfg.decode_batch, batch_format="numpy", num_cpus=cfg.decode_cpus,
         fn_kwargs={"preprocess": PortablePreprocess(encoder.preprocess), "known_hashes": known_hashes,
                    "max_megapixels": settings.ingest.max_megapixels,
                    "file_timeout_s": settings.ingest.file_timeout_s, "draft_size": encoder.image_size})

@@ -70,7 +70,9 @@ class RaySettings(_Section):
     encoders: int = Field(0, ge=0, le=4096)
     """Encoder actors (0 = one per GPU where the cluster has GPUs, else one per ``encoder_cpus`` x 2 CPUs)."""
     encoder_cpus: float = Field(1.0, gt=0, le=256)
-    """CPUs each CPU encoder actor reserves (and torch threads it uses)."""
+    """CPUs each CPU encoder actor reserves (its torch threads: this, rounded up)."""
+    decode_cpus: float = Field(1.0, gt=0, le=64)
+    """CPUs each hash/decode/preprocess task reserves."""
     decode_batch: int = Field(16, ge=1, le=4096)
     """Files per hash/decode/preprocess task."""
     max_restarts: int = Field(3, ge=0, le=1000)
