@@ -14,20 +14,20 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
-from ingest.pipeline import STORED_FIELDS, IngestReport, _Run
+from ingest.bookkeeping import Bookkeeper
+from ingest.finish import Progress, finish, start_report
+from ingest.pipeline import plan_roots
 from ingest.ray_stages import PortablePreprocess, decode_batch, encoder_stage, file_rows, results_of
-from ingest.reader import Batch, FileResult
-from ingest.records import is_below, path_key
-from ingest.scan import ScannedFile, scan
+from ingest.reader import FileResult
+from ingest.report import IngestReport
+from ingest.scan import ScannedFile
 from ingest.writer import AsyncUpserter
 from retrieval.encoder import Encoder
 from retrieval.errors import ClipdexError
@@ -115,59 +115,40 @@ def encoded_batches(files: Sequence[ScannedFile], encoder: Encoder, settings: Se
             encoder_stage(settings.model.model_dump(), max(1, int(pool.pop("threads")))),
             batch_size=batch_size, batch_format="numpy", **pool,
             max_restarts=cfg.max_restarts, max_task_retries=cfg.max_restarts)
-    for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-        yield results_of(batch)
-
-
-class _Encoded:
-    """The vectors the Ray encoders already computed, handed to the bookkeeping in place of a model."""
-
-    def __init__(self, vectors: np.ndarray):
-        self.vectors = vectors
-
-    def encode_images(self, pixels: object) -> np.ndarray:
-        return self.vectors
+    try:
+        for batch in dataset.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+            yield results_of(batch)
+    except ray.exceptions.RayError as exc:  # after Ray's own retries: e.g. the model missing on a node
+        lines = [line for line in str(exc).splitlines() if line.strip()]
+        raise ClipdexError(f"the Ray ingest failed: {lines[-1] if lines else type(exc).__name__}") from exc
 
 
 def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings: Settings, *,
-                  address: str, progress: bool = False,
-                  on_batch: Callable[[int], None] | None = None) -> IngestReport:
-    """Like :func:`ingest.pipeline.ingest`, with hash/decode/encode on a Ray cluster.
+                  address: str, progress: bool | Progress = False, prune: bool = False) -> IngestReport:
+    """:func:`ingest.pipeline.ingest` with hash/decode/encode on a Ray cluster: the same plan, bookkeeping
+    and finish, so the same points, payloads and report.
 
-    ``on_batch(files)`` is called after each batch of files is stored.
+    ``progress``: True shows Ray Data's progress bars; a callback gets ``("read", files done, total)``
+    after each batch is handed to the writer, and the deletion/index stages as in a local ingest.
     """
-    ingest_settings = settings.ingest
-    files, problems = scan(roots, include=ingest_settings.include, exclude=ingest_settings.exclude,
-                           follow_symlinks=ingest_settings.follow_symlinks, skip_hidden=ingest_settings.skip_hidden)
-    report = IngestReport(failed=[{"path": path_key(p.path), "error": p.error} for p in problems])
-    root_keys = [path_key(os.path.abspath(os.path.expanduser(r))) for r in roots]
-    stored = {p["path"]: (pid, p) for pid, p in store.payloads(STORED_FIELDS) if "path" in p}
-    on_disk = {path_key(f.path) for f in files}
-    under_roots = [key for key in stored if any(is_below(key, root) for root in root_keys)]
-    if not files and not under_roots:
-        raise ClipdexError(f"no image files found in {', '.join(roots)}")
-    todo = []
-    for file in files:
-        old = stored.get(path_key(file.path))
-        if old and old[1].get("size") == file.size and old[1].get("mtime_ns") == file.mtime_ns:
-            report.unchanged += 1
-        else:
-            todo.append(file)
-    run = _Run(store, on_disk, stored, report)
-    if todo:
-        connect(address, settings.ray)
-        writer = AsyncUpserter(store)
-        try:
-            for results, vectors in encoded_batches(todo, encoder, settings, frozenset(run.by_hash),
-                                                    progress=progress):
-                run.handle(Batch(results, torch.empty(0) if len(vectors) else None), _Encoded(vectors), writer)
-                if on_batch is not None:
-                    on_batch(len(results))
-        finally:
-            writer.close()
-    stale = [stored[key][0] for key in under_roots if key not in on_disk]
-    store.delete(stale + run.broken)
-    report.deleted = len(stale) + len(run.broken)
-    if report.indexed or report.moved or report.deleted:
-        store.optimize()
-    return report
+    plan = plan_roots(roots, store, settings.ingest)
+    report = start_report(plan)
+    callback = progress if callable(progress) else None
+    writer = AsyncUpserter(store)
+    try:
+        book = Bookkeeper(plan, store, writer, report, chunk=settings.ingest.upsert_batch)
+        if plan.todo:
+            connect(address, settings.ray)
+            done = 0
+            for results, vectors in encoded_batches(plan.todo, encoder, settings, frozenset(plan.known_hashes),
+                                                    progress=progress is True):
+                keep = book.mark_duplicates(results)  # a copy of a file embedded earlier reuses its vector
+                book.handle(results, vectors[keep] if keep else None)
+                done += len(results)
+                if callback:
+                    callback("read", done, len(plan.todo))
+    finally:
+        writer.close()
+    return finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.ingest.max_delete_fraction,
+                  chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold,
+                  progress=callback)

@@ -4,9 +4,9 @@ Each stage is a plain function or class over numpy batches (``dict[str, np.ndarr
 runner (``ingest.ray_ingest``) only wires them together. The per-file work is the same
 :func:`ingest.reader.read_file` the local DataLoader runs, so both paths produce the same results.
 
-Columns crossing the object store: ``path`` (the file system bytes of the path: paths need not be
+Columns crossing the object store: ``path`` and ``root`` (file system bytes: paths need not be
 UTF-8, Arrow strings must be), ``size``, ``mtime_ns``, ``status`` ("image" | "known" | "failed"),
-``info`` (JSON: hash, error, header metadata), ``pixels`` (the preprocessed float32 tensor as raw
+``info`` (JSON: hash, error, unreadable, header metadata), ``pixels`` (the preprocessed float32 tensor as raw
 bytes, empty unless the status is "image"), and after the encoder ``vector`` (zeros unless "image").
 """
 
@@ -29,12 +29,13 @@ from ingest.scan import ScannedFile
 
 def file_rows(files: Sequence[ScannedFile]) -> list[dict[str, Any]]:
     """The file listing as rows for ``ray.data.from_items``."""
-    return [{"path": os.fsencode(f.path), "size": f.size, "mtime_ns": f.mtime_ns} for f in files]
+    return [{"path": os.fsencode(f.path), "root": os.fsencode(f.root), "size": f.size, "mtime_ns": f.mtime_ns}
+            for f in files]
 
 
 def _files(batch: dict[str, np.ndarray]) -> list[ScannedFile]:
-    return [ScannedFile(os.fsdecode(bytes(p)), int(s), int(m))
-            for p, s, m in zip(batch["path"], batch["size"], batch["mtime_ns"], strict=True)]
+    return [ScannedFile(os.fsdecode(bytes(p)), int(s), int(m), os.fsdecode(bytes(r)))
+            for p, r, s, m in zip(batch["path"], batch["root"], batch["size"], batch["mtime_ns"], strict=True)]
 
 
 class PortablePreprocess:
@@ -69,10 +70,10 @@ def decode_batch(batch: dict[str, np.ndarray], *, preprocess: Callable[[Image.Im
     pixels = [r.pixels.numpy().astype(np.float32, copy=False).tobytes() if r.pixels is not None else b""
               for r in results]
     return {
-        "path": batch["path"], "size": batch["size"], "mtime_ns": batch["mtime_ns"],
+        "path": batch["path"], "root": batch["root"], "size": batch["size"], "mtime_ns": batch["mtime_ns"],
         "status": np.array([r.status for r in results], dtype=object),
-        "info": np.array([json.dumps({"hash": r.hash, "error": r.error, "meta": r.meta}) for r in results],
-                         dtype=object),
+        "info": np.array([json.dumps({"hash": r.hash, "error": r.error, "meta": r.meta, "unreadable": r.unreadable})
+                          for r in results], dtype=object),
         "pixels": np.array(pixels, dtype=object),
     }
 
@@ -119,6 +120,7 @@ def results_of(batch: dict[str, np.ndarray]) -> tuple[list[FileResult], np.ndarr
     results = []
     for file, status, info in zip(_files(batch), batch["status"], batch["info"], strict=True):
         data = json.loads(info)
-        results.append(FileResult(file, str(status), hash=data["hash"], error=data["error"], meta=data["meta"]))
+        results.append(FileResult(file, str(status), hash=data["hash"], error=data["error"], meta=data["meta"],
+                                  unreadable=data["unreadable"]))
     images = [i for i, r in enumerate(results) if r.status == "image"]
     return results, np.asarray(batch["vector"], dtype=np.float32)[images]

@@ -124,9 +124,11 @@ def test_killed_encoder_actor_is_restarted_and_every_file_stored_once(cluster, t
     killed: list[str] = []
     after_kill: list[int] = []
 
-    def kill_first_encoder(files: int) -> None:
+    def kill_first_encoder(stage: str, done: int, total: int) -> None:
+        if stage != "read":
+            return
         if killed:
-            after_kill.append(files)
+            after_kill.append(done)
             return
         actors = _encoder_actors()
         assert actors, "no live encoder actor while batches are still arriving"
@@ -139,11 +141,12 @@ def test_killed_encoder_actor_is_restarted_and_every_file_stored_once(cluster, t
     settings = _settings(tmp_path, tiny_model_dir, "kill")
     with Index.open(settings, create=True) as index:
         encoder = index.encoder
-        index.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
+        ident = encoder.identity
+        index.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
         report = ingest_on_ray([str(root)], index.store, encoder, settings, address="local",
-                               on_batch=kill_first_encoder)
+                               progress=kill_first_encoder)
         stored = [p["path"] for _, p in index.store.payloads(["path"])]
-    assert killed and sum(after_kill) > 0  # the kill came while work was left
+    assert killed and after_kill  # the kill came while batches were still to come
     assert (report.indexed, report.duplicates, report.failed) == (40, 0, [])
     assert sorted(stored) == sorted(str(f) for f in root.iterdir())  # each file once
 
@@ -154,21 +157,22 @@ def test_rerun_after_a_crash_embeds_nothing_already_stored(cluster, tmp_path, ti
     settings = _settings(tmp_path, tiny_model_dir, "crash")
     seen: list[int] = []
 
-    def crash_after_two_batches(files: int) -> None:
-        seen.append(files)
+    def crash_after_two_batches(stage: str, done: int, total: int) -> None:
+        seen.append(done)
         if len(seen) == 2:
             raise KeyboardInterrupt  # what Ctrl-C does in the driver
 
     with Index.open(settings, create=True) as index:
         encoder = index.encoder
-        index.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
+        ident = encoder.identity
+        index.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
         with pytest.raises(KeyboardInterrupt):
             ingest_on_ray([str(root)], index.store, encoder, settings, address="local",
-                          on_batch=crash_after_two_batches)
+                          progress=crash_after_two_batches)
         before = index.store.count()
         report = index.ingest([root], ray="local")
         assert index.store.count() == 24
-    assert before == sum(seen) and 0 < before < 24
+    assert before == seen[-1] and 0 < before < 24
     assert (report.indexed, report.unchanged, report.failed) == (24 - before, before, [])
 
 
