@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from retrieval import load_settings
+from retrieval.store import index_config
 
 DOCKER = Path(__file__).resolve().parent.parent / "docker"
 REPO = DOCKER.parent
@@ -184,6 +185,9 @@ def test_cluster_settings_shard_and_replicate_across_the_three_nodes():
     assert settings.store.write_consistency_factor <= settings.store.replication_factor
     assert settings.store.api_key == ""  # the key comes from the environment, never from a file
     assert settings.ray.address == "auto"
+    config = index_config(settings)  # what ServerStore.create sends with the collection
+    assert (config.shards, config.replicas, config.write_consistency) == (
+        settings.store.shard_number, settings.store.replication_factor, settings.store.write_consistency_factor)
 
 
 def test_no_file_still_points_at_the_retired_compose_file():
