@@ -117,22 +117,32 @@ class Index:
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
-               prune: bool = False) -> IngestReport:
+               prune: bool = False, ray: str | None = None) -> IngestReport:
         """Embed new and changed images below ``roots``; drop points of files known to be gone from them.
 
         ``progress``: True for a bar on stderr, or a callback ``progress(stage, done, total)`` (stage
         "read", "delete" or "index"). ``prune``: confirm a deletion of more than
         ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
+        ``ray``: run the stages on a Ray cluster at this address (``auto``, ``local``, ``HOST:PORT``;
+        default ``[ray] address``, "" = in this process), see ``ingest.ray_ingest``.
         """
         from ingest.pipeline import ingest
 
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
+        address = self.settings.ray.address if ray is None else ray
+        if address:
+            from ingest.ray_ingest import check_address, ingest_on_ray
+
+            check_address(address)
         encoder = self.encoder
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
                                              weights=ident.weights))
+        if address:
+            return ingest_on_ray([os.fspath(r) for r in roots], self.store, encoder, self.settings,
+                                 address=address, progress=progress, prune=prune)
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                       batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
                       index_threshold=self.settings.store.index_threshold)

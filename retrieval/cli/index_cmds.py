@@ -23,17 +23,22 @@ from retrieval.request import MAX_LIMIT, SearchRequest, SearchRequestError
               help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
 @click.option("--prune", is_flag=True,
               help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
+              help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
+                   "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool) -> None:
+           prune: bool, ray_address: str | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        report = index.ingest(folders, progress=show, prune=prune)
+        if ray_address == "[ray]":  # --ray without a value
+            ray_address = settings.ray.address or "local"
+        report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
     summary = report.as_dict()
     for line in report.notices():  # kept and held-back points: said even with --json
         click.echo(f"clipdex: {line}", err=True)

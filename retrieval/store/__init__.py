@@ -15,7 +15,8 @@ def index_config(settings: Settings) -> IndexConfig:
     s = settings.store
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
-                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold)
+                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold, shards=s.shard_number,
+                       replicas=s.replication_factor, write_consistency=s.write_consistency_factor)
 
 
 def open_store(settings: Settings, *, create: bool = False, owner: str | None = None) -> VectorStore:

@@ -94,6 +94,8 @@ class ServerStore:
             quantization_config=_quantization(self.config),
             optimizers_config=models.OptimizersConfigDiff(
                 indexing_threshold=self.config.indexing_threshold_kb(meta.dim)),
+            shard_number=self.config.shards or None, replication_factor=self.config.replicas or None,
+            write_consistency_factor=self.config.write_consistency or None,
             metadata=meta.as_dict())
         for field in KEYWORD_FIELDS:
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
