@@ -87,6 +87,7 @@ def test_the_rule_finds_the_examples_it_should():
     assert kinds.index("ingest") < kinds.index("search")  # README order is run order
 
 
+@pytest.mark.slow
 def test_readme_examples_run(clipdex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
@@ -123,3 +124,13 @@ def test_readme_examples_run(clipdex, tmp_path: Path, monkeypatch: pytest.Monkey
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def test_the_slow_marker_is_declared_and_used():
+    """`pytest -m "not slow"` (README) must deselect something real, and only a declared marker."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert any(m.startswith("slow:") for m in config["markers"])
+    used = [f.name for f in (REPO / "tests").glob("test_*.py") if "@pytest.mark.slow" in f.read_text()]
+    assert used
