@@ -28,6 +28,8 @@ class ModelSettings(_Section):
     pretrained: str = "laion2b_s34b_b79k"
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only). See retrieval.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
@@ -41,6 +43,19 @@ class StoreSettings(_Section):
     api_key: str = ""
     collection: str = "images"
     hnsw_ef: int = Field(128, ge=4, le=4096)
+    hnsw_m: int = Field(16, ge=4, le=128)
+    """HNSW edges per node (applied when a collection is created)."""
+    hnsw_ef_construct: int = Field(100, ge=4, le=4096)
+    """HNSW build candidates: higher = better recall, slower build (at create)."""
+    quantization: Literal["none", "int8"] = "none"
+    """int8 scalar quantization of the vectors held in RAM (at create); searches rescore with the originals."""
+    quantization_rescore: bool = True
+    quantization_oversampling: float = Field(2.0, ge=1.0, le=16.0)
+    on_disk_vectors: bool = False
+    """Keep the original vectors on disk (memory-mapped) instead of in RAM (at create)."""
+    index_threshold: int = Field(20000, ge=0)
+    """The embedded store builds its HNSW index only once this many points are unindexed; until then
+    those points are searched exactly (a full scan of the small unindexed segments)."""
 
 
 class IngestSettings(_Section):
@@ -53,11 +68,26 @@ class IngestSettings(_Section):
     skip_hidden: bool = True
     max_megapixels: float = Field(64.0, gt=0)
     file_timeout_s: float = Field(30.0, gt=0)
-    upsert_batch: int = Field(256, ge=1)
+    upsert_batch: int = Field(256, ge=1, le=65536)
+    """Points per store request when reusing vectors, deleting, and looking up stored points."""
+    max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """A run that would delete more than this fraction of the points below a root deletes nothing
+    there until it is confirmed with ``--prune``."""
 
 
 class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
+
+
+class ServeSettings(_Section):
+    """``clipdex serve``: folders it keeps in sync while serving (``--watch``)."""
+
+    watch: list[str] = []
+    """Folders ingested at start and then on every file-system change (relative to the config file)."""
+    rescan_interval_s: float = Field(600.0, ge=0)
+    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    """Wait for this long without new events before ingesting a burst of changes."""
 
 
 class TrainSettings(_Section):
@@ -111,6 +141,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    serve: ServeSettings = ServeSettings()
     train: TrainSettings = TrainSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
@@ -155,6 +186,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
                 table[key] = _relative_to(base, table[key])
+    serve = data.get("serve")
+    if isinstance(serve, dict) and isinstance(serve.get("watch"), list):
+        serve["watch"] = [_relative_to(base, w) if isinstance(w, str) and w else w for w in serve["watch"]]
     for section, name_key in (("model", "name"), ("train", "arch")):
         table = sections[section]
         if not isinstance(table, dict):

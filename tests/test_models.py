@@ -19,7 +19,7 @@ from tests.images import pattern
 
 
 def test_local_folder_round_trips_the_weights(tiny_model_dir: Path):
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained=""))
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="fp32"))
     torch.manual_seed(0)
     original = open_clip.CLIP(**TINY_CFG).eval()  # same seed as the fixture that saved it
     tokens = encoder.tokenizer(["a red square"])
@@ -40,7 +40,7 @@ def test_checkpoint_file_with_registered_architecture(tmp_path: Path, tiny_model
     model = open_clip.create_model("clipdex-test-tiny")
     ckpt = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
-    encoder = Encoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt)))
+    encoder = Encoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt), precision="fp32"))
     with torch.inference_mode():
         want = torch.nn.functional.normalize(model.encode_text(encoder.tokenizer(["x"])), dim=-1).numpy()
     np.testing.assert_allclose(encoder.encode_texts(["x"]), want, atol=1e-6)
