@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ingest.decode import DecodeError, content_hash, load_image, time_limit
-from ingest.exif import exif_payload
+from ingest.exif import exif_payload, upright_size
 from ingest.scan import ScannedFile
 
 
@@ -69,9 +69,10 @@ class ImageFiles(Dataset[FileResult]):
 
 
 def _header_meta(path: str) -> dict[str, Any]:
-    """Original size, format and EXIF fields, read from the header only."""
+    """Upright size (after EXIF orientation), format and EXIF fields, read from the header only."""
     with Image.open(path) as raw:
-        return {"width": raw.width, "height": raw.height, "format": raw.format or "", **exif_payload(raw)}
+        width, height = upright_size(raw)
+        return {"width": width, "height": height, "format": raw.format or "", **exif_payload(raw)}
 
 
 def collate(results: list[FileResult]) -> Batch:

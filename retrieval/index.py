@@ -19,7 +19,7 @@ import numpy as np
 from ingest.decode import DecodeError, load_image
 from ingest.pipeline import IngestReport, ingest
 from ingest.records import path_key, point_id
-from retrieval.encoder import Encoder
+from retrieval.encoder import Encoder, weights_fingerprint
 from retrieval.errors import ClipdexError
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
@@ -39,12 +39,20 @@ class Index:
             self._encoder = self._checked(encoder)
 
     @classmethod
-    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None) -> Index:
+    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None,
+             owner: str | None = None) -> Index:
         """Open the collection ``settings.store`` names (``create``: allow making it).
 
         ``encoder``: an already loaded model for these settings, to share it instead of loading it again.
+        ``owner``: who holds the store while it is open, named to any second opener
+        (``retrieval.store.lock.serve_owner(url)`` for a server).
         """
-        return cls(settings, open_store(settings, create=create), encoder)
+        store = open_store(settings, create=create, owner=owner)
+        try:
+            return cls(settings, store, encoder)
+        except BaseException:
+            store.close()
+            raise
 
     def __enter__(self) -> Index:
         return self
@@ -57,18 +65,37 @@ class Index:
 
     # -- model ---------------------------------------------------------------------------------
     def _check_model(self, meta: CollectionMeta | None) -> None:
+        """Refuse, at open, a collection filled by another model (by weights hash, else by name)."""
         model = self.settings.model
-        if meta is not None and meta.model != model.name:
-            raise ClipdexError(f"collection '{self.settings.store.collection}' was built with model {meta.model}, "
-                               f"but the settings name {model.name}; use the same model or another --collection")
+        if meta is None:
+            return
+        weights = weights_fingerprint(model)  # None: a hub model not downloaded yet, checked once loaded
+        if weights is None or not (meta.weights_id or weights):
+            same = meta.model == model.name
+        else:
+            same = meta.weights_id == weights
+        if not same:
+            raise ClipdexError(
+                f"collection '{self.settings.store.collection}' was built with model {meta.model} (weights "
+                f"{meta.weights_id or meta.pretrained or 'random init'}), but the settings name {model.name} "
+                f"(weights {weights or model.pretrained or 'random init'}); use the same model or another "
+                "--collection")
 
     def _checked(self, encoder: Encoder) -> Encoder:
         meta = self.store.meta()
-        if meta is not None and (meta.pretrained, meta.dim) != (encoder.identity.pretrained, encoder.dim):
+        ident = encoder.identity
+        if meta is None:
+            return encoder
+        if meta.weights_id or ident.weights:
+            same = (meta.weights_id, meta.dim) == (ident.weights, ident.dim)
+        else:
+            same = (meta.pretrained, meta.dim) == (ident.pretrained, ident.dim)
+        if not same:
             raise ClipdexError(
                 f"collection '{self.settings.store.collection}' holds vectors of {meta.model} with weights "
-                f"{meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured has weights "
-                f"{encoder.identity.pretrained or 'random init'} (dim {encoder.dim}); use another --collection")
+                f"{meta.weights_id or meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured "
+                f"has weights {ident.weights or ident.pretrained or 'random init'} (dim {ident.dim}); use another "
+                "--collection")
         return encoder
 
     @property
@@ -84,7 +111,8 @@ class Index:
             raise ClipdexError("ingest needs at least one folder")
         encoder = self.encoder
         if self.store.meta() is None:
-            self.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
+            ident = encoder.identity
+            self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                       batch_size=self.settings.model.batch_size, progress=progress)
 
@@ -108,8 +136,10 @@ class Index:
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
         path = os.fspath(image)
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise ClipdexError(f"query image not found: {path}")
+        if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ClipdexError(f"query image is not a regular file: {path}")
         try:
             return load_image(path, max_megapixels=self.settings.ingest.max_megapixels,
                               draft_size=self.encoder.image_size)

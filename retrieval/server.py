@@ -29,9 +29,20 @@ from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.serving.middleware import (
+    ApiPrecondition,
+    BodyLimit,
+    ErrorBoundary,
+    HeadAsGet,
+    field_message,
+    validation_detail,
+)
+from retrieval.serving.store_guard import StoreGuard
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
+FORM_FIELDS_BYTES = 64 << 10
+"""Room for the other form fields beside an upload: a request body may be this much over the upload limit."""
 _CHUNK = 1 << 20
 
 
@@ -59,6 +70,7 @@ class Service:
     def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES):
         self.index = index
         self.lock = threading.Lock()
+        self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
 
     def status(self) -> dict[str, Any]:
@@ -145,7 +157,8 @@ def _validation_message(exc: RequestValidationError) -> str:
         return "invalid request"
     first = errors[0]
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body"))
-    return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid request"))
+    message = field_message(str(first.get("msg", "invalid value")))
+    return f"{where}: {message}" if where else message
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -162,15 +175,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _validation_message(exc), "detail": exc.errors()}, status_code=422)
+        return JSONResponse({"error": _validation_message(exc), "detail": validation_detail(exc.errors())},
+                            status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return answer(exc.status_code, str(exc.detail))
-
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return answer(500, f"internal error: {type(exc).__name__}: {_one_line(str(exc)) if str(exc) else ''}")
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -184,9 +194,14 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
                   docs_url=None, redoc_url=None)  # Swagger/ReDoc load from a CDN: offline they are blank
     app.state.service = service
+    _install_error_handlers(app)
+    # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
+    app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
+    app.add_middleware(HeadAsGet)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    _install_error_handlers(app)
+    app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -166,6 +167,45 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
             table["pretrained"] = _relative_to(base, pretrained)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this (1 MiB) is refused before it is read."""
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    """A TOML file's tables: only a regular file, at most :data:`MAX_CONFIG_BYTES`, UTF-8 text.
+
+    Opened without blocking (a FIFO is never waited on) and read with a cap (``/dev/zero`` ends).
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ClipdexError(f"config file not found: {file}") from None
+    except PermissionError:
+        raise ClipdexError(f"config file is not readable: {file}") from None
+    except OSError as exc:
+        raise ClipdexError(f"cannot open config file {file}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ClipdexError(f"config path is a directory, not a TOML file: {file}")
+        if not stat.S_ISREG(mode):
+            raise ClipdexError(f"config file is not a regular file: {file}")
+        try:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ClipdexError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ClipdexError(f"config file {file} is larger than {MAX_CONFIG_BYTES // 1024} KiB; is it a config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClipdexError(f"{file}: not UTF-8 text (byte {exc.start}); a config file is TOML in UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
@@ -177,17 +217,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if path is not None:
         file = Path(path).expanduser()
         source = str(file)
-        try:
-            with file.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ClipdexError(f"config file not found: {file}") from None
-        except IsADirectoryError:
-            raise ClipdexError(f"config path is a directory, not a TOML file: {file}") from None
-        except PermissionError:
-            raise ClipdexError(f"config file is not readable: {file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+        data = _read_toml(file)
         if "config_path" in data:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)

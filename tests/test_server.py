@@ -32,6 +32,7 @@ from retrieval.cli.serve_cmd import listen
 from retrieval.index import Index
 from retrieval.request import MAX_NEGATIVES, MAX_TEXT_CHARS
 from retrieval.server import create_app
+from retrieval.serving.protocol import uvicorn_config
 from tests.conftest import write_config
 from tests.hostile import bomb_png
 from tests.images import LIBRARY_EXIF, write_library
@@ -53,7 +54,7 @@ def serving(app: Any) -> Iterator[str]:
     import uvicorn
 
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

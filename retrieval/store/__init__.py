@@ -11,8 +11,12 @@ from retrieval.store.server import ServerStore
 __all__ = ["CollectionMeta", "Hit", "SearchFilter", "VectorStore", "open_store"]
 
 
-def open_store(settings: Settings, *, create: bool = False) -> VectorStore:
-    """The collection that ``settings.store`` names; ``create`` makes the embedded folder if needed."""
+def open_store(settings: Settings, *, create: bool = False, owner: str | None = None) -> VectorStore:
+    """The collection that ``settings.store`` names; ``create`` makes the embedded folder if needed.
+
+    An embedded store is locked for as long as it is open; ``owner`` says who holds it in the message
+    a second opener gets (``retrieval.store.lock.serve_owner(url)`` for ``clipdex serve``).
+    """
     store = settings.store
     if store.url:
         return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef)
@@ -24,4 +28,4 @@ def open_store(settings: Settings, *, create: bool = False) -> VectorStore:
             raise ClipdexError(f"cannot create store directory {folder}: {exc.strerror}") from None
     elif folder.exists() and not folder.is_dir():
         raise ClipdexError(f"store path {folder} is not a directory")
-    return EdgeStore(folder, hnsw_ef=store.hnsw_ef)
+    return EdgeStore(folder, hnsw_ef=store.hnsw_ef, owner=owner)

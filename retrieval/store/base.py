@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 from collections.abc import Iterator, Sequence
@@ -20,18 +22,57 @@ log = logging.getLogger("clipdex.store")
 
 @dataclass(frozen=True)
 class CollectionMeta:
-    """The model that filled a collection: vectors of different models never mix."""
+    """The model that filled a collection: vectors of different models never mix.
+
+    Stored as JSON (``as_dict``/``from_dict``). To record more, add a field with a default: older
+    stores then read with that default, and unknown keys written by newer versions are ignored.
+    """
 
     model: str
     pretrained: str
     dim: int
+    weights: str = ""
+    """Content hash of the weights file (``xxh3:…``) when the weights came from a file: the model's
+    identity, wherever the file lives. "" for pretrained tags and random weights."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "pretrained": self.pretrained, "dim": self.dim}
+        return dataclasses.asdict(self)
+
+    @property
+    def weights_id(self) -> str:
+        """The weights' content hash: ``weights``, or for collections written before that key existed,
+        the ``#xxh3:…`` suffix of ``pretrained`` ("" when the weights are a tag or random)."""
+        if self.weights:
+            return self.weights
+        _, sep, digest = self.pretrained.rpartition("#xxh3:")
+        return f"xxh3:{digest}" if sep and digest else ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:
-        return cls(str(data["model"]), str(data.get("pretrained", "")), int(data["dim"]))
+    def from_dict(cls, data: Any) -> CollectionMeta:
+        """Read what :meth:`as_dict` wrote; ``ValueError`` names what is missing or malformed."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                if field.default is dataclasses.MISSING:
+                    raise ValueError(f"no '{field.name}' key")
+                continue
+            values[field.name] = _typed(field.name, field.type, data[field.name])
+        if values["dim"] < 1:
+            raise ValueError(f"dim must be positive, not {values['dim']}")
+        return cls(**values)
+
+
+def _typed(name: str, kind: Any, value: Any) -> Any:
+    """``value`` checked against a field's annotation (a string under ``from __future__ import annotations``)."""
+    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", "")
+    expected = {"str": str, "int": int, "float": (int, float), "bool": bool}.get(kind)
+    if expected is None:
+        return value
+    if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
+        raise ValueError(f"'{name}' should be {kind}, not {json.dumps(value)[:40]}")
+    return value
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,11 @@ class ServerStore:
         if "model" not in data:
             raise ClipdexError(f"collection '{self.collection}' at {self.location} was not made by clipdex "
                                "(no model metadata); choose another --collection")
-        return CollectionMeta.from_dict(data)
+        try:
+            return CollectionMeta.from_dict(data)
+        except ValueError as exc:
+            raise ClipdexError(f"collection '{self.collection}' at {self.location} has damaged clipdex metadata "
+                               f"({exc}); its points are kept; use another --collection or fix its metadata") from None
 
     def create(self, meta: CollectionMeta) -> None:
         self.client.create_collection(
