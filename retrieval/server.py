@@ -29,6 +29,7 @@ from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
+from retrieval.serving.auth import ApiKey
 from retrieval.serving.middleware import (
     ApiPrecondition,
     BodyLimit,
@@ -195,10 +196,11 @@ Weight = Annotated[float, Query(ge=0.0)]
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, api_key: str | None = None) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
 
     ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
+    ``api_key``: required on every ``/api/`` route (None: ``[serve] api_key``; "": no key).
     """
     service = Service(index, max_upload_bytes)
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
@@ -210,6 +212,9 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
     app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
     app.add_middleware(HeadAsGet)
+    api_key = index.settings.serve.api_key if api_key is None else api_key
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)

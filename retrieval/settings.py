@@ -59,6 +59,19 @@ class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
 
 
+class ServeSettings(_Section):
+    """``clipdex serve`` (see docs/serve.md)."""
+
+    api_key: str = ""
+    """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
+    decode_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Wall-time budget to decode one uploaded image or make one thumbnail (in a worker process)."""
+    decode_workers: int = Field(2, ge=1, le=32)
+    """Worker processes that decode uploads and thumbnails."""
+    thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
+    """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
+
+
 class TrainSettings(_Section):
     """``clipdex train``: data, architecture, optimisation and augmentation (see docs/training.md)."""
 
@@ -110,6 +123,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    serve: ServeSettings = ServeSettings()
     train: TrainSettings = TrainSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
@@ -169,7 +183,7 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
-    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``.
+    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``, ``CLIPDEX_API_KEY``.
     """
     path = path or os.environ.get("CLIPDEX_CONFIG") or None
     data: dict[str, Any] = {}
@@ -192,7 +206,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)
         data["config_path"] = str(file.resolve())
-    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL")):
+    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL"),
+                             ("serve", "api_key", "CLIPDEX_API_KEY")):
         if os.environ.get(env):
             data.setdefault(section, {})[key] = os.environ[env]
     return _validate(data, source)

@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
 
+from retrieval.cli.serve_cmd import listen
 from retrieval.server import create_app
 from tests.conftest import write_config
 from tests.images import write_library
@@ -285,3 +287,57 @@ def test_store_deleted_under_a_running_server_is_503_everywhere(tmp_path: Path, 
     assert seen["page"] == 200  # the page still loads (and shows the status line's error)
     assert code == 0 and "was deleted while the server was running" in err and "server stopped" in err, err
     assert not (tmp_path / "store").exists()  # stopping did not bring back a half store
+
+
+# -- the API key -----------------------------------------------------------------------------------------------
+
+KEY = "s3cret key/é;="
+
+
+def test_api_key_is_required_on_every_api_route(live: Live):
+    app = sibling_app(live, api_key=KEY)
+
+    @app.post("/api/later")  # a route added after create_app (like `watch`'s /api/ingest) is covered too
+    def later() -> dict[str, bool]:
+        return {"ran": True}
+
+    image = str(live.good[0])
+    requests = [("GET", "/api/status", {}), ("GET", "/api/search", {"params": {"q": QUERY}}),
+                ("POST", "/api/search", {"data": {"q": QUERY}}), ("GET", "/api/image", {"params": {"path": image}}),
+                ("GET", "/api/image", {"params": {"path": image, "thumb": 32}}), ("POST", "/api/later", {}),
+                ("HEAD", "/api/status", {})]
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for method, path, kwargs in requests:
+            response = http.request(method, path, **kwargs)
+            assert response.status_code == 401, (method, path)
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            if method != "HEAD":
+                assert_error(response, 401, "needs an API key", "Authorization: Bearer")
+            for wrong in ({"authorization": "Bearer not-the-key"}, {"authorization": f"Basic {KEY}"},
+                          {"authorization": f"Bearer {KEY}x"}, {"cookie": "clipdex_key=nope"}):
+                wrong = {name: value.encode() for name, value in wrong.items()}
+                assert http.request(method, path, headers=wrong, **kwargs).status_code == 401, (path, wrong)
+            good = http.request(method, path, headers={"authorization": f"Bearer {KEY}".encode()}, **kwargs)
+            assert good.status_code == 200, (method, path, good.text)
+            cookie = http.request(method, path, headers={"cookie": f"clipdex_key={quote(KEY)}"}, **kwargs)
+            assert cookie.status_code == 200 and cookie.content == good.content, (method, path)
+        assert http.post("/api/later", headers={"authorization": f"Bearer {KEY}".encode()}).json() == {"ran": True}
+        assert http.get("/").status_code == 200  # the page itself holds no data: it asks for the key
+        assert http.get("/api/status").json()["error"] and "points" not in http.get("/api/status").text
+
+
+def test_serve_refuses_a_public_address_without_a_key(config: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("CLIPDEX_API_KEY", raising=False)
+    busy = listen("127.0.0.1", 0)  # 0.0.0.0 on this port cannot be bound: getting that far never serves
+    port = str(busy.getsockname()[1])
+    try:
+        code, _, err = run_cli("serve", "--host", "0.0.0.0", "--port", port, "--config", config)
+        assert code == 1 and err.count("\n") == 1
+        assert err.startswith("clipdex: error: refusing to serve on 0.0.0.0 without an API key") and "--insecure" in err
+        code, _, err = run_cli("serve", "--host", "0.0.0.0", "--port", port, "--config", config, "--insecure")
+        assert code == 1 and err.startswith(f"clipdex: error: cannot listen on 0.0.0.0:{port}"), err
+        monkeypatch.setenv("CLIPDEX_API_KEY", KEY)
+        code, _, err = run_cli("serve", "--host", "0.0.0.0", "--port", port, "--config", config)
+        assert code == 1 and err.startswith(f"clipdex: error: cannot listen on 0.0.0.0:{port}"), err
+    finally:
+        busy.close()
