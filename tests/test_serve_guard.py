@@ -22,9 +22,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from PIL import Image
 
 from retrieval.cli.serve_cmd import listen
 from retrieval.server import create_app
+from retrieval.settings import ServeSettings
 from tests.conftest import write_config
 from tests.images import write_library
 from tests.test_server import QUERY, Live, assert_error, live_library, run_cli, serving
@@ -341,3 +343,58 @@ def test_serve_refuses_a_public_address_without_a_key(config: Path, monkeypatch:
         assert code == 1 and err.startswith(f"clipdex: error: cannot listen on 0.0.0.0:{port}"), err
     finally:
         busy.close()
+
+
+# -- decode budget and thumbnail cache ----------------------------------------------------------------------------
+
+
+def test_decode_budget_holds_in_server_threads(live: Live, tmp_path: Path):
+    """A 56-MP PNG (under the pixel cap, 0.2 MB on disk) takes far longer than a 20 ms budget to decode."""
+    big = tmp_path / "big.png"
+    Image.new("L", (7500, 7500)).save(big)
+    app = sibling_app(live, serve=ServeSettings(decode_timeout_s=0.02))
+    target, saved = live.good[3], live.good[3].read_bytes()
+    with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
+        started = time.monotonic()
+        response = http.post("/api/search", files={"image": ("big.png", big.read_bytes(), "image/png")})
+        assert_error(response, 400, "cannot read query image big.png: decode took longer than 0.02 s")
+        try:
+            shutil.copyfile(big, target)  # an indexed file that changed on disk since ingest
+            response = http.get("/api/image", params={"path": str(target), "thumb": 64})
+            assert_error(response, 415, "decode took longer than 0.02 s")
+        finally:
+            target.write_bytes(saved)
+        assert time.monotonic() - started < 30
+        killed = app.state.service.decoders.killed
+        assert len(killed) == 2 and not any(Path(f"/proc/{pid}").exists() for pid in killed)  # stopped, reaped
+        small = http.get("/api/image", params={"path": str(live.good[0]), "thumb": 64})
+        assert small.status_code == 200 and small.content.startswith(b"\xff\xd8")  # a fresh worker took over
+
+
+def test_thumbnails_are_cached_by_path_size_and_mtime(live: Live, tmp_path: Path):
+    path = live.good[0]
+    saved, times = path.read_bytes(), os.stat(path)
+    with serving(sibling_app(live)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        def thumb(size: int = 32) -> httpx.Response:
+            response = http.get("/api/image", params={"path": str(path), "thumb": size})
+            assert response.status_code == 200, response.text
+            return response
+
+        first, again = thumb(), thumb()
+        assert (first.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
+        assert again.content == first.content
+        assert thumb(48).headers["x-cache"] == "MISS" and thumb(48).headers["x-cache"] == "HIT"
+        try:
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns + 10**9))  # touched: made again
+            assert thumb().headers["x-cache"] == "MISS"
+            Image.new("RGB", (40, 20), (250, 10, 10)).save(path, "PNG")  # replaced: a different picture
+            changed = thumb()
+            assert changed.headers["x-cache"] == "MISS" and changed.content != first.content
+        finally:
+            path.write_bytes(saved)
+            os.utime(path, ns=(times.st_atime_ns, times.st_mtime_ns))
+    one = len(first.content)
+    with serving(sibling_app(live, serve=ServeSettings(thumb_cache_mb=1.5 * one / (1 << 20)))) as url:
+        caches = [httpx.get(f"{url}/api/image", params={"path": str(p), "thumb": 32}).headers["x-cache"]
+                  for p in (path, path, live.good[1], path)]
+    assert caches == ["MISS", "HIT", "MISS", "MISS"]  # bounded: room for one, the older one was dropped
