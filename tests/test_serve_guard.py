@@ -398,3 +398,34 @@ def test_thumbnails_are_cached_by_path_size_and_mtime(live: Live, tmp_path: Path
         caches = [httpx.get(f"{url}/api/image", params={"path": str(p), "thumb": 32}).headers["x-cache"]
                   for p in (path, path, live.good[1], path)]
     assert caches == ["MISS", "HIT", "MISS", "MISS"]  # bounded: room for one, the older one was dropped
+
+
+# -- oversized request heads -------------------------------------------------------------------------------------
+
+
+def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send ``request`` on a fresh connection and read the whole answer (raises on a connection reset)."""
+    with socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+            if b"\r\n\r\n" in answer and answer.startswith(b"HTTP/1.1 4") and answer.endswith(b"}"):
+                break
+    return answer
+
+
+@pytest.mark.parametrize("request_bytes, status, needle", [
+    (b"GET /api/status?" + b"a" * 10_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, b"request line"),
+    (b"GET /api/status?" + b"a" * 1_000_000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 414, b"request line"),
+    (b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n", 431, b"headers"),
+    (b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"".join(b"X-%d: a\r\n" % i for i in range(5000))
+     + b"\r\n", 431, b"headers"),
+])
+def test_oversized_request_heads_get_414_or_431(live: Live, request_bytes: bytes, status: int, needle: bytes):
+    answer = raw_exchange(live.url, request_bytes)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert needle in answer and b'{"error": ' in answer
+    normal = raw_exchange(live.url, b"GET /api/status?" + b"a" * 4000 + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                          b"Connection: close\r\n\r\n")
+    assert normal.startswith(b"HTTP/1.1 200 ")  # a long-ish URL within the limits is served
