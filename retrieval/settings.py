@@ -106,8 +106,16 @@ class SearchSettings(_Section):
 
 
 class ServeSettings(_Section):
-    """``clipdex serve``: folders it keeps in sync while serving (``--watch``)."""
+    """``clipdex serve`` (see docs/serve.md): API key, decode budget, thumbnails, watched folders."""
 
+    api_key: str = ""
+    """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
+    decode_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Wall-time budget to decode one uploaded image or make one thumbnail (in a worker process)."""
+    decode_workers: int = Field(2, ge=1, le=32)
+    """Worker processes that decode uploads and thumbnails."""
+    thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
+    """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
     watch: list[str] = []
     """Folders ingested at start and then on every file-system change (relative to the config file)."""
     rescan_interval_s: float = Field(600.0, ge=0)
@@ -271,7 +279,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
     Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``,
-    ``CLIPDEX_QDRANT_API_KEY``.
+    ``CLIPDEX_QDRANT_API_KEY``, ``CLIPDEX_API_KEY``.
     """
     path = path or os.environ.get("CLIPDEX_CONFIG") or None
     data: dict[str, Any] = {}
@@ -285,7 +293,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
         _resolve_relative(data, file.resolve().parent)
         data["config_path"] = str(file.resolve())
     for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL"),
-                              ("store", "api_key", "CLIPDEX_QDRANT_API_KEY")):
+                              ("store", "api_key", "CLIPDEX_QDRANT_API_KEY"), ("serve", "api_key", "CLIPDEX_API_KEY")):
         if os.environ.get(env):
             data.setdefault(section, {})[key] = os.environ[env]
     return _validate(data, source)
