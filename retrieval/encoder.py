@@ -24,14 +24,14 @@ import open_clip  # importable because retrieval/__init__.py ran the torchvision
 import torch
 from PIL import Image
 
+from retrieval import hub
 from retrieval import precision as precisions
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 from retrieval.text_trim import encode_text, text_tower
+from retrieval.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
 
-LOCAL_DIR = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -41,13 +41,12 @@ class ModelIdentity:
     name: str
     pretrained: str
     dim: int
+    weights: str = ""
+    """Content hash of the weights file (``xxh3:…``), "" for tags and random weights: see
+    :func:`weights_fingerprint`."""
 
     def describe(self) -> str:
         return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _check_source(settings: ModelSettings) -> None:
@@ -59,49 +58,34 @@ def _check_source(settings: ModelSettings) -> None:
             raise ClipdexError(f"model folder {folder} has no {CONFIG_NAME} (expected a folder written by "
                                "`clipdex train` or open_clip's save_for_hf)")
         return
+    if name.startswith(hub.HF_HUB):
+        repo = name[len(hub.HF_HUB) :].strip("/")
+        if hub.cached_snapshot(repo) is None:
+            hub.require_download(repo, f"weights of {name}", hub.CONFIG_FILE)
+        return
     if name.replace("/", "-") not in open_clip.list_models():
         raise ClipdexError(f"unknown open_clip architecture '{name}' (see open_clip.list_models(), "
-                           "or use name = \"local-dir:PATH\" for a saved model folder)")
+                           "\"hf-hub:ORG/REPO\", or name = \"local-dir:PATH\" for a saved model folder)")
     if not pretrained:
         return
     tags = [tag for arch, tag in open_clip.list_pretrained() if arch == name]
     if pretrained in tags:
-        _check_hub_reachable(name, pretrained)
+        repo = (open_clip.get_pretrained_cfg(name, pretrained).get("hf_hub") or "").strip("/")
+        if repo and hub.cached_file(repo, hub.WEIGHT_FILES) is None:
+            hub.require_download(repo, f"pretrained weights '{pretrained}' for {name}", hub.WEIGHT_FILES[0])
         return
     if not Path(pretrained).expanduser().is_file():
         raise ClipdexError(f"model.pretrained '{pretrained}' is neither a pretrained tag of {name} "
                            f"({', '.join(tags) or 'none known'}) nor an existing checkpoint file")
 
 
-_FIX = 'set model.pretrained to a local checkpoint file, or model.name to "local-dir:PATH"'
-
-
-def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return endpoint.split("://", 1)[-1].split("/", 1)[0]
-
-
-def _check_hub_reachable(name: str, tag: str) -> None:
-    """Weights for a tag are downloaded once; fail in seconds when that cannot happen."""
-    import socket
-
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    repo = (cfg.get("hf_hub") or "").strip("/")
-    if repo and any(
-        isinstance(try_to_load_from_cache(repo, f), str)
-        for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    ):
-        return  # cached: loads offline
-    if _offline():
-        raise ClipdexError(f"pretrained weights '{tag}' for {name} are not cached and HF_HUB_OFFLINE is set; {_FIX}")
-    host = _hub_host()
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise ClipdexError(f"pretrained weights '{tag}' for {name} need a download but {host} is not reachable "
-                           f"({exc.strerror or exc}); {_FIX}") from None
+def _open_clip_name(settings: ModelSettings) -> str:
+    """What open_clip is asked to load: a cached hub model loads from its snapshot folder, offline."""
+    if settings.name.startswith(hub.HF_HUB):
+        snapshot = hub.cached_snapshot(settings.name[len(hub.HF_HUB) :].strip("/"))
+        if snapshot is not None:
+            return f"{LOCAL_DIR}{snapshot}"
+    return settings.name
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -146,21 +130,22 @@ class Encoder:
         device = pick_device(settings.device)
         if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        pretrained = None if settings.name.startswith(LOCAL_DIR) else (settings.pretrained or None)
+        name = _open_clip_name(settings)
+        schema = name.startswith((LOCAL_DIR, hub.HF_HUB))
+        pretrained = None if schema else (settings.pretrained or None)
         try:
             with _quiet_open_clip():
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    settings.name, pretrained=pretrained, device=device)
-            tokenizer = open_clip.get_tokenizer(settings.name)
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
         except ClipdexError:
             raise
         except Exception as exc:  # open_clip raises many types; one line for the user
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
-        source = _source_label(settings)
-        return cls(model, preprocess, tokenizer, ModelIdentity(settings.name, source, dim), device,
-                   settings.precision)
+        source = source_label(settings)
+        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "")
+        return cls(model, preprocess, tokenizer, identity, device, settings.precision)
 
     @property
     def dim(self) -> int:
@@ -242,27 +227,6 @@ def _embed_dim(model: torch.nn.Module) -> int:
 def _image_size(model: torch.nn.Module) -> int:
     size = getattr(getattr(model, "visual", None), "image_size", 224)
     return size[0] if isinstance(size, tuple | list) else size
-
-
-def _source_label(settings: ModelSettings) -> str:
-    """The weights' source as recorded in a collection: a tag, or a file with its content hash."""
-    if settings.name.startswith(LOCAL_DIR):
-        file = Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
-    elif settings.pretrained and Path(settings.pretrained).expanduser().is_file():
-        file = Path(settings.pretrained).expanduser()
-    else:
-        return settings.pretrained
-    return f"{file}#xxh3:{_file_digest(file)}" if file.is_file() else "random init"
-
-
-def _file_digest(path: Path) -> str:
-    import xxhash
-
-    digest = xxhash.xxh3_64()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager
