@@ -19,7 +19,8 @@ _PATH_FIELDS = ("data", "coco_images", "output", "checkpoint_dir")
 
 
 def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(Path(v).expanduser().resolve()) if k in _PATH_FIELDS and v else v) for k, v in values.items()}
+    return {k: (str(Path(v).expanduser().resolve()) if k in _PATH_FIELDS and isinstance(v, str) and v else v)
+            for k, v in values.items()}
 
 
 @cli.command("train")
@@ -106,9 +107,13 @@ def _eval_set(dataset: str, data: str | None, coco_images: str | None, split: st
               help="Model to evaluate: open_clip name, local-dir:PATH or a model folder [model.name].")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file [model.pretrained].")
 @click.option("-o", "--output", "out_file", default=None, help="Also write the metrics JSON to this file.")
+@click.option("--probes/--no-probes", default=True, show_default=True,
+              help="Labelled sets: k-NN and linear-probe accuracy (fashion-mnist: learnt from the train split; "
+                   "labelled-folder: from 4 of every 5 images per class, scored on the 5th).")
 def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, split: str, limit: int,
-             model_name: str | None, pretrained: str | None, out_file: str | None) -> None:
-    """Measure retrieval quality (recall@K, zero-shot accuracy, precision@10, mAP) of a model."""
+             model_name: str | None, pretrained: str | None, out_file: str | None, probes: bool) -> None:
+    """Measure retrieval quality (recall@K, zero-shot accuracy, precision@10, mAP) and, where labels
+    exist, representation probes (k-NN, linear) of a model."""
     from retrieval.encoder import Encoder
     from retrieval.evaluate import evaluate
 
@@ -124,7 +129,11 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         raise ClipdexError(f"--output must be a file in an existing folder: {out_file}")
     encoder = Encoder.load(model)  # the model first: a bad --model is reported before any data is read
     eval_set = _eval_set(dataset, data, coco_images, split).subset(limit)
-    metrics = {k: round(v, 6) for k, v in evaluate(encoder, eval_set).items()}
+    train_set = None
+    if probes and dataset == "fashion-mnist" and split == "test":
+        train_set = _eval_set(dataset, data, coco_images, "train")
+    holdout = probes and dataset == "labelled-folder"
+    metrics = {k: round(v, 6) for k, v in evaluate(encoder, eval_set, train=train_set, holdout=holdout).items()}
     if out_file:
         target = Path(out_file)
         fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=".eval-")
