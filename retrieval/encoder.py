@@ -20,6 +20,7 @@ import open_clip  # importable because retrieval/__init__.py ran the torchvision
 import torch
 from PIL import Image
 
+from retrieval import hub
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 
@@ -43,10 +44,6 @@ class ModelIdentity:
         return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
 
 
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
-
-
 def _check_source(settings: ModelSettings) -> None:
     """Fail fast, with a fix in the message, before open_clip tries anything slow."""
     name, pretrained = settings.name, settings.pretrained
@@ -56,49 +53,34 @@ def _check_source(settings: ModelSettings) -> None:
             raise ClipdexError(f"model folder {folder} has no {CONFIG_NAME} (expected a folder written by "
                                "`clipdex train` or open_clip's save_for_hf)")
         return
+    if name.startswith(hub.HF_HUB):
+        repo = name[len(hub.HF_HUB) :].strip("/")
+        if hub.cached_snapshot(repo) is None:
+            hub.require_download(repo, f"weights of {name}", hub.CONFIG_FILE)
+        return
     if name.replace("/", "-") not in open_clip.list_models():
         raise ClipdexError(f"unknown open_clip architecture '{name}' (see open_clip.list_models(), "
-                           "or use name = \"local-dir:PATH\" for a saved model folder)")
+                           "\"hf-hub:ORG/REPO\", or name = \"local-dir:PATH\" for a saved model folder)")
     if not pretrained:
         return
     tags = [tag for arch, tag in open_clip.list_pretrained() if arch == name]
     if pretrained in tags:
-        _check_hub_reachable(name, pretrained)
+        repo = (open_clip.get_pretrained_cfg(name, pretrained).get("hf_hub") or "").strip("/")
+        if repo and hub.cached_file(repo, hub.WEIGHT_FILES) is None:
+            hub.require_download(repo, f"pretrained weights '{pretrained}' for {name}", hub.WEIGHT_FILES[0])
         return
     if not Path(pretrained).expanduser().is_file():
         raise ClipdexError(f"model.pretrained '{pretrained}' is neither a pretrained tag of {name} "
                            f"({', '.join(tags) or 'none known'}) nor an existing checkpoint file")
 
 
-_FIX = 'set model.pretrained to a local checkpoint file, or model.name to "local-dir:PATH"'
-
-
-def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return endpoint.split("://", 1)[-1].split("/", 1)[0]
-
-
-def _check_hub_reachable(name: str, tag: str) -> None:
-    """Weights for a tag are downloaded once; fail in seconds when that cannot happen."""
-    import socket
-
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    repo = (cfg.get("hf_hub") or "").strip("/")
-    if repo and any(
-        isinstance(try_to_load_from_cache(repo, f), str)
-        for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    ):
-        return  # cached: loads offline
-    if _offline():
-        raise ClipdexError(f"pretrained weights '{tag}' for {name} are not cached and HF_HUB_OFFLINE is set; {_FIX}")
-    host = _hub_host()
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise ClipdexError(f"pretrained weights '{tag}' for {name} need a download but {host} is not reachable "
-                           f"({exc.strerror or exc}); {_FIX}") from None
+def _open_clip_name(settings: ModelSettings) -> str:
+    """What open_clip is asked to load: a cached hub model loads from its snapshot folder, offline."""
+    if settings.name.startswith(hub.HF_HUB):
+        snapshot = hub.cached_snapshot(settings.name[len(hub.HF_HUB) :].strip("/"))
+        if snapshot is not None:
+            return f"{LOCAL_DIR}{snapshot}"
+    return settings.name
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -129,12 +111,13 @@ class Encoder:
         device = pick_device(settings.device)
         if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        pretrained = None if settings.name.startswith(LOCAL_DIR) else (settings.pretrained or None)
+        name = _open_clip_name(settings)
+        schema = name.startswith((LOCAL_DIR, hub.HF_HUB))
+        pretrained = None if schema else (settings.pretrained or None)
         try:
             with _quiet_open_clip():
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    settings.name, pretrained=pretrained, device=device)
-            tokenizer = open_clip.get_tokenizer(settings.name)
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
         except ClipdexError:
             raise
         except Exception as exc:  # open_clip raises many types; one line for the user
@@ -142,7 +125,7 @@ class Encoder:
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
         source = _source_label(settings)
-        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings))
+        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "")
         return cls(model, preprocess, tokenizer, identity, device)
 
     @property
@@ -200,21 +183,27 @@ def _image_size(model: torch.nn.Module) -> int:
 
 
 def _weights_file(settings: ModelSettings) -> Path | None:
-    """The file the weights come from (a ``local-dir:`` folder's or a checkpoint), or None for tags."""
+    """The file the weights come from (a ``local-dir:`` folder's, a cached hub model's or a checkpoint),
+    or None for tags and hub models not downloaded yet."""
     if settings.name.startswith(LOCAL_DIR):
         return Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
+    if settings.name.startswith(hub.HF_HUB):
+        return hub.cached_file(settings.name[len(hub.HF_HUB) :].strip("/"), hub.WEIGHT_FILES)
     if settings.pretrained and Path(settings.pretrained).expanduser().is_file():
         return Path(settings.pretrained).expanduser()
     return None
 
 
-def weights_fingerprint(settings: ModelSettings) -> str:
+def weights_fingerprint(settings: ModelSettings) -> str | None:
     """The identity of file-based weights: ``xxh3:`` + the file's content hash, wherever it lives.
 
-    "" for pretrained tags (the tag is their identity) and for a folder without weights (random init).
-    The hash is computed without loading the model, so a collection can be checked when it opens.
+    "" for pretrained tags (the tag is their identity) and for a folder without weights (random init);
+    None for a hub model that is not downloaded yet (known once loaded). The hash is computed without
+    loading the model, so a collection can be checked when it opens.
     """
     file = _weights_file(settings)
+    if file is None and settings.name.startswith(hub.HF_HUB):
+        return None
     return f"xxh3:{_file_digest(file)}" if file is not None and file.is_file() else ""
 
 

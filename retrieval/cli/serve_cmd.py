@@ -8,11 +8,15 @@ import signal
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
 
 import click
 
 from retrieval.cli.common import Run, cli, common_options
 from retrieval.errors import ClipdexError
+
+if TYPE_CHECKING:
+    from retrieval.serving.store_guard import StoreGuard
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
 
@@ -95,17 +99,20 @@ def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...]
 
     from retrieval.index import Index
     from retrieval.server import create_app
+    from retrieval.serving.protocol import uvicorn_config
     from retrieval.store.lock import serve_owner
     from retrieval.sync import root_problem
 
     roots = watched_roots([*run.settings.serve.watch, *watch])
     sock = listen(host, port)
+    guard: StoreGuard | None = None
     try:
         with Index.open(run.settings, create=bool(roots), owner=serve_owner(url_of(sock).rstrip("/"))) as index:
             index.encoder  # noqa: B018  (load the model now: fail fast, and the first search is quick)
             info = index.status()
             hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
             app = create_app(index, allowed_hosts=hosts, watch=roots)
+            guard = app.state.service.store_guard
             click.echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
                        f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
             for root in roots:
@@ -115,10 +122,14 @@ def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...]
             if not is_loopback(host):
                 click.echo(f"clipdex: warning: {host} is not a loopback address; anyone who can reach it can "
                            "search and view the indexed images", err=True)
-            config = uvicorn.Config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
-                                    server_header=False)
+            config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
             with _sigterm_stops(), suppress(KeyboardInterrupt, _Stopped):
                 uvicorn.Server(config).run(sockets=[sock])
+    except Exception:
+        problem = guard.problem() if guard is not None else None
+        if problem is None:
+            raise
+        click.echo(f"clipdex: warning: {problem}; nothing was saved", err=True)  # closing the ghost failed
     finally:
         sock.close()
     click.echo("clipdex: server stopped", err=True)
