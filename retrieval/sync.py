@@ -17,6 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from ingest.finish import Progress
 from ingest.records import is_below, path_key, point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
@@ -78,7 +79,7 @@ class Changes:
     """More than MAX_EVENT_FILES paths: the paths are dropped and the root gets a full sync instead."""
 
 
-def apply_changes(index: Index, root: str, paths: Iterable[str]) -> dict[str, Any]:
+def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progress | None = None) -> dict[str, Any]:
     """Bring the points of ``paths`` (below ``root``) in line with the disk; returns a summary.
 
     Existing files go through ``Index.ingest`` (new or changed bytes are embedded, moved bytes reuse
@@ -99,15 +100,16 @@ def apply_changes(index: Index, root: str, paths: Iterable[str]) -> dict[str, An
                 gone.append(path)
             continue
         if stat.S_ISDIR(st.st_mode) and selected(root, path, ingest_settings, is_dir=True):
-            return full_sync(index, root) | {"reason": f"folder changed: {path}"}
+            return full_sync(index, root, progress) | {"reason": f"folder changed: {path}"}
         if stat.S_ISREG(st.st_mode) and selected(root, path, ingest_settings, is_dir=False):
             files.append(path)
     if len(files) + len(gone) > MAX_EVENT_FILES:
-        return full_sync(index, root) | {"reason": f"{len(files) + len(gone)} changed paths"}
+        return full_sync(index, root, progress) | {"reason": f"{len(files) + len(gone)} changed paths"}
     summary: dict[str, Any] = {"kind": "changes", "files": len(files)}
     if files:  # the paths were selected against the root's rules above; the basenames need not match `include`
         by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, index.encoder)
-        summary |= by_path.ingest(files).as_dict()
+        report = by_path.ingest(files, progress=progress or False)
+        summary |= report.as_dict() | {"notices": report.notices()}
     summary["deleted"] = summary.get("deleted", 0) + drop_gone(index.store, gone)
     return summary
 
@@ -126,15 +128,11 @@ def drop_gone(store: VectorStore, gone: Sequence[str]) -> int:
     return len(ids)
 
 
-def full_sync(index: Index, root: str) -> dict[str, Any]:
-    """``Index.ingest`` of the whole root: the pipeline decides what is new, changed and gone.
-
-    A root that is missing, unlistable or empty is not synced at all (every point below it is kept).
-    """
-    problem = root_problem(root)
-    if problem:
-        raise ClipdexError(f"{root}: {problem}; not synced, every point below it is kept")
-    return {"kind": "full"} | index.ingest([root]).as_dict()
+def full_sync(index: Index, root: str, progress: Progress | None = None) -> dict[str, Any]:
+    """``Index.ingest`` of the whole root: the pipeline decides what is new, changed and gone (an
+    offline root, an unreadable folder or a mass deletion keeps its points: see ``notices``)."""
+    report = index.ingest([root], progress=progress or False)
+    return {"kind": "full"} | report.as_dict() | {"notices": report.notices()}
 
 
 class Syncer:
@@ -208,7 +206,8 @@ class Syncer:
             running = dict(self._running) if self._running else None
             return {
                 "state": "syncing" if running else "idle", "root": running and running["root"],
-                "kind": running and running["kind"], "done": running["done"] if running else 0,
+                "kind": running and running["kind"], "stage": running and running.get("stage"),
+                "done": running["done"] if running else 0,
                 "total": running["total"] if running else 0, "queued": list(self._queued),
                 "pending_changes": sum(len(c.paths) for c in self._pending.values()),
                 "syncs": self._syncs, "last": self._last, "errors": list(self._errors),
@@ -244,7 +243,7 @@ class Syncer:
         while (job := self._next_job()) is not None:
             kind, root, paths = job
             with self._cond:
-                self._running = {"root": root, "kind": kind, "done": 0, "total": len(paths),
+                self._running = {"root": root, "kind": kind, "stage": "scan", "done": 0, "total": len(paths),
                                  "started": time.time()}
             started = time.monotonic()
             summary: dict[str, Any] = {}
@@ -255,9 +254,9 @@ class Syncer:
                         self.watcher.forget(root)  # an unmounted root's watch is dead: renew it when back
                     else:
                         self.watcher.ensure(root)
-                    summary = full_sync(self.index, root)
+                    summary = full_sync(self.index, root, self._progress)
                 else:
-                    summary = apply_changes(self.index, root, paths)
+                    summary = apply_changes(self.index, root, paths, self._progress)
             except SyncCancelled:
                 return
             except ClipdexError as exc:
@@ -266,14 +265,24 @@ class Syncer:
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             self._finish(root, kind, summary, error, time.monotonic() - started)
 
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        """The pipeline's progress callback: shown in the status; a stopping server ends the sync here."""
+        if self._cancel.is_set():
+            raise SyncCancelled("sync cancelled: the server is stopping")
+        with self._cond:
+            if self._running is not None:
+                self._running.update(stage=stage, done=done, total=total)
+
     def _finish(self, root: str, kind: str, summary: dict[str, Any], error: str, seconds: float) -> None:
+        problems = [error] if error else list(summary.get("notices", []))
         with self._cond:
             self._running = None
             self._syncs += 1
             self._last = {"root": root, "kind": summary.get("kind", kind), "finished": time.time(),
                           "seconds": round(seconds, 3), "result": summary, "error": error}
-            if error:
-                self._errors = [*self._errors, {"root": root, "at": time.time(), "error": error}][-KEPT_ERRORS:]
+            if problems:  # errors, and the pipeline's notices (offline roots, points kept, held-back deletions)
+                stamped = [{"root": root, "at": time.time(), "error": p} for p in problems]
+                self._errors = [*self._errors, *stamped][-KEPT_ERRORS:]
             if summary.get("kind", kind) == "full":
                 interval = self.settings.rescan_interval_s
                 self._next_rescan[root] = time.monotonic() + interval if interval > 0 else float("inf")
