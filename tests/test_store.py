@@ -239,3 +239,17 @@ def test_two_first_time_openers_race_cleanly(tmp_path: Path):
         store = open_store(settings)
         assert store.meta() == CollectionMeta("m", "", 8) and store.count() == 4
         store.close()
+
+
+def test_server_collection_created_meanwhile_by_another_client(tmp_path: Path):
+    """Two first-time ingests against one Qdrant server: the second create() finds the first one's collection."""
+    store = ServerStore("t", path=str(tmp_path / "ql"))
+    assert store.meta() is None
+    other = CollectionMeta("m", "", 8)  # what the other client created in between
+    store.client.create_collection("t", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE),
+                                   metadata=other.as_dict())
+    store.create(CollectionMeta("m", "", 8))  # the same model: it just uses the collection
+    assert store.meta() == other
+    with pytest.raises(ClipdexError, match="was created meanwhile"):
+        store.create(CollectionMeta("another", "", 16))
+    store.close()
