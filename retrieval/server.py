@@ -72,8 +72,8 @@ def _one_line(text: str) -> str:
 class Service:
     """The shared Index, its lock, and the operations the routes call."""
 
-    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, serve: ServeSettings | None = None,
-                 watch: Sequence[str] = ()):
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, watch: Sequence[str] = (),
+                 serve: ServeSettings | None = None):
         serve = serve or index.settings.serve
         self.index = index
         self.lock = threading.Lock()
@@ -218,16 +218,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None, api_key: str | None = None,
-               serve: ServeSettings | None = None, watch: Sequence[str] = ()) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, watch: Sequence[str] = (), api_key: str | None = None,
+               serve: ServeSettings | None = None) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
 
     ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
+    ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
     ``api_key``: required on every ``/api/`` route (None: ``[serve] api_key``; "": no key).
     ``serve``: decode budget, workers and thumbnail cache (default: the index's ``[serve]`` settings).
-    ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
     """
-    service = Service(index, max_upload_bytes, serve, watch)
+    service = Service(index, max_upload_bytes, watch, serve)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -106,8 +106,15 @@ class SearchSettings(_Section):
 
 
 class ServeSettings(_Section):
-    """``clipdex serve`` (see docs/serve.md): API key, decode budget, thumbnails, watched folders."""
+    """``clipdex serve``: its API key, decode budget and thumbnail cache, and the folders it keeps in sync
+    while serving (``--watch``); see docs/serve.md."""
 
+    watch: list[str] = []
+    """Folders ingested at start and then on every file-system change (relative to the config file)."""
+    rescan_interval_s: float = Field(600.0, ge=0)
+    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    """Wait for this long without new events before ingesting a burst of changes."""
     api_key: str = ""
     """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
     decode_timeout_s: float = Field(10.0, gt=0, le=600)
@@ -116,12 +123,6 @@ class ServeSettings(_Section):
     """Worker processes that decode uploads and thumbnails."""
     thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
     """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
-    watch: list[str] = []
-    """Folders ingested at start and then on every file-system change (relative to the config file)."""
-    rescan_interval_s: float = Field(600.0, ge=0)
-    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
-    debounce_s: float = Field(1.0, ge=0, le=600)
-    """Wait for this long without new events before ingesting a burst of changes."""
 
 
 class LoopSettings(_Section):
