@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,8 @@ class ModelSettings(_Section):
     pretrained: str = "laion2b_s34b_b79k"
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only). See retrieval.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
@@ -53,6 +56,12 @@ class StoreSettings(_Section):
     index_threshold: int = Field(20000, ge=0)
     """The embedded store builds its HNSW index only once this many points are unindexed; until then
     those points are searched exactly (a full scan of the small unindexed segments)."""
+    shard_number: int = Field(0, ge=0, le=1024)
+    """Qdrant server/cluster: shards of a new collection (0 = the server's default: one per node)."""
+    replication_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: copies of each shard of a new collection (0 = the server's default, 1)."""
+    write_consistency_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: replicas that must acknowledge a write (0 = the server's default, 1)."""
 
 
 class IngestSettings(_Section):
@@ -72,8 +81,47 @@ class IngestSettings(_Section):
     there until it is confirmed with ``--prune``."""
 
 
+class RaySettings(_Section):
+    """``clipdex ingest --ray``: where the Ray cluster is and how the encoder pool is sized."""
+
+    address: str = ""
+    """"" = ingest in this process; "auto" = join the running cluster (``ray start --head``); "local" = start
+    one in-process; or a cluster address (``HOST:6379``, ``ray://HOST:10001``)."""
+    encoders: int = Field(0, ge=0, le=4096)
+    """Encoder actors (0 = one per GPU where the cluster has GPUs, else one per ``encoder_cpus`` x 2 CPUs)."""
+    encoder_cpus: float = Field(1.0, gt=0, le=256)
+    """CPUs each CPU encoder actor reserves (its torch threads: this, rounded up)."""
+    decode_cpus: float = Field(1.0, gt=0, le=64)
+    """CPUs each hash/decode/preprocess task reserves."""
+    decode_batch: int = Field(16, ge=1, le=4096)
+    """Files per hash/decode/preprocess task."""
+    max_restarts: int = Field(3, ge=0, le=1000)
+    """How often a dead encoder actor is restarted (its unfinished batches are retried as often)."""
+    object_store_mb: int = Field(0, ge=0)
+    """Object store size of a ``local`` cluster (0 = Ray's default)."""
+
+
 class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
+
+
+class ServeSettings(_Section):
+    """``clipdex serve`` (see docs/serve.md): API key, decode budget, thumbnails, watched folders."""
+
+    api_key: str = ""
+    """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
+    decode_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Wall-time budget to decode one uploaded image or make one thumbnail (in a worker process)."""
+    decode_workers: int = Field(2, ge=1, le=32)
+    """Worker processes that decode uploads and thumbnails."""
+    thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
+    """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
+    watch: list[str] = []
+    """Folders ingested at start and then on every file-system change (relative to the config file)."""
+    rescan_interval_s: float = Field(600.0, ge=0)
+    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    """Wait for this long without new events before ingesting a burst of changes."""
 
 
 class TrainSettings(_Section):
@@ -127,6 +175,8 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    serve: ServeSettings = ServeSettings()
+    ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
@@ -171,6 +221,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
                 table[key] = _relative_to(base, table[key])
+    serve = data.get("serve")
+    if isinstance(serve, dict) and isinstance(serve.get("watch"), list):
+        serve["watch"] = [_relative_to(base, w) if isinstance(w, str) and w else w for w in serve["watch"]]
     for section, name_key in (("model", "name"), ("train", "arch")):
         table = sections[section]
         if not isinstance(table, dict):
@@ -183,10 +236,50 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
             table["pretrained"] = _relative_to(base, pretrained)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this (1 MiB) is refused before it is read."""
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    """A TOML file's tables: only a regular file, at most :data:`MAX_CONFIG_BYTES`, UTF-8 text.
+
+    Opened without blocking (a FIFO is never waited on) and read with a cap (``/dev/zero`` ends).
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ClipdexError(f"config file not found: {file}") from None
+    except PermissionError:
+        raise ClipdexError(f"config file is not readable: {file}") from None
+    except OSError as exc:
+        raise ClipdexError(f"cannot open config file {file}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ClipdexError(f"config path is a directory, not a TOML file: {file}")
+        if not stat.S_ISREG(mode):
+            raise ClipdexError(f"config file is not a regular file: {file}")
+        try:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ClipdexError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ClipdexError(f"config file {file} is larger than {MAX_CONFIG_BYTES // 1024} KiB; is it a config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClipdexError(f"{file}: not UTF-8 text (byte {exc.start}); a config file is TOML in UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
-    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``.
+    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``,
+    ``CLIPDEX_QDRANT_API_KEY``, ``CLIPDEX_API_KEY``.
     """
     path = path or os.environ.get("CLIPDEX_CONFIG") or None
     data: dict[str, Any] = {}
@@ -194,22 +287,13 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if path is not None:
         file = Path(path).expanduser()
         source = str(file)
-        try:
-            with file.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ClipdexError(f"config file not found: {file}") from None
-        except IsADirectoryError:
-            raise ClipdexError(f"config path is a directory, not a TOML file: {file}") from None
-        except PermissionError:
-            raise ClipdexError(f"config file is not readable: {file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+        data = _read_toml(file)
         if "config_path" in data:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)
         data["config_path"] = str(file.resolve())
-    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL")):
+    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL"),
+                              ("store", "api_key", "CLIPDEX_QDRANT_API_KEY"), ("serve", "api_key", "CLIPDEX_API_KEY")):
         if os.environ.get(env):
             data.setdefault(section, {})[key] = os.environ[env]
     return _validate(data, source)

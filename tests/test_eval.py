@@ -77,6 +77,12 @@ def test_captioned_folder_and_coco_give_recall(tmp_path: Path, model_dir: Path):
 def test_limit(tmp_path: Path, model_dir: Path):
     out = _eval(model_dir, "--dataset", "labelled-folder", "--data", str(SAMPLES), "--limit", "40")
     assert set(out) == LABEL_KEYS
+    data = datasets.labelled_folder(SAMPLES)
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
+    first_40 = evaluate(encoder, data.subset(40))
+    assert len(data.subset(40)) == 40 < len(data)
+    assert out == pytest.approx(first_40, abs=1e-5)  # the metrics of exactly the first 40 images
+    assert out != pytest.approx(evaluate(encoder, data), abs=1e-5)  # not those of all of them
 
 
 @pytest.mark.parametrize("args, message", [

@@ -14,7 +14,15 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from retrieval.errors import ClipdexError
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, IndexConfig, SearchFilter
+from retrieval.store.base import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    CollectionMeta,
+    Hit,
+    IndexConfig,
+    SearchFilter,
+    sane_hits,
+)
 
 
 def _filter(where: SearchFilter) -> models.Filter | None:
@@ -70,7 +78,11 @@ class ServerStore:
         if "model" not in data:
             raise ClipdexError(f"collection '{self.collection}' at {self.location} was not made by clipdex "
                                "(no model metadata); choose another --collection")
-        return CollectionMeta.from_dict(data)
+        try:
+            return CollectionMeta.from_dict(data)
+        except ValueError as exc:
+            raise ClipdexError(f"collection '{self.collection}' at {self.location} has damaged clipdex metadata "
+                               f"({exc}); its points are kept; use another --collection or fix its metadata") from None
 
     def create(self, meta: CollectionMeta) -> None:
         self.client.create_collection(
@@ -82,6 +94,8 @@ class ServerStore:
             quantization_config=_quantization(self.config),
             optimizers_config=models.OptimizersConfigDiff(
                 indexing_threshold=self.config.indexing_threshold_kb(meta.dim)),
+            shard_number=self.config.shards or None, replication_factor=self.config.replicas or None,
+            write_consistency_factor=self.config.write_consistency or None,
             metadata=meta.as_dict())
         for field in KEYWORD_FIELDS:
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
@@ -122,14 +136,26 @@ class ServerStore:
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
+        return self._query(vector.astype(np.float32).tolist(), limit, where, min_score)
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        # The stored vectors, not their ids: Qdrant would leave the examples themselves out of the
+        # results, which the embedded store (and a search by --image) does not.
+        recommend = models.RecommendInput(
+            positive=np.asarray(positives, np.float32).tolist(), negative=np.asarray(negatives, np.float32).tolist(),
+            strategy=models.RecommendStrategy.AVERAGE_VECTOR)
+        return self._query(models.RecommendQuery(recommend=recommend), limit, where, min_score)
+
+    def _query(self, query: Any, limit: int, where: SearchFilter, min_score: float | None) -> list[Hit]:
         if not self._exists:
             raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
                                "(run `clipdex ingest` first)")
         response = self.client.query_points(
-            self.collection, query=vector.astype(np.float32).tolist(), limit=limit, query_filter=_filter(where),
-            score_threshold=min_score, with_payload=True, search_params=models.SearchParams(
+            self.collection, query=query, limit=limit, query_filter=_filter(where), score_threshold=min_score,
+            with_payload=True, search_params=models.SearchParams(
                 hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
 
     def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
         found: dict[str, tuple[str, np.ndarray, dict[str, Any]]] = {}
