@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from ingest.finish import Progress
-from ingest.records import is_below, path_key, point_id
+from ingest.records import is_below, path_key
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.settings import ServeSettings
@@ -31,6 +31,7 @@ MAX_EVENT_FILES = 1000
 MAX_EVENT_WAIT_S = 30.0
 """A burst that never goes quiet (a long copy) is still handled after this long."""
 KEPT_ERRORS = 20
+DELETE_CHUNK = 256
 
 
 def root_problem(root: str) -> str:
@@ -79,7 +80,8 @@ class Changes:
     """More than MAX_EVENT_FILES paths: the paths are dropped and the root gets a full sync instead."""
 
 
-def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progress | None = None) -> dict[str, Any]:
+def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progress | None = None, *,
+                  prune: bool = False) -> dict[str, Any]:
     """Bring the points of ``paths`` (below ``root``) in line with the disk; returns a summary.
 
     Existing files go through ``Index.ingest`` (new or changed bytes are embedded, moved bytes reuse
@@ -100,38 +102,56 @@ def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progr
                 gone.append(path)
             continue
         if stat.S_ISDIR(st.st_mode) and selected(root, path, ingest_settings, is_dir=True):
-            return full_sync(index, root, progress) | {"reason": f"folder changed: {path}"}
+            return full_sync(index, root, progress, prune=prune) | {"reason": f"folder changed: {path}"}
         if stat.S_ISREG(st.st_mode) and selected(root, path, ingest_settings, is_dir=False):
             files.append(path)
     if len(files) + len(gone) > MAX_EVENT_FILES:
-        return full_sync(index, root, progress) | {"reason": f"{len(files) + len(gone)} changed paths"}
+        return full_sync(index, root, progress, prune=prune) | {"reason": f"{len(files) + len(gone)} changed paths"}
     summary: dict[str, Any] = {"kind": "changes", "files": len(files)}
     if files:  # the paths were selected against the root's rules above; the basenames need not match `include`
         by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, index.encoder)
         report = by_path.ingest(files, progress=progress or False)
         summary |= report.as_dict() | {"notices": report.notices()}
-    summary["deleted"] = summary.get("deleted", 0) + drop_gone(index.store, gone)
+    held = drop_gone(index.store, root, gone, 1.0 if prune else ingest_settings.max_delete_fraction)
+    summary["deleted"] = summary.get("deleted", 0) + held.pop("deleted")
+    if held["would_delete"]:
+        summary.setdefault("held_back", []).append(held)
+        summary.setdefault("notices", []).append(
+            f"held back: {held['would_delete']:,} of {held['points']:,} points below {root} are gone (over "
+            "[ingest] max_delete_fraction); nothing deleted there; POST /api/ingest?prune=true confirms")
     return summary
 
 
-def drop_gone(store: VectorStore, gone: Sequence[str]) -> int:
-    """Delete the points of the proven-gone ``gone`` paths and of anything stored below them."""
+def drop_gone(store: VectorStore, root: str, gone: Sequence[str], max_fraction: float) -> dict[str, Any]:
+    """Delete the points of the proven-gone ``gone`` paths and of anything stored below them, unless
+    that is more than ``max_fraction`` of the points below ``root`` (then nothing: ``would_delete``)."""
+    result = {"path": root, "points": 0, "would_delete": 0, "deleted": 0}
     if not gone or store.meta() is None:
-        return 0
+        return result
     keys = [path_key(p) for p in gone]
-    found = store.points([point_id(k) for k in keys])
-    ids = set(found)
-    if len(found) < len(keys):  # some gone paths were folders: find what was stored below them
-        folders = [k for k in keys if point_id(k) not in found]
-        ids |= {pid for pid, p in store.payloads(["path"]) if any(is_below(p.get("path", ""), f) for f in folders)}
-    store.delete(sorted(ids))
-    return len(ids)
+    root_key = path_key(root)
+    ids: set[str] = set()
+    for pid, payload in store.payloads(["path"]):
+        stored = payload.get("path", "")
+        if is_below(stored, root_key):
+            result["points"] += 1
+            if any(is_below(stored, k) for k in keys):  # the gone path itself, or a gone folder's file
+                ids.add(pid)
+    if len(ids) > max_fraction * result["points"]:
+        result["would_delete"] = len(ids)
+        return result
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), DELETE_CHUNK):  # the server's lock is held per chunk only
+        store.delete(ordered[start:start + DELETE_CHUNK])
+    result["deleted"] = len(ids)
+    return result
 
 
-def full_sync(index: Index, root: str, progress: Progress | None = None) -> dict[str, Any]:
+def full_sync(index: Index, root: str, progress: Progress | None = None, *, prune: bool = False) -> dict[str, Any]:
     """``Index.ingest`` of the whole root: the pipeline decides what is new, changed and gone (an
-    offline root, an unreadable folder or a mass deletion keeps its points: see ``notices``)."""
-    report = index.ingest([root], progress=progress or False)
+    offline root, an unreadable folder or a mass deletion keeps its points: see ``notices``;
+    ``prune`` confirms a mass deletion)."""
+    report = index.ingest([root], progress=progress or False, prune=prune)
     return {"kind": "full"} | report.as_dict() | {"notices": report.notices()}
 
 
@@ -147,6 +167,7 @@ class Syncer:
         self.watcher = FolderWatcher(self.roots, self.notify)
         self._cond = threading.Condition()
         self._queued: list[str] = list(self.roots)  # the initial sync
+        self._prune: set[str] = set()  # roots whose next full sync confirms a mass deletion
         self._pending: dict[str, Changes] = {}
         self._next_rescan = dict.fromkeys(self.roots, float("inf"))
         self._running: dict[str, Any] | None = None
@@ -181,14 +202,18 @@ class Syncer:
             changes.last = now
             self._cond.notify_all()
 
-    def request(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+    def request(self, root: str | None, *, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Queue a full sync of a watched ``root`` (None: every root); (started, status).
 
         A root already syncing or queued is not queued again: the answer is the status of that sync.
+        ``prune``: the sync deletes even more than ``[ingest] max_delete_fraction`` of a root's points.
         """
         wanted = self.roots if root is None else [self._watched(root)]
         with self._cond:
-            busy = {r for r in self._queued} | ({self._running["root"]} if self._running else set())
+            if prune:
+                self._prune.update(wanted)
+            running = self._running["root"] if self._running else None
+            busy = set(self._queued) | ({running} if running and not prune else set())  # prune: once more
             new = [r for r in wanted if r not in busy]
             self._queued.extend(new)
             self._cond.notify_all()
@@ -254,7 +279,10 @@ class Syncer:
                         self.watcher.forget(root)  # an unmounted root's watch is dead: renew it when back
                     else:
                         self.watcher.ensure(root)
-                    summary = full_sync(self.index, root, self._progress)
+                    with self._cond:
+                        prune = root in self._prune
+                        self._prune.discard(root)
+                    summary = full_sync(self.index, root, self._progress, prune=prune)
                 else:
                     summary = apply_changes(self.index, root, paths, self._progress)
             except SyncCancelled:
