@@ -47,11 +47,3 @@ def mixable(built: str, now: str) -> bool:
     """May vectors encoded at precision ``now`` meet a collection built at ``built``?"""
     return built == now or frozenset({built, now}) in MIXABLE
 
-
-def prepare(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """``model`` ready for inference at the resolved ``precision`` (int8 converts it in place)."""
-    if precision != "int8":
-        return model
-    from retrieval.quantize import quantize_int8
-
-    return quantize_int8(model)

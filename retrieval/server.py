@@ -88,11 +88,11 @@ class Service:
             doc = status_doc(self.index.status())
         return doc | {"sync": self.syncer.status() if self.syncer else None}
 
-    def sync(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+    def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
         if self.syncer is None:
             raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
-        return self.syncer.request(root if root and root.strip() else None)
+        return self.syncer.request(root if root and root.strip() else None, prune=prune)
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
@@ -268,10 +268,11 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
-    def api_ingest(response: Response, root: str | None = None) -> dict[str, Any]:
+    def api_ingest(response: Response, root: str | None = None, prune: bool = False) -> dict[str, Any]:
         """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
-        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows."""
-        started, progress = service.sync(root)
+        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows.
+        ``prune``: confirm deleting more than ``[ingest] max_delete_fraction`` of its points."""
+        started, progress = service.sync(root, prune)
         if not started:
             response.status_code = 200
         return {"started": started, "sync": progress}

@@ -37,6 +37,12 @@ def test_int8_quantizes_every_linear_of_both_towers(tiny_model_dir: Path):
     fp32 = Encoder.load(ModelSettings(name=name, pretrained="", precision="fp32"))
     int8 = Encoder.load(ModelSettings(name=name, pretrained="", precision="int8"))
     assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    images = [pattern(i) for i in range(6)]
+    texts = ["a red square", "a blue circle on white", "stripes"]
+    int8.encode_texts(texts[:1])  # the text tower is converted on first use, the image tower not yet
+    assert any(type(m) is nn.Linear for m in int8.model.visual.modules())
+    assert not any(type(m) is nn.Linear for m in int8.model.transformer.modules())
+    int8.encode_pil(images[:1])
     assert not any(isinstance(m, nn.MultiheadAttention) for m in int8.model.modules())
     assert not any(type(m) is nn.Linear for m in int8.model.modules())  # all converted, attention included
     swapped = sum(isinstance(m, SelfAttention) for m in int8.model.modules())
@@ -44,8 +50,6 @@ def test_int8_quantizes_every_linear_of_both_towers(tiny_model_dir: Path):
     for m in int8.model.modules():
         if isinstance(m, SelfAttention):
             assert "quantized" in type(m.in_proj).__module__ and "quantized" in type(m.out_proj).__module__
-    images = [pattern(i) for i in range(6)]
-    texts = ["a red square", "a blue circle on white", "stripes"]
     img_cos = np.sum(fp32.encode_pil(images) * int8.encode_pil(images), axis=1)
     txt_cos = np.sum(fp32.encode_texts(texts) * int8.encode_texts(texts), axis=1)
     assert img_cos.min() > 0.98 and txt_cos.min() > 0.98, (img_cos, txt_cos)

@@ -182,9 +182,9 @@ def test_post_ingest_syncs_a_watched_root_and_refuses_others(tmp_path: Path, tin
         write_images(lib, 1, start=50)  # the watcher may see it first; the requested sync must agree
         response = http.post("/api/ingest", params={"root": f"{lib}/"})
         assert response.status_code in (200, 202)
-        until(lambda: (s := sync_status(http))["state"] == "idle" and not s["queued"] and s["syncs"] >= 2,
-              "the requested sync")
-        assert http.get("/api/status").json()["points"] == 3
+        until(lambda: http.get("/api/status").json()["points"] == 3, "the new file")
+        until(lambda: (s := sync_status(http))["state"] == "idle" and not s["queued"], "the requested sync")
+        assert sync_status(http)["errors"] == []
     config = write_config(tmp_path / "plain.toml", tiny_model_dir, tmp_path / "store")
     with Index.open(load_settings(config)) as index, serving(create_app(index)) as url:
         response = httpx.post(f"{url}/api/ingest")
@@ -331,3 +331,20 @@ def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Pa
         finally:
             syncer.stop()
     assert last["kind"] == "full" and last["error"] == "" and last["result"]["unchanged"] == 2
+
+
+def test_a_mass_deletion_seen_as_events_waits_for_prune(tmp_path: Path, tiny_model_dir: Path):
+    lib = tmp_path / "lib"
+    write_images(lib / "album", 3)
+    write_images(lib / "keep", 1, start=10)
+    with watching(tmp_path, tiny_model_dir, lib, rescan_interval_s=0) as (http, _):
+        until(lambda: http.get("/api/status").json()["points"] == 4, "the initial sync")
+        shutil.rmtree(lib / "album")  # 3 of 4 points: over max_delete_fraction = 0.5
+        notice = until(lambda: [e["error"] for e in sync_status(http)["errors"] if "held back" in e["error"]],
+                       "the held-back deletion")
+        assert "3 of 4 points" in notice[0] and "prune=true" in notice[0]
+        assert http.get("/api/status").json()["points"] == 4
+        response = http.post("/api/ingest", params={"root": str(lib), "prune": "true"})
+        assert response.status_code == 202 and response.json()["started"] is True
+        until(lambda: http.get("/api/status").json()["points"] == 1, "the confirmed deletion")
+        assert sync_status(http)["last"]["result"]["deleted"] == 3
