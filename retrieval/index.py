@@ -22,7 +22,7 @@ from ingest.records import path_key, point_id
 from retrieval.encoder import Encoder, weights_fingerprint
 from retrieval.errors import ClipdexError
 from retrieval.query import combine, recommend_vector
-from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
 
@@ -117,7 +117,7 @@ class Index:
                       batch_size=self.settings.model.batch_size, progress=progress)
 
     # -- search --------------------------------------------------------------------------------
-    def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
+    def query_vector(self, request: SearchParams | str | None = None, /, **fields: Any) -> np.ndarray:
         """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
 
         Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
@@ -146,7 +146,7 @@ class Index:
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
-    def search(self, request: SearchRequest | str | None = None, /, **fields: Any) -> list[Hit]:
+    def search(self, request: SearchParams | str | None = None, /, **fields: Any) -> list[Hit]:
         """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
 
         The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit
