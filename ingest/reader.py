@@ -18,7 +18,12 @@ from ingest.scan import ScannedFile
 
 @dataclass
 class FileResult:
-    """What a worker made of one file: pixels to embed, a known hash to reuse, or an error."""
+    """What a worker made of one file: pixels to embed, a known hash to reuse, or an error.
+
+    ``unreadable``: the bytes could not be read at all (permission, I/O error, timeout while hashing),
+    as opposed to bytes that were read but are not a usable image. A stored point is kept for the first
+    and dropped for the second.
+    """
 
     file: ScannedFile
     status: str  # "image" | "known" | "failed"
@@ -26,6 +31,7 @@ class FileResult:
     error: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     pixels: torch.Tensor | None = None
+    unreadable: bool = False
 
 
 @dataclass
@@ -50,22 +56,36 @@ class ImageFiles(Dataset[FileResult]):
         return len(self.files)
 
     def __getitem__(self, index: int) -> FileResult:
-        file = self.files[index]
-        try:
-            with time_limit(self.file_timeout_s):
-                digest = content_hash(file.path)
-                if digest in self.known_hashes:
-                    return FileResult(file, "known", hash=digest)
-                image = load_image(file.path, max_megapixels=self.max_megapixels, draft_size=self.draft_size)
-                meta = _header_meta(file.path)
-                pixels = self.preprocess(image)
-        except DecodeError as exc:
-            return FileResult(file, "failed", error=str(exc))
-        except OSError as exc:
-            return FileResult(file, "failed", error=exc.strerror or str(exc))
-        except Exception as exc:  # a decoder bug must not end the run
-            return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
-        return FileResult(file, "image", hash=digest, meta=meta, pixels=pixels)
+        return read_file(self.files[index], self.preprocess, known_hashes=self.known_hashes,
+                         max_megapixels=self.max_megapixels, file_timeout_s=self.file_timeout_s,
+                         draft_size=self.draft_size)
+
+
+def read_file(file: ScannedFile, preprocess: Callable[[Image.Image], torch.Tensor], *,
+              known_hashes: frozenset[str] | set[str], max_megapixels: float, file_timeout_s: float,
+              draft_size: int) -> FileResult:
+    """Hash one file, then (unless its hash is known) decode and preprocess it; never raises.
+
+    The per-file work of both runners: the DataLoader workers (:class:`ImageFiles`) and the Ray tasks
+    (``ingest.ray_stages``).
+    """
+    digest = ""
+    try:
+        with time_limit(file_timeout_s):
+            digest = content_hash(file.path)
+            if digest in known_hashes:
+                return FileResult(file, "known", hash=digest)
+            image = load_image(file.path, max_megapixels=max_megapixels, draft_size=draft_size)
+            meta = _header_meta(file.path)
+            pixels = preprocess(image)
+    except DecodeError as exc:
+        return FileResult(file, "failed", error=str(exc), unreadable=not digest)
+    except OSError as exc:
+        return FileResult(file, "failed", error=exc.strerror or str(exc), unreadable=not digest)
+    except Exception as exc:  # a decoder bug must not end the run
+        return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                          unreadable=not digest)
+    return FileResult(file, "image", hash=digest, meta=meta, pixels=pixels)
 
 
 def _header_meta(path: str) -> dict[str, Any]:
@@ -83,10 +103,11 @@ def collate(results: list[FileResult]) -> Batch:
 
 
 def rebatch(chunks: Iterable[Batch], size: int) -> Iterator[Batch]:
-    """Merge small reader chunks into batches of at least ``size`` images for the encoder.
+    """Merge small reader chunks into batches of at least ``size`` decoded images or ``size`` files.
 
     Workers hand over small chunks so the encoder starts after a few images instead of a whole
-    batch per worker; the encoder still sees full batches.
+    batch per worker; the encoder still sees full batches. A run of files that need no decoding
+    (known content, failures) flushes at ``size`` files too, so no batch grows without bound.
     """
     results: list[FileResult] = []
     pixels: list[torch.Tensor] = []
@@ -96,8 +117,8 @@ def rebatch(chunks: Iterable[Batch], size: int) -> Iterator[Batch]:
         if chunk.pixels is not None:
             pixels.append(chunk.pixels)
             count += chunk.pixels.shape[0]
-        if count >= size:
-            yield Batch(results, torch.cat(pixels))
+        if count >= size or len(results) >= size:
+            yield Batch(results, torch.cat(pixels) if pixels else None)
             results, pixels, count = [], [], 0
     if results:
         yield Batch(results, torch.cat(pixels) if pixels else None)

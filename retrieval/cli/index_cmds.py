@@ -13,7 +13,7 @@ from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchReques
 
 
 @cli.command()
-@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str, readable=False))
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable), e.g. '*.jpg', '2024/**'.")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None, help="Descend into symlinked folders.")
@@ -21,17 +21,27 @@ from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchReques
 @click.option("--workers", type=click.IntRange(0, 64), default=None, help="Decoder processes (0: decode inline).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
+@click.option("--prune", is_flag=True,
+              help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
+              help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
+                   "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
-           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None) -> None:
+           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
+           prune: bool, ray_address: str | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        report = index.ingest(folders, progress=show)
+        if ray_address == "[ray]":  # --ray without a value
+            ray_address = settings.ray.address or "local"
+        report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
     summary = report.as_dict()
+    for line in report.notices():  # kept and held-back points: said even with --json
+        click.echo(f"clipdex: {line}", err=True)
 
     def human() -> None:
         click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
@@ -106,6 +116,11 @@ def status(run: Run) -> None:
         click.echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
         click.echo(f"dim         {info['dim']}")
         click.echo(f"store       {info['store']}")
+        for root in info["roots"]:
+            state = f"offline: {root['offline']}" if root["offline"] else "online"
+            click.echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+        if info["unindexed"]:
+            click.echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
         if info["label"]:
             click.echo(f"note        {info['label']}")
 

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 # Payload fields with a Qdrant payload index, so filters never post-filter.
-KEYWORD_FIELDS = ("path", "ancestors", "hash", "camera_make", "camera_model")
+KEYWORD_FIELDS = ("path", "ancestors", "hash", "camera_make", "camera_model", "root")
 FLOAT_FIELDS = ("taken_ts",)
 SCORE_TOLERANCE = 1e-3  # float rounding of a cosine between unit vectors stays far below this
 
@@ -31,6 +31,8 @@ class CollectionMeta:
     model: str
     pretrained: str
     dim: int
+    precision: str = "fp32"
+    """The inference precision the collection was built with (collections from before it: fp32)."""
     weights: str = ""
     """Content hash of the weights file (``xxh3:…``) when the weights came from a file: the model's
     identity, wherever the file lives. "" for pretrained tags and random weights."""
@@ -73,6 +75,27 @@ def _typed(name: str, kind: Any, value: Any) -> Any:
     if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
         raise ValueError(f"'{name}' should be {kind}, not {json.dumps(value)[:40]}")
     return value
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How a new collection stores and indexes its vectors (``[store]`` settings; applied at create)."""
+
+    m: int = 16  # HNSW edges per node
+    ef_construct: int = 100  # HNSW candidates while building
+    quantization: str = "none"  # "none" | "int8" (scalar quantization, 4x smaller vectors in RAM)
+    rescore: bool = True  # re-rank quantized candidates with the original vectors
+    oversampling: float = 2.0  # quantized candidates fetched per requested hit before rescoring
+    on_disk: bool = False  # original vectors memory-mapped from disk instead of held in RAM
+    full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
+    index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
+    shards: int = 0  # Qdrant server/cluster: shard_number (0 = the server's default)
+    replicas: int = 0  # Qdrant cluster: replication_factor (0 = the server's default)
+    write_consistency: int = 0  # Qdrant cluster: write_consistency_factor (0 = the server's default)
+
+    def indexing_threshold_kb(self, dim: int) -> int:
+        """``index_threshold`` points of ``dim`` float32s, in the KB Qdrant's optimizer counts in."""
+        return max(1, self.index_threshold * dim * 4 // 1024)
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,18 @@ class VectorStore(Protocol):
                   min_score: float | None = None) -> list[Hit]:
         """Points like ``positives`` and unlike ``negatives`` (stored vectors, rows), by Qdrant's
         ``average_vector`` strategy (see retrieval.query.recommend_vector); scores are cosines."""
+
+    def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
+        """For each content hash stored, one point holding it: hash -> (id, vector, payload)."""
+
+    def root_counts(self) -> dict[str, int]:
+        """Points per ``root`` payload value (the ingest root a file was found under)."""
+
+    def set_root(self, root: str) -> None:
+        """Give points at or below ``root`` that have no ``root`` field yet that value."""
+
+    def unindexed(self) -> int:
+        """Points not yet in an HNSW index (searched exactly until :meth:`optimize`)."""
 
     def optimize(self) -> None:
         """Build indexes after a bulk load (may take a while)."""

@@ -16,7 +16,15 @@ import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
 from retrieval.query import recommend_vector
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter, sane_hits
+from retrieval.store.base import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    CollectionMeta,
+    Hit,
+    IndexConfig,
+    SearchFilter,
+    sane_hits,
+)
 from retrieval.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -50,11 +58,13 @@ class EdgeStore:
     refused with a line saying how to recover, never emptied.
     """
 
-    def __init__(self, folder: Path, hnsw_ef: int = 128, *, owner: str | None = None):
+    def __init__(self, folder: Path, hnsw_ef: int = 128, *, owner: str | None = None,
+                 config: IndexConfig | None = None):
         self.folder = folder
         self.location = str(folder)
         self.hnsw_ef = hnsw_ef
         self.owner = owner
+        self.config = config or IndexConfig()
         self._shard: qe.EdgeShard | None = None
         self._meta: CollectionMeta | None = None
         self._lock: StoreLock | None = None
@@ -82,12 +92,7 @@ class EdgeStore:
             _write_json(self.folder / META_FILE, copy.as_dict())
             self._meta = copy
         elif (points := self.count()) > 0:
-            raise ClipdexError(
-                f"store {self.folder} holds {points} points (dim {_shard_dim(shard_dir)}) but its {META_FILE} is "
-                f"{main_problem} and there is no copy in {SHARD_DIR}/; the points are kept. To recover, restore "
-                f"{self.folder / META_FILE} from a backup, or write it as "
-                '{"model": "<model name>", "pretrained": "<weights>", "dim": <dim>} naming the model that '
-                "built the store (`clipdex status` on a healthy store shows the form)")
+            raise MetadataLost(self.folder / META_FILE, main_problem, points, _shard_dim(shard_dir))
         # else: a create() that died before writing any metadata, and no point was stored: create() redoes it
 
     def _open(self, opener: Any) -> qe.EdgeShard:
@@ -119,7 +124,7 @@ class EdgeStore:
         elif shard_dir.exists():
             raise ClipdexError(f"store {self.folder} has a {SHARD_DIR}/ folder that could not be loaded; "
                                "move it away first")
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=meta.dim, distance=qe.Distance.Cosine))
+        config = _edge_config(meta.dim, self.config)
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
         for field in KEYWORD_FIELDS:
             self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
@@ -173,7 +178,7 @@ class EdgeStore:
         request = qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()), filter=_filter(where),
             score_threshold=min_score, with_payload=True, with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef))
+            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
         return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
@@ -181,6 +186,41 @@ class EdgeStore:
         # qdrant-edge's recommend queries are best_score/sum_scores only (their scores are no cosines):
         # average_vector, Qdrant's default strategy, is one nearest search for this vector.
         return self.query(recommend_vector(positives, negatives), limit, where, min_score)
+
+    def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
+        found: dict[str, tuple[str, np.ndarray, dict[str, Any]]] = {}
+        wanted = sorted(set(hashes))
+        offset = None
+        while wanted and self._shard is not None:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=len(wanted), with_payload=True, with_vector=True,
+                filter=qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchAny(wanted))])))
+            for r in records:
+                payload = dict(r.payload or {})
+                found.setdefault(payload["hash"], (str(r.id), np.asarray(_dense(r.vector), np.float32), payload))
+            wanted = [h for h in wanted if h not in found]  # duplicates can fill a page: ask for the rest
+            if offset is None:
+                break
+        return found
+
+    def root_counts(self) -> dict[str, int]:
+        if self._shard is None:
+            return {}
+        response = self._shard.facet(qe.FacetRequest(key="root", limit=100_000, exact=True))
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    def set_root(self, root: str) -> None:
+        if self._shard is not None:
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(
+                should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
+                        qe.FieldCondition(key="path", match=qe.MatchValue(root))],
+                must=[qe.IsEmptyCondition("root")]), {"root": root}))
+
+    def unindexed(self) -> int:
+        if self._shard is None:
+            return 0
+        info = self._shard.info()
+        return max(0, int(info.points_count) - int(info.indexed_vectors_count))
 
     def optimize(self) -> None:
         if self._shard is not None:
@@ -200,6 +240,22 @@ class EdgeStore:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+
+
+class MetadataLost(ClipdexError):
+    """A shard holds points but neither ``clipdex.json`` nor its copy can be read: the store is refused.
+
+    :meth:`fix` names the file to write; ``Index.open`` fills in the configured model's metadata.
+    """
+
+    def __init__(self, meta_file: Path, problem: str, points: int, dim: int | None):
+        self.meta_file, self.problem, self.points, self.dim = meta_file, problem, points, dim
+        super().__init__(self.fix("restore it from a backup, or write the metadata of the model that built it"))
+
+    def fix(self, how: str) -> str:
+        folder = self.meta_file.parent
+        return (f"store {folder} holds {self.points} points (dim {self.dim or '?'}) but its {META_FILE} is "
+                f"{self.problem} and there is no copy in {SHARD_DIR}/; the points are kept. To recover, {how}")
 
 
 def _read_meta(file: Path) -> tuple[CollectionMeta | None, str]:
@@ -228,12 +284,31 @@ def _write_json(file: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, file)
 
 
-def _shard_dim(shard_dir: Path) -> str:
-    """The vector size qdrant-edge recorded for the shard ("?" when unreadable): a hint for recovery."""
+def _shard_dim(shard_dir: Path) -> int | None:
+    """The vector size qdrant-edge recorded for the shard (None when unreadable): a hint for recovery."""
     try:
-        return str(json.loads((shard_dir / "edge_config.json").read_text())["vectors"][""]["size"])
+        size = json.loads((shard_dir / "edge_config.json").read_text())["vectors"][""]["size"]
     except (OSError, ValueError, KeyError, TypeError):
-        return "?"
+        return None
+    return size if isinstance(size, int) else None
+
+
+def _edge_config(dim: int, config: IndexConfig) -> qe.EdgeConfig:
+    quantization = (qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+                    if config.quantization == "int8" else None)
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,
+                                    memory=qe.Memory.Cold if config.on_disk else None),
+        hnsw_config=qe.HnswIndexConfig(m=config.m, ef_construct=config.ef_construct,
+                                       full_scan_threshold=config.full_scan_threshold),
+        quantization_config=quantization,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=config.indexing_threshold_kb(dim)))
+
+
+def _quantization_params(config: IndexConfig) -> qe.QuantizationSearchParams | None:
+    if config.quantization == "none":
+        return None
+    return qe.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
 
 
 def _dense(vector: Any) -> list[float]:

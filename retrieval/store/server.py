@@ -14,7 +14,15 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from retrieval.errors import ClipdexError
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter, sane_hits
+from retrieval.store.base import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    CollectionMeta,
+    Hit,
+    IndexConfig,
+    SearchFilter,
+    sane_hits,
+)
 
 
 def _filter(where: SearchFilter) -> models.Filter | None:
@@ -33,14 +41,28 @@ def _filter(where: SearchFilter) -> models.Filter | None:
     return models.Filter(must=must)
 
 
+def _quantization(config: IndexConfig) -> models.ScalarQuantization | None:
+    if config.quantization == "none":
+        return None
+    return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+        type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+
+
+def _quantization_params(config: IndexConfig) -> models.QuantizationSearchParams | None:
+    if config.quantization == "none":
+        return None
+    return models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
+
+
 class ServerStore:
     """One collection reached through qdrant-client (``url=`` for a server, ``path=`` for local mode)."""
 
     def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
-                 api_key: str | None = None, hnsw_ef: int = 128):
+                 api_key: str | None = None, hnsw_ef: int = 128, config: IndexConfig | None = None):
         self.collection = collection
         self.location = url or f"{path} (qdrant-client local mode)"
         self.hnsw_ef = hnsw_ef
+        self.config = config or IndexConfig()
         try:
             self.client = QdrantClient(url=url, api_key=api_key or None, timeout=30) if url else QdrantClient(
                 path=path)
@@ -63,15 +85,37 @@ class ServerStore:
                                f"({exc}); its points are kept; use another --collection or fix its metadata") from None
 
     def create(self, meta: CollectionMeta) -> None:
-        self.client.create_collection(
-            self.collection,
-            vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE),
-            metadata=meta.as_dict())
+        try:
+            self._create_collection(meta)
+        except Exception as exc:  # e.g. another client's first ingest created it a moment ago
+            if not self.client.collection_exists(self.collection):
+                raise ClipdexError(f"cannot create collection '{self.collection}' at {self.location}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            self._exists = True
+            found = self.meta()
+            if found != meta:
+                raise ClipdexError(f"collection '{self.collection}' at {self.location} was created meanwhile by "
+                                   f"another client, for {found.model if found else '?'} (dim "
+                                   f"{found.dim if found else '?'}); run again or use another --collection") from None
         for field in KEYWORD_FIELDS:
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
         for field in FLOAT_FIELDS:
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
         self._exists = True
+
+    def _create_collection(self, meta: CollectionMeta) -> None:
+        self.client.create_collection(
+            self.collection,
+            vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE,
+                                               on_disk=self.config.on_disk),
+            hnsw_config=models.HnswConfigDiff(m=self.config.m, ef_construct=self.config.ef_construct,
+                                              full_scan_threshold=self.config.full_scan_threshold),
+            quantization_config=_quantization(self.config),
+            optimizers_config=models.OptimizersConfigDiff(
+                indexing_threshold=self.config.indexing_threshold_kb(meta.dim)),
+            shard_number=self.config.shards or None, replication_factor=self.config.replicas or None,
+            write_consistency_factor=self.config.write_consistency or None,
+            metadata=meta.as_dict())
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if ids:
@@ -123,8 +167,43 @@ class ServerStore:
                                "(run `clipdex ingest` first)")
         response = self.client.query_points(
             self.collection, query=query, limit=limit, query_filter=_filter(where), score_threshold=min_score,
-            with_payload=True, search_params=models.SearchParams(hnsw_ef=self.hnsw_ef))
+            with_payload=True, search_params=models.SearchParams(
+                hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
         return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
+
+    def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
+        found: dict[str, tuple[str, np.ndarray, dict[str, Any]]] = {}
+        wanted = sorted(set(hashes))
+        offset = None
+        while wanted and self._exists:
+            records, offset = self.client.scroll(
+                self.collection, offset=offset, limit=len(wanted), with_payload=True, with_vectors=True,
+                scroll_filter=models.Filter(must=[
+                    models.FieldCondition(key="hash", match=models.MatchAny(any=wanted))]))
+            for r in records:
+                payload = dict(r.payload or {})
+                found.setdefault(payload["hash"], (str(r.id), np.asarray(r.vector, np.float32), payload))
+            wanted = [h for h in wanted if h not in found]
+            if offset is None:
+                break
+        return found
+
+    def root_counts(self) -> dict[str, int]:
+        if not self._exists:
+            return {}
+        response = self.client.facet(self.collection, key="root", limit=100_000, exact=True)
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    def set_root(self, root: str) -> None:
+        if self._exists:
+            self.client.set_payload(self.collection, {"root": root}, wait=True, points=models.Filter(
+                should=[models.FieldCondition(key="ancestors", match=models.MatchValue(value=root)),
+                        models.FieldCondition(key="path", match=models.MatchValue(value=root))],
+                must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="root"))]))
+
+    def unindexed(self) -> int:
+        """The server indexes in the background: nothing for clipdex to build."""
+        return 0
 
     def optimize(self) -> None:
         """The server indexes in the background."""
