@@ -21,7 +21,7 @@ from ingest.scan import root_error
 from retrieval.errors import ClipdexError
 from retrieval.precision import mixable
 from retrieval.query import combine, recommend_vector
-from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
 from retrieval.weights import weights_fingerprint
@@ -151,7 +151,7 @@ class Index:
                       index_threshold=self.settings.store.index_threshold)
 
     # -- search --------------------------------------------------------------------------------
-    def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
+    def query_vector(self, request: SearchParams | str | None = None, /, **fields: Any) -> np.ndarray:
         """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
 
         Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
@@ -182,7 +182,7 @@ class Index:
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
-    def search(self, request: SearchRequest | str | None = None, /, **fields: Any) -> list[Hit]:
+    def search(self, request: SearchParams | str | None = None, /, **fields: Any) -> list[Hit]:
         """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
 
         The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit

@@ -97,7 +97,7 @@ class Service:
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
         try:
-            request = SearchRequest.of(**params.model_dump(), image=image)
+            request = SearchRequest.of(params, image=image)
             with self.lock:
                 hits = self.index.search(request)
         except UnknownPointError as exc:
