@@ -179,6 +179,11 @@ def test_post_ingest_syncs_a_watched_root_and_refuses_others(tmp_path: Path, tin
             assert response.status_code == 400, response.text
             message = response.json()["error"]
             assert "not a watched folder" in message and "\n" not in message
+        evil = http.post("/api/ingest", params={"root": str(lib)}, headers={"origin": "http://evil.example"})
+        assert evil.status_code == 403 and "cross-site" in evil.json()["error"]
+        assert http.post("/api/ingest", params={"prune": "maybe"}).status_code == 422
+        same = http.post("/api/ingest", headers={"origin": str(http.base_url).rstrip("/")})
+        assert same.status_code in (200, 202)
         write_images(lib, 1, start=50)  # the watcher may see it first; the requested sync must agree
         response = http.post("/api/ingest", params={"root": f"{lib}/"})
         assert response.status_code in (200, 202)
