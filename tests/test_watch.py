@@ -147,12 +147,14 @@ def test_searches_answer_during_a_sync(tmp_path: Path, tiny_model_dir: Path):
     assert code == 0, err
     write_images(lib / "bulk", 600, start=1000)
     with watching(tmp_path, tiny_model_dir, lib) as (http, _):
-        during, answers, second = 0, [], None
+        during, answers, second, progress = 0, [], None, []
         deadline = time.monotonic() + WAIT_S
         while (status := sync_status(http))["syncs"] == 0:
             assert time.monotonic() < deadline, "the initial sync did not finish"
             response = http.get("/api/search", params={"q": "a colourful patchwork", "limit": 5})
             answers.append(response.status_code)
+            if status["state"] == "syncing" and status["stage"] == "read":
+                progress.append((status["done"], status["total"]))
             if status["state"] == "syncing" and sync_status(http)["state"] == "syncing":
                 during += 1  # this search was answered while the sync ran
                 if second is None:
@@ -160,6 +162,8 @@ def test_searches_answer_during_a_sync(tmp_path: Path, tiny_model_dir: Path):
         assert answers and set(answers) == {200}
         assert during >= 3, f"only {during} searches ran during the sync; make the sync longer"
         assert second is not None and second.status_code == 200 and second.json()["started"] is False
+        assert progress and {total for _, total in progress} == {600}  # the pipeline's progress, files to read
+        assert [done for done, _ in progress] == sorted(done for done, _ in progress) and progress[-1][0] > 0
         assert second.json()["sync"]["root"] == str(lib)
         last = sync_status(http)["last"]
         assert last["error"] == "" and last["result"]["indexed"] == 600 and last["result"]["unchanged"] == 8
