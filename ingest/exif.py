@@ -62,6 +62,26 @@ def _degrees(value: Any, ref: Any, negative: str, limit: float) -> float | None:
     return round(deg, 7)
 
 
+_ORIENTATION = 0x0112
+_SIDEWAYS = (5, 6, 7, 8)  # orientations that turn the picture by 90°: width and height swap
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) as the picture is viewed, after its EXIF orientation, read from the header only.
+
+    Malformed EXIF or an unknown orientation leaves the stored size (as ``load_image`` leaves the pixels).
+    """
+    width, height = img.size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            exif = _read_exif(img)
+            orientation = exif.get(_ORIENTATION) if exif is not None else None
+    except Exception:
+        return width, height
+    return (height, width) if orientation in _SIDEWAYS else (width, height)
+
+
 def exif_payload(img: Image.Image) -> dict[str, Any]:
     """``taken_at``, ``taken_ts``, ``camera_make``, ``camera_model``, ``gps_lat``, ``gps_lon``: those present.
 

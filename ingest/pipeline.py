@@ -1,4 +1,10 @@
-"""The runner: scan → compare with the store → read/decode → encode → upsert → delete stale.
+"""The local runner: scan → plan → read/decode (DataLoader) → encode → bookkeeping → finish.
+
+The stages other runners share are library functions in their own modules:
+:func:`ingest.plan.plan_ingest` (compare the listing with the store, no writes),
+:class:`ingest.bookkeeping.Bookkeeper` (file results + vectors → upserts) and
+:func:`ingest.finish.finish` (deletions, the index build). This module only adds the local
+DataLoader + encoder loop around them.
 
 Crash safety comes from the order of work: point ids are derived from paths (a re-run
 overwrites, never duplicates), every upsert is durable once acknowledged, and stale points
@@ -9,159 +15,93 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
 
-import numpy as np
 from tqdm import tqdm
 
-from ingest.reader import Batch, FileResult, ImageFiles, make_loader, rebatch
-from ingest.records import ancestors, is_below, path_key, point_id
-from ingest.scan import ScannedFile, scan
+from ingest.bookkeeping import CONTENT_FIELDS, Bookkeeper, file_payload
+from ingest.finish import Progress, finish, start_report
+from ingest.plan import IngestPlan, plan_ingest
+from ingest.reader import ImageFiles, make_loader, rebatch
+from ingest.report import IngestReport
+from ingest.scan import scan_roots
 from ingest.writer import AsyncUpserter
 from retrieval.encoder import Encoder
-from retrieval.errors import ClipdexError
 from retrieval.settings import IngestSettings
 from retrieval.store import VectorStore
 
-STORED_FIELDS = ("path", "size", "mtime_ns", "hash")
-# Payload fields that describe the bytes (copied when a vector is reused), as opposed to the path.
-CONTENT_FIELDS = ("hash", "width", "height", "format", "taken_at", "taken_ts", "camera_make", "camera_model",
-                  "gps_lat", "gps_lon")
+__all__ = ["CONTENT_FIELDS", "IngestReport", "file_payload", "ingest", "plan_roots", "run_local"]
 
 
-@dataclass
-class IngestReport:
-    indexed: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    moved: int = 0
-    duplicates: int = 0
-    failed: list[dict[str, str]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
-                "moved": self.moved, "duplicates": self.duplicates, "failed": self.failed}
+def plan_roots(roots: Sequence[str], store: VectorStore, settings: IngestSettings) -> IngestPlan:
+    """Scan ``roots`` with the ``[ingest]`` filters and plan against the store."""
+    listing = scan_roots([_absolute(r) for r in roots], include=settings.include, exclude=settings.exclude,
+                         follow_symlinks=settings.follow_symlinks, skip_hidden=settings.skip_hidden)
+    return plan_ingest(listing, store)
 
 
-def file_payload(file: ScannedFile, digest: str, content: dict[str, Any]) -> dict[str, Any]:
-    key = path_key(file.path)
-    folders = ancestors(key)
-    payload = {k: v for k, v in content.items() if k in CONTENT_FIELDS}
-    payload.update(path=key, folder=folders[-1], ancestors=folders, size=file.size,
-                   mtime=file.mtime_ns / 1e9, mtime_ns=file.mtime_ns, hash=digest)
-    return payload
-
-
-class _Run:
-    """State of one ingest: what the store holds and what this run has embedded."""
-
-    def __init__(self, store: VectorStore, on_disk: set[str], stored: dict[str, tuple[str, dict[str, Any]]],
-                 report: IngestReport):
-        self.store = store
-        self.on_disk = on_disk
-        self.stored = stored
-        self.report = report
-        self.by_hash: dict[str, str] = {p["hash"]: pid for pid, p in stored.values() if p.get("hash")}
-        self.key_of_id = {pid: key for key, (pid, _) in stored.items()}
-        self.fresh: dict[str, tuple[np.ndarray, dict[str, Any]]] = {}  # hash -> vector, content (this run)
-        self.broken: list[str] = []  # stored ids whose file is now unreadable
-
-    def handle(self, batch: Batch, encoder: Encoder, writer: AsyncUpserter) -> None:
-        ids: list[str] = []
-        vectors: list[np.ndarray] = []
-        payloads: list[dict[str, Any]] = []
-
-        def add(result: FileResult, vector: np.ndarray, content: dict[str, Any]) -> None:
-            key = path_key(result.file.path)
-            ids.append(point_id(key))
-            vectors.append(vector)
-            payloads.append(file_payload(result.file, result.hash, content))
-
-        embedded = encoder.encode_images(batch.pixels) if batch.pixels is not None else None
-        row = 0
-        known = [r for r in batch.results if r.status == "known" and r.hash not in self.fresh]
-        with writer.lock:
-            reused = self.store.points([self.by_hash[r.hash] for r in known])
-        for result in batch.results:
-            key = path_key(result.file.path)
-            if result.status == "failed":
-                self.report.failed.append({"path": key, "error": result.error})
-                if key in self.stored:
-                    self.broken.append(self.stored[key][0])
-            elif result.status == "image" and result.hash in self.fresh:
-                row += 1  # byte-identical to a file embedded earlier in this run
-                add(result, *self.fresh[result.hash])
-                self.report.duplicates += 1
-            elif result.status == "image":
-                vector = embedded[row]
-                row += 1
-                self.fresh[result.hash] = (vector, result.meta)
-                add(result, vector, result.meta)
-                self.report.indexed += 1
-            else:  # known content: reuse the stored vector
-                if result.hash in self.fresh:
-                    add(result, *self.fresh[result.hash])
-                    self.report.duplicates += 1
-                    continue
-                source = self.by_hash[result.hash]
-                vector, content = reused[source]
-                self.fresh[result.hash] = (vector, content)
-                add(result, vector, content)
-                source_key = self.key_of_id.get(source)
-                if source_key == key:
-                    self.report.unchanged += 1  # touched, same bytes
-                elif source_key not in self.on_disk:
-                    self.report.moved += 1
-                else:
-                    self.report.duplicates += 1
-        if ids:
-            writer.put(ids, np.stack(vectors), payloads)
+def run_local(plan: IngestPlan, book: Bookkeeper, encoder: Encoder, settings: IngestSettings, *,
+              batch_size: int, progress: Progress | None = None) -> None:
+    """Read ``plan.todo`` in DataLoader workers, embed the decoded images, hand batches to ``book``."""
+    dataset = ImageFiles(plan.todo, encoder.preprocess, known_hashes=frozenset(plan.known_hashes),
+                         max_megapixels=settings.max_megapixels, file_timeout_s=settings.file_timeout_s,
+                         draft_size=encoder.image_size)
+    loader = make_loader(dataset, batch_size=batch_size, workers=settings.workers,
+                         pin_memory=encoder.device.type == "cuda")
+    done = 0
+    for batch in rebatch(loader, batch_size):
+        keep = book.mark_duplicates(batch.results)
+        vectors = None
+        if keep:
+            pixels = batch.pixels if len(keep) == batch.pixels.shape[0] else batch.pixels[keep]
+            vectors = encoder.encode_images(pixels)
+        book.handle(batch.results, vectors)
+        done += len(batch.results)
+        if progress:
+            progress("read", done, len(plan.todo))
 
 
 def ingest(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings: IngestSettings, *,
-           batch_size: int, progress: bool = False) -> IngestReport:
-    """Bring the collection in line with the image files below ``roots``."""
-    files, problems = scan(roots, include=settings.include, exclude=settings.exclude,
-                           follow_symlinks=settings.follow_symlinks, skip_hidden=settings.skip_hidden)
-    report = IngestReport(failed=[{"path": path_key(p.path), "error": p.error} for p in problems])
-    root_keys = [path_key(_absolute(r)) for r in roots]
-    stored = {p["path"]: (pid, p) for pid, p in store.payloads(STORED_FIELDS) if "path" in p}
-    on_disk = {path_key(f.path) for f in files}
-    under_roots = [key for key in stored if any(is_below(key, root) for root in root_keys)]
-    if not files and not under_roots:
-        where = ", ".join(roots)
-        raise ClipdexError(f"no image files found in {where}" + (f" ({len(problems)} unreadable)" if problems else ""))
-    todo: list[ScannedFile] = []
-    for file in files:
-        old = stored.get(path_key(file.path))
-        if old and old[1].get("size") == file.size and old[1].get("mtime_ns") == file.mtime_ns:
-            report.unchanged += 1
-        else:
-            todo.append(file)
-    run = _Run(store, on_disk, stored, report)
-    if todo:
-        dataset = ImageFiles(todo, encoder.preprocess, known_hashes=frozenset(run.by_hash),
-                             max_megapixels=settings.max_megapixels, file_timeout_s=settings.file_timeout_s,
-                             draft_size=encoder.image_size)
-        loader = make_loader(dataset, batch_size=batch_size, workers=settings.workers,
-                             pin_memory=encoder.device.type == "cuda")
-        writer = AsyncUpserter(store)
-        bar = tqdm(total=len(todo), unit="img", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-        try:
-            for batch in rebatch(loader, batch_size):
-                run.handle(batch, encoder, writer)
-                bar.update(len(batch.results))
-        finally:
-            bar.close()
-            writer.close()
-    stale = [stored[key][0] for key in under_roots if key not in on_disk]
-    store.delete(stale + run.broken)
-    report.deleted = len(stale) + len(run.broken)
-    if report.indexed or report.moved or report.deleted:
-        store.optimize()
-    return report
+           batch_size: int, progress: bool | Progress = False, prune: bool = False,
+           index_threshold: int = 20000) -> IngestReport:
+    """Bring the collection in line with the image files below ``roots``.
+
+    ``progress``: True for a progress bar on stderr, or a callback ``progress(stage, done, total)``.
+    ``prune``: delete even when more than ``settings.max_delete_fraction`` of a root's points are gone.
+    """
+    plan = plan_roots(roots, store, settings)
+    report = start_report(plan)
+    callback, close = _progress(progress, len(plan.todo))
+    writer = AsyncUpserter(store)
+    try:
+        book = Bookkeeper(plan, store, writer, report, chunk=settings.upsert_batch)
+        if plan.todo:
+            run_local(plan, book, encoder, settings, batch_size=batch_size, progress=callback)
+    finally:
+        writer.close()
+        close()
+    return finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.max_delete_fraction,
+                  chunk=settings.upsert_batch, index_threshold=index_threshold, progress=callback)
+
+
+def _progress(progress: bool | Progress, total: int) -> tuple[Progress | None, Callable[[], None]]:
+    """A callback for ``progress``: the caller's own, a tqdm bar plus index lines, or none."""
+    if callable(progress):
+        return progress, lambda: None
+    if not progress:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="img", file=sys.stderr, dynamic_ncols=True)
+
+    def show(stage: str, done: int, total: int) -> None:
+        if stage == "read":
+            bar.update(done - bar.n)
+        elif stage == "index" and done == 0:
+            print(f"building the search index for {total:,} new points (may take a while)…", file=sys.stderr,
+                  flush=True)
+        elif stage == "index":
+            print(f"search index built ({total:,} points)", file=sys.stderr, flush=True)
+
+    return show, bar.close
 
 
 def _absolute(path: str) -> str:

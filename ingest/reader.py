@@ -12,13 +12,18 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ingest.decode import DecodeError, content_hash, load_image, time_limit
-from ingest.exif import exif_payload
+from ingest.exif import exif_payload, upright_size
 from ingest.scan import ScannedFile
 
 
 @dataclass
 class FileResult:
-    """What a worker made of one file: pixels to embed, a known hash to reuse, or an error."""
+    """What a worker made of one file: pixels to embed, a known hash to reuse, or an error.
+
+    ``unreadable``: the bytes could not be read at all (permission, I/O error, timeout while hashing),
+    as opposed to bytes that were read but are not a usable image. A stored point is kept for the first
+    and dropped for the second.
+    """
 
     file: ScannedFile
     status: str  # "image" | "known" | "failed"
@@ -26,6 +31,7 @@ class FileResult:
     error: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
     pixels: torch.Tensor | None = None
+    unreadable: bool = False
 
 
 @dataclass
@@ -51,6 +57,7 @@ class ImageFiles(Dataset[FileResult]):
 
     def __getitem__(self, index: int) -> FileResult:
         file = self.files[index]
+        digest = ""
         try:
             with time_limit(self.file_timeout_s):
                 digest = content_hash(file.path)
@@ -60,18 +67,20 @@ class ImageFiles(Dataset[FileResult]):
                 meta = _header_meta(file.path)
                 pixels = self.preprocess(image)
         except DecodeError as exc:
-            return FileResult(file, "failed", error=str(exc))
+            return FileResult(file, "failed", error=str(exc), unreadable=not digest)
         except OSError as exc:
-            return FileResult(file, "failed", error=exc.strerror or str(exc))
+            return FileResult(file, "failed", error=exc.strerror or str(exc), unreadable=not digest)
         except Exception as exc:  # a decoder bug must not end the run
-            return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0])
+            return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                              unreadable=not digest)
         return FileResult(file, "image", hash=digest, meta=meta, pixels=pixels)
 
 
 def _header_meta(path: str) -> dict[str, Any]:
-    """Original size, format and EXIF fields, read from the header only."""
+    """Upright size (after EXIF orientation), format and EXIF fields, read from the header only."""
     with Image.open(path) as raw:
-        return {"width": raw.width, "height": raw.height, "format": raw.format or "", **exif_payload(raw)}
+        width, height = upright_size(raw)
+        return {"width": width, "height": height, "format": raw.format or "", **exif_payload(raw)}
 
 
 def collate(results: list[FileResult]) -> Batch:
@@ -82,10 +91,11 @@ def collate(results: list[FileResult]) -> Batch:
 
 
 def rebatch(chunks: Iterable[Batch], size: int) -> Iterator[Batch]:
-    """Merge small reader chunks into batches of at least ``size`` images for the encoder.
+    """Merge small reader chunks into batches of at least ``size`` decoded images or ``size`` files.
 
     Workers hand over small chunks so the encoder starts after a few images instead of a whole
-    batch per worker; the encoder still sees full batches.
+    batch per worker; the encoder still sees full batches. A run of files that need no decoding
+    (known content, failures) flushes at ``size`` files too, so no batch grows without bound.
     """
     results: list[FileResult] = []
     pixels: list[torch.Tensor] = []
@@ -95,8 +105,8 @@ def rebatch(chunks: Iterable[Batch], size: int) -> Iterator[Batch]:
         if chunk.pixels is not None:
             pixels.append(chunk.pixels)
             count += chunk.pixels.shape[0]
-        if count >= size:
-            yield Batch(results, torch.cat(pixels))
+        if count >= size or len(results) >= size:
+            yield Batch(results, torch.cat(pixels) if pixels else None)
             results, pixels, count = [], [], 0
     if results:
         yield Batch(results, torch.cat(pixels) if pixels else None)

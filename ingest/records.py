@@ -11,6 +11,8 @@ _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/clipdex/clipdex/
 
 def path_key(path: str) -> str:
     """The file's absolute path as valid UTF-8 text (undecodable bytes become ``\\xNN``)."""
+    if path.isascii():
+        return path  # the common case, without a copy
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 

@@ -20,10 +20,11 @@ Rules (the contract ``clipdex ingest`` relies on):
 * Paths are absolute (``os.path.abspath``, not resolved through symlinks) ``str`` with
   ``os.fsdecode`` semantics: non-UTF-8 names keep their bytes as surrogate escapes.
 * A root that is an image file is listed as itself (globs match its basename; hidden is not
-  applied). A missing root, or one that is neither a folder nor an image file, raises
-  :class:`ClipdexError`. Unreadable folders, and (when following symlinks) broken or looping
-  symlinks named like images, become :class:`ScanProblem` entries; nothing below a root raises.
-  Non-regular files (FIFOs, devices) named like images are skipped.
+  applied). :func:`scan_roots` reports a root that is missing, cannot be listed, or is neither a
+  folder nor an image file in :attr:`RootListing.error` (an offline drive is not an error to the
+  ingest that finds it); :func:`scan` raises :class:`ClipdexError` for it. Unreadable folders, and
+  (when following symlinks) broken or looping symlinks, become :class:`ScanProblem` entries; nothing
+  below a root raises. Non-regular files (FIFOs, devices) named like images are skipped.
 """
 
 from __future__ import annotations
@@ -45,21 +46,39 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 """Lower-case file extensions, with the dot, that ``scan`` treats as images."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScannedFile:
-    """An image file found by :func:`scan`."""
+    """An image file found by :func:`scan`, with the root (absolute path) it was found under."""
 
     path: str
     size: int
     mtime_ns: int
+    root: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ScanProblem:
     """A path below a root that could not be walked, with a one-line reason."""
 
     path: str
     error: str
+
+
+@dataclass(frozen=True)
+class RootListing:
+    """One root as :func:`scan_roots` found it: ``error`` is "" when it could be listed."""
+
+    path: str
+    error: str = ""
+
+
+@dataclass
+class Listing:
+    """What :func:`scan_roots` found: files and problems sorted by path, and each root's state."""
+
+    files: list[ScannedFile]
+    problems: list[ScanProblem]
+    roots: list[RootListing]
 
 
 def is_image_name(name: str) -> bool:
@@ -145,36 +164,90 @@ def scan(
     follow_symlinks: bool = False,
     skip_hidden: bool = True,
 ) -> tuple[list[ScannedFile], list[ScanProblem]]:
-    """Find image files below ``roots``; returns files and problems, both sorted by path."""
+    """Find image files below ``roots``; returns files and problems, both sorted by path.
+
+    A root that is missing, unlistable or not a folder/image file raises :class:`ClipdexError`.
+    """
+    listing = scan_roots(roots, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
+                         skip_hidden=skip_hidden)
+    for root in listing.roots:
+        if root.error:
+            raise ClipdexError(root_message(root))
+    return listing.files, listing.problems
+
+
+def root_message(root: RootListing) -> str:
+    if root.error == MISSING:
+        return f"no such file or folder: {root.path}"
+    if root.error == NOT_A_FOLDER:
+        return f"not a folder or an image file: {root.path}"
+    return f"cannot read {root.path}: {root.error}"
+
+
+MISSING = "missing (not mounted?)"
+NOT_A_FOLDER = "not a folder or an image file"
+EMPTY = "empty (not mounted?)"
+
+
+def root_error(top: str) -> str:
+    """Why the root ``top`` looks offline ("" when it does not): missing, not a folder, empty, or the OS reason."""
+    try:
+        st = os.stat(top)
+    except FileNotFoundError:
+        return MISSING
+    except OSError as exc:
+        return _reason(exc)
+    if stat.S_ISREG(st.st_mode) and is_image_name(top):
+        return ""
+    if not stat.S_ISDIR(st.st_mode):
+        return NOT_A_FOLDER
+    try:
+        with os.scandir(top) as it:
+            first = next(it, None)
+    except OSError as exc:
+        return _reason(exc)
+    return EMPTY if first is None else ""
+
+
+def scan_roots(
+    roots: Sequence[str | os.PathLike[str]],
+    *,
+    include: Sequence[str] = (),
+    exclude: Sequence[str] = (),
+    follow_symlinks: bool = False,
+    skip_hidden: bool = True,
+) -> Listing:
+    """Find image files below ``roots``; a root that cannot be listed is reported, never raised."""
     include, exclude = tuple(include), tuple(exclude)
     files: dict[tuple[int, int], ScannedFile] = {}
     problems: list[ScanProblem] = []
+    listed: dict[str, RootListing] = {}
     seen_dirs: set[tuple[int, int]] = set()
     # (absolute folder path, its root, (st_dev, st_ino)): real folders are walked first, symlinked ones
     # after, and a folder is marked seen when walked, so a folder reached both ways keeps its real path
     real: deque[tuple[str, str, tuple[int, int]]] = deque()
     linked: deque[tuple[str, str, tuple[int, int]]] = deque()
-    linked_files: list[tuple[str, os.stat_result]] = []  # symlinks to files: added after real paths
+    linked_files: list[tuple[str, os.stat_result, str]] = []  # symlinks to files: added after real paths
 
-    def add_file(path: str, st: os.stat_result) -> None:
-        files.setdefault((st.st_dev, st.st_ino), ScannedFile(path, st.st_size, st.st_mtime_ns))
+    def add_file(path: str, st: os.stat_result, top: str) -> None:
+        files.setdefault((st.st_dev, st.st_ino), ScannedFile(path, st.st_size, st.st_mtime_ns, top))
 
     for root in roots:
         top = os.path.abspath(os.fsdecode(root))
+        listed[top] = RootListing(top)
         try:
             st = os.stat(top)
-        except FileNotFoundError:
-            raise ClipdexError(f"no such file or folder: {top}") from None
         except OSError as exc:
-            raise ClipdexError(f"cannot read {top}: {_reason(exc)}") from None
+            listed[top] = RootListing(top, MISSING if isinstance(exc, FileNotFoundError) else _reason(exc))
+            continue
         if stat.S_ISDIR(st.st_mode):
             real.append((top, top, (st.st_dev, st.st_ino)))
         elif stat.S_ISREG(st.st_mode) and is_image_name(top):
             name = os.path.basename(top)
             if (not include or glob_match(name, include)) and not glob_match(name, exclude):
-                add_file(top, st)
+                add_file(top, st, top)
         else:
-            raise ClipdexError(f"not a folder or an image file: {top}")
+            listed[top] = RootListing(top, NOT_A_FOLDER)
 
     while real or linked:
         folder, top, key = real.popleft() if real else linked.popleft()
@@ -185,7 +258,10 @@ def scan(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as exc:
-            problems.append(ScanProblem(folder, _reason(exc)))
+            if folder == top:
+                listed[top] = RootListing(top, _reason(exc))
+            else:
+                problems.append(ScanProblem(folder, _reason(exc)))
             continue
         prefix = "" if folder == top else os.path.relpath(folder, top).replace(os.sep, "/") + "/"
         for entry in entries:
@@ -199,8 +275,8 @@ def scan(
                 is_dir = entry.is_dir()  # no system call for plain entries (d_type)
             except OSError:
                 is_dir = False
-            if not is_dir and not is_image_name(entry.name):
-                continue
+            if not is_dir and not is_link and not is_image_name(entry.name):
+                continue  # (a followed symlink is checked: a broken one may be an unmounted folder)
             try:
                 st = entry.stat(follow_symlinks=True)
             except OSError as exc:
@@ -213,12 +289,13 @@ def scan(
             elif (stat.S_ISREG(st.st_mode) and is_image_name(entry.name)
                   and (not include or glob_match(rel, include)) and not glob_match(rel, exclude)):
                 if is_link:
-                    linked_files.append((path, st))
+                    linked_files.append((path, st, top))
                 else:
-                    add_file(path, st)
-    for path, st in linked_files:
-        add_file(path, st)
-    return sorted(files.values(), key=lambda f: f.path), sorted(problems, key=lambda p: p.path)
+                    add_file(path, st, top)
+    for path, st, top in linked_files:
+        add_file(path, st, top)
+    return Listing(sorted(files.values(), key=lambda f: f.path), sorted(problems, key=lambda p: p.path),
+                   list(listed.values()))
 
 
 def _link_reason(path: str, exc: OSError) -> str:

@@ -18,6 +18,7 @@ class AsyncUpserter:
     def __init__(self, store: VectorStore, depth: int = 8):
         self.store = store
         self.lock = threading.Lock()
+        self.points = 0  # points upserted so far
         self._queue: queue.Queue[tuple[list[str], np.ndarray, list[dict[str, Any]]] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="clipdex-upsert", daemon=True)
@@ -29,13 +30,21 @@ class AsyncUpserter:
                 try:
                     with self.lock:
                         self.store.upsert(*item)
+                        self.points += len(item[0])
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._error = exc
+            self._queue.task_done()
+        self._queue.task_done()
 
     def put(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         self._raise()
         if ids:
             self._queue.put((list(ids), vectors, list(payloads)))
+
+    def wait(self) -> None:
+        """Block until everything put so far is stored; raise the first upsert error, if any."""
+        self._queue.join()
+        self._raise()
 
     def close(self) -> None:
         """Wait until everything queued is stored; raise the first upsert error, if any."""

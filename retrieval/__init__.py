@@ -1,6 +1,7 @@
 """clipdex: multimodal image-text retrieval over CLIP encoders and Qdrant."""
 
-# First of all: on CPU-only torch, torchvision (and so open_clip) imports only after this shim.
+# First of all: on CPU-only torch, torchvision (and so open_clip) imports only after this shim (an import
+# hook that runs when torchvision is first imported, so a `clipdex status` never imports torch).
 from retrieval import _torchvision_shim  # noqa: F401  isort: skip
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings, load_settings

@@ -1,8 +1,10 @@
 """The open_clip model wrapper: load any architecture and weights, embed images and texts.
 
-Vectors come back as L2-normalised float32 numpy arrays. On CUDA the encoders run under
-fp16 autocast; on CPU in fp32 with all cores (bf16 is many times slower on CPUs without
-native support, so it is never used there).
+Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
+path (retrieval.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
+cores (bf16 is many times slower on CPUs without native support, so it is never used there).
+Texts are encoded at their real token length where that is exact (retrieval.text_trim), and the
+vectors of recent texts are kept in a small LRU cache.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +24,14 @@ import open_clip  # importable because retrieval/__init__.py ran the torchvision
 import torch
 from PIL import Image
 
+from retrieval import hub
+from retrieval import precision as precisions
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
+from retrieval.text_trim import encode_text, text_tower
+from retrieval.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
 
-LOCAL_DIR = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,12 @@ class ModelIdentity:
     name: str
     pretrained: str
     dim: int
+    weights: str = ""
+    """Content hash of the weights file (``xxh3:…``), "" for tags and random weights: see
+    :func:`weights_fingerprint`."""
 
     def describe(self) -> str:
         return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _check_source(settings: ModelSettings) -> None:
@@ -53,49 +58,34 @@ def _check_source(settings: ModelSettings) -> None:
             raise ClipdexError(f"model folder {folder} has no {CONFIG_NAME} (expected a folder written by "
                                "`clipdex train` or open_clip's save_for_hf)")
         return
+    if name.startswith(hub.HF_HUB):
+        repo = name[len(hub.HF_HUB) :].strip("/")
+        if hub.cached_snapshot(repo) is None:
+            hub.require_download(repo, f"weights of {name}", hub.CONFIG_FILE)
+        return
     if name.replace("/", "-") not in open_clip.list_models():
         raise ClipdexError(f"unknown open_clip architecture '{name}' (see open_clip.list_models(), "
-                           "or use name = \"local-dir:PATH\" for a saved model folder)")
+                           "\"hf-hub:ORG/REPO\", or name = \"local-dir:PATH\" for a saved model folder)")
     if not pretrained:
         return
     tags = [tag for arch, tag in open_clip.list_pretrained() if arch == name]
     if pretrained in tags:
-        _check_hub_reachable(name, pretrained)
+        repo = (open_clip.get_pretrained_cfg(name, pretrained).get("hf_hub") or "").strip("/")
+        if repo and hub.cached_file(repo, hub.WEIGHT_FILES) is None:
+            hub.require_download(repo, f"pretrained weights '{pretrained}' for {name}", hub.WEIGHT_FILES[0])
         return
     if not Path(pretrained).expanduser().is_file():
         raise ClipdexError(f"model.pretrained '{pretrained}' is neither a pretrained tag of {name} "
                            f"({', '.join(tags) or 'none known'}) nor an existing checkpoint file")
 
 
-_FIX = 'set model.pretrained to a local checkpoint file, or model.name to "local-dir:PATH"'
-
-
-def _hub_host() -> str:
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-    return endpoint.split("://", 1)[-1].split("/", 1)[0]
-
-
-def _check_hub_reachable(name: str, tag: str) -> None:
-    """Weights for a tag are downloaded once; fail in seconds when that cannot happen."""
-    import socket
-
-    from huggingface_hub import try_to_load_from_cache
-
-    cfg = open_clip.get_pretrained_cfg(name, tag)
-    repo = (cfg.get("hf_hub") or "").strip("/")
-    if repo and any(
-        isinstance(try_to_load_from_cache(repo, f), str)
-        for f in ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
-    ):
-        return  # cached: loads offline
-    if _offline():
-        raise ClipdexError(f"pretrained weights '{tag}' for {name} are not cached and HF_HUB_OFFLINE is set; {_FIX}")
-    host = _hub_host()
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        raise ClipdexError(f"pretrained weights '{tag}' for {name} need a download but {host} is not reachable "
-                           f"({exc.strerror or exc}); {_FIX}") from None
+def _open_clip_name(settings: ModelSettings) -> str:
+    """What open_clip is asked to load: a cached hub model loads from its snapshot folder, offline."""
+    if settings.name.startswith(hub.HF_HUB):
+        snapshot = hub.cached_snapshot(settings.name[len(hub.HF_HUB) :].strip("/"))
+        if snapshot is not None:
+            return f"{LOCAL_DIR}{snapshot}"
+    return settings.name
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -109,15 +99,25 @@ def pick_device(preference: str = "auto") -> torch.device:
 class Encoder:
     """An open_clip image/text encoder pair with its preprocessing and tokenizer."""
 
+    TEXT_CACHE_SIZE = 1024
+    """How many recent texts keep their vectors (about 2 MB at 512 dimensions)."""
+
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
-                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device):
-        self.model = model.eval().to(device)
+                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
+                 precision: str = "fp32"):
+        self.precision: str = precisions.resolve(precision, device)
+        """The numeric path the towers run on: fp32, fp16 (CUDA autocast) or int8 (CPU)."""
+        self.model = precisions.prepare(model.eval().to(device), self.precision)
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
         self.device = device
         self.image_size: int = int(_image_size(model))
         self.context_length: int = int(getattr(model, "context_length", 77) or 77)
+        self.text_tower = text_tower(self.model)
+        """The trimmable text tower, or None: texts then run at the full padded context."""
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: ModelSettings) -> Encoder:
@@ -126,27 +126,29 @@ class Encoder:
         device = pick_device(settings.device)
         if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        pretrained = None if settings.name.startswith(LOCAL_DIR) else (settings.pretrained or None)
+        name = _open_clip_name(settings)
+        schema = name.startswith((LOCAL_DIR, hub.HF_HUB))
+        pretrained = None if schema else (settings.pretrained or None)
         try:
             with _quiet_open_clip():
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    settings.name, pretrained=pretrained, device=device)
-            tokenizer = open_clip.get_tokenizer(settings.name)
+                model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+            tokenizer = open_clip.get_tokenizer(name)
         except ClipdexError:
             raise
         except Exception as exc:  # open_clip raises many types; one line for the user
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
-        source = _source_label(settings)
-        return cls(model, preprocess, tokenizer, ModelIdentity(settings.name, source, dim), device)
+        source = source_label(settings)
+        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "")
+        return cls(model, preprocess, tokenizer, identity, device, settings.precision)
 
     @property
     def dim(self) -> int:
         return self.identity.dim
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.device.type == "cuda":
+        if self.precision == "fp16":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
@@ -166,14 +168,30 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_images(torch.stack([self.preprocess(im) for im in images]))
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts into unit vectors ``(N, dim)``."""
+        """Embed texts into unit vectors ``(N, dim)``; recent texts come from the LRU cache."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._text_cache_lock:
+            cached = {t: v for t in texts if (v := self._text_cache.get(t)) is not None}
+            for text in cached:
+                self._text_cache.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in cached))
+        if missing:
+            fresh = dict(zip(missing, self._encode_texts(missing), strict=True))
+            with self._text_cache_lock:
+                for text, vector in fresh.items():
+                    self._text_cache[text] = vector.copy()
+                while len(self._text_cache) > self.TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+            cached.update(fresh)
+        return np.stack([cached[t] for t in texts])
+
+    @torch.inference_mode()
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
-            features = self.model.encode_text(tokens)
+            features = encode_text(self.model, self.text_tower, tokens)
         return _unit(features)
 
 
@@ -193,27 +211,6 @@ def _embed_dim(model: torch.nn.Module) -> int:
 def _image_size(model: torch.nn.Module) -> int:
     size = getattr(getattr(model, "visual", None), "image_size", 224)
     return size[0] if isinstance(size, tuple | list) else size
-
-
-def _source_label(settings: ModelSettings) -> str:
-    """The weights' source as recorded in a collection: a tag, or a file with its content hash."""
-    if settings.name.startswith(LOCAL_DIR):
-        file = Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
-    elif settings.pretrained and Path(settings.pretrained).expanduser().is_file():
-        file = Path(settings.pretrained).expanduser()
-    else:
-        return settings.pretrained
-    return f"{file}#xxh3:{_file_digest(file)}" if file.is_file() else "random init"
-
-
-def _file_digest(path: Path) -> str:
-    import xxhash
-
-    digest = xxhash.xxh3_64()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @contextlib.contextmanager

@@ -9,20 +9,27 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.decode import DecodeError, load_image
-from ingest.pipeline import IngestReport, ingest
-from ingest.records import path_key
-from retrieval.encoder import Encoder
+from ingest.records import path_key, point_id
+from ingest.scan import root_error
 from retrieval.errors import ClipdexError
-from retrieval.query import combine
+from retrieval.precision import mixable
+from retrieval.query import combine, recommend_vector
+from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
+from retrieval.weights import weights_fingerprint
+
+if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
+    from ingest.finish import Progress
+    from ingest.pipeline import IngestReport
+    from retrieval.encoder import Encoder
 
 
 class Index:
@@ -37,12 +44,20 @@ class Index:
             self._encoder = self._checked(encoder)
 
     @classmethod
-    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None) -> Index:
+    def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None,
+             owner: str | None = None) -> Index:
         """Open the collection ``settings.store`` names (``create``: allow making it).
 
         ``encoder``: an already loaded model for these settings, to share it instead of loading it again.
+        ``owner``: who holds the store while it is open, named to any second opener
+        (``retrieval.store.lock.serve_owner(url)`` for a server).
         """
-        return cls(settings, open_store(settings, create=create), encoder)
+        store = open_store(settings, create=create, owner=owner)
+        try:
+            return cls(settings, store, encoder)
+        except BaseException:
+            store.close()
+            raise
 
     def __enter__(self) -> Index:
         return self
@@ -55,93 +70,180 @@ class Index:
 
     # -- model ---------------------------------------------------------------------------------
     def _check_model(self, meta: CollectionMeta | None) -> None:
+        """Refuse, at open, a collection filled by another model (by weights hash, else by name)."""
         model = self.settings.model
-        if meta is not None and meta.model != model.name:
-            raise ClipdexError(f"collection '{self.settings.store.collection}' was built with model {meta.model}, "
-                               f"but the settings name {model.name}; use the same model or another --collection")
+        if meta is None:
+            return
+        weights = weights_fingerprint(model)  # None: a hub model not downloaded yet, checked once loaded
+        if weights is None or not (meta.weights_id or weights):
+            same = meta.model == model.name
+        else:
+            same = meta.weights_id == weights
+        if not same:
+            raise ClipdexError(
+                f"collection '{self.settings.store.collection}' was built with model {meta.model} (weights "
+                f"{meta.weights_id or meta.pretrained or 'random init'}), but the settings name {model.name} "
+                f"(weights {weights or model.pretrained or 'random init'}); use the same model or another "
+                "--collection")
 
     def _checked(self, encoder: Encoder) -> Encoder:
         meta = self.store.meta()
-        if meta is not None and (meta.pretrained, meta.dim) != (encoder.identity.pretrained, encoder.dim):
+        ident = encoder.identity
+        if meta is None:
+            return encoder
+        if meta.weights_id or ident.weights:
+            same = (meta.weights_id, meta.dim) == (ident.weights, ident.dim)
+        else:
+            same = (meta.pretrained, meta.dim) == (ident.pretrained, ident.dim)
+        if not same:
             raise ClipdexError(
                 f"collection '{self.settings.store.collection}' holds vectors of {meta.model} with weights "
-                f"{meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured has weights "
-                f"{encoder.identity.pretrained or 'random init'} (dim {encoder.dim}); use another --collection")
+                f"{meta.weights_id or meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured "
+                f"has weights {ident.weights or ident.pretrained or 'random init'} (dim {ident.dim}); use another "
+                "--collection")
+        if not mixable(meta.precision, encoder.precision):
+            raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
+                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision = "
+                               f"\"{meta.precision}\" or use another --collection")
         return encoder
 
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
+            from retrieval.encoder import Encoder
+
             self._encoder = self._checked(Encoder.load(self.settings.model))
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
-    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> IngestReport:
-        """Embed new and changed images below ``roots``; drop points of files gone from them."""
+    def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
+               prune: bool = False) -> IngestReport:
+        """Embed new and changed images below ``roots``; drop points of files known to be gone from them.
+
+        ``progress``: True for a bar on stderr, or a callback ``progress(stage, done, total)`` (stage
+        "read", "delete" or "index"). ``prune``: confirm a deletion of more than
+        ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
+        """
+        from ingest.pipeline import ingest
+
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
         encoder = self.encoder
         if self.store.meta() is None:
-            self.store.create(CollectionMeta(encoder.identity.name, encoder.identity.pretrained, encoder.dim))
+            ident = encoder.identity
+            self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
+                                             weights=ident.weights))
         return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
-                      batch_size=self.settings.model.batch_size, progress=progress)
+                      batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
+                      index_threshold=self.settings.store.index_threshold)
 
     # -- search --------------------------------------------------------------------------------
-    def query_vector(self, text: str | None = None, image: str | os.PathLike[str] | None = None,
-                     negative: Sequence[str] = (), *, text_weight: float = 1.0, image_weight: float = 1.0,
-                     negative_weight: float = 0.5) -> np.ndarray:
-        """The unit vector a search compares against (see retrieval.query.combine)."""
-        if text is not None and not text.strip():
-            raise ClipdexError("the search text is empty")
-        if text is None and image is None:
-            raise ClipdexError("a search needs a text, an --image, or both")
+    def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
+        """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
+
+        Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
+        """
+        req = SearchRequest.of(request, **fields)
+        if not req.has_query:
+            raise ClipdexError("a search needs a text, an example image, or both")
         encoder = self.encoder
-        texts = ([text] if text is not None else []) + [n for n in negative if n.strip()]
+        texts = ([req.text] if req.text is not None else []) + list(req.negative)
         text_vectors = encoder.encode_texts(texts) if texts else np.zeros((0, encoder.dim), np.float32)
-        text_vec = text_vectors[0] if text is not None else None
-        negatives = text_vectors[1:] if text is not None else text_vectors
-        image_vec = encoder.encode_pil([self._query_image(image)])[0] if image is not None else None
-        return combine(text_vec, image_vec, negatives, text_weight=text_weight, image_weight=image_weight,
-                       negative_weight=negative_weight)
+        text_vec = text_vectors[0] if req.text is not None else None
+        negatives = text_vectors[1:] if req.text is not None else text_vectors
+        image_vec = encoder.encode_pil([self._query_image(req.image)])[0] if req.image is not None else None
+        return combine(text_vec, image_vec, negatives, text_weight=req.text_weight, image_weight=req.image_weight,
+                       negative_weight=req.negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
+        from ingest.decode import DecodeError, load_image
+
         path = os.fspath(image)
-        if not Path(path).is_file():
+        if not Path(path).exists():
             raise ClipdexError(f"query image not found: {path}")
+        if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
+            raise ClipdexError(f"query image is not a regular file: {path}")
         try:
             return load_image(path, max_megapixels=self.settings.ingest.max_megapixels,
                               draft_size=self.encoder.image_size)
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
-    def search(self, text: str | None = None, image: str | os.PathLike[str] | None = None,
-               negative: Sequence[str] = (), *, limit: int | None = None, folder: str | None = None,
-               min_score: float | None = None, after: float | None = None, before: float | None = None,
-               camera: str | None = None, text_weight: float = 1.0, image_weight: float = 1.0,
-               negative_weight: float = 0.5) -> list[Hit]:
-        """Ranked hits, best first. ``folder`` restricts to a subtree inside Qdrant."""
-        limit = self.settings.search.limit if limit is None else limit
-        if limit < 1:
-            raise ClipdexError(f"limit must be at least 1 (got {limit})")
+    def search(self, request: SearchRequest | str | None = None, /, **fields: Any) -> list[Hit]:
+        """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
+
+        The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit
+        raises :class:`retrieval.request.SearchRequestError`. ``folder`` restricts to a subtree inside Qdrant.
+        ``like``/``unlike`` (indexed paths or point ids) search by the stored vectors, nothing is decoded or
+        encoded for them (Qdrant's average_vector recommendation); with a text or image too, that query
+        vector is one more positive example; with neither, negative prompts are unlike examples.
+        """
+        req = SearchRequest.of(request, **fields)
         if self.store.meta() is None:
             raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
                                f"{self.store.location} (run `clipdex ingest DIR` first)")
-        where = SearchFilter(folder=_folder_key(folder) if folder else None, after=after, before=before,
-                             camera=camera)
-        vector = self.query_vector(text, image, negative, text_weight=text_weight, image_weight=image_weight,
-                                   negative_weight=negative_weight)
-        return self.store.query(vector, limit, where, min_score)
+        if not req.has_query and not req.like:
+            raise ClipdexError("a search needs a text, an example image or a like example"
+                               + (" (unlike only pushes results away from examples)" if req.unlike else ""))
+        limit = self.settings.search.limit if req.limit is None else req.limit
+        where = SearchFilter(folder=_folder_key(req.folder) if req.folder else None, after=req.after,
+                             before=req.before, camera=req.camera)
+        if not req.like and not req.unlike:
+            return self.store.query(self.query_vector(req), limit, where, req.min_score)
+        liked = {_point_ref(ref)[0] for ref in req.like}
+        both = [ref for ref in req.unlike if _point_ref(ref)[0] in liked]
+        if both:
+            raise SearchRequestError("unlike", f"{both[0]} is both a like and an unlike example")
+        positives, negatives = self.stored_vectors(req.like), self.stored_vectors(req.unlike)
+        if req.has_query:
+            positives = np.vstack([self.query_vector(req)[None], positives])
+        elif req.negative:  # no text or image to steer: negative prompts count as unlike examples
+            negatives = np.vstack([negatives, self.encoder.encode_texts(list(req.negative))])
+        recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
+        return self.store.recommend(positives, negatives, limit, where, req.min_score)
+
+    def stored_vectors(self, refs: Sequence[str]) -> np.ndarray:
+        """The stored vectors of indexed paths or point ids (rows, in order), read from the store as they are.
+
+        Raises :class:`retrieval.request.UnknownPointError` naming what is not in the collection.
+        """
+        if not refs:
+            meta = self.store.meta()
+            return np.zeros((0, meta.dim if meta else 0), np.float32)
+        wanted = [_point_ref(ref) for ref in refs]
+        found = self.store.points([pid for pid, _ in wanted])
+        missing = [ref for ref, (pid, key) in zip(refs, wanted, strict=True)
+                   if pid not in found or (key is not None and found[pid][1].get("path") != key)]
+        if missing:
+            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+            raise UnknownPointError(f"not in the collection: {', '.join(missing[:3])}{more}")
+        vectors = np.stack([found[pid][0] for pid, _ in wanted]).astype(np.float32)
+        norms = np.linalg.norm(vectors, axis=1)
+        for ref, norm in zip(refs, norms, strict=True):
+            if not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
+                raise ClipdexError(f"the stored vector of {ref} is damaged (norm {norm:.3g}); ingest that file again")
+        return vectors
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
         meta = self.store.meta()
+        roots = self.roots()
         return {"collection": self.settings.store.collection, "points": self.store.count(),
                 "model": meta.model if meta else self.settings.model.name,
                 "dim": meta.dim if meta else 0, "pretrained": meta.pretrained if meta else "",
-                "store": self.store.location, "label": self.settings.model.label}
+                "store": self.store.location, "label": self.settings.model.label,
+                "roots": roots, "offline": [r for r in roots if r["offline"]],
+                "unindexed": self.store.unindexed()}
+
+    def roots(self) -> list[dict[str, Any]]:
+        """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
+        rows = []
+        for path, points in sorted(self.store.root_counts().items()):
+            rows.append({"path": path, "points": points, "offline": root_error(path)})
+        return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "store")
+STATUS_KEYS = ("collection", "points", "model", "dim", "store", "roots", "offline")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 
@@ -153,3 +255,12 @@ def hit_row(hit: Hit) -> dict[str, Any]:
 
 def _folder_key(folder: str) -> str:
     return path_key(os.path.abspath(os.path.expanduser(folder))).rstrip("/") or "/"
+
+
+def _point_ref(ref: str) -> tuple[str, str | None]:
+    """(point id, path key or None) of a like/unlike example: a point id, or an indexed file's path."""
+    try:
+        return str(uuid.UUID(ref)), None
+    except ValueError:
+        key = path_key(os.path.abspath(os.path.expanduser(ref)))
+        return point_id(key), key

@@ -2,7 +2,8 @@
 
 A thin shell over :class:`retrieval.index.Index`, like the CLI: one Index is opened at start-up and
 shared by all requests (the embedded store allows one opener per process), calls into it are
-serialised with a lock. Only files that are in the collection are ever served.
+serialised with a lock that is held for one search or one store call, never for a whole sync (see
+``retrieval.sync`` for ``--watch``). Only files that are in the collection are ever served.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ import os
 import stat
 import tempfile
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,13 +26,25 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest.decode import FORMATS, DecodeError, load_image
-from ingest.exif import parse_optional_date
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.serving.middleware import (
+    ApiPrecondition,
+    BodyLimit,
+    ErrorBoundary,
+    HeadAsGet,
+    field_message,
+    validation_detail,
+)
+from retrieval.serving.store_guard import StoreGuard
+from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
+FORM_FIELDS_BYTES = 64 << 10
+"""Room for the other form fields beside an upload: a request body may be this much over the upload limit."""
 _CHUNK = 1 << 20
 
 
@@ -53,34 +66,37 @@ def _one_line(text: str) -> str:
     return lines[0] if lines else "error"
 
 
-def _blank(value: str | None) -> str | None:
-    return value if value and value.strip() else None
-
-
 class Service:
     """The shared Index, its lock, and the operations the routes call."""
 
-    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES):
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, watch: Sequence[str] = ()):
         self.index = index
         self.lock = threading.Lock()
+        self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
+        self.syncer = Syncer(index, watch, index.settings.serve, self.lock) if watch else None
 
     def status(self) -> dict[str, Any]:
         with self.lock:
-            return status_doc(self.index.status())
+            doc = status_doc(self.index.status())
+        return doc | {"sync": self.syncer.status() if self.syncer else None}
 
-    def search(self, text: str | None, image: str | None, negative: Sequence[str], *, limit: int | None,
-               folder: str | None, min_score: float | None, after: str | None, before: str | None,
-               camera: str | None, text_weight: float, image_weight: float,
-               negative_weight: float) -> list[dict[str, Any]]:
-        if _blank(text) is None and image is None:
-            raise ClipdexError("a search needs a text (q), an example image, or both")
-        after_ts, before_ts = parse_optional_date(after or None), parse_optional_date(before or None)
-        with self.lock:
-            hits = self.index.search(_blank(text), image, [n for n in negative if n.strip()], limit=limit,
-                                     folder=_blank(folder), min_score=min_score, after=after_ts,
-                                     before=before_ts, camera=_blank(camera), text_weight=text_weight,
-                                     image_weight=image_weight, negative_weight=negative_weight)
+    def sync(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+        """Start a full sync of a watched root (None: all of them), or report the one running."""
+        if self.syncer is None:
+            raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
+        return self.syncer.request(root if root and root.strip() else None)
+
+    def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
+        """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
+        try:
+            request = SearchRequest.of(**params.model_dump(), image=image)
+            with self.lock:
+                hits = self.index.search(request)
+        except UnknownPointError as exc:
+            raise ApiError(404, str(exc)) from None
+        except SearchRequestError as exc:  # a limit across fields, e.g. one example both liked and unliked
+            raise ApiError(422, str(exc)) from None
         return [hit_row(h) for h in hits]
 
     def indexed_file(self, path: str) -> str:
@@ -151,7 +167,8 @@ def _validation_message(exc: RequestValidationError) -> str:
         return "invalid request"
     first = errors[0]
     where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "body"))
-    return f"{where}: {first.get('msg', 'invalid value')}" if where else str(first.get("msg", "invalid request"))
+    message = field_message(str(first.get("msg", "invalid value")))
+    return f"{where}: {message}" if where else message
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -168,36 +185,46 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"error": _validation_message(exc), "detail": exc.errors()}, status_code=422)
+        return JSONResponse({"error": _validation_message(exc), "detail": validation_detail(exc.errors())},
+                            status_code=422)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
         return answer(exc.status_code, str(exc.detail))
 
-    @app.exception_handler(Exception)
-    async def internal(request: Request, exc: Exception) -> JSONResponse:
-        return answer(500, f"internal error: {type(exc).__name__}: {_one_line(str(exc)) if str(exc) else ''}")
-
-
-Limit = Annotated[int | None, Query(ge=1, le=10000, description="How many results (default: settings).")]
-MinScore = Annotated[float | None, Query(ge=-1.0, le=1.0)]
-Weight = Annotated[float, Query(ge=0.0)]
-
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, watch: Sequence[str] = ()) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
 
     ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
+    ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
     """
-    service = Service(index, max_upload_bytes)
+    service = Service(index, max_upload_bytes, watch)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if service.syncer:
+            service.syncer.start()
+        try:
+            yield
+        finally:
+            if service.syncer:
+                service.syncer.stop()
+
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
-                  docs_url=None, redoc_url=None)  # Swagger/ReDoc load from a CDN: offline they are blank
+                  docs_url=None, redoc_url=None,  # Swagger/ReDoc load from a CDN: offline they are blank
+                  lifespan=lifespan)
     app.state.service = service
+    _install_error_handlers(app)
+    # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
+    app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
+    app.add_middleware(HeadAsGet)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
-    _install_error_handlers(app)
+    app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:
@@ -208,35 +235,26 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         """The collection, its size and its model (``clipdex status --json`` plus ``label``)."""
         return service.status()
 
+    @app.post("/api/ingest", status_code=202)
+    def api_ingest(response: Response, root: str | None = None) -> dict[str, Any]:
+        """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
+        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows."""
+        started, progress = service.sync(root)
+        if not started:
+            response.status_code = 200
+        return {"started": started, "sync": progress}
+
     @app.get("/api/search")
-    def api_search(q: str | None = None, negative: Annotated[list[str], Query()] = [],  # noqa: B006
-                   limit: Limit = None, folder: str | None = None, min_score: MinScore = None,
-                   after: str | None = None, before: str | None = None, camera: str | None = None,
-                   text_weight: Weight = 1.0, image_weight: Weight = 1.0,
-                   negative_weight: Weight = 0.5) -> list[dict[str, Any]]:
+    def api_search(params: Annotated[SearchParams, Query()]) -> list[dict[str, Any]]:
         """Rows as ``clipdex search --json`` prints them, best first."""
-        return service.search(q, None, negative, limit=limit, folder=folder, min_score=min_score, after=after,
-                              before=before, camera=camera, text_weight=text_weight, image_weight=image_weight,
-                              negative_weight=negative_weight)
+        return service.search(params)
 
     @app.post("/api/search")
-    def api_search_upload(image: Annotated[UploadFile | None, File()] = None,
-                          q: Annotated[str | None, Form()] = None,
-                          negative: Annotated[list[str], Form()] = [],  # noqa: B006
-                          limit: Annotated[int | None, Form(ge=1, le=10000)] = None,
-                          folder: Annotated[str | None, Form()] = None,
-                          min_score: Annotated[float | None, Form(ge=-1.0, le=1.0)] = None,
-                          after: Annotated[str | None, Form()] = None,
-                          before: Annotated[str | None, Form()] = None,
-                          camera: Annotated[str | None, Form()] = None,
-                          text_weight: Annotated[float, Form(ge=0.0)] = 1.0,
-                          image_weight: Annotated[float, Form(ge=0.0)] = 1.0,
-                          negative_weight: Annotated[float, Form(ge=0.0)] = 0.5) -> list[dict[str, Any]]:
+    def api_search_upload(params: Annotated[SearchParams, Form()],
+                          image: Annotated[UploadFile | None, File()] = None) -> list[dict[str, Any]]:
         """Like ``GET /api/search``, with an optional example image uploaded as the ``image`` field."""
         with service.upload(image) as example:
-            return service.search(q, example, negative, limit=limit, folder=folder, min_score=min_score,
-                                  after=after, before=before, camera=camera, text_weight=text_weight,
-                                  image_weight=image_weight, negative_weight=negative_weight)
+            return service.search(params, example)
 
     @app.get("/api/image")
     def api_image(path: str, thumb: Annotated[int | None, Query(ge=16, le=2048)] = None) -> Response:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +28,8 @@ class ModelSettings(_Section):
     pretrained: str = "laion2b_s34b_b79k"
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only). See retrieval.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
@@ -40,6 +43,19 @@ class StoreSettings(_Section):
     api_key: str = ""
     collection: str = "images"
     hnsw_ef: int = Field(128, ge=4, le=4096)
+    hnsw_m: int = Field(16, ge=4, le=128)
+    """HNSW edges per node (applied when a collection is created)."""
+    hnsw_ef_construct: int = Field(100, ge=4, le=4096)
+    """HNSW build candidates: higher = better recall, slower build (at create)."""
+    quantization: Literal["none", "int8"] = "none"
+    """int8 scalar quantization of the vectors held in RAM (at create); searches rescore with the originals."""
+    quantization_rescore: bool = True
+    quantization_oversampling: float = Field(2.0, ge=1.0, le=16.0)
+    on_disk_vectors: bool = False
+    """Keep the original vectors on disk (memory-mapped) instead of in RAM (at create)."""
+    index_threshold: int = Field(20000, ge=0)
+    """The embedded store builds its HNSW index only once this many points are unindexed; until then
+    those points are searched exactly (a full scan of the small unindexed segments)."""
 
 
 class IngestSettings(_Section):
@@ -52,11 +68,26 @@ class IngestSettings(_Section):
     skip_hidden: bool = True
     max_megapixels: float = Field(64.0, gt=0)
     file_timeout_s: float = Field(30.0, gt=0)
-    upsert_batch: int = Field(256, ge=1)
+    upsert_batch: int = Field(256, ge=1, le=65536)
+    """Points per store request when reusing vectors, deleting, and looking up stored points."""
+    max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """A run that would delete more than this fraction of the points below a root deletes nothing
+    there until it is confirmed with ``--prune``."""
 
 
 class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
+
+
+class ServeSettings(_Section):
+    """``clipdex serve``: folders it keeps in sync while serving (``--watch``)."""
+
+    watch: list[str] = []
+    """Folders ingested at start and then on every file-system change (relative to the config file)."""
+    rescan_interval_s: float = Field(600.0, ge=0)
+    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    """Wait for this long without new events before ingesting a burst of changes."""
 
 
 class LoopSettings(_Section):
@@ -144,6 +175,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    serve: ServeSettings = ServeSettings()
     train: TrainSettings = TrainSettings()
     distill: DistillSettings = DistillSettings()
     config_path: str = ""
@@ -190,6 +222,9 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
                 table[key] = _relative_to(base, table[key])
+    serve = data.get("serve")
+    if isinstance(serve, dict) and isinstance(serve.get("watch"), list):
+        serve["watch"] = [_relative_to(base, w) if isinstance(w, str) and w else w for w in serve["watch"]]
     distill = sections["distill"]
     if isinstance(distill, dict) and isinstance(distill.get("data"), list):
         distill["data"] = [_relative_to(base, d) if isinstance(d, str) and d else d for d in distill["data"]]
@@ -207,6 +242,45 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
             table[tag_key] = _relative_to(base, pretrained)
 
 
+MAX_CONFIG_BYTES = 1 << 20
+"""A config file larger than this (1 MiB) is refused before it is read."""
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    """A TOML file's tables: only a regular file, at most :data:`MAX_CONFIG_BYTES`, UTF-8 text.
+
+    Opened without blocking (a FIFO is never waited on) and read with a cap (``/dev/zero`` ends).
+    """
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ClipdexError(f"config file not found: {file}") from None
+    except PermissionError:
+        raise ClipdexError(f"config file is not readable: {file}") from None
+    except OSError as exc:
+        raise ClipdexError(f"cannot open config file {file}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "rb") as fh:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ClipdexError(f"config path is a directory, not a TOML file: {file}")
+        if not stat.S_ISREG(mode):
+            raise ClipdexError(f"config file is not a regular file: {file}")
+        try:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+        except OSError as exc:
+            raise ClipdexError(f"cannot read config file {file}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ClipdexError(f"config file {file} is larger than {MAX_CONFIG_BYTES // 1024} KiB; is it a config file?")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ClipdexError(f"{file}: not UTF-8 text (byte {exc.start}); a config file is TOML in UTF-8") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+
+
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
@@ -218,17 +292,7 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     if path is not None:
         file = Path(path).expanduser()
         source = str(file)
-        try:
-            with file.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ClipdexError(f"config file not found: {file}") from None
-        except IsADirectoryError:
-            raise ClipdexError(f"config path is a directory, not a TOML file: {file}") from None
-        except PermissionError:
-            raise ClipdexError(f"config file is not readable: {file}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+        data = _read_toml(file)
         if "config_path" in data:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)

@@ -124,3 +124,84 @@ def test_unknown_architecture(clipdex, tmp_path, folder):
     result = clipdex("ingest", folder, "--config", config, with_config=False)
     _one_line_error(result)
     assert "ViT-Q-99" in result.err
+
+
+# -- config files: regular files only, size-capped, UTF-8 ----------------------------------------------
+
+def _load_settings_within(path: Path, seconds: float = 20.0):
+    """load_settings(path) in a thread: a config that blocks (a FIFO) fails the test instead of hanging it."""
+    import threading
+
+    from retrieval.errors import ClipdexError
+    from retrieval.settings import load_settings
+
+    outcome: list[object] = []
+
+    def target() -> None:
+        try:
+            outcome.append(load_settings(path))
+        except ClipdexError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():  # unblock the reader so the thread can end, then fail
+        import os
+
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail(f"reading {path} blocked")
+    return outcome[0]
+
+
+def test_config_fifo_never_blocks(tmp_path):
+    import os
+
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    result = _load_settings_within(fifo)
+    assert isinstance(result, Exception) and "not a regular file" in str(result)
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "big"])
+def test_config_that_is_endless_or_huge_is_refused_without_reading_it_all(clipdex, tmp_path, name):
+    path = Path(name) if name.startswith("/") else tmp_path / "big.toml"
+    if name == "big":
+        path.write_text("# padding\n" * 200_000)  # 2 MB of comments: valid TOML, over the 1 MiB cap
+    result = clipdex("status", "--config", path, with_config=False)
+    _one_line_error(result)
+    assert ("not a regular file" if name.startswith("/") else "larger than") in result.err
+
+
+@pytest.mark.parametrize("content", [b"\xff\xfe[\x00m\x00o\x00", b"[model]\nlabel = '\xe9t\xe9'\n",
+                                     b"\x89PNG\r\n\x1a\n\x00"])
+def test_config_that_is_not_utf8_text_is_one_line(clipdex, tmp_path, content):
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(content)
+    result = clipdex("status", "--config", bad, with_config=False)
+    _one_line_error(result)
+    assert "internal error" not in result.err and ("UTF-8" in result.err or "invalid TOML" in result.err)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_query_image_that_is_not_a_regular_file(clipdex, folder, tmp_path, kind):
+    import os
+
+    clipdex("ingest", folder)
+    path = Path(kind) if kind.startswith("/") else tmp_path / "pipe.png"
+    if kind == "fifo":
+        os.mkfifo(path)
+    result = clipdex("search", "--image", path)
+    _one_line_error(result)
+    assert "not a regular file" in result.err and "not found" not in result.err
+
+
+def test_relative_path_arguments_are_resolved_once(clipdex, monkeypatch):
+    """The README's `clipdex eval … --data samples/fashion-mnist` (relative to the working directory)."""
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(repo)
+    result = clipdex("eval", "--model", "models/fmnist-tiny", "--dataset", "labelled-folder",
+                     "--data", "samples/fashion-mnist", "--limit", "30", "--json", with_config=False)
+    assert result.code == 0, result.err
+    assert 0.0 <= result.json()["zero_shot_accuracy"] <= 1.0

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from retrieval import load_settings
 from retrieval.index import Index
@@ -63,6 +64,9 @@ def test_rotated_photo_is_stored_with_upright_size(clipdex, library):
     hit = clipdex("search", "--image", rotated, "--limit", "1", "--json").json()[0]
     assert hit["path"] == str(rotated)
     assert hit["format"] == "JPEG"
+    with Image.open(rotated) as stored:
+        assert stored.size == (64, 96)  # the file holds the picture sideways, tagged "rotate to view"
+    assert (hit["width"], hit["height"]) == (96, 64)  # the size a viewer shows
 
 
 def _expected_order(config: Path, query: np.ndarray) -> list[tuple[str, float]]:

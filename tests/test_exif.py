@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, TiffImagePlugin
 
 from ingest.decode import load_image
-from ingest.exif import exif_payload, parse_date
+from ingest.exif import exif_payload, parse_date, upright_size
 from retrieval.errors import ClipdexError
 from tests.hostile import bomb_png, photo
 
@@ -127,3 +127,17 @@ def test_parse_date_rejects_bad_input_in_one_line(text: str) -> None:
     with pytest.raises(ClipdexError, match="^invalid date") as info:
         parse_date(text)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("orientation, upright", [(None, (40, 30)), (1, (40, 30)), (3, (40, 30)),
+                                                  (6, (30, 40)), (8, (30, 40)), (5, (30, 40)), (99, (40, 30))])
+def test_upright_size_follows_the_exif_orientation(tmp_path: Path, orientation, upright):
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    path = tmp_path / "p.jpg"
+    Image.new("RGB", (40, 30), "red").save(path, "JPEG", exif=exif)
+    with Image.open(path) as im:
+        assert upright_size(im) == upright
+    if orientation in (None, 1, 3, 5, 6, 8):  # what Pillow's own transpose makes of it agrees
+        assert load_image(str(path), max_megapixels=1).size == upright

@@ -238,3 +238,37 @@ def test_second_ingest_while_one_runs_is_refused_cleanly(big_library, capfd):
     assert code == 1 and "in use by another clipdex process" in err and len(err.strip().splitlines()) == 1
     assert json.loads(out)["indexed"] == 400
     assert len(_stored_paths(config)) == 400
+
+
+def test_moved_files_flow_in_batch_size_chunks_and_the_index_waits_for_its_threshold(tmp_path, tiny_model_dir):
+    """40 moved files reach the store in batches of 8 and are deleted in chunks of 16 (upsert_batch);
+    a small change never triggers the HNSW build, a threshold crossed does."""
+    root = tmp_path / "lib"
+    (root / "a").mkdir(parents=True)
+    for i in range(40):
+        pattern(i, size=(40, 40)).save(root / "a" / f"{i:02d}.png")
+    config = write_config(tmp_path / "chunks.toml", tiny_model_dir, tmp_path / "store", upsert_batch=16)
+    config.write_text(config.read_text().replace('collection = "test"', 'collection = "test"\nindex_threshold = 50'))
+    events: list[tuple[str, int, int]] = []
+    with Index.open(load_settings(config), create=True) as index:
+        first = index.ingest([root], progress=lambda *e: events.append(e))
+        assert (first.indexed, first.index_built) == (40, False)  # 40 < index_threshold
+        assert index.status()["unindexed"] == 40
+        (root / "a").rename(root / "b")
+        events.clear()
+        moved = index.ingest([root], progress=lambda *e: events.append(e))
+    assert (moved.moved, moved.indexed, moved.deleted) == (40, 0, 40)
+    reads = [done for stage, done, _ in events if stage == "read"]
+    assert reads == [8, 16, 24, 32, 40]  # one batch per 8 files, not one batch of 40
+    assert [done for stage, done, _ in events if stage == "delete"] == [16, 32, 40]
+    assert not [e for e in events if e[0] == "index"]
+    (root / "c").mkdir()
+    for i in range(12):
+        pattern(100 + i, size=(40, 40)).save(root / "c" / f"{i:02d}.png")
+    with Index.open(load_settings(config)) as index:
+        grown = index.ingest([root], progress=lambda *e: events.append(e))
+        assert (grown.indexed, grown.index_built) == (12, True)
+        assert index.status()["unindexed"] == 0
+        hit = index.search(image=root / "c" / "03.png", limit=1)[0]
+    assert hit.payload["path"] == str(root / "c" / "03.png") and hit.score > 0.99
+    assert [e for e in events if e[0] == "index"] == [("index", 0, 52), ("index", 52, 52)]

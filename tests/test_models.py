@@ -12,13 +12,14 @@ from safetensors.torch import save_file
 
 from retrieval.encoder import Encoder, open_clip, save_model_folder
 from retrieval.errors import ClipdexError
-from retrieval.settings import ModelSettings
+from retrieval.settings import ModelSettings, load_settings
+from retrieval.store import open_store
 from tests.conftest import TINY_CFG, TINY_PREPROCESS, write_config
 from tests.images import pattern
 
 
 def test_local_folder_round_trips_the_weights(tiny_model_dir: Path):
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained=""))
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="fp32"))
     torch.manual_seed(0)
     original = open_clip.CLIP(**TINY_CFG).eval()  # same seed as the fixture that saved it
     tokens = encoder.tokenizer(["a red square"])
@@ -39,7 +40,7 @@ def test_checkpoint_file_with_registered_architecture(tmp_path: Path, tiny_model
     model = open_clip.create_model("clipdex-test-tiny")
     ckpt = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
-    encoder = Encoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt)))
+    encoder = Encoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt), precision="fp32"))
     with torch.inference_mode():
         want = torch.nn.functional.normalize(model.encode_text(encoder.tokenizer(["x"])), dim=-1).numpy()
     np.testing.assert_allclose(encoder.encode_texts(["x"]), want, atol=1e-6)
@@ -74,4 +75,111 @@ def test_retrained_weights_in_the_same_folder_are_refused(clipdex, tmp_path: Pat
     save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, model_dir, TINY_PREPROCESS)
     result = clipdex("search", "--image", tmp_path / "imgs" / "a.png", "--config", config, with_config=False)
     assert result.code == 1 and "weights" in result.err
-    assert clipdex("status", "--json", "--config", config, with_config=False).json()["points"] == 1
+    assert "weights" in clipdex("status", "--config", config, with_config=False).err  # refused at open
+    store = open_store(load_settings(config))
+    assert store.count() == 1  # and nothing was lost
+    store.close()
+
+
+def _ingest_one(clipdex, tmp_path: Path, config: Path) -> Path:
+    (tmp_path / "imgs").mkdir(exist_ok=True)
+    pattern(0).save(tmp_path / "imgs" / "a.png")
+    assert clipdex("ingest", tmp_path / "imgs", "--config", config, with_config=False).code == 0
+    return tmp_path / "imgs" / "a.png"
+
+
+def test_a_moved_model_folder_keeps_opening_its_collection(clipdex, tmp_path: Path, tiny_model_dir: Path):
+    """The weights' content hash is the identity: a checkout moved or mounted elsewhere still works."""
+    import shutil
+
+    first = shutil.copytree(tiny_model_dir, tmp_path / "checkout" / "model")
+    image = _ingest_one(clipdex, tmp_path, write_config(tmp_path / "c.toml", first, tmp_path / "store"))
+    moved = shutil.move(tmp_path / "checkout", tmp_path / "mounted-elsewhere") / "model"
+    config = write_config(tmp_path / "moved.toml", moved, tmp_path / "store")
+    result = clipdex("search", "--image", image, "--json", "--config", config, with_config=False)
+    assert result.code == 0, result.err
+    assert result.json()[0]["path"] == str(image)
+
+
+def test_a_collection_written_with_the_old_path_identity_keeps_opening(clipdex, tmp_path: Path,
+                                                                         tiny_model_dir: Path):
+    import shutil
+
+    model = shutil.copytree(tiny_model_dir, tmp_path / "model")
+    config = write_config(tmp_path / "c.toml", model, tmp_path / "store")
+    image = _ingest_one(clipdex, tmp_path, config)
+    folder = tmp_path / "store" / "test"
+    for meta_file in (folder / "clipdex.json", folder / "shard" / "clipdex.json"):
+        meta = json.loads(meta_file.read_text())
+        digest = meta.pop("weights")  # what clipdex wrote before the weights hash had its own key
+        meta["model"], meta["pretrained"] = "local-dir:/old/checkout/model", f"/old/checkout/model/x#{digest}"
+        meta_file.write_text(json.dumps(meta))
+    result = clipdex("search", "--image", image, "--json", "--config", config, with_config=False)
+    assert result.code == 0, result.err
+    assert result.json()[0]["path"] == str(image)
+    torch.manual_seed(5)  # different weights at the old identity's place are still refused
+    save_model_folder(open_clip.CLIP(**TINY_CFG), TINY_CFG, model, TINY_PREPROCESS)
+    result = clipdex("search", "a shoe", "--config", config, with_config=False)
+    assert result.code == 1 and "was built with model" in result.err
+
+
+# -- hf-hub: names, through huggingface_hub's own cache and offline logic -------------------------------
+
+def _fake_hub_cache(cache: Path, repo: str, model_dir: Path) -> None:
+    """The layout huggingface_hub writes: models--ORG--NAME/{refs/main, snapshots/REV/<files>}."""
+    import shutil
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "refs").mkdir(parents=True)
+    (root / "refs" / "main").write_text(revision)
+    shutil.copytree(model_dir, root / "snapshots" / revision)
+
+
+def test_hf_hub_name_loads_from_the_cache_offline(tmp_path: Path, tiny_model_dir: Path, monkeypatch):
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hf-home" / "hub"  # this test's own cache, not the run's (which stays empty)
+    _fake_hub_cache(cache, "clipdex-test/tiny-clip", tiny_model_dir)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    hub_model = Encoder.load(ModelSettings(name="hf-hub:clipdex-test/tiny-clip", pretrained=""))
+    local = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained=""))
+    np.testing.assert_allclose(hub_model.encode_texts(["a red square"]), local.encode_texts(["a red square"]),
+                               atol=1e-6)
+    assert hub_model.identity.name == "hf-hub:clipdex-test/tiny-clip"
+    assert hub_model.identity.weights == local.identity.weights != ""  # same bytes, same identity
+
+
+def test_hf_hub_name_not_cached_offline_fails_fast_with_the_local_checkpoint_hint():
+    with pytest.raises(ClipdexError, match="not cached and HF_HUB_OFFLINE is set.*local checkpoint"):
+        Encoder.load(ModelSettings(name="hf-hub:clipdex-test/not-there", pretrained=""))
+
+
+def test_unreachable_hub_fails_fast_through_huggingface_hub(tmp_path: Path):
+    """The download goes where HF_ENDPOINT says (and through any proxy), and fails in one line."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as closed:  # a port nothing listens on: connections are refused at once
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    (tmp_path / "imgs").mkdir()
+    pattern(0).save(tmp_path / "imgs" / "a.png")
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[model]\nname = "hf-hub:clipdex-test/tiny-clip"\npretrained = ""\n'
+                      f'[store]\npath = "{tmp_path / "store"}"\n')
+    env = {**os.environ, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": f"http://127.0.0.1:{port}",
+           "HF_HOME": str(tmp_path / "hf-home")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "retrieval.cli", "ingest", str(tmp_path / "imgs"),
+                           "--config", str(config)], env=env, capture_output=True, text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert f"127.0.0.1:{port}" in lines[0] and "local checkpoint" in lines[0]
+    assert elapsed < 60  # no retry loop with backoff (26 s of it against an unreachable host)
+    assert not any((tmp_path / "store").rglob("clipdex.json"))

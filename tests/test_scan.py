@@ -28,7 +28,7 @@ def test_images_by_extension_case_insensitive_sorted_with_stat(tmp_path: Path) -
     assert rel(files, tmp_path) == ["a.JPG", "b.PNG", "e.avif", "sub/c.Heic", "sub/d.webp"]
     assert problems == []
     st = os.stat(tmp_path / "sub/c.Heic")
-    assert files[3] == ScannedFile(str(tmp_path / "sub/c.Heic"), st.st_size, st.st_mtime_ns)
+    assert files[3] == ScannedFile(str(tmp_path / "sub/c.Heic"), st.st_size, st.st_mtime_ns, str(tmp_path))
     assert all(os.path.isabs(f.path) for f in files)
     assert {".jpg", ".jpeg", ".jpe", ".tif", ".heif"} <= IMAGE_EXTENSIONS
 

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +30,12 @@ from retrieval import load_settings
 from retrieval.cli import main
 from retrieval.cli.serve_cmd import listen
 from retrieval.index import Index
+from retrieval.request import MAX_NEGATIVES, MAX_TEXT_CHARS
 from retrieval.server import create_app
+from retrieval.serving.protocol import uvicorn_config
 from tests.conftest import write_config
 from tests.hostile import bomb_png
-from tests.images import write_library
+from tests.images import LIBRARY_EXIF, write_library
 
 QUERY = "a colourful patchwork of squares"
 
@@ -51,7 +54,7 @@ def serving(app: Any) -> Iterator[str]:
     import uvicorn
 
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", access_log=False))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -160,6 +163,35 @@ def test_filters_and_weights_pass_through(live: Live, params: dict[str, Any], kw
     params = {k: v.format(root=live.root) if isinstance(v, str) else v for k, v in params.items()}
     kwargs = {k: v.format(root=live.root) if isinstance(v, str) else v for k, v in kwargs.items()}
     rows = live.http.get("/api/search", params={"q": QUERY, "limit": 20, **params}).json()
+    assert [(r["path"], r["score"]) for r in rows] == live.search(text=QUERY, limit=20, **kwargs)
+
+
+def _utc(text: str) -> float:
+    return datetime.strptime(text, "%Y:%m:%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+
+
+@pytest.mark.parametrize("params, start, end, cameras", [
+    ({"after": "2021", "before": "2023"}, "2021:01:01 00:00:00", "2023:01:01 00:00:00", None),
+    ({"after": "2022-10-10T16:45"}, "2022:10:10 16:45:00", None, None),  # on or after: the exact second counts
+    ({"before": "2020-02-02"}, None, "2020:02:02 00:00:00", None),
+    ({"camera": "Canon"}, None, None, {"Canon"}),  # a make
+    ({"camera": "iPhone 14"}, None, None, {"iPhone 14"}),  # a model
+    ({"camera": "Apple", "after": "2023"}, "2023:01:01 00:00:00", None, {"Apple"}),
+])
+def test_date_and_camera_filters_include_some_and_exclude_others(live: Live, params: dict[str, str],
+                                                                  start: str | None, end: str | None,
+                                                                  cameras: set[str] | None):
+    """The library's files carry real EXIF (tests/images.py LIBRARY_EXIF): each filter must split them."""
+    def wanted(taken: str, make: str, model: str) -> bool:
+        return ((start is None or _utc(taken) >= _utc(start)) and (end is None or _utc(taken) < _utc(end))
+                and (cameras is None or bool({make, model} & cameras)))
+
+    expected = {str(live.root / name) for name, exif in LIBRARY_EXIF.items() if wanted(*exif)}
+    assert 0 < len(expected) < len(live.good)
+    rows = live.http.get("/api/search", params={"q": QUERY, "limit": 20, **params}).json()
+    assert {r["path"] for r in rows} == expected
+    assert all(r["taken_at"] and {"camera_make", "camera_model"} <= r.keys() for r in rows)
+    kwargs = {k: parse_date(v) if k in ("after", "before") else v for k, v in params.items()}
     assert [(r["path"], r["score"]) for r in rows] == live.search(text=QUERY, limit=20, **kwargs)
 
 
@@ -295,7 +327,15 @@ def test_image_of_a_file_deleted_since_ingest_is_404(live: Live):
     ({"q": QUERY, "limit": 10001}, 422, "limit"),
     ({"q": QUERY, "min_score": 2}, 422, "min_score"),
     ({"q": QUERY, "text_weight": -1}, 422, "text_weight"),
-    ({"q": QUERY, "after": "yesterday"}, 400, "invalid date 'yesterday'"),
+    ({"q": QUERY, "after": "yesterday"}, 422, "invalid date 'yesterday'"),
+    ({"q": QUERY, "after": "2022", "before": "2021"}, 422, "after must be earlier than before"),
+    ({"q": QUERY, "text_weight": "inf"}, 422, "text_weight: Input should be a finite number"),
+    ({"q": QUERY, "negative_weight": "-inf"}, 422, "negative_weight"),
+    ({"q": QUERY, "min_score": "nan"}, 422, "min_score: Input should be a finite number"),
+    ({"q": QUERY, "negative": ["x"] * (MAX_NEGATIVES + 1)}, 422,
+     f"negative: Value should have at most {MAX_NEGATIVES} items"),
+    ({"q": QUERY, "negative": "n" * (MAX_TEXT_CHARS + 1)}, 422, f"at most {MAX_TEXT_CHARS} characters"),
+    ({"q": "q" * (MAX_TEXT_CHARS + 1)}, 422, f"q: String should have at most {MAX_TEXT_CHARS} characters"),
     ({}, 400, "needs a text"),
     ({"q": "   "}, 400, "needs a text"),
 ])
@@ -305,6 +345,9 @@ def test_bad_search_inputs_are_4xx_with_one_line(live: Live, params: dict[str, A
 
 def test_bad_form_fields_and_unknown_routes(live: Live):
     assert_error(live.http.post("/api/search", data={"q": QUERY, "limit": "0"}), 422, "limit")
+    assert_error(live.http.post("/api/search", data={"q": QUERY, "text_weight": "inf"}), 422, "text_weight", "finite")
+    assert_error(live.http.post("/api/search", data={"q": QUERY, "negative": ["x"] * (MAX_NEGATIVES + 1)}), 422,
+                 "negative", str(MAX_NEGATIVES))
     assert_error(live.http.get("/api/image"), 422, "path")
     assert_error(live.http.get("/api/image", params={"path": str(live.good[0]), "thumb": 1}), 422, "thumb")
     assert_error(live.http.get("/api/nothing"), 404)

@@ -115,6 +115,11 @@ def test_search_page_end_to_end(live: Live, browser: webdriver.Chrome, tmp_path:
     wait(driver, lambda d: cards(d) and cards(d)[0].get_attribute("data-path") == target
          and float(cards(d)[0].find_element(By.CSS_SELECTOR, ".score").text) >= 0.99, "more-like-this failed")
     assert driver.find_element(By.ID, "preview").is_displayed()
+    # ... by its stored vector (like=PATH): nothing downloaded and re-uploaded.
+    assert driver.execute_script("return new URLSearchParams(location.search).get('like')") == target
+    assert driver.find_element(By.ID, "image").get_attribute("value") == ""
+    assert [c.get_attribute("data-path") for c in cards(driver)] == [
+        p for p, _ in live.search(like=[target], limit=limit)]
 
     # A text file named .png: the server's one-line reason shows up, visibly, and the grid is cleared.
     fake = tmp_path / "holiday.png"

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import click
 
-from ingest.exif import parse_optional_date
 from retrieval.cli.common import Run, cli, common_options
 from retrieval.index import STATUS_KEYS, Index, hit_row
+from retrieval.request import MAX_LIMIT, SearchRequest, SearchRequestError
 
 
 @cli.command()
-@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str))
+@click.argument("folders", nargs=-1, required=True, type=click.Path(path_type=str, readable=False))
 @click.option("--include", multiple=True, help="Only files matching this glob (repeatable), e.g. '*.jpg', '2024/**'.")
 @click.option("--exclude", multiple=True, help="Skip files matching this glob (repeatable).")
 @click.option("--follow-symlinks/--no-follow-symlinks", default=None, help="Descend into symlinked folders.")
@@ -20,17 +21,22 @@ from retrieval.index import STATUS_KEYS, Index, hit_row
 @click.option("--workers", type=click.IntRange(0, 64), default=None, help="Decoder processes (0: decode inline).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
+@click.option("--prune", is_flag=True,
+              help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
-           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None) -> None:
+           follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
+           prune: bool) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        report = index.ingest(folders, progress=show)
+        report = index.ingest(folders, progress=show, prune=prune)
     summary = report.as_dict()
+    for line in report.notices():  # kept and held-back points: said even with --json
+        click.echo(f"clipdex: {line}", err=True)
 
     def human() -> None:
         click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
@@ -41,29 +47,42 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
     run.emit(summary, human)
 
 
+def _default(field: str) -> str:
+    return f"[default: {SearchRequest.model_fields[field].default}]"
+
+
+def search_request(**options: Any) -> SearchRequest:
+    """The request the ``search`` options describe; a field beyond its limit is a usage error naming the option."""
+    try:
+        return SearchRequest.of(**{k: v for k, v in options.items() if v is not None})
+    except SearchRequestError as exc:
+        name = {"text": "TEXT", "": "--after/--before"}.get(exc.field, "--" + exc.field.replace("_", "-"))
+        raise click.UsageError(f"{name}: {exc.reason}") from None
+
+
 @cli.command()
 @click.argument("text", required=False)
 @click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Example image (any image file).")
 @click.option("--negative", multiple=True, help="Steer away from this prompt (repeatable).")
-@click.option("--limit", "-k", type=click.IntRange(min=1, max=10000), default=None, help="How many results.")
+@click.option("--like", multiple=True, metavar="PATH",
+              help="More like this indexed file (repeatable): its stored vector, nothing re-encoded.")
+@click.option("--unlike", multiple=True, metavar="PATH", help="Less like this indexed file (repeatable).")
+@click.option("--limit", "-k", type=int, default=None,
+              help=f"How many results (1-{MAX_LIMIT}) [default: [search] limit].")
 @click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
-@click.option("--min-score", type=click.FloatRange(-1.0, 1.0), default=None, help="Drop hits scoring below.")
-@click.option("--text-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True)
-@click.option("--image-weight", type=click.FloatRange(min=0.0), default=1.0, show_default=True)
-@click.option("--negative-weight", type=click.FloatRange(min=0.0), default=0.5, show_default=True)
+@click.option("--min-score", type=float, default=None, help="Drop hits scoring below (-1 to 1).")
+@click.option("--text-weight", type=float, default=None, help=_default("text_weight"))
+@click.option("--image-weight", type=float, default=None, help=_default("image_weight"))
+@click.option("--negative-weight", type=float, default=None, help=_default("negative_weight"))
 @click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
 @click.option("--before", help="Taken before this date (EXIF).")
 @click.option("--camera", help="EXIF camera make or model, exactly.")
 @common_options
-def search(run: Run, text: str | None, image: str | None, negative: tuple[str, ...], limit: int | None,
-           folder: str | None, min_score: float | None, text_weight: float, image_weight: float,
-           negative_weight: float, after: str | None, before: str | None, camera: str | None) -> None:
-    """Find images by TEXT, by --image, or both."""
-    after_ts, before_ts = parse_optional_date(after), parse_optional_date(before)
+def search(run: Run, **options: Any) -> None:
+    """Find images by TEXT, by --image, by indexed examples (--like/--unlike), or a combination."""
+    request = search_request(**options)
     with Index.open(run.settings) as index:
-        hits = index.search(text, image, negative, limit=limit, folder=folder, min_score=min_score,
-                            after=after_ts, before=before_ts, camera=camera, text_weight=text_weight,
-                            image_weight=image_weight, negative_weight=negative_weight)
+        hits = index.search(request)
     rows = [hit_row(h) for h in hits]
 
     def human() -> None:
@@ -88,6 +107,11 @@ def status(run: Run) -> None:
         click.echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
         click.echo(f"dim         {info['dim']}")
         click.echo(f"store       {info['store']}")
+        for root in info["roots"]:
+            state = f"offline: {root['offline']}" if root["offline"] else "online"
+            click.echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+        if info["unindexed"]:
+            click.echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
         if info["label"]:
             click.echo(f"note        {info['label']}")
 

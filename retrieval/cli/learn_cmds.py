@@ -19,9 +19,13 @@ from retrieval.settings import ModelSettings
 _PATH_FIELDS = ("data", "coco_images", "output", "checkpoint_dir")
 
 
+def _cwd_path(value: str | None) -> str | None:
+    """A path argument made absolute against the working directory ("" and None stay as they are)."""
+    return str(Path(value).expanduser().resolve()) if value else value
+
+
 def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(Path(v).expanduser().resolve()) if k in _PATH_FIELDS and isinstance(v, str) and v else v)
-            for k, v in values.items()}
+    return {k: (_cwd_path(v) if k in _PATH_FIELDS and isinstance(v, str) else v) for k, v in values.items()}
 
 
 @cli.command("train")
@@ -189,6 +193,7 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
     from retrieval.encoder import Encoder
     from retrieval.evaluate import evaluate
 
+    data, coco_images, out_file = (_cwd_path(p) for p in (data, coco_images, out_file))  # resolved once, here
     model = run.settings.model
     if model_name is not None:
         if not model_name.startswith("local-dir:") and Path(model_name).is_dir():

@@ -4,18 +4,32 @@ from __future__ import annotations
 
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
-from retrieval.store.base import CollectionMeta, Hit, SearchFilter, VectorStore
+from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
 from retrieval.store.edge import EdgeStore
-from retrieval.store.server import ServerStore
 
-__all__ = ["CollectionMeta", "Hit", "SearchFilter", "VectorStore", "open_store"]
+__all__ = ["CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore", "index_config", "open_store"]
 
 
-def open_store(settings: Settings, *, create: bool = False) -> VectorStore:
-    """The collection that ``settings.store`` names; ``create`` makes the embedded folder if needed."""
+def index_config(settings: Settings) -> IndexConfig:
+    """The ``[store]`` settings that shape a new collection's vector storage and HNSW index."""
+    s = settings.store
+    return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
+                       rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
+                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold)
+
+
+def open_store(settings: Settings, *, create: bool = False, owner: str | None = None) -> VectorStore:
+    """The collection that ``settings.store`` names; ``create`` makes the embedded folder if needed.
+
+    An embedded store is locked for as long as it is open; ``owner`` says who holds it in the message
+    a second opener gets (``retrieval.store.lock.serve_owner(url)`` for ``clipdex serve``).
+    """
     store = settings.store
     if store.url:
-        return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef)
+        from retrieval.store.server import ServerStore  # qdrant-client takes seconds to import: only for a URL
+
+        return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef,
+                           config=index_config(settings))
     folder = settings.store_path / store.collection
     if create:
         try:
@@ -24,4 +38,4 @@ def open_store(settings: Settings, *, create: bool = False) -> VectorStore:
             raise ClipdexError(f"cannot create store directory {folder}: {exc.strerror}") from None
     elif folder.exists() and not folder.is_dir():
         raise ClipdexError(f"store path {folder} is not a directory")
-    return EdgeStore(folder, hnsw_ef=store.hnsw_ef)
+    return EdgeStore(folder, hnsw_ef=store.hnsw_ef, owner=owner, config=index_config(settings))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -9,24 +13,86 @@ from typing import Any, Protocol
 import numpy as np
 
 # Payload fields with a Qdrant payload index, so filters never post-filter.
-KEYWORD_FIELDS = ("path", "ancestors", "hash", "camera_make", "camera_model")
+KEYWORD_FIELDS = ("path", "ancestors", "hash", "camera_make", "camera_model", "root")
 FLOAT_FIELDS = ("taken_ts",)
+SCORE_TOLERANCE = 1e-3  # float rounding of a cosine between unit vectors stays far below this
+
+log = logging.getLogger("clipdex.store")
 
 
 @dataclass(frozen=True)
 class CollectionMeta:
-    """The model that filled a collection: vectors of different models never mix."""
+    """The model that filled a collection: vectors of different models never mix.
+
+    Stored as JSON (``as_dict``/``from_dict``). To record more, add a field with a default: older
+    stores then read with that default, and unknown keys written by newer versions are ignored.
+    """
 
     model: str
     pretrained: str
     dim: int
+    precision: str = "fp32"
+    """The inference precision the collection was built with (collections from before it: fp32)."""
+    weights: str = ""
+    """Content hash of the weights file (``xxh3:…``) when the weights came from a file: the model's
+    identity, wherever the file lives. "" for pretrained tags and random weights."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "pretrained": self.pretrained, "dim": self.dim}
+        return dataclasses.asdict(self)
+
+    @property
+    def weights_id(self) -> str:
+        """The weights' content hash: ``weights``, or for collections written before that key existed,
+        the ``#xxh3:…`` suffix of ``pretrained`` ("" when the weights are a tag or random)."""
+        if self.weights:
+            return self.weights
+        _, sep, digest = self.pretrained.rpartition("#xxh3:")
+        return f"xxh3:{digest}" if sep and digest else ""
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CollectionMeta:
-        return cls(str(data["model"]), str(data.get("pretrained", "")), int(data["dim"]))
+    def from_dict(cls, data: Any) -> CollectionMeta:
+        """Read what :meth:`as_dict` wrote; ``ValueError`` names what is missing or malformed."""
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            if field.name not in data:
+                if field.default is dataclasses.MISSING:
+                    raise ValueError(f"no '{field.name}' key")
+                continue
+            values[field.name] = _typed(field.name, field.type, data[field.name])
+        if values["dim"] < 1:
+            raise ValueError(f"dim must be positive, not {values['dim']}")
+        return cls(**values)
+
+
+def _typed(name: str, kind: Any, value: Any) -> Any:
+    """``value`` checked against a field's annotation (a string under ``from __future__ import annotations``)."""
+    kind = kind if isinstance(kind, str) else getattr(kind, "__name__", "")
+    expected = {"str": str, "int": int, "float": (int, float), "bool": bool}.get(kind)
+    if expected is None:
+        return value
+    if not isinstance(value, expected) or (kind in ("int", "float") and isinstance(value, bool)):
+        raise ValueError(f"'{name}' should be {kind}, not {json.dumps(value)[:40]}")
+    return value
+
+
+@dataclass(frozen=True)
+class IndexConfig:
+    """How a new collection stores and indexes its vectors (``[store]`` settings; applied at create)."""
+
+    m: int = 16  # HNSW edges per node
+    ef_construct: int = 100  # HNSW candidates while building
+    quantization: str = "none"  # "none" | "int8" (scalar quantization, 4x smaller vectors in RAM)
+    rescore: bool = True  # re-rank quantized candidates with the original vectors
+    oversampling: float = 2.0  # quantized candidates fetched per requested hit before rescoring
+    on_disk: bool = False  # original vectors memory-mapped from disk instead of held in RAM
+    full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
+    index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
+
+    def indexing_threshold_kb(self, dim: int) -> int:
+        """``index_threshold`` points of ``dim`` float32s, in the KB Qdrant's optimizer counts in."""
+        return max(1, self.index_threshold * dim * 4 // 1024)
 
 
 @dataclass(frozen=True)
@@ -74,9 +140,40 @@ class VectorStore(Protocol):
         """Stored vector and payload of each given id (missing ids are left out)."""
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
-              min_score: float | None = None) -> list[Hit]: ...
+              min_score: float | None = None) -> list[Hit]:
+        """The ``limit`` points nearest to ``vector`` (cosine), best first, through :func:`sane_hits`."""
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        """Points like ``positives`` and unlike ``negatives`` (stored vectors, rows), by Qdrant's
+        ``average_vector`` strategy (see retrieval.query.recommend_vector); scores are cosines."""
+
+    def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
+        """For each content hash stored, one point holding it: hash -> (id, vector, payload)."""
+
+    def root_counts(self) -> dict[str, int]:
+        """Points per ``root`` payload value (the ingest root a file was found under)."""
+
+    def set_root(self, root: str) -> None:
+        """Give points at or below ``root`` that have no ``root`` field yet that value."""
+
+    def unindexed(self) -> int:
+        """Points not yet in an HNSW index (searched exactly until :meth:`optimize`)."""
 
     def optimize(self) -> None:
         """Build indexes after a bulk load (may take a while)."""
 
     def close(self) -> None: ...
+
+
+def sane_hits(hits: Sequence[Hit]) -> list[Hit]:
+    """``hits`` without those whose score is no cosine (not finite, or outside [-1, 1]).
+
+    A damaged segment or stored vector can make the engine return NaN or absurd scores; those points
+    are never results. Each dropped point is logged with its id, so it can be found and re-ingested.
+    """
+    kept = [h for h in hits if math.isfinite(h.score) and abs(h.score) <= 1.0 + SCORE_TOLERANCE]
+    if len(kept) < len(hits):
+        bad = [f"{h.id} ({h.score})" for h in hits if h not in kept]
+        log.warning("dropped %d hit(s) with impossible scores (damaged vectors?): %s", len(bad), ", ".join(bad))
+    return kept

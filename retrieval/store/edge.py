@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shutil
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -13,7 +15,19 @@ import numpy as np
 import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter
+from retrieval.query import recommend_vector
+from retrieval.store.base import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    CollectionMeta,
+    Hit,
+    IndexConfig,
+    SearchFilter,
+    sane_hits,
+)
+from retrieval.store.lock import StoreLock
+
+log = logging.getLogger(__name__)
 
 META_FILE = "clipdex.json"
 SHARD_DIR = "shard"
@@ -36,15 +50,55 @@ def _filter(where: SearchFilter) -> qe.Filter | None:
 
 
 class EdgeStore:
-    """A collection stored in ``folder`` (its shard plus a small metadata file)."""
+    """A collection stored in ``folder``: its shard, ``clipdex.json`` and a copy of that inside the shard.
 
-    def __init__(self, folder: Path, hnsw_ef: int = 128):
+    Opening takes the folder's lock (see :mod:`retrieval.store.lock`) before reading or creating
+    anything. ``clipdex.json`` names the model that filled the shard; if it is lost or damaged it is
+    rebuilt from ``shard/clipdex.json``. A shard with points and no readable metadata at all is
+    refused with a line saying how to recover, never emptied.
+    """
+
+    def __init__(self, folder: Path, hnsw_ef: int = 128, *, owner: str | None = None,
+                 config: IndexConfig | None = None):
         self.folder = folder
         self.location = str(folder)
         self.hnsw_ef = hnsw_ef
+        self.owner = owner
+        self.config = config or IndexConfig()
         self._shard: qe.EdgeShard | None = None
-        if (folder / META_FILE).is_file() and (folder / SHARD_DIR).is_dir():
-            self._shard = self._open(lambda: qe.EdgeShard.load(str(folder / SHARD_DIR)))
+        self._meta: CollectionMeta | None = None
+        self._lock: StoreLock | None = None
+        if folder.is_dir():
+            self._lock = StoreLock(folder, owner)
+            try:
+                self._load()
+            except BaseException:
+                self.close()
+                raise
+
+    def _load(self) -> None:
+        shard_dir = self.folder / SHARD_DIR
+        if not shard_dir.is_dir():
+            return  # no collection yet (a clipdex.json alone describes nothing that holds points)
+        self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
+        main, main_problem = _read_meta(self.folder / META_FILE)
+        copy, _ = _read_meta(shard_dir / META_FILE)
+        if main is not None:
+            if copy != main:
+                _write_json(shard_dir / META_FILE, main.as_dict())  # stores made before the copy existed
+            self._meta = main
+        elif copy is not None:
+            log.warning("%s: %s %s; rebuilt from %s/%s", self.folder, META_FILE, main_problem, SHARD_DIR, META_FILE)
+            _write_json(self.folder / META_FILE, copy.as_dict())
+            self._meta = copy
+        elif (points := self.count()) > 0:
+            raise ClipdexError(
+                f"store {self.folder} holds {points} points (dim {_shard_dim(shard_dir)}) but its {META_FILE} is "
+                f"{main_problem} and there is no copy in {SHARD_DIR}/; the points are kept. To recover, restore "
+                f"{self.folder / META_FILE} from a backup, or write it as "
+                '{"model": "<model name>", "pretrained": "<weights>", "dim": <dim>} naming the model that '
+                "built the store (`clipdex status` on a healthy store shows the form)")
+        # else: a create() that died before writing any metadata, and no point was stored: create() redoes it
 
     def _open(self, opener: Any) -> qe.EdgeShard:
         try:
@@ -57,26 +111,34 @@ class EdgeStore:
             raise ClipdexError(f"cannot open store {self.folder}: {text.splitlines()[0]}") from None
 
     def meta(self) -> CollectionMeta | None:
-        if self._shard is None:
-            return None
-        return CollectionMeta.from_dict(json.loads((self.folder / META_FILE).read_text()))
+        return self._meta
 
     def create(self, meta: CollectionMeta) -> None:
+        if self._meta is not None:
+            raise ClipdexError(f"store {self.folder} already holds a collection")
+        if self._lock is None:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._lock = StoreLock(self.folder, self.owner)
         shard_dir = self.folder / SHARD_DIR
-        if shard_dir.exists():  # a create that died before its metadata was written
-            import shutil
-
+        if self._shard is not None:  # left by a create that died before its metadata: proven empty in _load
+            if self.count():
+                raise ClipdexError(f"store {self.folder} holds points of an unknown model; not replacing it")
+            self._shard.close()
+            self._shard = None
             shutil.rmtree(shard_dir)
-        config = qe.EdgeConfig(vectors=qe.EdgeVectorParams(size=meta.dim, distance=qe.Distance.Cosine))
+        elif shard_dir.exists():
+            raise ClipdexError(f"store {self.folder} has a {SHARD_DIR}/ folder that could not be loaded; "
+                               "move it away first")
+        config = _edge_config(meta.dim, self.config)
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
         for field in KEYWORD_FIELDS:
             self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
         for field in FLOAT_FIELDS:
             self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Float))
         self._shard.flush()
-        tmp = self.folder / (META_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta.as_dict()))
-        os.replace(tmp, self.folder / META_FILE)  # the collection exists once this file does
+        _write_json(shard_dir / META_FILE, meta.as_dict())
+        _write_json(self.folder / META_FILE, meta.as_dict())  # the collection exists once this file does
+        self._meta = meta
 
     @property
     def shard(self) -> qe.EdgeShard:
@@ -121,8 +183,49 @@ class EdgeStore:
         request = qe.QueryRequest(
             limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()), filter=_filter(where),
             score_threshold=min_score, with_payload=True, with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef))
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)]
+            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
+        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        # qdrant-edge's recommend queries are best_score/sum_scores only (their scores are no cosines):
+        # average_vector, Qdrant's default strategy, is one nearest search for this vector.
+        return self.query(recommend_vector(positives, negatives), limit, where, min_score)
+
+    def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
+        found: dict[str, tuple[str, np.ndarray, dict[str, Any]]] = {}
+        wanted = sorted(set(hashes))
+        offset = None
+        while wanted and self._shard is not None:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=len(wanted), with_payload=True, with_vector=True,
+                filter=qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchAny(wanted))])))
+            for r in records:
+                payload = dict(r.payload or {})
+                found.setdefault(payload["hash"], (str(r.id), np.asarray(_dense(r.vector), np.float32), payload))
+            wanted = [h for h in wanted if h not in found]  # duplicates can fill a page: ask for the rest
+            if offset is None:
+                break
+        return found
+
+    def root_counts(self) -> dict[str, int]:
+        if self._shard is None:
+            return {}
+        response = self._shard.facet(qe.FacetRequest(key="root", limit=100_000, exact=True))
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    def set_root(self, root: str) -> None:
+        if self._shard is not None:
+            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(
+                should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
+                        qe.FieldCondition(key="path", match=qe.MatchValue(root))],
+                must=[qe.IsEmptyCondition("root")]), {"root": root}))
+
+    def unindexed(self) -> int:
+        if self._shard is None:
+            return 0
+        info = self._shard.info()
+        return max(0, int(info.points_count) - int(info.indexed_vectors_count))
 
     def optimize(self) -> None:
         if self._shard is not None:
@@ -133,10 +236,67 @@ class EdgeStore:
             self._shard.flush()
 
     def close(self) -> None:
-        if self._shard is not None:
-            self._shard.flush()
-            self._shard.close()
-            self._shard = None
+        try:
+            if self._shard is not None:
+                self._shard.flush()
+                self._shard.close()
+                self._shard = None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+
+def _read_meta(file: Path) -> tuple[CollectionMeta | None, str]:
+    """The metadata in ``file``, or None and what is wrong with it ("missing", "damaged (...)")."""
+    try:
+        raw = file.read_bytes()
+    except FileNotFoundError:
+        return None, "missing"
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    try:
+        return CollectionMeta.from_dict(json.loads(raw.decode("utf-8"))), ""
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None, "damaged (not valid JSON)"
+    except ValueError as exc:
+        return None, f"damaged ({exc})"
+
+
+def _write_json(file: Path, data: dict[str, Any]) -> None:
+    """Write ``file`` atomically (a crash leaves the old file or the new one, never half of one)."""
+    tmp = file.with_name(file.name + ".tmp")
+    with tmp.open("w") as fh:
+        fh.write(json.dumps(data))
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, file)
+
+
+def _shard_dim(shard_dir: Path) -> str:
+    """The vector size qdrant-edge recorded for the shard ("?" when unreadable): a hint for recovery."""
+    try:
+        return str(json.loads((shard_dir / "edge_config.json").read_text())["vectors"][""]["size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "?"
+
+
+def _edge_config(dim: int, config: IndexConfig) -> qe.EdgeConfig:
+    quantization = (qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+                    if config.quantization == "int8" else None)
+    return qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,
+                                    memory=qe.Memory.Cold if config.on_disk else None),
+        hnsw_config=qe.HnswIndexConfig(m=config.m, ef_construct=config.ef_construct,
+                                       full_scan_threshold=config.full_scan_threshold),
+        quantization_config=quantization,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=config.indexing_threshold_kb(dim)))
+
+
+def _quantization_params(config: IndexConfig) -> qe.QuantizationSearchParams | None:
+    if config.quantization == "none":
+        return None
+    return qe.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
 
 
 def _dense(vector: Any) -> list[float]:

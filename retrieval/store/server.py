@@ -14,7 +14,15 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from retrieval.errors import ClipdexError
-from retrieval.store.base import FLOAT_FIELDS, KEYWORD_FIELDS, CollectionMeta, Hit, SearchFilter
+from retrieval.store.base import (
+    FLOAT_FIELDS,
+    KEYWORD_FIELDS,
+    CollectionMeta,
+    Hit,
+    IndexConfig,
+    SearchFilter,
+    sane_hits,
+)
 
 
 def _filter(where: SearchFilter) -> models.Filter | None:
@@ -33,14 +41,28 @@ def _filter(where: SearchFilter) -> models.Filter | None:
     return models.Filter(must=must)
 
 
+def _quantization(config: IndexConfig) -> models.ScalarQuantization | None:
+    if config.quantization == "none":
+        return None
+    return models.ScalarQuantization(scalar=models.ScalarQuantizationConfig(
+        type=models.ScalarType.INT8, quantile=0.99, always_ram=True))
+
+
+def _quantization_params(config: IndexConfig) -> models.QuantizationSearchParams | None:
+    if config.quantization == "none":
+        return None
+    return models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
+
+
 class ServerStore:
     """One collection reached through qdrant-client (``url=`` for a server, ``path=`` for local mode)."""
 
     def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
-                 api_key: str | None = None, hnsw_ef: int = 128):
+                 api_key: str | None = None, hnsw_ef: int = 128, config: IndexConfig | None = None):
         self.collection = collection
         self.location = url or f"{path} (qdrant-client local mode)"
         self.hnsw_ef = hnsw_ef
+        self.config = config or IndexConfig()
         try:
             self.client = QdrantClient(url=url, api_key=api_key or None, timeout=30) if url else QdrantClient(
                 path=path)
@@ -56,12 +78,22 @@ class ServerStore:
         if "model" not in data:
             raise ClipdexError(f"collection '{self.collection}' at {self.location} was not made by clipdex "
                                "(no model metadata); choose another --collection")
-        return CollectionMeta.from_dict(data)
+        try:
+            return CollectionMeta.from_dict(data)
+        except ValueError as exc:
+            raise ClipdexError(f"collection '{self.collection}' at {self.location} has damaged clipdex metadata "
+                               f"({exc}); its points are kept; use another --collection or fix its metadata") from None
 
     def create(self, meta: CollectionMeta) -> None:
         self.client.create_collection(
             self.collection,
-            vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE),
+            vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE,
+                                               on_disk=self.config.on_disk),
+            hnsw_config=models.HnswConfigDiff(m=self.config.m, ef_construct=self.config.ef_construct,
+                                              full_scan_threshold=self.config.full_scan_threshold),
+            quantization_config=_quantization(self.config),
+            optimizers_config=models.OptimizersConfigDiff(
+                indexing_threshold=self.config.indexing_threshold_kb(meta.dim)),
             metadata=meta.as_dict())
         for field in KEYWORD_FIELDS:
             self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
@@ -102,13 +134,60 @@ class ServerStore:
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
+        return self._query(vector.astype(np.float32).tolist(), limit, where, min_score)
+
+    def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
+                  min_score: float | None = None) -> list[Hit]:
+        # The stored vectors, not their ids: Qdrant would leave the examples themselves out of the
+        # results, which the embedded store (and a search by --image) does not.
+        recommend = models.RecommendInput(
+            positive=np.asarray(positives, np.float32).tolist(), negative=np.asarray(negatives, np.float32).tolist(),
+            strategy=models.RecommendStrategy.AVERAGE_VECTOR)
+        return self._query(models.RecommendQuery(recommend=recommend), limit, where, min_score)
+
+    def _query(self, query: Any, limit: int, where: SearchFilter, min_score: float | None) -> list[Hit]:
         if not self._exists:
             raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
                                "(run `clipdex ingest` first)")
         response = self.client.query_points(
-            self.collection, query=vector.astype(np.float32).tolist(), limit=limit, query_filter=_filter(where),
-            score_threshold=min_score, with_payload=True, search_params=models.SearchParams(hnsw_ef=self.hnsw_ef))
-        return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+            self.collection, query=query, limit=limit, query_filter=_filter(where), score_threshold=min_score,
+            with_payload=True, search_params=models.SearchParams(
+                hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
+        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
+
+    def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
+        found: dict[str, tuple[str, np.ndarray, dict[str, Any]]] = {}
+        wanted = sorted(set(hashes))
+        offset = None
+        while wanted and self._exists:
+            records, offset = self.client.scroll(
+                self.collection, offset=offset, limit=len(wanted), with_payload=True, with_vectors=True,
+                scroll_filter=models.Filter(must=[
+                    models.FieldCondition(key="hash", match=models.MatchAny(any=wanted))]))
+            for r in records:
+                payload = dict(r.payload or {})
+                found.setdefault(payload["hash"], (str(r.id), np.asarray(r.vector, np.float32), payload))
+            wanted = [h for h in wanted if h not in found]
+            if offset is None:
+                break
+        return found
+
+    def root_counts(self) -> dict[str, int]:
+        if not self._exists:
+            return {}
+        response = self.client.facet(self.collection, key="root", limit=100_000, exact=True)
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    def set_root(self, root: str) -> None:
+        if self._exists:
+            self.client.set_payload(self.collection, {"root": root}, wait=True, points=models.Filter(
+                should=[models.FieldCondition(key="ancestors", match=models.MatchValue(value=root)),
+                        models.FieldCondition(key="path", match=models.MatchValue(value=root))],
+                must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="root"))]))
+
+    def unindexed(self) -> int:
+        """The server indexes in the background: nothing for clipdex to build."""
+        return 0
 
     def optimize(self) -> None:
         """The server indexes in the background."""

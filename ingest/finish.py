@@ -1,0 +1,67 @@
+"""The end of an ingest: delete what is known to be gone (in chunks), then maybe build the index."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ingest.bookkeeping import Bookkeeper
+from ingest.plan import IngestPlan
+from ingest.records import point_id
+from ingest.report import IngestReport
+from retrieval.store import VectorStore
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: stage is "read" (files), "delete" (points) or "index" (points)."""
+
+
+def start_report(plan: IngestPlan) -> IngestReport:
+    """The report before any file is read: unchanged files, scan problems, offline roots, kept folders."""
+    report = IngestReport(unchanged=plan.unchanged)
+    report.failed = [{"path": p.path, "error": p.error} for p in plan.problems]
+    report.offline = [{"path": r.path, "points": r.points, "reason": r.offline}
+                      for r in plan.roots if r.offline and r.points]
+    reasons = {p.path: p.error for p in plan.problems}
+    report.kept = [{"path": path, "points": n, "reason": reasons.get(path, "unreadable")}
+                   for path, n in sorted(plan.kept.items())]
+    return report
+
+
+def finish(plan: IngestPlan, book: Bookkeeper, store: VectorStore, report: IngestReport, *, prune: bool,
+           max_delete_fraction: float, chunk: int, index_threshold: int,
+           progress: Progress | None = None) -> IngestReport:
+    """Delete stale points (after every upsert), hold back mass deletions, tag roots, build the index.
+
+    A stale point whose content is still on disk (a moved file, a copy) is always deleted: nothing is
+    lost. The rest count as lost; if they exceed ``max_delete_fraction`` of a root's points and
+    ``prune`` is off, none of them is deleted and the root is reported in ``held_back``.
+    """
+    doomed: list[str] = []
+    broken = set(book.broken)
+    for root in plan.roots:
+        if root.offline:
+            continue
+        lost = [key for key, digest in root.stale if digest not in plan.present]
+        lost += [key for key in broken if plan.root_of(key) is root]
+        moved_away = [key for key, digest in root.stale if digest in plan.present]
+        doomed += moved_away
+        if lost and not prune and len(lost) > max_delete_fraction * root.points:
+            report.held_back.append({"path": root.path, "points": root.points, "would_delete": len(lost)})
+        else:
+            doomed += lost
+    for start in range(0, len(doomed), chunk):
+        store.delete([point_id(key) for key in doomed[start:start + chunk]])
+        if progress:
+            progress("delete", min(start + chunk, len(doomed)), len(doomed))
+    report.deleted = len(doomed)
+    for root in plan.roots:
+        if not root.offline:
+            store.set_root(root.path)  # points stored before roots were recorded
+    unindexed = store.unindexed()
+    if unindexed and unindexed >= index_threshold:
+        if progress:
+            progress("index", 0, unindexed)
+        store.optimize()
+        report.index_built = store.unindexed() < unindexed
+        if progress:
+            progress("index", unindexed, unindexed)
+    return report

@@ -1,0 +1,114 @@
+"""Planning an ingest: compare the roots' listing with the store and decide what may be deleted.
+
+Nothing here reads image bytes or writes to the store. The rules ("never delete what is not known
+to be gone"):
+
+* A root that is missing, cannot be listed, is not a folder, or lists no image file while the store
+  holds points below it is **offline**: every point below it is kept.
+* A stored point below a folder (or symlink) that could not be listed is **kept**.
+* Every other stored point below a root whose file was not listed is **stale**: a candidate for
+  deletion, decided after the upserts by :func:`ingest.finish.finish` (moved files reuse the vector
+  first; a mass deletion is held back unless confirmed).
+
+Memory: the plan holds per listed file its :class:`ScannedFile`, and per stored point at most one
+hash in a set; stale candidates keep (key, hash). No vector and no stored payload is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ingest.records import ancestors, is_below, path_key
+from ingest.scan import EMPTY, Listing, ScannedFile, ScanProblem, root_message
+from retrieval.errors import ClipdexError
+from retrieval.store import VectorStore
+
+STORED_FIELDS = ("path", "size", "mtime_ns", "hash")
+
+
+@dataclass
+class RootPlan:
+    """One root: what the store holds below it and what happens to it."""
+
+    path: str  # the root's key (absolute path, see ingest.records.path_key)
+    points: int = 0  # stored points at or below it before the run
+    files: int = 0  # image files listed at or below it
+    offline: str = ""  # why every point below it is kept ("" while online)
+    stale: list[tuple[str, str]] = field(default_factory=list)  # (key, hash) of stored points not listed
+
+
+@dataclass
+class IngestPlan:
+    """What an ingest will do: files to read, stale candidates, roots to leave alone."""
+
+    roots: list[RootPlan]
+    todo: list[ScannedFile]  # new or changed files (to hash, and to decode unless the hash is known)
+    unchanged: int  # files whose size and mtime match their stored point
+    problems: list[ScanProblem]  # folders and links that could not be listed (their points are kept)
+    kept: dict[str, int]  # unreadable path -> stored points kept below it
+    known_hashes: set[str]  # every content hash the store holds (reused instead of re-embedded)
+    on_disk: set[str]  # keys of every listed file
+    previous: dict[str, str]  # key -> stored hash, for todo files that already have a point
+    present: set[str]  # hashes still on disk: unchanged files now, files read by the run added later
+
+    def root_of(self, key: str) -> RootPlan | None:
+        """The first root ``key`` lies below (online or not)."""
+        return next((r for r in self.roots if is_below(key, r.path)), None)
+
+
+def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
+    """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points."""
+    roots = [RootPlan(path_key(r.path), offline=r.error) for r in listing.roots]
+    listed: dict[str, ScannedFile] = {path_key(f.path): f for f in listing.files}
+    for root in roots:
+        root.files = sum(1 for key in listed if is_below(key, root.path)) if len(roots) > 1 else len(listed)
+        if not root.offline and not root.files:
+            root.offline = EMPTY  # only matters if the store holds points below it
+    problem_paths = {path_key(p.path) for p in listing.problems}
+    plan = IngestPlan(roots, [], 0, listing.problems, {}, set(), set(listed), {}, set())
+    for _, payload in store.payloads(STORED_FIELDS):
+        key, digest = payload.get("path"), payload.get("hash") or ""
+        if not isinstance(key, str):
+            continue
+        if digest:
+            plan.known_hashes.add(digest)
+        file = listed.get(key)
+        if file is not None:
+            for root in roots:
+                root.points += is_below(key, root.path)
+            if payload.get("size") == file.size and payload.get("mtime_ns") == file.mtime_ns:
+                plan.unchanged += 1
+                plan.present.add(digest)
+                del listed[key]
+            else:
+                plan.previous[key] = digest
+            continue
+        _place_unlisted(plan, key, digest, problem_paths)
+    plan.todo = list(listed.values())  # new and changed files, in path order
+    _check_roots(listing, roots)
+    return plan
+
+
+def _place_unlisted(plan: IngestPlan, key: str, digest: str, problem_paths: set[str]) -> None:
+    """A stored point whose file was not listed: stale, kept, or not ours."""
+    containing = [r for r in plan.roots if is_below(key, r.path)]
+    for root in containing:
+        root.points += 1
+    if not containing or any(r.offline for r in containing):
+        return
+    if problem_paths and (key in problem_paths or not problem_paths.isdisjoint(ancestors(key))):
+        below = next(p for p in [key, *ancestors(key)] if p in problem_paths)
+        plan.kept[below] = plan.kept.get(below, 0) + 1
+        return
+    containing[0].stale.append((key, digest))
+
+
+def _check_roots(listing: Listing, roots: list[RootPlan]) -> None:
+    """A root that cannot be listed and holds no points is a mistake (a typo), not an offline drive."""
+    for listed, root in zip(listing.roots, roots, strict=True):
+        if listed.error and not root.points:
+            raise ClipdexError(root_message(listed))
+    if not listing.files and not any(r.points for r in roots):
+        where = ", ".join(r.path for r in listing.roots)
+        unreadable = f" ({len(listing.problems)} unreadable)" if listing.problems else ""
+        raise ClipdexError(f"no image files found in {where}{unreadable}")

@@ -1,0 +1,158 @@
+"""Pure ASGI middleware around the clipdex app: each one a single, app-wide rule.
+
+They see every route, including routes added later (``/api/ingest``), and work while the request
+streams in, before any route code runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("clipdex.serve")
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The ``{"error": one line}`` answer every clipdex error has."""
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+class ErrorBoundary:
+    """An unexpected exception becomes a generic 500 with a request id; the details go to the log only.
+
+    The traceback and the request id are logged on the server (logger ``clipdex.serve``), the client
+    gets the id to quote and nothing of the exception's text (paths, internals).
+    """
+
+    def __init__(self, app: ASGIApp, explain: Callable[[], str | None] = lambda: None):
+        self.app = app
+        self.explain = explain  # a known cause (the store was deleted): answered 503 with its line
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch_start)
+        except Exception:
+            request_id = uuid.uuid4().hex[:16]
+            log.exception("internal error, request id %s: %s %s", request_id, scope.get("method"),
+                          scope.get("path"))
+            if started:  # the response is cut short: the client sees a broken transfer
+                return
+            if cause := self.explain():
+                await error_response(503, cause)(scope, receive, send)
+            else:
+                response = JSONResponse(
+                    {"error": f"internal error (request id {request_id}; the server log has the details)",
+                     "request_id": request_id}, status_code=500, headers={"X-Request-Id": request_id})
+                await response(scope, receive, send)
+
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    """The first value of a request header (lower-case ``name``), or None."""
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value
+    return None
+
+
+def field_message(msg: str) -> str:
+    """A validation message in the client's terms (a text where a file belongs says so plainly)."""
+    return "expected a file, got a text field" if "Expected UploadFile" in msg else msg
+
+
+def validation_detail(errors: Any) -> list[dict[str, Any]]:
+    """FastAPI's validation errors without the rejected input (which may be an upload or megabytes of text)."""
+    return [{"type": str(e.get("type", "")), "loc": [str(p) for p in e.get("loc", ())],
+             "msg": field_message(str(e.get("msg", "")))} for e in errors]
+
+
+class HeadAsGet:
+    """``HEAD`` is answered like ``GET`` on every route, with the headers and without the body."""
+
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, headers_only)
+
+
+class BodyLimit:
+    """Refuse a request body over ``max_bytes`` while it streams in, before anything stores it.
+
+    A declared ``Content-Length`` over the limit is answered 413 at once; otherwise the body is counted
+    as it arrives, and the message that crosses the limit raises a 413, so no more than the limit plus
+    one received chunk ever reaches the form parser (and its temporary files).
+    """
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> str:
+        return f"request body is larger than {self.max_bytes / (1 << 20):.4g} MiB"
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = header(scope, b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                await error_response(400, "invalid Content-Length header")(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await error_response(413, self._too_large())(scope, receive, send)
+                return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, self._too_large())  # FastAPI lets it through its body parsing
+            return message
+
+        await self.app(scope, receive if scope["method"] in ("GET", "HEAD") and declared is None else counted, send)
+
+
+class ApiPrecondition:
+    """Answer every ``/api/`` request 503 with ``check()``'s line while it returns one (e.g. the store is gone)."""
+
+    def __init__(self, app: ASGIApp, check: Callable[[], str | None]):
+        self.app = app
+        self.check = check
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/api/") and (problem := self.check()):
+            await error_response(503, problem)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
