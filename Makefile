@@ -51,6 +51,7 @@ model: setup
 bench: setup
 	$(BIN)/python benchmarks/ingest.py --json
 	$(BIN)/python benchmarks/stores.py --points 10000,100000 --json
+	$(BIN)/python benchmarks/serve.py --json
 
 lint: setup
 	$(BIN)/ruff check retrieval ingest tests benchmarks

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import signal
 import socket
 from collections.abc import Iterator
@@ -73,35 +74,63 @@ def _sigterm_stops() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def watched_roots(paths: list[str]) -> list[str]:
+    """Absolute, distinct watched folders (a folder inside another watched one is covered by it)."""
+    roots = list(dict.fromkeys(os.path.abspath(os.path.expanduser(p)) for p in paths))
+    for root in roots:
+        if os.path.exists(root) and not os.path.isdir(root):  # ([serve] watch; --watch is checked by click)
+            raise ClipdexError(f"watch needs a folder, not a file: {root}")
+    return [r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes your indexed images to the network.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (info logs each request).")
+@click.option("--insecure", is_flag=True,
+              help="Allow a non-loopback --host without an API key ([serve] api_key or CLIPDEX_API_KEY).")
+@click.option("--watch", "watch", multiple=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR",
+              help="Keep DIR ingested while serving: a sync at start, then on every change (repeatable; "
+                   "adds to [serve] watch).")
 @common_options
-def serve(run: Run, host: str, port: int, log_level: str) -> None:
+def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch: tuple[str, ...]) -> None:
     """Serve the search API and a web page (http://127.0.0.1:8000/ by default)."""
+    keyed = bool(run.settings.serve.api_key)
+    if not is_loopback(host) and not keyed and not insecure:
+        raise ClipdexError(f"refusing to serve on {host} without an API key: set [serve] api_key or "
+                           "CLIPDEX_API_KEY (clients then send 'Authorization: Bearer KEY'), or pass --insecure")
     import uvicorn
 
     from retrieval.index import Index
     from retrieval.server import create_app
     from retrieval.serving.protocol import uvicorn_config
+    from retrieval.store.lock import serve_owner
+    from retrieval.sync import root_problem
 
+    roots = watched_roots([*run.settings.serve.watch, *watch])
     sock = listen(host, port)
     guard: StoreGuard | None = None
     try:
-        with Index.open(run.settings) as index:
+        with Index.open(run.settings, create=bool(roots), owner=serve_owner(url_of(sock).rstrip("/"))) as index:
             index.encoder  # noqa: B018  (load the model now: fail fast, and the first search is quick)
             info = index.status()
             hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
-            app = create_app(index, allowed_hosts=hosts)
+            app = create_app(index, allowed_hosts=hosts, watch=roots)
             guard = app.state.service.store_guard
             click.echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
                        f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
-            if not is_loopback(host):
-                click.echo(f"clipdex: warning: {host} is not a loopback address; anyone who can reach it can "
-                           "search and view the indexed images", err=True)
+            for root in roots:
+                problem = root_problem(root)
+                click.echo(f"clipdex: watching {root}" + (f" (now {problem}: its points are kept, retried every "
+                           f"{run.settings.serve.rescan_interval_s:g} s)" if problem else ""), err=True)
+            if not is_loopback(host) and not keyed:
+                click.echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
+                           "(--insecure): anyone who can reach it can search and view the indexed images", err=True)
+            elif not is_loopback(host):
+                click.echo("clipdex: note: the API key travels in clear text over plain HTTP; put a TLS proxy in "
+                           "front for untrusted networks", err=True)
             config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
             with _sigterm_stops(), suppress(KeyboardInterrupt, _Stopped):
                 uvicorn.Server(config).run(sockets=[sock])

@@ -5,10 +5,10 @@ from __future__ import annotations
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
-from retrieval.store.edge import EdgeStore
-from retrieval.store.server import ServerStore
+from retrieval.store.edge import EdgeStore, MetadataLost
 
-__all__ = ["CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore", "index_config", "open_store"]
+__all__ = ["CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore", "index_config",
+           "open_store"]
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -28,6 +28,8 @@ def open_store(settings: Settings, *, create: bool = False, owner: str | None = 
     """
     store = settings.store
     if store.url:
+        from retrieval.store.server import ServerStore  # qdrant-client takes seconds to import: only for a URL
+
         return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef,
                            config=index_config(settings))
     folder = settings.store_path / store.collection

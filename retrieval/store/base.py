@@ -31,6 +31,8 @@ class CollectionMeta:
     model: str
     pretrained: str
     dim: int
+    precision: str = "fp32"
+    """The inference precision the collection was built with (collections from before it: fp32)."""
     weights: str = ""
     """Content hash of the weights file (``xxh3:…``) when the weights came from a file: the model's
     identity, wherever the file lives. "" for pretrained tags and random weights."""

@@ -1,0 +1,317 @@
+"""Keep watched folders in sync from inside ``clipdex serve``: one sync thread, its queue and status.
+
+Work comes from three places: a full sync of every root at start, ``POST /api/ingest`` and the
+periodic rescan (``Index.ingest`` of the root: the ingest pipeline's own rules decide what is gone),
+and debounced file-system events (:func:`apply_changes`: changed files are ingested by path; a path
+is dropped only when the disk proves it gone). One sync runs at a time; searches go on meanwhile,
+because the sync's store calls take the server's lock one call at a time (``LockedStore``).
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from ingest.finish import Progress
+from ingest.records import is_below, path_key
+from retrieval.errors import ClipdexError
+from retrieval.index import Index
+from retrieval.settings import ServeSettings
+from retrieval.store import VectorStore
+from retrieval.store.shared import LockedStore, SyncCancelled
+from retrieval.watch import FolderWatcher, selected
+
+MAX_EVENT_FILES = 1000
+"""More changed paths than this in one burst: a full sync of the root is cheaper than file by file."""
+MAX_EVENT_WAIT_S = 30.0
+"""A burst that never goes quiet (a long copy) is still handled after this long."""
+KEPT_ERRORS = 20
+DELETE_CHUNK = 256
+
+
+def root_problem(root: str) -> str:
+    """Why ``root`` cannot prove anything about the files below it ("" when it can).
+
+    A missing or unlistable root, and an empty one (an unmounted mount point looks like that), are
+    reasons to keep every point below it.
+    """
+    try:
+        with os.scandir(root) as entries:
+            return "" if next(entries, None) is not None else "empty (not mounted?)"
+    except FileNotFoundError:
+        return "missing (not mounted?)"
+    except NotADirectoryError:
+        return "not a folder"
+    except OSError as exc:
+        return exc.strerror or str(exc)
+
+
+def _gone(path: str) -> bool:
+    """True only when the disk says ``path`` does not exist while its folder can be listed."""
+    try:
+        os.lstat(path)
+        return False
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return False  # unreadable is not gone
+    try:
+        with os.scandir(os.path.dirname(path)):
+            return True
+    except FileNotFoundError:  # the folder went too: its own event (or a parent's) proves that
+        return True
+    except OSError:
+        return False
+
+
+@dataclass
+class Changes:
+    """A debounced burst of changed paths below one root."""
+
+    paths: set[str] = field(default_factory=set)
+    first: float = 0.0
+    last: float = 0.0
+    overflow: bool = False
+    """More than MAX_EVENT_FILES paths: the paths are dropped and the root gets a full sync instead."""
+
+
+def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progress | None = None, *,
+                  prune: bool = False) -> dict[str, Any]:
+    """Bring the points of ``paths`` (below ``root``) in line with the disk; returns a summary.
+
+    Existing files go through ``Index.ingest`` (new or changed bytes are embedded, moved bytes reuse
+    their stored vector); a path the disk proves gone loses its point and every point below it.
+    A new or moved-in folder, or a burst too large, becomes a full sync of the root instead.
+    """
+    problem = root_problem(root)
+    if problem:
+        raise ClipdexError(f"{root}: {problem}; nothing changed, every point below it is kept")
+    ingest_settings = index.settings.ingest
+    files: list[str] = []
+    gone: list[str] = []
+    for path in sorted(set(paths)):
+        try:
+            st = os.stat(path)
+        except OSError:
+            if _gone(path) and selected(root, path, ingest_settings, is_dir=True):
+                gone.append(path)
+            continue
+        if stat.S_ISDIR(st.st_mode) and selected(root, path, ingest_settings, is_dir=True):
+            return full_sync(index, root, progress, prune=prune) | {"reason": f"folder changed: {path}"}
+        if stat.S_ISREG(st.st_mode) and selected(root, path, ingest_settings, is_dir=False):
+            files.append(path)
+    if len(files) + len(gone) > MAX_EVENT_FILES:
+        return full_sync(index, root, progress, prune=prune) | {"reason": f"{len(files) + len(gone)} changed paths"}
+    summary: dict[str, Any] = {"kind": "changes", "files": len(files)}
+    if files:  # the paths were selected against the root's rules above; the basenames need not match `include`
+        by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, index.encoder)
+        report = by_path.ingest(files, progress=progress or False)
+        summary |= report.as_dict() | {"notices": report.notices()}
+    held = drop_gone(index.store, root, gone, 1.0 if prune else ingest_settings.max_delete_fraction)
+    summary["deleted"] = summary.get("deleted", 0) + held.pop("deleted")
+    if held["would_delete"]:
+        summary.setdefault("held_back", []).append(held)
+        summary.setdefault("notices", []).append(
+            f"held back: {held['would_delete']:,} of {held['points']:,} points below {root} are gone (over "
+            "[ingest] max_delete_fraction); nothing deleted there; POST /api/ingest?prune=true confirms")
+    return summary
+
+
+def drop_gone(store: VectorStore, root: str, gone: Sequence[str], max_fraction: float) -> dict[str, Any]:
+    """Delete the points of the proven-gone ``gone`` paths and of anything stored below them, unless
+    that is more than ``max_fraction`` of the points below ``root`` (then nothing: ``would_delete``)."""
+    result = {"path": root, "points": 0, "would_delete": 0, "deleted": 0}
+    if not gone or store.meta() is None:
+        return result
+    keys = [path_key(p) for p in gone]
+    root_key = path_key(root)
+    ids: set[str] = set()
+    for pid, payload in store.payloads(["path"]):
+        stored = payload.get("path", "")
+        if is_below(stored, root_key):
+            result["points"] += 1
+            if any(is_below(stored, k) for k in keys):  # the gone path itself, or a gone folder's file
+                ids.add(pid)
+    if len(ids) > max_fraction * result["points"]:
+        result["would_delete"] = len(ids)
+        return result
+    ordered = sorted(ids)
+    for start in range(0, len(ordered), DELETE_CHUNK):  # the server's lock is held per chunk only
+        store.delete(ordered[start:start + DELETE_CHUNK])
+    result["deleted"] = len(ids)
+    return result
+
+
+def full_sync(index: Index, root: str, progress: Progress | None = None, *, prune: bool = False) -> dict[str, Any]:
+    """``Index.ingest`` of the whole root: the pipeline decides what is new, changed and gone (an
+    offline root, an unreadable folder or a mass deletion keeps its points: see ``notices``;
+    ``prune`` confirms a mass deletion)."""
+    report = index.ingest([root], progress=progress or False, prune=prune)
+    return {"kind": "full"} | report.as_dict() | {"notices": report.notices()}
+
+
+class Syncer:
+    """The sync thread of a watching server, its queue and its status (``GET /api/status``)."""
+
+    def __init__(self, index: Index, roots: Sequence[str], settings: ServeSettings, lock: threading.Lock):
+        self.roots = [os.path.abspath(os.path.expanduser(r)) for r in roots]
+        self.settings = settings
+        self._cancel = threading.Event()
+        store = cast(VectorStore, LockedStore(index.store, lock, self._cancel))
+        self.index = Index(index.settings, store, index.encoder)  # the server's model, loaded once
+        self.watcher = FolderWatcher(self.roots, self.notify)
+        self._cond = threading.Condition()
+        self._queued: list[str] = list(self.roots)  # the initial sync
+        self._prune: set[str] = set()  # roots whose next full sync confirms a mass deletion
+        self._pending: dict[str, Changes] = {}
+        self._next_rescan = dict.fromkeys(self.roots, float("inf"))
+        self._running: dict[str, Any] | None = None
+        self._last: dict[str, Any] | None = None
+        self._errors: list[dict[str, Any]] = []
+        self._syncs = 0
+        self._thread = threading.Thread(target=self._run, name="clipdex-sync", daemon=True)
+
+    # -- control -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.watcher.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop watching; a running sync ends at its next store call (what it stored stays)."""
+        self._cancel.set()
+        with self._cond:
+            self._cond.notify_all()
+        self.watcher.stop()
+        self._thread.join(timeout)
+
+    def notify(self, root: str, paths: Iterable[str]) -> None:
+        """Paths below ``root`` changed (called from watchdog's thread)."""
+        now = time.monotonic()
+        with self._cond:
+            changes = self._pending.setdefault(root, Changes(first=now))
+            if not changes.overflow:
+                changes.paths.update(paths)
+                if len(changes.paths) > MAX_EVENT_FILES:  # memory stays bounded under an event storm
+                    changes.paths.clear()
+                    changes.overflow = True
+            changes.last = now
+            self._cond.notify_all()
+
+    def request(self, root: str | None, *, prune: bool = False) -> tuple[bool, dict[str, Any]]:
+        """Queue a full sync of a watched ``root`` (None: every root); (started, status).
+
+        A root already syncing or queued is not queued again: the answer is the status of that sync.
+        ``prune``: the sync deletes even more than ``[ingest] max_delete_fraction`` of a root's points.
+        """
+        wanted = self.roots if root is None else [self._watched(root)]
+        with self._cond:
+            if prune:
+                self._prune.update(wanted)
+            running = self._running["root"] if self._running else None
+            busy = set(self._queued) | ({running} if running and not prune else set())  # prune: once more
+            new = [r for r in wanted if r not in busy]
+            self._queued.extend(new)
+            self._cond.notify_all()
+        return bool(new), self.status()
+
+    def _watched(self, root: str) -> str:
+        path = os.path.abspath(os.path.expanduser(root))
+        if path not in self.roots:
+            raise ClipdexError(f"not a watched folder: {root} (watched: {', '.join(self.roots)})")
+        return path
+
+    # -- status ------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self._cond:
+            running = dict(self._running) if self._running else None
+            return {
+                "state": "syncing" if running else "idle", "root": running and running["root"],
+                "kind": running and running["kind"], "stage": running and running.get("stage"),
+                "done": running["done"] if running else 0,
+                "total": running["total"] if running else 0, "queued": list(self._queued),
+                "pending_changes": sum(len(c.paths) for c in self._pending.values()),
+                "syncs": self._syncs, "last": self._last, "errors": list(self._errors),
+                "roots": [{"path": r, "watched": self.watcher.watched(r), "error": self.watcher.errors.get(r, "")}
+                          for r in self.roots],
+                "rescan_interval_s": self.settings.rescan_interval_s,
+            }
+
+    # -- the sync thread ---------------------------------------------------------------------------
+    def _next_job(self) -> tuple[str, str, set[str]] | None:
+        """Block until there is work: (kind, root, paths), or None when stopping."""
+        debounce = self.settings.debounce_s
+        with self._cond:
+            while not self._cancel.is_set():
+                now = time.monotonic()
+                if self._queued:
+                    return "full", self._queued.pop(0), set()
+                deadlines = []
+                for root, changes in list(self._pending.items()):
+                    due = min(changes.last + debounce, changes.first + MAX_EVENT_WAIT_S)
+                    if due <= now:
+                        del self._pending[root]
+                        return ("full" if changes.overflow else "changes"), root, changes.paths
+                    deadlines.append(due)
+                for root, due in self._next_rescan.items():
+                    if due <= now:
+                        return "full", root, set()
+                    deadlines.append(due)
+                self._cond.wait(min([*deadlines, now + 3600]) - now)  # (a rescan that is off is due at inf)
+        return None
+
+    def _run(self) -> None:
+        while (job := self._next_job()) is not None:
+            kind, root, paths = job
+            with self._cond:
+                self._running = {"root": root, "kind": kind, "stage": "scan", "done": 0, "total": len(paths),
+                                 "started": time.time()}
+            started = time.monotonic()
+            summary: dict[str, Any] = {}
+            error = ""
+            try:
+                if kind == "full":
+                    if root_problem(root):
+                        self.watcher.forget(root)  # an unmounted root's watch is dead: renew it when back
+                    else:
+                        self.watcher.ensure(root)
+                    with self._cond:
+                        prune = root in self._prune
+                        self._prune.discard(root)
+                    summary = full_sync(self.index, root, self._progress, prune=prune)
+                else:
+                    summary = apply_changes(self.index, root, paths, self._progress)
+            except SyncCancelled:
+                return
+            except ClipdexError as exc:
+                error = str(exc).splitlines()[0] if str(exc) else "error"
+            except Exception as exc:  # keep serving: the next event or rescan tries again
+                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            self._finish(root, kind, summary, error, time.monotonic() - started)
+
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        """The pipeline's progress callback: shown in the status; a stopping server ends the sync here."""
+        if self._cancel.is_set():
+            raise SyncCancelled("sync cancelled: the server is stopping")
+        with self._cond:
+            if self._running is not None:
+                self._running.update(stage=stage, done=done, total=total)
+
+    def _finish(self, root: str, kind: str, summary: dict[str, Any], error: str, seconds: float) -> None:
+        problems = [error] if error else list(summary.get("notices", []))
+        with self._cond:
+            self._running = None
+            self._syncs += 1
+            self._last = {"root": root, "kind": summary.get("kind", kind), "finished": time.time(),
+                          "seconds": round(seconds, 3), "result": summary, "error": error}
+            if problems:  # errors, and the pipeline's notices (offline roots, points kept, held-back deletions)
+                stamped = [{"root": root, "at": time.time(), "error": p} for p in problems]
+                self._errors = [*self._errors, *stamped][-KEPT_ERRORS:]
+            if summary.get("kind", kind) == "full":
+                interval = self.settings.rescan_interval_s
+                self._next_rescan[root] = time.monotonic() + interval if interval > 0 else float("inf")
+            self._cond.notify_all()
