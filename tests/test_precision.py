@@ -94,3 +94,11 @@ def test_a_collection_records_its_precision(clipdex, config: Path, tmp_path: Pat
     assert refused.code == 1 and "built at precision fp16, which does not mix with int8" in refused.err
     assert "set model.precision to fp32 or fp16" in refused.err
     assert clipdex("search", "a red square", "--config", fp32, with_config=False).code == 0  # fp32 may
+
+
+def test_int8_text_vectors_do_not_depend_on_their_batch(tiny_model_dir: Path):
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="int8"))
+    together = encoder.encode_texts(["a red square", "a blue circle with a long tail", "x"])
+    encoder._text_cache.clear()
+    alone = np.concatenate([encoder.encode_texts([t]) for t in ("x", "a blue circle with a long tail", "a red square")])
+    np.testing.assert_array_equal(together, alone[::-1])
