@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from retrieval import load_settings
+from retrieval.encoder import Encoder
 from retrieval.index import Index
 from retrieval.query import combine
 from tests.images import write_library
@@ -92,8 +93,9 @@ def test_combined_and_negative_queries_follow_the_vectors(clipdex, config, libra
         enc = index.encoder
         # encoded as the CLI encodes them: the text alone, or with its negative in one batch (int8's
         # dynamic quantization scales activations per batch, so the two differ by ~1e-4)
-        text_vec = enc.encode_texts(["a red square"])[0]
         text_with_neg, neg_vec = enc.encode_texts(["a red square", "a blue circle"])
+        # each CLI command is a new process: a fresh encoder, so no text vector comes from another batch's cache
+        text_vec = Encoder.load(index.settings.model).encode_texts(["a red square"])[0]
         image_vec = index.query_vector(image=image)
     n = len(library["good"])
     combined = clipdex("search", "a red square", "--image", image, "--text-weight", "0.3", "--limit", n,
