@@ -19,7 +19,7 @@ import numpy as np
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval.errors import ClipdexError
-from retrieval.precision import mixable
+from retrieval.precision import mixable, mixes_with
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
@@ -106,8 +106,8 @@ class Index:
                 "--collection")
         if not mixable(meta.precision, encoder.precision):
             raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
-                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision = "
-                               f"\"{meta.precision}\" or use another --collection")
+                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision "
+                               f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
         return encoder
 
     @property

@@ -182,3 +182,19 @@ def test_bad_ray_address_is_one_line_error(clipdex, tmp_path, args):
     result = clipdex("ingest", tmp_path / "lib", *args)
     assert result.code == 1 and result.err.startswith("clipdex: error: --ray:") and result.err.count("\n") == 1
     assert "folders go before --ray" in result.err
+
+
+def test_per_file_time_budget_holds_in_ray_tasks(cluster, tmp_path, tiny_model_dir):
+    """Ray runs the decode tasks on a worker's main thread, where the SIGALRM budget works."""
+    from PIL import Image
+
+    root = tmp_path / "lib"
+    root.mkdir()
+    ramp = np.linspace(0, 255, 8000, dtype=np.float32).astype(np.uint8)
+    Image.fromarray(np.broadcast_to(ramp, (6000, 8000))).convert("RGB").save(root / "huge.png", compress_level=1)
+    settings = _settings(tmp_path, tiny_model_dir, "budget").with_overrides(ingest={"file_timeout_s": 0.2})
+    with Index.open(settings, create=True) as index:
+        report = index.ingest([root], ray="local")
+    # 48 MP of PNG take well over 0.2 s to inflate: stopped by the budget, reported, the run goes on
+    assert report.failed == [{"path": str(root / "huge.png"), "error": "decode took longer than 0.2 s"}]
+    assert report.indexed == 0
