@@ -17,8 +17,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+import numpy as np
+
 from ingest.finish import Progress
-from ingest.records import is_below, path_key
+from ingest.records import is_below, path_key, point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.settings import ServeSettings
@@ -111,6 +113,7 @@ def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progr
     if files:  # the paths were selected against the root's rules above; the basenames need not match `include`
         by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, index.encoder)
         report = by_path.ingest(files, progress=progress or False)
+        adopt(index.store, root, files)
         summary |= report.as_dict() | {"notices": report.notices()}
     held = drop_gone(index.store, root, gone, 1.0 if prune else ingest_settings.max_delete_fraction)
     summary["deleted"] = summary.get("deleted", 0) + held.pop("deleted")
@@ -120,6 +123,19 @@ def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progr
             f"held back: {held['would_delete']:,} of {held['points']:,} points below {root} are gone (over "
             "[ingest] max_delete_fraction); nothing deleted there; POST /api/ingest?prune=true confirms")
     return summary
+
+
+def adopt(store: VectorStore, root: str, files: Sequence[str]) -> None:
+    """Points ingested by path record each file as their own root: record the watched root instead
+    (``clipdex status`` counts points per root)."""
+    root_key = path_key(root)
+    ids = [point_id(path_key(f)) for f in files]
+    for start in range(0, len(ids), DELETE_CHUNK):
+        found = store.points(ids[start:start + DELETE_CHUNK])
+        wrong = [(pid, vector, payload) for pid, (vector, payload) in found.items() if payload.get("root") != root_key]
+        if wrong:
+            store.upsert([pid for pid, _, _ in wrong], np.stack([vector for _, vector, _ in wrong]),
+                         [payload | {"root": root_key} for _, _, payload in wrong])
 
 
 def drop_gone(store: VectorStore, root: str, gone: Sequence[str], max_fraction: float) -> dict[str, Any]:

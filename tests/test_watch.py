@@ -99,7 +99,7 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
     def probe(http: httpx.Client, port: int) -> None:
         seen["initial"] = until(lambda: (s := http.get("/api/status").json())["sync"]["syncs"] >= 1 and s,
                                 "the initial sync")
-        new = write_images(lib / "b", 1, start=100)[0]
+        new = write_images(lib / "a", 1, start=100)[0]  # into a watched folder: ingested by path
         until(lambda: indexed(http, new), "the new file to be indexed")
         with new.open("rb") as fh:
             seen["found"] = http.post("/api/search", files={"image": ("q.png", fh, "image/png")},
@@ -107,10 +107,11 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
         seen["new"] = new
         first[0].unlink()
         until(lambda: not indexed(http, first[0]), "the deleted file to be dropped")
-        moved = lib / "b" / "renamed.png"
+        moved = lib / "a" / "renamed.png"
         first[1].rename(moved)
         until(lambda: indexed(http, moved) and not indexed(http, first[1]), "the move")
         seen["final"] = http.get("/api/status").json()
+        seen["last"] = seen["final"]["sync"]["last"]
         seen["kept"] = indexed(http, first[2])
 
     code, err = serve_watching(config, lib, probe)
@@ -119,7 +120,9 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
     assert seen["initial"]["points"] == 3 and seen["initial"]["sync"]["last"]["result"]["indexed"] == 3
     assert seen["found"][0]["path"] == str(seen["new"]) and seen["found"][0]["score"] >= 0.99
     assert seen["final"]["points"] == 3 and seen["kept"]  # +1 new, -1 deleted, one moved
+    assert seen["final"]["roots"] == [{"path": str(lib), "points": 3, "offline": ""}]  # files ingested by path too
     assert seen["final"]["sync"]["errors"] == []
+    assert seen["last"]["kind"] == "changes" and seen["last"]["result"]["moved"] == 1  # the vector was reused
     assert "server stopped" in err
 
 
