@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from retrieval import load_settings
+from retrieval.changes import apply_changes
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.server import create_app
-from retrieval.sync import apply_changes
 from tests.conftest import write_config
 from tests.images import pattern
 from tests.test_server import _free_port, run_cli, serving
@@ -327,7 +327,8 @@ def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_mo
 
 def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):
     """More changed paths than MAX_EVENT_FILES are not kept one by one: the root is synced whole."""
-    from retrieval.sync import MAX_EVENT_FILES, Syncer
+    from retrieval.changes import MAX_EVENT_FILES
+    from retrieval.sync import Syncer
 
     lib = tmp_path / "lib"
     write_images(lib, 2)
