@@ -10,10 +10,10 @@ is changed.
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
+import sys
 from pathlib import Path
-
-import torch
 
 _DONE = False
 
@@ -22,6 +22,8 @@ def _extension_loads() -> bool:
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
         return True  # no torchvision: nothing to patch, let the real import error speak
+    import torch
+
     for location in spec.submodule_search_locations:
         for lib in Path(location).glob("_C*.so"):
             try:
@@ -40,10 +42,32 @@ def ensure_torchvision_importable() -> None:
     _DONE = True
     if _extension_loads():
         return
+    import torch
+
     lib = torch.library.Library("torchvision", "DEF")  # noqa: F841 - must stay alive
     lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     lib.define("qnms(Tensor qdets, Tensor scores, float iou_threshold) -> Tensor")
     globals()["_LIBRARY"] = lib
 
 
-ensure_torchvision_importable()
+class _BeforeTorchvision(importlib.abc.MetaPathFinder):
+    """Runs the shim the first time anything imports torchvision, then lets the normal import go on.
+
+    So ``import retrieval`` stays cheap (no torch) for commands that never embed anything.
+    """
+
+    def find_spec(self, name: str, path: object = None, target: object = None) -> None:
+        if name == "torchvision" and not _DONE:
+            ensure_torchvision_importable()
+        return None
+
+
+def install_hook() -> None:
+    """Arrange for :func:`ensure_torchvision_importable` to run before torchvision first loads."""
+    if "torchvision" in sys.modules:
+        ensure_torchvision_importable()
+    elif not any(isinstance(f, _BeforeTorchvision) for f in sys.meta_path):
+        sys.meta_path.insert(0, _BeforeTorchvision())
+
+
+install_hook()

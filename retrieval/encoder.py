@@ -1,8 +1,10 @@
 """The open_clip model wrapper: load any architecture and weights, embed images and texts.
 
-Vectors come back as L2-normalised float32 numpy arrays. On CUDA the encoders run under
-fp16 autocast; on CPU in fp32 with all cores (bf16 is many times slower on CPUs without
-native support, so it is never used there).
+Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
+path (retrieval.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
+cores (bf16 is many times slower on CPUs without native support, so it is never used there).
+Texts are encoded at their real token length where that is exact (retrieval.text_trim), and the
+vectors of recent texts are kept in a small LRU cache.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import contextlib
 import json
 import logging
 import os
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +25,13 @@ import torch
 from PIL import Image
 
 from retrieval import hub
+from retrieval import precision as precisions
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
+from retrieval.text_trim import encode_text, text_tower
+from retrieval.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
 
-LOCAL_DIR = "local-dir:"
 CONFIG_NAME = "open_clip_config.json"
-WEIGHTS_NAME = "open_clip_model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -94,15 +99,29 @@ def pick_device(preference: str = "auto") -> torch.device:
 class Encoder:
     """An open_clip image/text encoder pair with its preprocessing and tokenizer."""
 
+    TEXT_CACHE_SIZE = 1024
+    """How many recent texts keep their vectors (about 2 MB at 512 dimensions)."""
+
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
-                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device):
+                 tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
+                 precision: str = "fp32"):
+        self.precision: str = precisions.resolve(precision, device)
+        """The numeric path the towers run on: fp32, fp16 (CUDA autocast) or int8 (CPU)."""
         self.model = model.eval().to(device)
+        self._unquantized = {"image", "text"} if self.precision == "int8" else set()
+        """Towers still to convert to int8: each is converted on its first use (a text search never
+        converts the image tower)."""
+        self._quantize_lock = threading.Lock()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
         self.device = device
         self.image_size: int = int(_image_size(model))
         self.context_length: int = int(getattr(model, "context_length", 77) or 77)
+        self.text_tower = text_tower(self.model)
+        """The trimmable text tower, or None: texts then run at the full padded context."""
+        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._text_cache_lock = threading.Lock()
 
     @classmethod
     def load(cls, settings: ModelSettings) -> Encoder:
@@ -124,16 +143,26 @@ class Encoder:
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
-        source = _source_label(settings)
+        source = source_label(settings)
         identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "")
-        return cls(model, preprocess, tokenizer, identity, device)
+        return cls(model, preprocess, tokenizer, identity, device, settings.precision)
 
     @property
     def dim(self) -> int:
         return self.identity.dim
 
+    def _ready(self, tower: str) -> None:
+        """Convert ``tower`` ("image" or "text") to int8 on its first use, if the precision says so."""
+        if tower in self._unquantized:
+            with self._quantize_lock:
+                if tower in self._unquantized:
+                    from retrieval.quantize import quantize_tower
+
+                    quantize_tower(self.model, tower)
+                    self._unquantized.discard(tower)
+
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
-        if self.device.type == "cuda":
+        if self.precision == "fp16":
             return torch.autocast("cuda", dtype=torch.float16)
         return contextlib.nullcontext()
 
@@ -142,6 +171,7 @@ class Encoder:
         """Embed a preprocessed batch ``(N, 3, H, W)`` into unit vectors ``(N, dim)``."""
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self._ready("image")
         pixels = pixels.to(self.device, non_blocking=True)
         with self._autocast():
             features = self.model.encode_image(pixels)
@@ -153,14 +183,31 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_images(torch.stack([self.preprocess(im) for im in images]))
 
-    @torch.inference_mode()
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts into unit vectors ``(N, dim)``."""
+        """Embed texts into unit vectors ``(N, dim)``; recent texts come from the LRU cache."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts)).to(self.device)
+        with self._text_cache_lock:
+            cached = {t: v for t in texts if (v := self._text_cache.get(t)) is not None}
+            for text in cached:
+                self._text_cache.move_to_end(text)
+        missing = list(dict.fromkeys(t for t in texts if t not in cached))
+        if missing:
+            fresh = dict(zip(missing, self._encode_texts(missing), strict=True))
+            with self._text_cache_lock:
+                for text, vector in fresh.items():
+                    self._text_cache[text] = vector.copy()
+                while len(self._text_cache) > self.TEXT_CACHE_SIZE:
+                    self._text_cache.popitem(last=False)
+            cached.update(fresh)
+        return np.stack([cached[t] for t in texts])
+
+    @torch.inference_mode()
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        self._ready("text")
+        tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
-            features = self.model.encode_text(tokens)
+            features = encode_text(self.model, self.text_tower, tokens)
         return _unit(features)
 
 
@@ -180,57 +227,6 @@ def _embed_dim(model: torch.nn.Module) -> int:
 def _image_size(model: torch.nn.Module) -> int:
     size = getattr(getattr(model, "visual", None), "image_size", 224)
     return size[0] if isinstance(size, tuple | list) else size
-
-
-def _weights_file(settings: ModelSettings) -> Path | None:
-    """The file the weights come from (a ``local-dir:`` folder's, a cached hub model's or a checkpoint),
-    or None for tags and hub models not downloaded yet."""
-    if settings.name.startswith(LOCAL_DIR):
-        return Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
-    if settings.name.startswith(hub.HF_HUB):
-        return hub.cached_file(settings.name[len(hub.HF_HUB) :].strip("/"), hub.WEIGHT_FILES)
-    if settings.pretrained and Path(settings.pretrained).expanduser().is_file():
-        return Path(settings.pretrained).expanduser()
-    return None
-
-
-def weights_fingerprint(settings: ModelSettings) -> str | None:
-    """The identity of file-based weights: ``xxh3:`` + the file's content hash, wherever it lives.
-
-    "" for pretrained tags (the tag is their identity) and for a folder without weights (random init);
-    None for a hub model that is not downloaded yet (known once loaded). The hash is computed without
-    loading the model, so a collection can be checked when it opens.
-    """
-    file = _weights_file(settings)
-    if file is None and settings.name.startswith(hub.HF_HUB):
-        return None
-    return f"xxh3:{_file_digest(file)}" if file is not None and file.is_file() else ""
-
-
-def _source_label(settings: ModelSettings) -> str:
-    """The weights' source as shown to people: a tag, or a file with its content hash."""
-    file = _weights_file(settings)
-    if file is None:
-        return settings.pretrained
-    return f"{file}#{weights_fingerprint(settings)}" if file.is_file() else "random init"
-
-
-_digests: dict[tuple[str, int, int], str] = {}
-
-
-def _file_digest(path: Path) -> str:
-    """xxh3-64 of the file's bytes, remembered per (path, size, mtime) within a process."""
-    import xxhash
-
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _digests:
-        digest = xxhash.xxh3_64()
-        with path.open("rb") as fh:
-            while chunk := fh.read(1 << 22):
-                digest.update(chunk)
-        _digests[key] = digest.hexdigest()
-    return _digests[key]
 
 
 @contextlib.contextmanager

@@ -28,6 +28,8 @@ class ModelSettings(_Section):
     pretrained: str = "laion2b_s34b_b79k"
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
+    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only). See retrieval.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
@@ -54,6 +56,12 @@ class StoreSettings(_Section):
     index_threshold: int = Field(20000, ge=0)
     """The embedded store builds its HNSW index only once this many points are unindexed; until then
     those points are searched exactly (a full scan of the small unindexed segments)."""
+    shard_number: int = Field(0, ge=0, le=1024)
+    """Qdrant server/cluster: shards of a new collection (0 = the server's default: one per node)."""
+    replication_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: copies of each shard of a new collection (0 = the server's default, 1)."""
+    write_consistency_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: replicas that must acknowledge a write (0 = the server's default, 1)."""
 
 
 class IngestSettings(_Section):
@@ -73,12 +81,33 @@ class IngestSettings(_Section):
     there until it is confirmed with ``--prune``."""
 
 
+class RaySettings(_Section):
+    """``clipdex ingest --ray``: where the Ray cluster is and how the encoder pool is sized."""
+
+    address: str = ""
+    """"" = ingest in this process; "auto" = join the running cluster (``ray start --head``); "local" = start
+    one in-process; or a cluster address (``HOST:6379``, ``ray://HOST:10001``)."""
+    encoders: int = Field(0, ge=0, le=4096)
+    """Encoder actors (0 = one per GPU where the cluster has GPUs, else one per ``encoder_cpus`` x 2 CPUs)."""
+    encoder_cpus: float = Field(1.0, gt=0, le=256)
+    """CPUs each CPU encoder actor reserves (its torch threads: this, rounded up)."""
+    decode_cpus: float = Field(1.0, gt=0, le=64)
+    """CPUs each hash/decode/preprocess task reserves."""
+    decode_batch: int = Field(16, ge=1, le=4096)
+    """Files per hash/decode/preprocess task."""
+    max_restarts: int = Field(3, ge=0, le=1000)
+    """How often a dead encoder actor is restarted (its unfinished batches are retried as often)."""
+    object_store_mb: int = Field(0, ge=0)
+    """Object store size of a ``local`` cluster (0 = Ray's default)."""
+
+
 class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
 
 
 class ServeSettings(_Section):
-    """``clipdex serve``: folders it keeps in sync while serving (``--watch``)."""
+    """``clipdex serve``: its API key, decode budget and thumbnail cache, and the folders it keeps in sync
+    while serving (``--watch``); see docs/serve.md."""
 
     watch: list[str] = []
     """Folders ingested at start and then on every file-system change (relative to the config file)."""
@@ -86,9 +115,41 @@ class ServeSettings(_Section):
     """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
     debounce_s: float = Field(1.0, ge=0, le=600)
     """Wait for this long without new events before ingesting a burst of changes."""
+    api_key: str = ""
+    """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
+    decode_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Wall-time budget to decode one uploaded image or make one thumbnail (in a worker process)."""
+    decode_workers: int = Field(2, ge=1, le=32)
+    """Worker processes that decode uploads and thumbnails."""
+    thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
+    """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
 
 
-class TrainSettings(_Section):
+class LoopSettings(_Section):
+    """What ``train`` and ``distill`` share: output, checkpoints, schedule, seeds (see docs/training.md)."""
+
+    output: str = "trained-model"
+    checkpoint_dir: str = ""
+    """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
+    image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
+    image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(0, ge=0)
+    batch_size: int = Field(256, ge=2, le=65536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+    aug_scale_min: float = Field(0.8, gt=0, le=1)
+    aug_flip: bool = True
+    aug_jitter: float = Field(0.0, ge=0, le=1)
+    threads: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class TrainSettings(LoopSettings):
     """``clipdex train``: data, architecture, optimisation and augmentation (see docs/training.md)."""
 
     source: Literal["fashion-mnist", "captions", "coco", "images"] = "fashion-mnist"
@@ -99,37 +160,47 @@ class TrainSettings(_Section):
     coco_images: str = ""
     objective: Literal["auto", "clip", "simclr"] = "auto"
     """clip (image-text InfoNCE) or simclr (two augmented views, image tower); auto picks by source."""
-    output: str = "trained-model"
-    checkpoint_dir: str = ""
-    """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
     arch: str = ""
     """Open_clip architecture name or local-dir:PATH to start from ("" = use ``model_cfg``)."""
     pretrained: str = ""
     model_cfg: dict[str, Any] = {}
-    image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
-    image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(0, ge=0)
-    batch_size: int = Field(256, ge=2, le=65536)
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
     init_temperature: float = Field(0.07, gt=0, le=1)
-    seed: int = 0
     freeze_image: bool = False
     freeze_text: bool = False
-    checkpoint_every: int = Field(500, ge=1)
     templates: list[str] = []
     caption_choice: Literal["per_batch", "per_image"] = "per_batch"
-    aug_scale_min: float = Field(0.8, gt=0, le=1)
-    aug_flip: bool = True
-    aug_jitter: float = Field(0.0, ge=0, le=1)
     ssl_temperature: float = Field(0.2, gt=0, le=1)
     ssl_scale_min: float = Field(0.3, gt=0, le=1)
     ssl_jitter: float = Field(0.4, ge=0, le=1)
-    threads: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DistillSettings(LoopSettings):
+    """``clipdex distill``: a student image tower learns a teacher's image vectors (docs/training.md)."""
+
+    teacher: str = ""
+    """The teacher: an open_clip architecture (with ``teacher_pretrained``) or local-dir:PATH."""
+    teacher_pretrained: str = ""
+    student: str = ""
+    """The student's architecture: open_clip name or local-dir:PATH ("" = use ``student_cfg``)."""
+    student_pretrained: str = ""
+    student_cfg: dict[str, Any] = {}
+    project: bool = False
+    """Let a student whose output size differs from the teacher's learn a projection to it."""
+    source: Literal["images", "fashion-mnist"] = "images"
+    data: list[str] = []
+    """Image folders (source images) or the Fashion-MNIST IDX folder ("" = the Debian package's)."""
+    from_collection: str = ""
+    """Take the teacher's vectors from this clipdex collection (of the teacher) instead of a teacher pass."""
+    image_mean: list[float] = []
+    """Student normalisation ([] = the teacher's)."""
+    image_std: list[float] = []
+    views: int = Field(4, ge=1, le=64)
+    """Views per image whose teacher vectors are cached: the image itself plus ``views - 1`` augmented crops."""
+    feature_loss: Literal["cosine", "mse"] = "cosine"
+    feature_weight: float = Field(1.0, ge=0)
+    contrastive_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(0.05, gt=0, le=1)
+    """Of the InfoNCE term between student and teacher vectors of a batch."""
 
 
 class Settings(_Section):
@@ -140,7 +211,9 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
     serve: ServeSettings = ServeSettings()
+    ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()
+    distill: DistillSettings = DistillSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
 
@@ -178,8 +251,9 @@ def _relative_to(base: Path, value: str) -> str:
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in a config file are relative to that file, not to the working directory."""
-    sections = {name: data.get(name) for name in ("model", "store", "train")}
-    for section, keys in (("store", ("path",)), ("train", ("data", "coco_images", "output", "checkpoint_dir"))):
+    sections = {name: data.get(name) for name in ("model", "store", "train", "distill")}
+    for section, keys in (("store", ("path",)), ("train", ("data", "coco_images", "output", "checkpoint_dir")),
+                          ("distill", ("output", "checkpoint_dir"))):
         table = sections[section]
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
@@ -187,16 +261,21 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     serve = data.get("serve")
     if isinstance(serve, dict) and isinstance(serve.get("watch"), list):
         serve["watch"] = [_relative_to(base, w) if isinstance(w, str) and w else w for w in serve["watch"]]
-    for section, name_key in (("model", "name"), ("train", "arch")):
+    distill = sections["distill"]
+    if isinstance(distill, dict) and isinstance(distill.get("data"), list):
+        distill["data"] = [_relative_to(base, d) if isinstance(d, str) and d else d for d in distill["data"]]
+    for section, name_key, tag_key in (("model", "name", "pretrained"), ("train", "arch", "pretrained"),
+                                       ("distill", "teacher", "teacher_pretrained"),
+                                       ("distill", "student", "student_pretrained")):
         table = sections[section]
         if not isinstance(table, dict):
             continue
         name = table.get(name_key)
         if isinstance(name, str) and name.startswith(_LOCAL_DIR):
             table[name_key] = _LOCAL_DIR + _relative_to(base, name[len(_LOCAL_DIR):])
-        pretrained = table.get("pretrained")  # a file path, as opposed to a pretrained tag
+        pretrained = table.get(tag_key)  # a file path, as opposed to a pretrained tag
         if isinstance(pretrained, str) and ("/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)):
-            table["pretrained"] = _relative_to(base, pretrained)
+            table[tag_key] = _relative_to(base, pretrained)
 
 
 MAX_CONFIG_BYTES = 1 << 20
@@ -241,7 +320,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
-    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``.
+    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``,
+    ``CLIPDEX_QDRANT_API_KEY``, ``CLIPDEX_API_KEY``.
     """
     path = path or os.environ.get("CLIPDEX_CONFIG") or None
     data: dict[str, Any] = {}
@@ -254,7 +334,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)
         data["config_path"] = str(file.resolve())
-    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL")):
+    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL"),
+                              ("store", "api_key", "CLIPDEX_QDRANT_API_KEY"), ("serve", "api_key", "CLIPDEX_API_KEY")):
         if os.environ.get(env):
             data.setdefault(section, {})[key] = os.environ[env]
     return _validate(data, source)

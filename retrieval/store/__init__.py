@@ -5,10 +5,10 @@ from __future__ import annotations
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
-from retrieval.store.edge import EdgeStore
-from retrieval.store.server import ServerStore
+from retrieval.store.edge import EdgeStore, MetadataLost
 
-__all__ = ["CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore", "index_config", "open_store"]
+__all__ = ["CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore", "index_config",
+           "open_store"]
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -16,7 +16,8 @@ def index_config(settings: Settings) -> IndexConfig:
     s = settings.store
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
-                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold)
+                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold, shards=s.shard_number,
+                       replicas=s.replication_factor, write_consistency=s.write_consistency_factor)
 
 
 def open_store(settings: Settings, *, create: bool = False, owner: str | None = None) -> VectorStore:
@@ -27,6 +28,8 @@ def open_store(settings: Settings, *, create: bool = False, owner: str | None = 
     """
     store = settings.store
     if store.url:
+        from retrieval.store.server import ServerStore  # qdrant-client takes seconds to import: only for a URL
+
         return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef,
                            config=index_config(settings))
     folder = settings.store_path / store.collection

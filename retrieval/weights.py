@@ -1,0 +1,66 @@
+"""The identity of a model's weights without loading them (and without importing torch).
+
+A collection records ``weights_fingerprint``: the content hash of the weights file, wherever it
+lives, so moving a checkout or mounting it elsewhere keeps its collections valid.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from retrieval import hub
+from retrieval.settings import ModelSettings
+
+LOCAL_DIR = "local-dir:"
+WEIGHTS_NAME = "open_clip_model.safetensors"
+
+
+def weights_file(settings: ModelSettings) -> Path | None:
+    """The file the weights come from (a ``local-dir:`` folder's, a cached hub model's or a checkpoint),
+    or None for tags and hub models not downloaded yet."""
+    if settings.name.startswith(LOCAL_DIR):
+        return Path(settings.name[len(LOCAL_DIR) :]) / WEIGHTS_NAME
+    if settings.name.startswith(hub.HF_HUB):
+        return hub.cached_file(settings.name[len(hub.HF_HUB) :].strip("/"), hub.WEIGHT_FILES)
+    if settings.pretrained and Path(settings.pretrained).expanduser().is_file():
+        return Path(settings.pretrained).expanduser()
+    return None
+
+
+def weights_fingerprint(settings: ModelSettings) -> str | None:
+    """The identity of file-based weights: ``xxh3:`` + the file's content hash, wherever it lives.
+
+    "" for pretrained tags (the tag is their identity) and for a folder without weights (random init);
+    None for a hub model that is not downloaded yet (known once loaded). The hash is computed without
+    loading the model, so a collection can be checked when it opens.
+    """
+    file = weights_file(settings)
+    if file is None and settings.name.startswith(hub.HF_HUB):
+        return None
+    return f"xxh3:{file_digest(file)}" if file is not None and file.is_file() else ""
+
+
+def source_label(settings: ModelSettings) -> str:
+    """The weights' source as shown to people: a tag, or a file with its content hash."""
+    file = weights_file(settings)
+    if file is None:
+        return settings.pretrained
+    return f"{file}#{weights_fingerprint(settings)}" if file.is_file() else "random init"
+
+
+_digests: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """xxh3-64 of the file's bytes, remembered per (path, size, mtime) within a process."""
+    import xxhash
+
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        digest = xxhash.xxh3_64()
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 22):
+                digest.update(chunk)
+        _digests[key] = digest.hexdigest()
+    return _digests[key]
