@@ -252,6 +252,8 @@ class Index:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
         rows = []
         for path, points in sorted(self.store.root_counts().items()):
+            if points <= 0:  # a payload index may keep a value whose points are all gone
+                continue
             rows.append({"path": path, "points": points, "offline": root_error(path)})
         return rows
 
