@@ -56,24 +56,36 @@ class ImageFiles(Dataset[FileResult]):
         return len(self.files)
 
     def __getitem__(self, index: int) -> FileResult:
-        file = self.files[index]
-        digest = ""
-        try:
-            with time_limit(self.file_timeout_s):
-                digest = content_hash(file.path)
-                if digest in self.known_hashes:
-                    return FileResult(file, "known", hash=digest)
-                image = load_image(file.path, max_megapixels=self.max_megapixels, draft_size=self.draft_size)
-                meta = _header_meta(file.path)
-                pixels = self.preprocess(image)
-        except DecodeError as exc:
-            return FileResult(file, "failed", error=str(exc), unreadable=not digest)
-        except OSError as exc:
-            return FileResult(file, "failed", error=exc.strerror or str(exc), unreadable=not digest)
-        except Exception as exc:  # a decoder bug must not end the run
-            return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
-                              unreadable=not digest)
-        return FileResult(file, "image", hash=digest, meta=meta, pixels=pixels)
+        return read_file(self.files[index], self.preprocess, known_hashes=self.known_hashes,
+                         max_megapixels=self.max_megapixels, file_timeout_s=self.file_timeout_s,
+                         draft_size=self.draft_size)
+
+
+def read_file(file: ScannedFile, preprocess: Callable[[Image.Image], torch.Tensor], *,
+              known_hashes: frozenset[str] | set[str], max_megapixels: float, file_timeout_s: float,
+              draft_size: int) -> FileResult:
+    """Hash one file, then (unless its hash is known) decode and preprocess it; never raises.
+
+    The per-file work of both runners: the DataLoader workers (:class:`ImageFiles`) and the Ray tasks
+    (``ingest.ray_stages``).
+    """
+    digest = ""
+    try:
+        with time_limit(file_timeout_s):
+            digest = content_hash(file.path)
+            if digest in known_hashes:
+                return FileResult(file, "known", hash=digest)
+            image = load_image(file.path, max_megapixels=max_megapixels, draft_size=draft_size)
+            meta = _header_meta(file.path)
+            pixels = preprocess(image)
+    except DecodeError as exc:
+        return FileResult(file, "failed", error=str(exc), unreadable=not digest)
+    except OSError as exc:
+        return FileResult(file, "failed", error=exc.strerror or str(exc), unreadable=not digest)
+    except Exception as exc:  # a decoder bug must not end the run
+        return FileResult(file, "failed", error=f"{type(exc).__name__}: {exc}".splitlines()[0],
+                          unreadable=not digest)
+    return FileResult(file, "image", hash=digest, meta=meta, pixels=pixels)
 
 
 def _header_meta(path: str) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import posixpath
 import uuid
+from functools import lru_cache
 
 _NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/clipdex/clipdex/file")
 
@@ -23,15 +24,20 @@ def point_id(key: str) -> str:
 
 def ancestors(key: str) -> list[str]:
     """Every folder above ``key``, from ``/`` down to its parent (for subtree filters)."""
+    return list(_folders(posixpath.dirname(key)))
+
+
+@lru_cache(maxsize=4096)
+def _folders(folder: str) -> tuple[str, ...]:
+    """``folder`` and every folder above it, top first (files of one folder share the answer)."""
     out = []
-    folder = posixpath.dirname(key)
     while True:
         out.append(folder)
         parent = posixpath.dirname(folder)
         if parent == folder:
             break
         folder = parent
-    return out[::-1]
+    return tuple(out[::-1])
 
 
 def is_below(key: str, root: str) -> bool:

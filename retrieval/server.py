@@ -8,15 +8,15 @@ serialised with a lock that is held for one search or one store call, never for 
 
 from __future__ import annotations
 
-import io
 import os
 import stat
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -25,11 +25,13 @@ from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
-from ingest.decode import FORMATS, DecodeError, load_image
+from ingest.decode import FORMATS, DecodeError
+from ingest.decode_pool import DecodePool, DecodersBusy
 from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.serving.auth import ApiKey
 from retrieval.serving.middleware import (
     ApiPrecondition,
     BodyLimit,
@@ -39,6 +41,8 @@ from retrieval.serving.middleware import (
     validation_detail,
 )
 from retrieval.serving.store_guard import StoreGuard
+from retrieval.serving.thumbs import ThumbnailCache, thumb_key
+from retrieval.settings import ServeSettings
 from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -69,9 +73,13 @@ def _one_line(text: str) -> str:
 class Service:
     """The shared Index, its lock, and the operations the routes call."""
 
-    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, watch: Sequence[str] = ()):
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, watch: Sequence[str] = (),
+                 serve: ServeSettings | None = None):
+        serve = serve or index.settings.serve
         self.index = index
         self.lock = threading.Lock()
+        self.decoders = DecodePool(serve.decode_workers, serve.decode_timeout_s)
+        self.thumbs = ThumbnailCache(int(serve.thumb_cache_mb * (1 << 20)))
         self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
         self.syncer = Syncer(index, watch, index.settings.serve, self.lock) if watch else None
@@ -81,16 +89,16 @@ class Service:
             doc = status_doc(self.index.status())
         return doc | {"sync": self.syncer.status() if self.syncer else None}
 
-    def sync(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+    def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
         if self.syncer is None:
             raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
-        return self.syncer.request(root if root and root.strip() else None)
+        return self.syncer.request(root if root and root.strip() else None, prune=prune)
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
         try:
-            request = SearchRequest.of(**params.model_dump(), image=image)
+            request = SearchRequest.of(params, image=image)
             with self.lock:
                 hits = self.index.search(request)
         except UnknownPointError as exc:
@@ -132,23 +140,40 @@ class Service:
                     if size > self.max_upload_bytes:
                         raise ApiError(413, f"uploaded image is larger than {self.max_upload_bytes >> 20} MiB")
                     out.write(chunk)
+            upload.file.close()  # the form parser's copy is not needed any more
+            bitmap = tmp + ".bmp"
             try:
-                yield tmp
+                self.decoders.run("bitmap", tmp, bitmap, self.index.encoder.image_size,
+                                  self.index.settings.ingest.max_megapixels)
+            except DecodeError as exc:
+                raise ClipdexError(f"cannot read query image {upload.filename}: {exc}") from None
+            except DecodersBusy as exc:
+                raise ApiError(503, str(exc)) from None
+            try:
+                yield bitmap  # decoded within the budget, in a worker; loading it again is plain and quick
             except ClipdexError as exc:  # name the upload, not the temporary file
-                raise ClipdexError(str(exc).replace(tmp, upload.filename)) from None
+                raise ClipdexError(str(exc).replace(bitmap, upload.filename)) from None
         finally:
-            os.unlink(tmp)
+            for leftover in (tmp, tmp + ".bmp"):
+                with suppress(FileNotFoundError):
+                    os.unlink(leftover)
 
-    def thumbnail(self, path: str, size: int) -> bytes:
-        """A JPEG at most ``size`` pixels on its longer side."""
+    def thumbnail(self, path: str, size: int) -> tuple[bytes, bool]:
+        """A JPEG at most ``size`` pixels on its longer side, and whether it came from the cache."""
         try:
-            image = load_image(path, max_megapixels=self.index.settings.ingest.max_megapixels, draft_size=size)
+            key = thumb_key(path, size, os.stat(path))
+        except OSError:
+            raise ApiError(404, f"indexed file is gone from disk: {path}") from None
+        if (cached := self.thumbs.get(key)) is not None:
+            return cached, True
+        try:
+            data = self.decoders.run("thumbnail", path, size, self.index.settings.ingest.max_megapixels)
         except DecodeError as exc:
             raise ApiError(415, f"cannot read {path}: {exc}") from None
-        image.thumbnail((size, size))
-        out = io.BytesIO()
-        image.save(out, "JPEG", quality=85)
-        return out.getvalue()
+        except DecodersBusy as exc:
+            raise ApiError(503, str(exc)) from None
+        self.thumbs.put(key, data)
+        return data, False
 
 
 def media_type(path: str) -> str:
@@ -194,16 +219,20 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None, watch: Sequence[str] = ()) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, watch: Sequence[str] = (), api_key: str | None = None,
+               serve: ServeSettings | None = None) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
 
     ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
     ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
+    ``api_key``: required on every ``/api/`` route (None: ``[serve] api_key``; "": no key).
+    ``serve``: decode budget, workers and thumbnail cache (default: the index's ``[serve]`` settings).
     """
-    service = Service(index, max_upload_bytes, watch)
+    service = Service(index, max_upload_bytes, watch, serve)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        threading.Thread(target=service.decoders.warm, daemon=True).start()  # the first thumbnail is quick
         if service.syncer:
             service.syncer.start()
         try:
@@ -211,17 +240,21 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         finally:
             if service.syncer:
                 service.syncer.stop()
+            service.decoders.close()
 
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    # No Swagger/ReDoc pages: they load from a CDN, so offline they are blank.
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
-                  docs_url=None, redoc_url=None,  # Swagger/ReDoc load from a CDN: offline they are blank
-                  lifespan=lifespan)
+                  docs_url=None, redoc_url=None, lifespan=lifespan)
     app.state.service = service
     _install_error_handlers(app)
     # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
     app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
     app.add_middleware(HeadAsGet)
+    api_key = index.settings.serve.api_key if api_key is None else api_key
+    if api_key:
+        app.add_middleware(ApiKey, key=api_key)
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)
@@ -236,10 +269,15 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
-    def api_ingest(response: Response, root: str | None = None) -> dict[str, Any]:
+    def api_ingest(request: Request, response: Response, root: str | None = None,
+                   prune: bool = False) -> dict[str, Any]:
         """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
-        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows."""
-        started, progress = service.sync(root)
+        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows.
+        ``prune``: confirm deleting more than ``[ingest] max_delete_fraction`` of its points."""
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            raise ApiError(403, "cross-site request refused (a web page may not start a sync)")
+        started, progress = service.sync(root, prune)
         if not started:
             response.status_code = 200
         return {"started": started, "sync": progress}
@@ -262,7 +300,8 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         file = service.indexed_file(path)
         headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
         if thumb is not None:
-            return Response(service.thumbnail(file, thumb), media_type="image/jpeg", headers=headers)
+            data, cached = service.thumbnail(file, thumb)
+            return Response(data, media_type="image/jpeg", headers=headers | {"X-Cache": "HIT" if cached else "MISS"})
         return FileResponse(file, media_type=media_type(file), headers=headers,
                             content_disposition_type="inline", filename=os.path.basename(file))
 

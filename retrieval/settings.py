@@ -56,6 +56,12 @@ class StoreSettings(_Section):
     index_threshold: int = Field(20000, ge=0)
     """The embedded store builds its HNSW index only once this many points are unindexed; until then
     those points are searched exactly (a full scan of the small unindexed segments)."""
+    shard_number: int = Field(0, ge=0, le=1024)
+    """Qdrant server/cluster: shards of a new collection (0 = the server's default: one per node)."""
+    replication_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: copies of each shard of a new collection (0 = the server's default, 1)."""
+    write_consistency_factor: int = Field(0, ge=0, le=64)
+    """Qdrant cluster: replicas that must acknowledge a write (0 = the server's default, 1)."""
 
 
 class IngestSettings(_Section):
@@ -75,12 +81,33 @@ class IngestSettings(_Section):
     there until it is confirmed with ``--prune``."""
 
 
+class RaySettings(_Section):
+    """``clipdex ingest --ray``: where the Ray cluster is and how the encoder pool is sized."""
+
+    address: str = ""
+    """"" = ingest in this process; "auto" = join the running cluster (``ray start --head``); "local" = start
+    one in-process; or a cluster address (``HOST:6379``, ``ray://HOST:10001``)."""
+    encoders: int = Field(0, ge=0, le=4096)
+    """Encoder actors (0 = one per GPU where the cluster has GPUs, else one per ``encoder_cpus`` x 2 CPUs)."""
+    encoder_cpus: float = Field(1.0, gt=0, le=256)
+    """CPUs each CPU encoder actor reserves (its torch threads: this, rounded up)."""
+    decode_cpus: float = Field(1.0, gt=0, le=64)
+    """CPUs each hash/decode/preprocess task reserves."""
+    decode_batch: int = Field(16, ge=1, le=4096)
+    """Files per hash/decode/preprocess task."""
+    max_restarts: int = Field(3, ge=0, le=1000)
+    """How often a dead encoder actor is restarted (its unfinished batches are retried as often)."""
+    object_store_mb: int = Field(0, ge=0)
+    """Object store size of a ``local`` cluster (0 = Ray's default)."""
+
+
 class SearchSettings(_Section):
     limit: int = Field(10, ge=1, le=10000)
 
 
 class ServeSettings(_Section):
-    """``clipdex serve``: folders it keeps in sync while serving (``--watch``)."""
+    """``clipdex serve``: its API key, decode budget and thumbnail cache, and the folders it keeps in sync
+    while serving (``--watch``); see docs/serve.md."""
 
     watch: list[str] = []
     """Folders ingested at start and then on every file-system change (relative to the config file)."""
@@ -88,6 +115,14 @@ class ServeSettings(_Section):
     """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
     debounce_s: float = Field(1.0, ge=0, le=600)
     """Wait for this long without new events before ingesting a burst of changes."""
+    api_key: str = ""
+    """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
+    decode_timeout_s: float = Field(10.0, gt=0, le=600)
+    """Wall-time budget to decode one uploaded image or make one thumbnail (in a worker process)."""
+    decode_workers: int = Field(2, ge=1, le=32)
+    """Worker processes that decode uploads and thumbnails."""
+    thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
+    """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
 
 
 class LoopSettings(_Section):
@@ -176,6 +211,7 @@ class Settings(_Section):
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
     serve: ServeSettings = ServeSettings()
+    ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()
     distill: DistillSettings = DistillSettings()
     config_path: str = ""
@@ -284,7 +320,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
     """Read a TOML file into :class:`Settings`; with no path, the built-in defaults.
 
-    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``.
+    Environment: ``CLIPDEX_CONFIG`` (a TOML file), ``CLIPDEX_STORE``, ``CLIPDEX_QDRANT_URL``,
+    ``CLIPDEX_QDRANT_API_KEY``, ``CLIPDEX_API_KEY``.
     """
     path = path or os.environ.get("CLIPDEX_CONFIG") or None
     data: dict[str, Any] = {}
@@ -297,7 +334,8 @@ def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:
             raise ClipdexError(f"{file}: unknown setting 'config_path'")
         _resolve_relative(data, file.resolve().parent)
         data["config_path"] = str(file.resolve())
-    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL")):
+    for section, key, env in (("store", "path", "CLIPDEX_STORE"), ("store", "url", "CLIPDEX_QDRANT_URL"),
+                              ("store", "api_key", "CLIPDEX_QDRANT_API_KEY"), ("serve", "api_key", "CLIPDEX_API_KEY")):
         if os.environ.get(env):
             data.setdefault(section, {})[key] = os.environ[env]
     return _validate(data, source)

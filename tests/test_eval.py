@@ -89,6 +89,13 @@ def test_captioned_folder_and_coco_give_recall(tmp_path: Path, model_dir: Path):
 def test_limit(tmp_path: Path, model_dir: Path):
     out = _eval(model_dir, "--dataset", "labelled-folder", "--data", str(SAMPLES), "--limit", "40")
     assert set(out) == LABEL_KEYS | PROBE_KEYS
+    data = datasets.labelled_folder(SAMPLES)
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
+    first_40 = evaluate(encoder, data.subset(40))
+    assert len(data.subset(40)) == 40 < len(data)
+    ranked = {k: out[k] for k in LABEL_KEYS}  # the ranking metrics (the probes need a train split of their own)
+    assert ranked == pytest.approx({k: first_40[k] for k in LABEL_KEYS}, abs=1e-5)  # exactly the first 40 images
+    assert ranked != pytest.approx({k: v for k, v in evaluate(encoder, data).items() if k in LABEL_KEYS}, abs=1e-5)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -156,6 +156,7 @@ def test_hf_hub_name_not_cached_offline_fails_fast_with_the_local_checkpoint_hin
         Encoder.load(ModelSettings(name="hf-hub:clipdex-test/not-there", pretrained=""))
 
 
+@pytest.mark.slow
 def test_unreachable_hub_fails_fast_through_huggingface_hub(tmp_path: Path):
     """The download goes where HF_ENDPOINT says (and through any proxy), and fails in one line."""
     import os
@@ -183,3 +184,34 @@ def test_unreachable_hub_fails_fast_through_huggingface_hub(tmp_path: Path):
     assert f"127.0.0.1:{port}" in lines[0] and "local checkpoint" in lines[0]
     assert elapsed < 60  # no retry loop with backoff (26 s of it against an unreachable host)
     assert not any((tmp_path / "store").rglob("clipdex.json"))
+
+
+# -- the bundled model, loaded the way `make demo` loads it ----------------------------------------------
+
+@pytest.mark.slow
+def test_bundled_model_through_demo_config_ranks_each_class_first(tmp_path: Path, monkeypatch):
+    """configs/demo.toml -> models/fmnist-tiny, on the committed samples: "a photo of a sneaker" finds sneakers."""
+    from retrieval.index import Index
+
+    repo = Path(__file__).resolve().parent.parent
+    monkeypatch.setenv("CLIPDEX_STORE", str(tmp_path / "store"))
+    settings = load_settings(repo / "configs" / "demo.toml")
+    assert settings.model.name == f"local-dir:{repo / 'models' / 'fmnist-tiny'}"
+    samples = repo / "samples" / "fashion-mnist"
+    classes = sorted(p.name for p in samples.iterdir() if p.is_dir())
+    assert len(classes) == 10
+    with Index.open(settings, create=True) as index:
+        report = index.ingest([samples])
+        assert report.indexed == 300 and not report.failed
+        ranked = {name: index.search(text=f"a photo of a {name.replace('_', ' ')}", limit=300) for name in classes}
+    for name, hits in ranked.items():
+        scores: dict[str, list[float]] = {}
+        for hit in hits:
+            scores.setdefault(Path(hit.payload["path"]).parent.name, []).append(hit.score)
+        mean = {label: sum(v) / len(v) for label, v in scores.items()}
+        assert max(mean, key=mean.__getitem__) == name, (name, mean)  # its own class ranks first
+        top10 = [Path(h.payload["path"]).parent.name for h in hits[:10]]
+        assert top10.count(name) >= 6, (name, top10)
+    hits_at_10 = sum([Path(h.payload["path"]).parent.name for h in hits[:10]].count(name)
+                     for name, hits in ranked.items())
+    assert hits_at_10 >= 90  # the model's measured t2i precision@10 is 0.96 (README)

@@ -136,3 +136,35 @@ def test_search_page_end_to_end(live: Live, browser: webdriver.Chrome, tmp_path:
     driver.find_element(By.ID, "q").clear()
     driver.find_element(By.ID, "q").send_keys(Keys.ENTER)
     wait(driver, lambda d: "Type a description" in d.find_element(By.ID, "error").text, "no empty-query error")
+
+
+def test_page_asks_for_the_api_key_and_sends_it(live: Live, browser: webdriver.Chrome):
+    from retrieval.server import create_app
+    from tests.test_server import serving
+
+    key = "page key/é;="
+    app = create_app(live.index, api_key=key)
+    app.state.service.lock = live.lock
+    driver = browser
+    with serving(app) as url:
+        driver.get(url + "/")
+        driver.delete_all_cookies()
+        driver.refresh()
+        wait(driver, ec.visibility_of_element_located((By.ID, "key")), "the key field never showed")
+        assert "needs an API key" in error_text(driver)
+
+        driver.find_element(By.ID, "key").send_keys("not the key", Keys.ENTER)
+        wait(driver, lambda d: "wrong API key" in d.find_element(By.ID, "error").text, "a wrong key was not reported")
+        assert driver.find_element(By.ID, "key").is_displayed()
+
+        driver.find_element(By.ID, "key").send_keys(key, Keys.ENTER)
+        wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "the status line never loaded")
+        assert not driver.find_element(By.ID, "key").is_displayed()
+        assert driver.get_cookie("clipdex_key")["sameSite"] == "Strict"
+
+        driver.find_element(By.ID, "q").send_keys(QUERY, Keys.ENTER)
+        expected = live.search(text=QUERY, limit=10)
+        wait(driver, lambda d: len(cards(d)) == len(expected), "result cards never appeared")
+        assert [c.get_attribute("data-path") for c in cards(driver)] == [path for path, _ in expected]
+        wait(driver, lambda d: d.execute_script(ALL_THUMBS_LOADED), "thumbnails did not load with the key")
+        driver.delete_all_cookies()

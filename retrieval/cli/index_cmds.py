@@ -9,7 +9,7 @@ import click
 
 from retrieval.cli.common import Run, cli, common_options
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.request import MAX_LIMIT, SearchRequest, SearchRequestError
+from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
 
 
 @cli.command()
@@ -23,17 +23,22 @@ from retrieval.request import MAX_LIMIT, SearchRequest, SearchRequestError
               help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
 @click.option("--prune", is_flag=True,
               help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
+              help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
+                   "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool) -> None:
+           prune: bool, ray_address: str | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        report = index.ingest(folders, progress=show, prune=prune)
+        if ray_address == "[ray]":  # --ray without a value
+            ray_address = settings.ray.address or "local"
+        report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
     summary = report.as_dict()
     for line in report.notices():  # kept and held-back points: said even with --json
         click.echo(f"clipdex: {line}", err=True)
@@ -48,6 +53,7 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
 
 
 def _default(field: str) -> str:
+    """The request model's default for ``field``, for --help (the defaults live in the model only)."""
     return f"[default: {SearchRequest.model_fields[field].default}]"
 
 
@@ -71,9 +77,12 @@ def search_request(**options: Any) -> SearchRequest:
               help=f"How many results (1-{MAX_LIMIT}) [default: [search] limit].")
 @click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
 @click.option("--min-score", type=float, default=None, help="Drop hits scoring below (-1 to 1).")
-@click.option("--text-weight", type=float, default=None, help=_default("text_weight"))
-@click.option("--image-weight", type=float, default=None, help=_default("image_weight"))
-@click.option("--negative-weight", type=float, default=None, help=_default("negative_weight"))
+@click.option("--text-weight", type=float, default=None,
+              help=f"Weight of TEXT in a text+image query (0-{MAX_WEIGHT:g}) {_default('text_weight')}.")
+@click.option("--image-weight", type=float, default=None,
+              help=f"Weight of --image in a text+image query (0-{MAX_WEIGHT:g}) {_default('image_weight')}.")
+@click.option("--negative-weight", type=float, default=None,
+              help=f"How hard negative prompts push away (0-{MAX_WEIGHT:g}) {_default('negative_weight')}.")
 @click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
 @click.option("--before", help="Taken before this date (EXIF).")
 @click.option("--camera", help="EXIF camera make or model, exactly.")

@@ -89,12 +89,18 @@ def watched_roots(paths: list[str]) -> list[str]:
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (info logs each request).")
+@click.option("--insecure", is_flag=True,
+              help="Allow a non-loopback --host without an API key ([serve] api_key or CLIPDEX_API_KEY).")
 @click.option("--watch", "watch", multiple=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR",
               help="Keep DIR ingested while serving: a sync at start, then on every change (repeatable; "
                    "adds to [serve] watch).")
 @common_options
-def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...]) -> None:
+def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch: tuple[str, ...]) -> None:
     """Serve the search API and a web page (http://127.0.0.1:8000/ by default)."""
+    keyed = bool(run.settings.serve.api_key)
+    if not is_loopback(host) and not keyed and not insecure:
+        raise ClipdexError(f"refusing to serve on {host} without an API key: set [serve] api_key or "
+                           "CLIPDEX_API_KEY (clients then send 'Authorization: Bearer KEY'), or pass --insecure")
     import uvicorn
 
     from retrieval.index import Index
@@ -119,9 +125,12 @@ def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...]
                 problem = root_problem(root)
                 click.echo(f"clipdex: watching {root}" + (f" (now {problem}: its points are kept, retried every "
                            f"{run.settings.serve.rescan_interval_s:g} s)" if problem else ""), err=True)
-            if not is_loopback(host):
-                click.echo(f"clipdex: warning: {host} is not a loopback address; anyone who can reach it can "
-                           "search and view the indexed images", err=True)
+            if not is_loopback(host) and not keyed:
+                click.echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
+                           "(--insecure): anyone who can reach it can search and view the indexed images", err=True)
+            elif not is_loopback(host):
+                click.echo("clipdex: note: the API key travels in clear text over plain HTTP; put a TLS proxy in "
+                           "front for untrusted networks", err=True)
             config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
             with _sigterm_stops(), suppress(KeyboardInterrupt, _Stopped):
                 uvicorn.Server(config).run(sockets=[sock])

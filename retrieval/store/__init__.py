@@ -5,9 +5,10 @@ from __future__ import annotations
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
-from retrieval.store.edge import EdgeStore
+from retrieval.store.edge import EdgeStore, MetadataLost
 
-__all__ = ["CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore", "index_config", "open_store"]
+__all__ = ["CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore", "index_config",
+           "open_store"]
 
 
 def index_config(settings: Settings) -> IndexConfig:
@@ -15,7 +16,8 @@ def index_config(settings: Settings) -> IndexConfig:
     s = settings.store
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
-                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold)
+                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold, shards=s.shard_number,
+                       replicas=s.replication_factor, write_consistency=s.write_consistency_factor)
 
 
 def open_store(settings: Settings, *, create: bool = False, owner: str | None = None) -> VectorStore:

@@ -89,6 +89,9 @@ class IndexConfig:
     on_disk: bool = False  # original vectors memory-mapped from disk instead of held in RAM
     full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
     index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
+    shards: int = 0  # Qdrant server/cluster: shard_number (0 = the server's default)
+    replicas: int = 0  # Qdrant cluster: replication_factor (0 = the server's default)
+    write_consistency: int = 0  # Qdrant cluster: write_consistency_factor (0 = the server's default)
 
     def indexing_threshold_kb(self, dim: int) -> int:
         """``index_threshold`` points of ``dim`` float32s, in the KB Qdrant's optimizer counts in."""
@@ -156,6 +159,9 @@ class VectorStore(Protocol):
 
     def set_root(self, root: str) -> None:
         """Give points at or below ``root`` that have no ``root`` field yet that value."""
+
+    def flush(self) -> None:
+        """Make every acknowledged write durable (lets the write-ahead log be truncated)."""
 
     def unindexed(self) -> int:
         """Points not yet in an HNSW index (searched exactly until :meth:`optimize`)."""

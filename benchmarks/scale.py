@@ -1,0 +1,261 @@
+"""A million photos: clipdex's real ingest bookkeeping and store path at scale, without a model.
+
+    .venv/bin/python benchmarks/scale.py --points 100000 --json
+
+What runs for real: :func:`ingest.plan.plan_ingest` (the store scroll and comparison with the listing),
+:class:`ingest.bookkeeping.Bookkeeper` (payloads, point ids, reuse look-ups), the
+:class:`ingest.writer.AsyncUpserter`, :func:`ingest.finish.finish` (deletions, the HNSW build once
+``index_threshold`` is crossed) and the embedded qdrant-edge store with the ``[store]`` index settings.
+What is synthetic: the listing (``ScannedFile`` entries with realistic paths, sizes and mtimes; no
+image file is written or walked, so ``scan`` and the reader's hashing/decoding are not exercised) and
+the encoder (a stand-in that returns clustered 512-d unit vectors, so no model time is counted).
+
+Then: 200 queries (data vectors plus noise), recall@10 against an exact numpy search over all N
+vectors (regenerated chunk by chunk, never held at once), latency percentiles, size on disk, close and
+reopen time, and ``resync_s``: a second ingest of the unchanged N, which must upsert and delete nothing.
+Prints one JSON line; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from ingest.bookkeeping import Bookkeeper  # noqa: E402
+from ingest.finish import finish, start_report  # noqa: E402
+from ingest.plan import plan_ingest  # noqa: E402
+from ingest.reader import FileResult  # noqa: E402
+from ingest.records import point_id  # noqa: E402
+from ingest.scan import Listing, RootListing, ScannedFile  # noqa: E402
+from ingest.writer import AsyncUpserter  # noqa: E402
+from retrieval.settings import Settings  # noqa: E402
+from retrieval.store import CollectionMeta, SearchFilter, open_store  # noqa: E402
+
+GEN_CHUNK = 4096  # vectors are generated (and regenerated for the exact search) in fixed chunks
+CAMERAS = (("Apple", "iPhone 14"), ("Canon", "EOS R6"), ("NIKON", "D750"), ("SONY", "ILCE-7M3"))
+
+
+STARTED = time.perf_counter()
+
+
+def peak_rss_mb() -> int:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def log(msg: str) -> None:
+    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, peak RSS {peak_rss_mb():,} MB] {msg}", file=sys.stderr,
+          flush=True)
+
+
+def watch_memory(every_s: float = 60.0) -> None:
+    """Log the peak RSS now and then (so a run stopped by a time limit still tells its memory)."""
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            log("…")
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
+class StandIn:
+    """The stand-in encoder: vector ``i`` is the same clustered unit vector every time it is asked for."""
+
+    def __init__(self, dim: int, clusters: int, seed: int):
+        self.dim, self.seed = dim, seed
+        self._cached: tuple[int, np.ndarray] = (-1, np.empty(0))
+        centers = np.random.default_rng(seed).standard_normal((clusters, dim), dtype=np.float32)
+        self.centers = centers / np.linalg.norm(centers, axis=1, keepdims=True)
+
+    def chunk(self, number: int) -> np.ndarray:
+        """Vectors ``number * GEN_CHUNK`` … ``+ GEN_CHUNK`` (the last one asked for is cached)."""
+        if self._cached[0] == number:
+            return self._cached[1]
+        rng = np.random.default_rng((self.seed, number))
+        assign = rng.integers(0, self.centers.shape[0], GEN_CHUNK)
+        noise = rng.standard_normal((GEN_CHUNK, self.dim), dtype=np.float32) * np.float32(0.7 / np.sqrt(self.dim))
+        vectors = self.centers[assign] + noise
+        self._cached = (number, vectors / np.linalg.norm(vectors, axis=1, keepdims=True))
+        return self._cached[1]
+
+    def vectors(self, numbers: np.ndarray) -> np.ndarray:
+        """Vectors number ``numbers`` (ascending runs are cheap: one chunk generated per 4,096)."""
+        out = np.empty((len(numbers), self.dim), np.float32)
+        for c in np.unique(numbers // GEN_CHUNK):
+            rows = np.nonzero(numbers // GEN_CHUNK == c)[0]
+            out[rows] = self.chunk(int(c))[numbers[rows] - c * GEN_CHUNK]
+        return out
+
+
+def listing(n: int, root: str) -> Listing:
+    """``n`` photo-library entries in year/month/event folders of 200 files each, in path order."""
+    files = []
+    for i in range(n):
+        event = i // 200
+        folder = f"{2000 + event // 240}/{1 + (event // 20) % 12:02d}/event-{event:05d}"
+        files.append(ScannedFile(f"{root}/{folder}/IMG_{i:07d}.jpg", 180_000 + (i * 7919) % 6_000_000,
+                                 1_400_000_000_000_000_000 + i * 1_000_003_000, root))
+    return Listing(files, [], [RootListing(root)])
+
+
+def number(file: ScannedFile) -> int:
+    """The synthetic file's index (its vector's number)."""
+    return int(file.path[-11:-4])
+
+
+def file_result(file: ScannedFile) -> FileResult:
+    """What the reader would make of a decoded photo: content hash, size, EXIF fields."""
+    i = number(file)
+    make, model = CAMERAS[i % len(CAMERAS)]
+    taken = 1_300_000_000 + i * 317
+    meta = {"width": 4032, "height": 3024, "format": "JPEG", "camera_make": make, "camera_model": model,
+            "taken_ts": float(taken), "taken_at": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(taken))}
+    return FileResult(file, "image", hash=f"{i * 2654435761 % 2**64:016x}{i:016x}", meta=meta)
+
+
+def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Settings, batch: int) -> dict[str, Any]:
+    """One ingest through the real plan → bookkeeping → finish path; returns its counts and timings."""
+    start = time.perf_counter()
+    plan = plan_ingest(files, store)
+    planned = time.perf_counter()
+    report = start_report(plan)
+    writer = AsyncUpserter(store)
+    standin_s = 0.0
+    try:
+        book = Bookkeeper(plan, store, writer, report, chunk=settings.ingest.upsert_batch)
+        for lo in range(0, len(plan.todo), batch):
+            todo = plan.todo[lo:lo + batch]
+            t = time.perf_counter()
+            results = [file_result(f) for f in todo]
+            vectors = stand_in.vectors(np.array([number(f) for f in todo]))
+            standin_s += time.perf_counter() - t
+            book.handle(results, vectors)
+            if lo // batch % 200 == 0:
+                log(f"  {lo + len(todo):,}/{len(plan.todo):,} upserted")
+    finally:
+        writer.close()
+    upserted = time.perf_counter()
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == "index":
+            log(f"  building the HNSW index for {total:,} points" if done == 0 else "  index built")
+
+    finish(plan, book, store, report, prune=False, max_delete_fraction=settings.ingest.max_delete_fraction,
+           chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold, progress=progress)
+    store.flush()
+    end = time.perf_counter()
+    return {"report": report, "upserts": writer.points, "plan_s": planned - start, "upsert_s": upserted - planned,
+            "index_s": end - upserted, "total_s": end - start, "standin_s": standin_s}
+
+
+def exact_top10(stand_in: StandIn, n: int, queries: np.ndarray) -> np.ndarray:
+    """Exact top-10 data indices per query, streaming over regenerated chunks."""
+    best_scores = np.full((len(queries), 10), -np.inf, np.float32)
+    best_ids = np.zeros((len(queries), 10), np.int64)
+    for c in range((n + GEN_CHUNK - 1) // GEN_CHUNK):
+        vectors = stand_in.chunk(c)[: n - c * GEN_CHUNK]
+        scores = queries @ vectors.T
+        ids = np.broadcast_to(np.arange(len(vectors)) + c * GEN_CHUNK, scores.shape)
+        all_scores = np.concatenate([best_scores, scores], axis=1)
+        all_ids = np.concatenate([best_ids, ids], axis=1)
+        keep = np.argpartition(-all_scores, 10, axis=1)[:, :10]
+        best_scores = np.take_along_axis(all_scores, keep, 1)
+        best_ids = np.take_along_axis(all_ids, keep, 1)
+    return best_ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--points", type=int, default=100_000)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--clusters", type=int, default=1000)
+    parser.add_argument("--batch", type=int, default=256, help="files per bookkeeping batch (the runner's batch)")
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--hnsw-ef", type=int, default=256)
+    parser.add_argument("--m", type=int, default=16)
+    parser.add_argument("--ef-construct", type=int, default=100)
+    parser.add_argument("--quantization", choices=("none", "int8"), default="none")
+    parser.add_argument("--on-disk", action="store_true", help="original vectors memory-mapped from disk")
+    parser.add_argument("--index-threshold", type=int, default=20_000)
+    parser.add_argument("--store", help="folder for the store (default: a temporary folder under .bench/)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the one JSON line (always printed)")
+    args = parser.parse_args()
+
+    base = Path(args.store) if args.store else Path(tempfile.mkdtemp(prefix="scale-", dir=_bench_dir()))
+    settings = Settings.model_validate({
+        "store": {"path": str(base), "collection": "scale", "hnsw_ef": args.hnsw_ef, "hnsw_m": args.m,
+                  "hnsw_ef_construct": args.ef_construct, "quantization": args.quantization,
+                  "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold}})
+    stand_in = StandIn(args.dim, args.clusters, args.seed)
+    files = listing(args.points, "/home/user/Pictures")
+    watch_memory()
+    log(f"{args.points:,} synthetic files; store in {base}")
+    store = open_store(settings, create=True)
+    store.create(CollectionMeta("stand-in", "", args.dim))
+    first = ingest_pass(files, store, stand_in, settings, args.batch)
+    assert first["report"].indexed == args.points, first["report"]
+    log(f"ingest: plan {first['plan_s']:.1f} s, upserts {first['upsert_s']:.1f} s, index {first['index_s']:.1f} s")
+
+    rng = np.random.default_rng(args.seed + 1)
+    queries = stand_in.vectors(np.sort(rng.integers(0, args.points, args.queries + 50)))
+    rng.shuffle(queries)
+    queries += rng.standard_normal(queries.shape, dtype=np.float32) * np.float32(0.4 / np.sqrt(args.dim))
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    timed = queries[50:]
+    for q in queries[:50]:  # first queries after a build page the index in (not timed)
+        store.query(q, 10, SearchFilter())
+    latencies, hits = [], []
+    for q in timed:
+        t = time.perf_counter()
+        found = store.query(q, 10, SearchFilter())
+        latencies.append((time.perf_counter() - t) * 1000)
+        hits.append({h.id for h in found})
+    truth = exact_top10(stand_in, args.points, timed)
+    id_of = {number(files.files[i]): point_id(files.files[i].path) for i in set(truth.ravel().tolist())}
+    recall = float(np.mean([len(h & {id_of[int(i)] for i in row}) / 10 for h, row in zip(hits, truth, strict=True)]))
+    store.close()
+    disk_mb = sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) / 2**20
+
+    t = time.perf_counter()
+    store = open_store(settings)
+    store.query(timed[0], 10, SearchFilter())
+    reopen_s = time.perf_counter() - t
+    second = ingest_pass(files, store, stand_in, settings, args.batch)
+    resync = second["report"]
+    assert second["upserts"] == 0 and resync.deleted == 0 and resync.unchanged == args.points, resync
+    store.close()
+    row = {"points": args.points, "upsert_per_s": round(args.points / first["upsert_s"]),
+           "searchable_s": round(first["total_s"], 1), "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+           "p95_ms": round(float(np.percentile(latencies, 95)), 2), "recall@10": round(recall, 4),
+           "peak_rss_mb": peak_rss_mb(),
+           "disk_mb": round(disk_mb), "reopen_s": round(reopen_s, 2), "resync_s": round(second["total_s"], 1),
+           "resync_upserts": second["upserts"], "index_s": round(first["index_s"], 1),
+           "standin_s": round(first["standin_s"], 1), "hnsw_ef": args.hnsw_ef, "m": args.m,
+           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk}
+    print(json.dumps(row), flush=True)
+    if not args.store:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _bench_dir() -> str:
+    folder = REPO / ".bench"
+    folder.mkdir(exist_ok=True)
+    return str(folder)
+
+
+if __name__ == "__main__":
+    main()
