@@ -62,7 +62,7 @@ def file_payload(file: ScannedFile, digest: str, content: dict[str, Any]) -> dic
     payload = {k: v for k, v in content.items() if k in CONTENT_FIELDS}
     payload.update(path=key, folder=folders[-1], ancestors=folders, size=file.size,
                    mtime=file.mtime_ns / 1e9, mtime_ns=file.mtime_ns, hash=digest)
-    if file.root:
+    if file.root and file.root != file.path:  # a file given as its own root: finish() tags it
         payload["root"] = path_key(file.root)
     return payload
 

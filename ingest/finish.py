@@ -6,12 +6,28 @@ from collections.abc import Callable
 
 from ingest.bookkeeping import Bookkeeper
 from ingest.plan import IngestPlan
-from ingest.records import point_id
+from ingest.records import is_below, point_id
 from ingest.report import IngestReport
 from retrieval.store import VectorStore
 
 Progress = Callable[[str, int, int], None]
 """``progress(stage, done, total)``: stage is "read" (files), "delete" (points) or "index" (points)."""
+
+
+def _tag_roots(plan: IngestPlan, store: VectorStore) -> None:
+    """Give points without a ``root`` field theirs: points stored before roots were recorded, and
+    files ingested one by one (a file given as a root belongs to the stored root it lies below)."""
+    online = [r for r in plan.roots if not r.offline]
+    for root in online:
+        if not root.is_file:
+            store.set_root(root.path)
+    files = [r for r in online if r.is_file]
+    if files:
+        stored = sorted(store.root_counts(), key=len, reverse=True)
+        for root in files:
+            owner = next((s for s in stored if s != root.path and is_below(root.path, s)), None)
+            if owner:
+                store.set_root(owner)
 
 
 def start_report(plan: IngestPlan) -> IngestReport:
@@ -53,9 +69,7 @@ def finish(plan: IngestPlan, book: Bookkeeper, store: VectorStore, report: Inges
         if progress:
             progress("delete", min(start + chunk, len(doomed)), len(doomed))
     report.deleted = len(doomed)
-    for root in plan.roots:
-        if not root.offline:
-            store.set_root(root.path)  # points stored before roots were recorded
+    _tag_roots(plan, store)
     unindexed = store.unindexed()
     if unindexed and unindexed >= index_threshold:
         if progress:

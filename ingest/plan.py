@@ -34,6 +34,7 @@ class RootPlan:
     points: int = 0  # stored points at or below it before the run
     files: int = 0  # image files listed at or below it
     offline: str = ""  # why every point below it is kept ("" while online)
+    is_file: bool = False  # an image file given as a root (e.g. one changed file a watcher saw)
     stale: list[tuple[str, str]] = field(default_factory=list)  # (key, hash) of stored points not listed
 
 
@@ -58,7 +59,7 @@ class IngestPlan:
 
 def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
     """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points."""
-    roots = [RootPlan(path_key(r.path), offline=r.error) for r in listing.roots]
+    roots = [RootPlan(path_key(r.path), offline=r.error, is_file=r.is_file) for r in listing.roots]
     listed: dict[str, ScannedFile] = {path_key(f.path): f for f in listing.files}
     for root in roots:
         root.files = sum(1 for key in listed if is_below(key, root.path)) if len(roots) > 1 else len(listed)

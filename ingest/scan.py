@@ -70,6 +70,7 @@ class RootListing:
 
     path: str
     error: str = ""
+    is_file: bool = False  # the root is an image file, not a folder
 
 
 @dataclass
@@ -243,6 +244,7 @@ def scan_roots(
         if stat.S_ISDIR(st.st_mode):
             real.append((top, top, (st.st_dev, st.st_ino)))
         elif stat.S_ISREG(st.st_mode) and is_image_name(top):
+            listed[top] = RootListing(top, is_file=True)
             name = os.path.basename(top)
             if (not include or glob_match(name, include)) and not glob_match(name, exclude):
                 add_file(top, st, top)

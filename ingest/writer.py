@@ -13,12 +13,18 @@ from retrieval.store import VectorStore
 
 
 class AsyncUpserter:
-    """Upserts in order on one thread; ``lock`` serialises every other use of the store meanwhile."""
+    """Upserts in order on one thread; ``lock`` serialises every other use of the store meanwhile.
 
-    def __init__(self, store: VectorStore, depth: int = 8):
+    Every ``flush_every`` points the store is flushed, so its write-ahead log can be truncated during a
+    long ingest instead of growing with it (disk and mapped memory).
+    """
+
+    def __init__(self, store: VectorStore, depth: int = 8, flush_every: int = 50_000):
         self.store = store
         self.lock = threading.Lock()
         self.points = 0  # points upserted so far
+        self.flush_every = flush_every
+        self._since_flush = 0
         self._queue: queue.Queue[tuple[list[str], np.ndarray, list[dict[str, Any]]] | None] = queue.Queue(depth)
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="clipdex-upsert", daemon=True)
@@ -31,6 +37,10 @@ class AsyncUpserter:
                     with self.lock:
                         self.store.upsert(*item)
                         self.points += len(item[0])
+                        self._since_flush += len(item[0])
+                        if self._since_flush >= self.flush_every:
+                            self.store.flush()
+                            self._since_flush = 0
                 except BaseException as exc:  # re-raised in the caller's thread
                     self._error = exc
             self._queue.task_done()

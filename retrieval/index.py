@@ -19,9 +19,9 @@ import numpy as np
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval.errors import ClipdexError
-from retrieval.precision import mixable
+from retrieval.precision import mixable, mixes_with
 from retrieval.query import combine, recommend_vector
-from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
 from retrieval.weights import weights_fingerprint
@@ -106,8 +106,8 @@ class Index:
                 "--collection")
         if not mixable(meta.precision, encoder.precision):
             raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
-                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision = "
-                               f"\"{meta.precision}\" or use another --collection")
+                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision "
+                               f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
         return encoder
 
     @property
@@ -151,7 +151,7 @@ class Index:
                       index_threshold=self.settings.store.index_threshold)
 
     # -- search --------------------------------------------------------------------------------
-    def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
+    def query_vector(self, request: SearchParams | str | None = None, /, **fields: Any) -> np.ndarray:
         """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
 
         Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
@@ -182,7 +182,7 @@ class Index:
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
-    def search(self, request: SearchRequest | str | None = None, /, **fields: Any) -> list[Hit]:
+    def search(self, request: SearchParams | str | None = None, /, **fields: Any) -> list[Hit]:
         """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
 
         The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit

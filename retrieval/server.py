@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -97,7 +98,7 @@ class Service:
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
         try:
-            request = SearchRequest.of(**params.model_dump(), image=image)
+            request = SearchRequest.of(params, image=image)
             with self.lock:
                 hits = self.index.search(request)
         except UnknownPointError as exc:
@@ -268,10 +269,14 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
-    def api_ingest(response: Response, root: str | None = None, prune: bool = False) -> dict[str, Any]:
+    def api_ingest(request: Request, response: Response, root: str | None = None,
+                   prune: bool = False) -> dict[str, Any]:
         """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
         sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows.
         ``prune``: confirm deleting more than ``[ingest] max_delete_fraction`` of its points."""
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            raise ApiError(403, "cross-site request refused (a web page may not start a sync)")
         started, progress = service.sync(root, prune)
         if not started:
             response.status_code = 200

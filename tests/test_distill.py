@@ -104,6 +104,7 @@ def test_text_search_on_a_student_collection_finds_the_class(tmp_path: Path):
 
 def test_from_collection_gives_the_teacher_pass_targets(tmp_path: Path, few: Path):
     settings = load_settings(write_config(tmp_path / "c.toml", TEACHER, tmp_path / "store", collection="teach"))
+    settings = settings.with_overrides(model={"precision": "fp32"})  # exactly the teacher pass's arithmetic
     with Index.open(settings, create=True) as index:
         index.ingest([few])
     cfg = _cfg(tmp_path, None, from_collection="teach")

@@ -155,3 +155,14 @@ def test_moving_a_whole_library_is_not_a_mass_deletion(clipdex, tmp_path):
     summary, err = _ingest(clipdex, root)
     assert (summary["moved"], summary["deleted"], summary["held_back"]) == (6, 6, [])
     assert clipdex("status", "--json").json()["points"] == 6
+
+
+def test_a_file_ingested_on_its_own_stays_counted_under_its_root(clipdex, tmp_path):
+    """What `serve --watch` does with a changed file: ingest just that path."""
+    root = tmp_path / "lib"
+    photos = _library(root, 3)
+    _ingest(clipdex, root)
+    pattern(40).save(photos[1])  # edited
+    summary, _ = _ingest(clipdex, photos[1])
+    assert summary["indexed"] == 1 and summary["deleted"] == 0
+    assert clipdex("status", "--json").json()["roots"] == [{"path": str(root), "points": 3, "offline": ""}]

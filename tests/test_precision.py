@@ -71,6 +71,7 @@ def test_precision_choices_and_their_devices():
     with pytest.raises(ClipdexError, match="int8' runs on the CPU only"):
         resolve("int8", cuda)
     assert mixable("fp32", "int8") and mixable("int8", "fp32") and mixable("fp16", "fp16")
+    assert not mixable("fp16", "int8")
 
 
 def test_a_collection_records_its_precision(clipdex, config: Path, tmp_path: Path, tiny_model_dir: Path):
@@ -82,6 +83,14 @@ def test_a_collection_records_its_precision(clipdex, config: Path, tmp_path: Pat
     assert clipdex("ingest", tmp_path / "imgs", "--config", int8, with_config=False).code == 0
     meta = json.loads(next((tmp_path / "store").rglob("clipdex.json")).read_text())
     assert meta["precision"] == "int8"
+    fp32 = write_config(tmp_path / "fp32.toml", tiny_model_dir, tmp_path / "store")
+    fp32.write_text(fp32.read_text().replace('pretrained = ""', 'pretrained = ""\nprecision = "fp32"'))
     # fp32 queries may meet an int8 collection (measured drift: README, Performance)
-    hits = clipdex("search", "a red square", "--json").json()
+    hits = clipdex("search", "a red square", "--json", "--config", fp32, with_config=False).json()
     assert len(hits) == 3
+    for meta_file in (tmp_path / "store").rglob("clipdex.json"):  # as if it had been built on a GPU
+        meta_file.write_text(meta_file.read_text().replace('"int8"', '"fp16"'))
+    refused = clipdex("search", "a red square", "--config", int8, with_config=False)
+    assert refused.code == 1 and "built at precision fp16, which does not mix with int8" in refused.err
+    assert "set model.precision to fp32 or fp16" in refused.err
+    assert clipdex("search", "a red square", "--config", fp32, with_config=False).code == 0  # fp32 may

@@ -147,12 +147,14 @@ def test_searches_answer_during_a_sync(tmp_path: Path, tiny_model_dir: Path):
     assert code == 0, err
     write_images(lib / "bulk", 600, start=1000)
     with watching(tmp_path, tiny_model_dir, lib) as (http, _):
-        during, answers, second = 0, [], None
+        during, answers, second, progress = 0, [], None, []
         deadline = time.monotonic() + WAIT_S
         while (status := sync_status(http))["syncs"] == 0:
             assert time.monotonic() < deadline, "the initial sync did not finish"
             response = http.get("/api/search", params={"q": "a colourful patchwork", "limit": 5})
             answers.append(response.status_code)
+            if status["state"] == "syncing" and status["stage"] == "read":
+                progress.append((status["done"], status["total"]))
             if status["state"] == "syncing" and sync_status(http)["state"] == "syncing":
                 during += 1  # this search was answered while the sync ran
                 if second is None:
@@ -160,6 +162,8 @@ def test_searches_answer_during_a_sync(tmp_path: Path, tiny_model_dir: Path):
         assert answers and set(answers) == {200}
         assert during >= 3, f"only {during} searches ran during the sync; make the sync longer"
         assert second is not None and second.status_code == 200 and second.json()["started"] is False
+        assert progress and {total for _, total in progress} == {600}  # the pipeline's progress, files to read
+        assert [done for done, _ in progress] == sorted(done for done, _ in progress) and progress[-1][0] > 0
         assert second.json()["sync"]["root"] == str(lib)
         last = sync_status(http)["last"]
         assert last["error"] == "" and last["result"]["indexed"] == 600 and last["result"]["unchanged"] == 8
@@ -179,6 +183,11 @@ def test_post_ingest_syncs_a_watched_root_and_refuses_others(tmp_path: Path, tin
             assert response.status_code == 400, response.text
             message = response.json()["error"]
             assert "not a watched folder" in message and "\n" not in message
+        evil = http.post("/api/ingest", params={"root": str(lib)}, headers={"origin": "http://evil.example"})
+        assert evil.status_code == 403 and "cross-site" in evil.json()["error"]
+        assert http.post("/api/ingest", params={"prune": "maybe"}).status_code == 422
+        same = http.post("/api/ingest", headers={"origin": str(http.base_url).rstrip("/")})
+        assert same.status_code in (200, 202)
         write_images(lib, 1, start=50)  # the watcher may see it first; the requested sync must agree
         response = http.post("/api/ingest", params={"root": f"{lib}/"})
         assert response.status_code in (200, 202)

@@ -160,6 +160,9 @@ class VectorStore(Protocol):
     def set_root(self, root: str) -> None:
         """Give points at or below ``root`` that have no ``root`` field yet that value."""
 
+    def flush(self) -> None:
+        """Make every acknowledged write durable (lets the write-ahead log be truncated)."""
+
     def unindexed(self) -> int:
         """Points not yet in an HNSW index (searched exactly until :meth:`optimize`)."""
 

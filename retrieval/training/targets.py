@@ -49,8 +49,9 @@ def teacher_settings(cfg: DistillSettings) -> ModelSettings:
     if not cfg.teacher:
         raise ClipdexError("distill.teacher (--teacher) is required: an open_clip architecture or local-dir:PATH")
     local = cfg.teacher.startswith(LOCAL_DIR)
+    # fp32: the targets are the teacher's exact vectors (and its text tower's weights are copied as they are)
     return ModelSettings(name=cfg.teacher, pretrained="" if local else cfg.teacher_pretrained,
-                         device=cfg.device, batch_size=256)
+                         device=cfg.device, batch_size=256, precision="fp32")
 
 
 def load_teacher(cfg: DistillSettings) -> Teacher:
