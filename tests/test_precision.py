@@ -97,8 +97,11 @@ def test_a_collection_records_its_precision(clipdex, config: Path, tmp_path: Pat
 
 
 def test_int8_text_vectors_do_not_depend_on_their_batch(tiny_model_dir: Path):
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="int8"))
-    together = encoder.encode_texts(["a red square", "a blue circle with a long tail", "x"])
-    encoder._text_cache.clear()
-    alone = np.concatenate([encoder.encode_texts([t]) for t in ("x", "a blue circle with a long tail", "a red square")])
-    np.testing.assert_array_equal(together, alone[::-1])
+    """Dynamic int8 scales activations per forward pass; a query text's vector must still be the same
+    alone, beside negatives, or from the cache (fp32 batches are exact anyway)."""
+    settings = ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="int8")
+    texts = ["a red square", "a blue circle on a long white background", "x"]
+    together = Encoder.load(settings).encode_texts(texts)
+    for i, text in enumerate(texts):
+        alone = Encoder.load(settings).encode_texts([text])[0]  # a fresh encoder: nothing cached
+        np.testing.assert_array_equal(together[i], alone)
