@@ -100,6 +100,7 @@ def distill(cfg: DistillSettings, store_settings: Settings | None = None, *, res
                                              or min(cfg.image_std) <= 0):
         raise ClipdexError("distill.image_mean and distill.image_std need three values (std > 0)")
     teacher = load_teacher(cfg)
+    device = prepare(cfg)  # threads and seeds; after the teacher's load, which sets all cores
     student_cfg = model_config(cfg.student, cfg.student_pretrained, cfg.student_cfg, "distill.student")
     combined_cfg = student_config(teacher.model_cfg, student_cfg, cfg.project, teacher.encoder.dim,
                                   cfg.student or "distill.student_cfg")
@@ -113,7 +114,6 @@ def distill(cfg: DistillSettings, store_settings: Settings | None = None, *, res
             raise ClipdexError(f"need at least 2 training images, found {len(data)}")
         params = view_params(len(data), cfg)
         targets, targets_id, passed = cached_targets(teacher, data, params, ckpt_dir, opts.log, progress)
-    device = prepare(cfg)
     model = build_student(cfg, teacher, combined_cfg, student_cfg, opts.log).to(device)
     model.eval()
     model.visual.train()  # only the image tower learns; the teacher's text tower stays as it was
