@@ -52,6 +52,8 @@ bench: setup
 	$(BIN)/python benchmarks/ingest.py --json
 	$(BIN)/python benchmarks/stores.py --points 10000,100000 --json
 	$(BIN)/python benchmarks/serve.py --json
+	$(BIN)/python benchmarks/query.py --json
+	$(BIN)/python benchmarks/peers.py --json
 
 lint: setup
 	$(BIN)/ruff check retrieval ingest tests benchmarks

@@ -1,5 +1,12 @@
 """clipdex: multimodal image-text retrieval over CLIP encoders and Qdrant."""
 
+import os
+
+# OpenMP threads that sleep instead of spinning while they wait: on a CPU shared with other work, spinning
+# threads steal the cores the other thread needs (a text query at 2 threads: 500 ms spinning, 13 ms passive;
+# README, Performance). Read by libgomp when torch first loads, so it is set before anything imports torch.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 # First of all: on CPU-only torch, torchvision (and so open_clip) imports only after this shim (an import
 # hook that runs when torchvision is first imported, so a `clipdex status` never imports torch).
 from retrieval import _torchvision_shim  # noqa: F401  isort: skip

@@ -47,19 +47,41 @@ def normalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) 
     return (x - m) / s
 
 
-def augment(batch: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
-    """Randomly crop/shift/flip/jitter a uint8 batch; returns float in [0, 1]."""
-    x = batch.float() / 255.0
-    n = x.shape[0]
+def draw(n: int, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Random augmentation parameters ``(n, 7)``: crop scale x/y, shift x/y, flip, brightness, contrast.
+
+    They are resolution-free (normalised coordinates), so one draw gives the same crop to models of
+    different input sizes (a teacher and its student). Row ``[1, 1, 0, 0, 0, 1, 1]`` is the identity.
+    """
+    params = identity_params(n)
     if cfg.scale_min < 1.0 or cfg.flip:
         area = cfg.scale_min + (1 - cfg.scale_min) * torch.rand(n, generator=gen)
         log_ratio = (torch.rand(n, generator=gen) * 2 - 1) * math.log(4 / 3)
         ratio = torch.exp(log_ratio)
         sx = torch.sqrt(area * ratio).clamp(max=1.0)
         sy = torch.sqrt(area / ratio).clamp(max=1.0)
-        tx = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sx)
-        ty = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sy)
-        flip = torch.rand(n, generator=gen) < 0.5 if cfg.flip else torch.zeros(n, dtype=torch.bool)
+        params[:, 0], params[:, 1] = sx, sy
+        params[:, 2] = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sx)
+        params[:, 3] = (torch.rand(n, generator=gen) * 2 - 1) * (1 - sy)
+        params[:, 4] = (torch.rand(n, generator=gen) < 0.5).float() if cfg.flip else 0.0
+    if cfg.jitter > 0:
+        params[:, 5] = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.jitter
+        params[:, 6] = 1 + (torch.rand(n, generator=gen) * 2 - 1) * cfg.jitter
+    return params
+
+
+def identity_params(n: int) -> torch.Tensor:
+    """Parameters that leave ``n`` images as they are."""
+    return torch.tensor([1.0, 1.0, 0.0, 0.0, 0.0, 1.0, 1.0]).repeat(n, 1)
+
+
+def apply(batch: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Crop/shift/flip/jitter a uint8 batch as ``params`` (from :func:`draw`) say; float in [0, 1]."""
+    x = batch.float() / 255.0
+    n = x.shape[0]
+    geometric = params[:, :5] != identity_params(1)[:, :5]
+    if bool(geometric.any()):
+        sx, sy, tx, ty, flip = params[:, 0], params[:, 1], params[:, 2], params[:, 3], params[:, 4] > 0.5
         theta = torch.zeros(n, 2, 3)
         theta[:, 0, 0] = torch.where(flip, -sx, sx)
         theta[:, 0, 2] = tx
@@ -67,10 +89,13 @@ def augment(batch: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> to
         theta[:, 1, 2] = ty
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if cfg.jitter > 0:
-        bright = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * cfg.jitter
-        contrast = 1 + (torch.rand(n, 1, 1, 1, generator=gen) * 2 - 1) * cfg.jitter
+    if bool((params[:, 5:] != 1).any()):
+        bright, contrast = params[:, 5].view(n, 1, 1, 1), params[:, 6].view(n, 1, 1, 1)
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
-        x = ((x - mean) * contrast + mean) * bright
-        x = x.clamp(0, 1)
+        x = (((x - mean) * contrast + mean) * bright).clamp(0, 1)
     return x
+
+
+def augment(batch: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """Randomly crop/shift/flip/jitter a uint8 batch; returns float in [0, 1]."""
+    return apply(batch, draw(batch.shape[0], cfg, gen))

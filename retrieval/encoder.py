@@ -107,7 +107,11 @@ class Encoder:
                  precision: str = "fp32"):
         self.precision: str = precisions.resolve(precision, device)
         """The numeric path the towers run on: fp32, fp16 (CUDA autocast) or int8 (CPU)."""
-        self.model = precisions.prepare(model.eval().to(device), self.precision)
+        self.model = model.eval().to(device)
+        self._unquantized = {"image", "text"} if self.precision == "int8" else set()
+        """Towers still to convert to int8: each is converted on its first use (a text search never
+        converts the image tower)."""
+        self._quantize_lock = threading.Lock()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
         self.identity = identity
@@ -147,6 +151,16 @@ class Encoder:
     def dim(self) -> int:
         return self.identity.dim
 
+    def _ready(self, tower: str) -> None:
+        """Convert ``tower`` ("image" or "text") to int8 on its first use, if the precision says so."""
+        if tower in self._unquantized:
+            with self._quantize_lock:
+                if tower in self._unquantized:
+                    from retrieval.quantize import quantize_tower
+
+                    quantize_tower(self.model, tower)
+                    self._unquantized.discard(tower)
+
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.precision == "fp16":
             return torch.autocast("cuda", dtype=torch.float16)
@@ -157,6 +171,7 @@ class Encoder:
         """Embed a preprocessed batch ``(N, 3, H, W)`` into unit vectors ``(N, dim)``."""
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        self._ready("image")
         pixels = pixels.to(self.device, non_blocking=True)
         with self._autocast():
             features = self.model.encode_image(pixels)
@@ -189,6 +204,11 @@ class Encoder:
 
     @torch.inference_mode()
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        self._ready("text")
+        if self.precision == "int8" and len(texts) > 1:
+            # Dynamic int8 scales activations per forward pass: one text per pass keeps a text's vector a
+            # function of the text alone (the same alone, with negatives, or from the cache).
+            return np.concatenate([self._encode_texts([text]) for text in texts])
         tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
             features = encode_text(self.model, self.text_tower, tokens)

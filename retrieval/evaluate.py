@@ -2,7 +2,9 @@
 
 Captioned sets give ``t2i_recall@K`` / ``i2t_recall@K``; labelled sets give ``zero_shot_accuracy``
 (prompt-ensembled class vectors), ``t2i_precision@10`` (every class prompt as a query),
-``i2i_precision@10`` and ``i2i_map`` (every image as a query against all others).
+``i2i_precision@10`` and ``i2i_map`` (every image as a query against all others), and, given a
+training split (or a held-out part of the set itself), the probes ``knn_accuracy`` and
+``linear_probe_accuracy`` (:mod:`retrieval.probes`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from retrieval import _torchvision_shim, metrics  # noqa: F401  (shim before open_clip)
+from retrieval import _torchvision_shim, metrics, probes  # noqa: F401  (shim before open_clip)
 from retrieval.datasets import ImageSet, class_prompts
 from retrieval.encoder import Encoder
 
@@ -83,8 +85,21 @@ def label_metrics(image_vecs: np.ndarray, labels: np.ndarray, prompt_vecs: np.nd
             "i2i_map": float(np.concatenate(ap).mean())}
 
 
-def evaluate(encoder: Encoder, data: ImageSet, on_batch: Callable[[int], None] | None = None) -> dict[str, float]:
-    """Every metric that applies to ``data``."""
+def probe_metrics(train_vecs: np.ndarray, train_labels: np.ndarray, test_vecs: np.ndarray,
+                  test_labels: np.ndarray) -> dict[str, float]:
+    """k-NN and linear-probe accuracy of test vectors, learnt from training vectors."""
+    return {"knn_accuracy": probes.knn_accuracy(train_vecs, train_labels, test_vecs, test_labels),
+            "linear_probe_accuracy": probes.linear_probe_accuracy(train_vecs, train_labels, test_vecs, test_labels)}
+
+
+def evaluate(encoder: Encoder, data: ImageSet, on_batch: Callable[[int], None] | None = None,
+             train: ImageSet | None = None, holdout: bool = False) -> dict[str, float]:
+    """Every metric that applies to ``data``.
+
+    Probes, for labelled ``data``: learnt from ``train`` (its labelled training split), or with
+    ``holdout`` from :func:`retrieval.probes.holdout_split` of ``data`` itself (every 5th image of each
+    class is a test image).
+    """
     image_vecs = embed_images(encoder, data, on_batch=on_batch)
     result: dict[str, float] = {}
     if data.labels is not None and data.class_names:
@@ -95,4 +110,11 @@ def evaluate(encoder: Encoder, data: ImageSet, on_batch: Callable[[int], None] |
         texts = [c for caps in data.captions for c in caps]
         text_image = np.repeat(np.arange(len(data)), [len(c) for c in data.captions])
         result.update(recall_metrics(image_vecs, embed_texts(encoder, texts), text_image))
+    if data.labels is not None and train is not None and train.labels is not None:
+        train_vecs = embed_images(encoder, train, on_batch=on_batch)
+        result.update(probe_metrics(train_vecs, train.labels, image_vecs, data.labels))
+    elif data.labels is not None and holdout:
+        fit, test = probes.holdout_split(data.labels)
+        if len(fit) and len(test):
+            result.update(probe_metrics(image_vecs[fit], data.labels[fit], image_vecs[test], data.labels[test]))
     return result

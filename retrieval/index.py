@@ -19,11 +19,11 @@ import numpy as np
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval.errors import ClipdexError
-from retrieval.precision import mixable
+from retrieval.precision import mixable, mixes_with
 from retrieval.query import combine, recommend_vector
-from retrieval.request import SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
-from retrieval.store import CollectionMeta, Hit, SearchFilter, VectorStore, open_store
+from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
 from retrieval.weights import weights_fingerprint
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
@@ -52,7 +52,10 @@ class Index:
         ``owner``: who holds the store while it is open, named to any second opener
         (``retrieval.store.lock.serve_owner(url)`` for a server).
         """
-        store = open_store(settings, create=create, owner=owner)
+        try:
+            store = open_store(settings, create=create, owner=owner)
+        except MetadataLost as lost:
+            raise ClipdexError(lost.fix(_metadata_fix(settings, lost))) from None
         try:
             return cls(settings, store, encoder)
         except BaseException:
@@ -103,8 +106,8 @@ class Index:
                 "--collection")
         if not mixable(meta.precision, encoder.precision):
             raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
-                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision = "
-                               f"\"{meta.precision}\" or use another --collection")
+                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision "
+                               f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
         return encoder
 
     @property
@@ -124,13 +127,13 @@ class Index:
         "read", "delete" or "index"). ``prune``: confirm a deletion of more than
         ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
         ``ray``: run the stages on a Ray cluster at this address (``auto``, ``local``, ``HOST:PORT``;
-        default ``[ray] address``, "" = in this process), see ``ingest.ray_ingest``.
+        None or "" = in this process; ``clipdex ingest`` passes ``[ray] address``), see ``ingest.ray_ingest``.
         """
         from ingest.pipeline import ingest
 
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
-        address = self.settings.ray.address if ray is None else ray
+        address = ray or ""
         if address:
             from ingest.ray_ingest import check_address, ingest_on_ray
 
@@ -148,7 +151,7 @@ class Index:
                       index_threshold=self.settings.store.index_threshold)
 
     # -- search --------------------------------------------------------------------------------
-    def query_vector(self, request: SearchRequest | str | None = None, /, **fields: Any) -> np.ndarray:
+    def query_vector(self, request: SearchParams | str | None = None, /, **fields: Any) -> np.ndarray:
         """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
 
         Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
@@ -179,7 +182,7 @@ class Index:
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
-    def search(self, request: SearchRequest | str | None = None, /, **fields: Any) -> list[Hit]:
+    def search(self, request: SearchParams | str | None = None, /, **fields: Any) -> list[Hit]:
         """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
 
         The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit
@@ -249,6 +252,8 @@ class Index:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
         rows = []
         for path, points in sorted(self.store.root_counts().items()):
+            if points <= 0:  # a payload index may keep a value whose points are all gone
+                continue
             rows.append({"path": path, "points": points, "offline": root_error(path)})
         return rows
 
@@ -261,6 +266,22 @@ def hit_row(hit: Hit) -> dict[str, Any]:
     """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
     return {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
             **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors")}}
+
+
+def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
+    """How to rebuild a lost ``clipdex.json``: the line the configured model would have written."""
+    import json
+
+    from retrieval import precision
+    from retrieval.encoder import pick_device
+    from retrieval.weights import source_label
+
+    model = settings.model
+    meta = CollectionMeta(model.name, source_label(model), lost.dim or 0,
+                          precision=precision.resolve(model.precision, pick_device(model.device)),
+                          weights=weights_fingerprint(model) or "")
+    return (f"if the configured model ({model.name}) built them, write this line to {lost.meta_file}: "
+            f"{json.dumps(meta.as_dict())}; else restore that file from a backup")
 
 
 def _folder_key(folder: str) -> str:

@@ -23,11 +23,11 @@ Precision = Literal["auto", "fp32", "int8", "fp16"]
 CPU_AUTO: str = "int8"
 """What ``auto`` means on a CPU: int8 lost at most 0.3 points on any eval metric (README, Performance)."""
 
-MIXABLE: frozenset[frozenset[str]] = frozenset({frozenset({"fp32", "int8"}), frozenset({"fp32", "fp16"}),
-                                                frozenset({"int8", "fp16"})})
-"""Pairs of precisions whose vectors may share a collection: the measured drift between them (cosine
->= 0.999 to fp32 on trained models, retrieval metrics within 0.5 points) is far below the gap between
-neighbouring images, so a collection built with one answers queries encoded with the other."""
+MIXABLE: frozenset[frozenset[str]] = frozenset({frozenset({"fp32", "int8"}), frozenset({"fp32", "fp16"})})
+"""Pairs of precisions whose vectors may share a collection. fp32/int8: measured (benchmarks/precision_drift.py:
+cosine to fp32 >= 0.99 per vector, every eval metric of int8 queries against an fp32 collection within
+0.5 points). fp32/fp16: what clipdex always did (ingest on a GPU, search on a CPU); fp16 autocast keeps
+fp32 accumulation, but its drift is not measured here (no GPU). int8/fp16: neither measured nor needed."""
 
 
 def resolve(precision: str, device: torch.device) -> str:
@@ -48,10 +48,7 @@ def mixable(built: str, now: str) -> bool:
     return built == now or frozenset({built, now}) in MIXABLE
 
 
-def prepare(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """``model`` ready for inference at the resolved ``precision`` (int8 converts it in place)."""
-    if precision != "int8":
-        return model
-    from retrieval.quantize import quantize_int8
+def mixes_with(built: str) -> list[str]:
+    """The precisions whose queries may search a collection built at ``built``."""
+    return [p for p in ("fp32", "int8", "fp16") if mixable(built, p)]
 
-    return quantize_int8(model)

@@ -85,3 +85,24 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         if type(module).__name__ == "Linear" and callable(getattr(module, "weight", None)):
             module.int8_original_dtype = torch.float32  # open_clip's get_cast_dtype() reads it
     return quantized
+
+
+def tower_modules(model: nn.Module, tower: str) -> list[nn.Module]:
+    """The submodules that make up ``tower`` ("image" or "text") of an open_clip model."""
+    if tower == "image":
+        return [model.visual]
+    if isinstance(getattr(model, "text", None), nn.Module):
+        return [model.text]
+    parts = [getattr(model, "transformer", None), getattr(model, "text_projection", None)]
+    return [p for p in parts if isinstance(p, nn.Module)]
+
+
+def quantize_tower(model: nn.Module, tower: str) -> None:
+    """Quantize one tower in place, so a text-only search never pays for converting the image tower."""
+    for module in tower_modules(model, tower):
+        if isinstance(module, nn.Linear):  # a bare Linear projection: replace it on its owner
+            for name, child in model.named_children():
+                if child is module:
+                    setattr(model, name, quantize_int8(nn.Sequential(module))[0])
+        else:
+            quantize_int8(module)

@@ -119,14 +119,15 @@ class SearchRequest(SearchParams):
                      BeforeValidator(_blank_to_none)] = None
 
     @classmethod
-    def of(cls, request: SearchRequest | str | None = None, /, **fields: Any) -> SearchRequest:
-        """``request`` itself, or one built from ``fields`` (a str first argument is the text).
+    def of(cls, request: SearchParams | str | None = None, /, **fields: Any) -> SearchRequest:
+        """``request`` itself, or one built from ``fields`` on top of ``request`` (a :class:`SearchParams`, or a
+        str: the text).
 
         Raises :class:`SearchRequestError` naming the first field that breaks a limit.
         """
-        if isinstance(request, SearchRequest):
-            if not fields:
-                return request
+        if isinstance(request, SearchRequest) and not fields:
+            return request
+        if isinstance(request, SearchParams):
             fields = request.model_dump() | fields
         elif request is not None:
             fields = {"text": request, **fields}

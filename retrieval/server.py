@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -72,8 +73,8 @@ def _one_line(text: str) -> str:
 class Service:
     """The shared Index, its lock, and the operations the routes call."""
 
-    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, serve: ServeSettings | None = None,
-                 watch: Sequence[str] = ()):
+    def __init__(self, index: Index, max_upload_bytes: int = MAX_UPLOAD_BYTES, watch: Sequence[str] = (),
+                 serve: ServeSettings | None = None):
         serve = serve or index.settings.serve
         self.index = index
         self.lock = threading.Lock()
@@ -88,16 +89,16 @@ class Service:
             doc = status_doc(self.index.status())
         return doc | {"sync": self.syncer.status() if self.syncer else None}
 
-    def sync(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+    def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
         if self.syncer is None:
             raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
-        return self.syncer.request(root if root and root.strip() else None)
+        return self.syncer.request(root if root and root.strip() else None, prune=prune)
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
         """The rows of ``clipdex search --json`` for ``params`` (and an example image file, if any)."""
         try:
-            request = SearchRequest.of(**params.model_dump(), image=image)
+            request = SearchRequest.of(params, image=image)
             with self.lock:
                 hits = self.index.search(request)
         except UnknownPointError as exc:
@@ -218,16 +219,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
-               allowed_hosts: Sequence[str] | None = None, api_key: str | None = None,
-               serve: ServeSettings | None = None, watch: Sequence[str] = ()) -> FastAPI:
+               allowed_hosts: Sequence[str] | None = None, watch: Sequence[str] = (), api_key: str | None = None,
+               serve: ServeSettings | None = None) -> FastAPI:
     """The HTTP API and web page over an open :class:`Index` (which the caller closes).
 
     ``allowed_hosts``: accept only these ``Host`` headers (e.g. loopback names, against DNS rebinding).
+    ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
     ``api_key``: required on every ``/api/`` route (None: ``[serve] api_key``; "": no key).
     ``serve``: decode budget, workers and thumbnail cache (default: the index's ``[serve]`` settings).
-    ``watch``: folders kept in sync while the app runs (its lifespan starts and stops the sync thread).
     """
-    service = Service(index, max_upload_bytes, serve, watch)
+    service = Service(index, max_upload_bytes, watch, serve)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -268,10 +269,15 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
-    def api_ingest(response: Response, root: str | None = None) -> dict[str, Any]:
+    def api_ingest(request: Request, response: Response, root: str | None = None,
+                   prune: bool = False) -> dict[str, Any]:
         """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
-        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows."""
-        started, progress = service.sync(root)
+        sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows.
+        ``prune``: confirm deleting more than ``[ingest] max_delete_fraction`` of its points."""
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            raise ApiError(403, "cross-site request refused (a web page may not start a sync)")
+        started, progress = service.sync(root, prune)
         if not started:
             response.status_code = 200
         return {"started": started, "sync": progress}

@@ -106,8 +106,15 @@ class SearchSettings(_Section):
 
 
 class ServeSettings(_Section):
-    """``clipdex serve`` (see docs/serve.md): API key, decode budget, thumbnails, watched folders."""
+    """``clipdex serve``: its API key, decode budget and thumbnail cache, and the folders it keeps in sync
+    while serving (``--watch``); see docs/serve.md."""
 
+    watch: list[str] = []
+    """Folders ingested at start and then on every file-system change (relative to the config file)."""
+    rescan_interval_s: float = Field(600.0, ge=0)
+    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
+    debounce_s: float = Field(1.0, ge=0, le=600)
+    """Wait for this long without new events before ingesting a burst of changes."""
     api_key: str = ""
     """When set, every ``/api/`` request needs ``Authorization: Bearer KEY`` (env ``CLIPDEX_API_KEY``)."""
     decode_timeout_s: float = Field(10.0, gt=0, le=600)
@@ -116,15 +123,33 @@ class ServeSettings(_Section):
     """Worker processes that decode uploads and thumbnails."""
     thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
     """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
-    watch: list[str] = []
-    """Folders ingested at start and then on every file-system change (relative to the config file)."""
-    rescan_interval_s: float = Field(600.0, ge=0)
-    """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
-    debounce_s: float = Field(1.0, ge=0, le=600)
-    """Wait for this long without new events before ingesting a burst of changes."""
 
 
-class TrainSettings(_Section):
+class LoopSettings(_Section):
+    """What ``train`` and ``distill`` share: output, checkpoints, schedule, seeds (see docs/training.md)."""
+
+    output: str = "trained-model"
+    checkpoint_dir: str = ""
+    """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
+    image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
+    image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(0, ge=0)
+    batch_size: int = Field(256, ge=2, le=65536)
+    lr: float = Field(1e-3, gt=0, le=10)
+    weight_decay: float = Field(0.1, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    grad_clip: float = Field(1.0, ge=0)
+    seed: int = 0
+    checkpoint_every: int = Field(500, ge=1)
+    aug_scale_min: float = Field(0.8, gt=0, le=1)
+    aug_flip: bool = True
+    aug_jitter: float = Field(0.0, ge=0, le=1)
+    threads: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class TrainSettings(LoopSettings):
     """``clipdex train``: data, architecture, optimisation and augmentation (see docs/training.md)."""
 
     source: Literal["fashion-mnist", "captions", "coco", "images"] = "fashion-mnist"
@@ -135,37 +160,47 @@ class TrainSettings(_Section):
     coco_images: str = ""
     objective: Literal["auto", "clip", "simclr"] = "auto"
     """clip (image-text InfoNCE) or simclr (two augmented views, image tower); auto picks by source."""
-    output: str = "trained-model"
-    checkpoint_dir: str = ""
-    """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
     arch: str = ""
     """Open_clip architecture name or local-dir:PATH to start from ("" = use ``model_cfg``)."""
     pretrained: str = ""
     model_cfg: dict[str, Any] = {}
-    image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
-    image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = Field(0, ge=0)
-    batch_size: int = Field(256, ge=2, le=65536)
-    lr: float = Field(1e-3, gt=0, le=10)
-    weight_decay: float = Field(0.1, ge=0)
-    warmup_steps: int = Field(100, ge=0)
-    grad_clip: float = Field(1.0, ge=0)
     init_temperature: float = Field(0.07, gt=0, le=1)
-    seed: int = 0
     freeze_image: bool = False
     freeze_text: bool = False
-    checkpoint_every: int = Field(500, ge=1)
     templates: list[str] = []
     caption_choice: Literal["per_batch", "per_image"] = "per_batch"
-    aug_scale_min: float = Field(0.8, gt=0, le=1)
-    aug_flip: bool = True
-    aug_jitter: float = Field(0.0, ge=0, le=1)
     ssl_temperature: float = Field(0.2, gt=0, le=1)
     ssl_scale_min: float = Field(0.3, gt=0, le=1)
     ssl_jitter: float = Field(0.4, ge=0, le=1)
-    threads: int = Field(0, ge=0)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class DistillSettings(LoopSettings):
+    """``clipdex distill``: a student image tower learns a teacher's image vectors (docs/training.md)."""
+
+    teacher: str = ""
+    """The teacher: an open_clip architecture (with ``teacher_pretrained``) or local-dir:PATH."""
+    teacher_pretrained: str = ""
+    student: str = ""
+    """The student's architecture: open_clip name or local-dir:PATH ("" = use ``student_cfg``)."""
+    student_pretrained: str = ""
+    student_cfg: dict[str, Any] = {}
+    project: bool = False
+    """Let a student whose output size differs from the teacher's learn a projection to it."""
+    source: Literal["images", "fashion-mnist"] = "images"
+    data: list[str] = []
+    """Image folders (source images) or the Fashion-MNIST IDX folder ("" = the Debian package's)."""
+    from_collection: str = ""
+    """Take the teacher's vectors from this clipdex collection (of the teacher) instead of a teacher pass."""
+    image_mean: list[float] = []
+    """Student normalisation ([] = the teacher's)."""
+    image_std: list[float] = []
+    views: int = Field(4, ge=1, le=64)
+    """Views per image whose teacher vectors are cached: the image itself plus ``views - 1`` augmented crops."""
+    feature_loss: Literal["cosine", "mse"] = "cosine"
+    feature_weight: float = Field(1.0, ge=0)
+    contrastive_weight: float = Field(1.0, ge=0)
+    temperature: float = Field(0.05, gt=0, le=1)
+    """Of the InfoNCE term between student and teacher vectors of a batch."""
 
 
 class Settings(_Section):
@@ -178,6 +213,7 @@ class Settings(_Section):
     serve: ServeSettings = ServeSettings()
     ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()
+    distill: DistillSettings = DistillSettings()
     config_path: str = ""
     """The TOML file these settings came from ("" for built-in defaults)."""
 
@@ -215,8 +251,9 @@ def _relative_to(base: Path, value: str) -> str:
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in a config file are relative to that file, not to the working directory."""
-    sections = {name: data.get(name) for name in ("model", "store", "train")}
-    for section, keys in (("store", ("path",)), ("train", ("data", "coco_images", "output", "checkpoint_dir"))):
+    sections = {name: data.get(name) for name in ("model", "store", "train", "distill")}
+    for section, keys in (("store", ("path",)), ("train", ("data", "coco_images", "output", "checkpoint_dir")),
+                          ("distill", ("output", "checkpoint_dir"))):
         table = sections[section]
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:
@@ -224,16 +261,21 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     serve = data.get("serve")
     if isinstance(serve, dict) and isinstance(serve.get("watch"), list):
         serve["watch"] = [_relative_to(base, w) if isinstance(w, str) and w else w for w in serve["watch"]]
-    for section, name_key in (("model", "name"), ("train", "arch")):
+    distill = sections["distill"]
+    if isinstance(distill, dict) and isinstance(distill.get("data"), list):
+        distill["data"] = [_relative_to(base, d) if isinstance(d, str) and d else d for d in distill["data"]]
+    for section, name_key, tag_key in (("model", "name", "pretrained"), ("train", "arch", "pretrained"),
+                                       ("distill", "teacher", "teacher_pretrained"),
+                                       ("distill", "student", "student_pretrained")):
         table = sections[section]
         if not isinstance(table, dict):
             continue
         name = table.get(name_key)
         if isinstance(name, str) and name.startswith(_LOCAL_DIR):
             table[name_key] = _LOCAL_DIR + _relative_to(base, name[len(_LOCAL_DIR):])
-        pretrained = table.get("pretrained")  # a file path, as opposed to a pretrained tag
+        pretrained = table.get(tag_key)  # a file path, as opposed to a pretrained tag
         if isinstance(pretrained, str) and ("/" in pretrained or pretrained.endswith(_CHECKPOINT_SUFFIXES)):
-            table["pretrained"] = _relative_to(base, pretrained)
+            table[tag_key] = _relative_to(base, pretrained)
 
 
 MAX_CONFIG_BYTES = 1 << 20

@@ -2,69 +2,31 @@
 
 Work comes from three places: a full sync of every root at start, ``POST /api/ingest`` and the
 periodic rescan (``Index.ingest`` of the root: the ingest pipeline's own rules decide what is gone),
-and debounced file-system events (:func:`apply_changes`: changed files are ingested by path; a path
-is dropped only when the disk proves it gone). One sync runs at a time; searches go on meanwhile,
-because the sync's store calls take the server's lock one call at a time (``LockedStore``).
+and debounced file-system events (``retrieval.changes.apply_changes``: changed files are ingested by
+path; a path is dropped only when the disk proves it gone). One sync runs at a time; searches go on
+meanwhile, because the sync's store calls take the server's lock one call at a time (``LockedStore``).
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from ingest.records import is_below, path_key, point_id
+from retrieval.changes import MAX_EVENT_FILES, apply_changes, full_sync, root_problem
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.settings import ServeSettings
 from retrieval.store import VectorStore
 from retrieval.store.shared import LockedStore, SyncCancelled
-from retrieval.watch import FolderWatcher, selected
+from retrieval.watch import FolderWatcher
 
-MAX_EVENT_FILES = 1000
-"""More changed paths than this in one burst: a full sync of the root is cheaper than file by file."""
 MAX_EVENT_WAIT_S = 30.0
 """A burst that never goes quiet (a long copy) is still handled after this long."""
 KEPT_ERRORS = 20
-
-
-def root_problem(root: str) -> str:
-    """Why ``root`` cannot prove anything about the files below it ("" when it can).
-
-    A missing or unlistable root, and an empty one (an unmounted mount point looks like that), are
-    reasons to keep every point below it.
-    """
-    try:
-        with os.scandir(root) as entries:
-            return "" if next(entries, None) is not None else "empty (not mounted?)"
-    except FileNotFoundError:
-        return "missing (not mounted?)"
-    except NotADirectoryError:
-        return "not a folder"
-    except OSError as exc:
-        return exc.strerror or str(exc)
-
-
-def _gone(path: str) -> bool:
-    """True only when the disk says ``path`` does not exist while its folder can be listed."""
-    try:
-        os.lstat(path)
-        return False
-    except FileNotFoundError:
-        pass
-    except OSError:
-        return False  # unreadable is not gone
-    try:
-        with os.scandir(os.path.dirname(path)):
-            return True
-    except FileNotFoundError:  # the folder went too: its own event (or a parent's) proves that
-        return True
-    except OSError:
-        return False
 
 
 @dataclass
@@ -76,65 +38,6 @@ class Changes:
     last: float = 0.0
     overflow: bool = False
     """More than MAX_EVENT_FILES paths: the paths are dropped and the root gets a full sync instead."""
-
-
-def apply_changes(index: Index, root: str, paths: Iterable[str]) -> dict[str, Any]:
-    """Bring the points of ``paths`` (below ``root``) in line with the disk; returns a summary.
-
-    Existing files go through ``Index.ingest`` (new or changed bytes are embedded, moved bytes reuse
-    their stored vector); a path the disk proves gone loses its point and every point below it.
-    A new or moved-in folder, or a burst too large, becomes a full sync of the root instead.
-    """
-    problem = root_problem(root)
-    if problem:
-        raise ClipdexError(f"{root}: {problem}; nothing changed, every point below it is kept")
-    ingest_settings = index.settings.ingest
-    files: list[str] = []
-    gone: list[str] = []
-    for path in sorted(set(paths)):
-        try:
-            st = os.stat(path)
-        except OSError:
-            if _gone(path) and selected(root, path, ingest_settings, is_dir=True):
-                gone.append(path)
-            continue
-        if stat.S_ISDIR(st.st_mode) and selected(root, path, ingest_settings, is_dir=True):
-            return full_sync(index, root) | {"reason": f"folder changed: {path}"}
-        if stat.S_ISREG(st.st_mode) and selected(root, path, ingest_settings, is_dir=False):
-            files.append(path)
-    if len(files) + len(gone) > MAX_EVENT_FILES:
-        return full_sync(index, root) | {"reason": f"{len(files) + len(gone)} changed paths"}
-    summary: dict[str, Any] = {"kind": "changes", "files": len(files)}
-    if files:  # the paths were selected against the root's rules above; the basenames need not match `include`
-        by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, index.encoder)
-        summary |= by_path.ingest(files).as_dict()
-    summary["deleted"] = summary.get("deleted", 0) + drop_gone(index.store, gone)
-    return summary
-
-
-def drop_gone(store: VectorStore, gone: Sequence[str]) -> int:
-    """Delete the points of the proven-gone ``gone`` paths and of anything stored below them."""
-    if not gone or store.meta() is None:
-        return 0
-    keys = [path_key(p) for p in gone]
-    found = store.points([point_id(k) for k in keys])
-    ids = set(found)
-    if len(found) < len(keys):  # some gone paths were folders: find what was stored below them
-        folders = [k for k in keys if point_id(k) not in found]
-        ids |= {pid for pid, p in store.payloads(["path"]) if any(is_below(p.get("path", ""), f) for f in folders)}
-    store.delete(sorted(ids))
-    return len(ids)
-
-
-def full_sync(index: Index, root: str) -> dict[str, Any]:
-    """``Index.ingest`` of the whole root: the pipeline decides what is new, changed and gone.
-
-    A root that is missing, unlistable or empty is not synced at all (every point below it is kept).
-    """
-    problem = root_problem(root)
-    if problem:
-        raise ClipdexError(f"{root}: {problem}; not synced, every point below it is kept")
-    return {"kind": "full"} | index.ingest([root]).as_dict()
 
 
 class Syncer:
@@ -149,6 +52,7 @@ class Syncer:
         self.watcher = FolderWatcher(self.roots, self.notify)
         self._cond = threading.Condition()
         self._queued: list[str] = list(self.roots)  # the initial sync
+        self._prune: set[str] = set()  # roots whose next full sync confirms a mass deletion
         self._pending: dict[str, Changes] = {}
         self._next_rescan = dict.fromkeys(self.roots, float("inf"))
         self._running: dict[str, Any] | None = None
@@ -183,14 +87,18 @@ class Syncer:
             changes.last = now
             self._cond.notify_all()
 
-    def request(self, root: str | None) -> tuple[bool, dict[str, Any]]:
+    def request(self, root: str | None, *, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Queue a full sync of a watched ``root`` (None: every root); (started, status).
 
         A root already syncing or queued is not queued again: the answer is the status of that sync.
+        ``prune``: the sync deletes even more than ``[ingest] max_delete_fraction`` of a root's points.
         """
         wanted = self.roots if root is None else [self._watched(root)]
         with self._cond:
-            busy = {r for r in self._queued} | ({self._running["root"]} if self._running else set())
+            if prune:
+                self._prune.update(wanted)
+            running = self._running["root"] if self._running else None
+            busy = set(self._queued) | ({running} if running and not prune else set())  # prune: once more
             new = [r for r in wanted if r not in busy]
             self._queued.extend(new)
             self._cond.notify_all()
@@ -208,7 +116,8 @@ class Syncer:
             running = dict(self._running) if self._running else None
             return {
                 "state": "syncing" if running else "idle", "root": running and running["root"],
-                "kind": running and running["kind"], "done": running["done"] if running else 0,
+                "kind": running and running["kind"], "stage": running and running.get("stage"),
+                "done": running["done"] if running else 0,
                 "total": running["total"] if running else 0, "queued": list(self._queued),
                 "pending_changes": sum(len(c.paths) for c in self._pending.values()),
                 "syncs": self._syncs, "last": self._last, "errors": list(self._errors),
@@ -244,7 +153,7 @@ class Syncer:
         while (job := self._next_job()) is not None:
             kind, root, paths = job
             with self._cond:
-                self._running = {"root": root, "kind": kind, "done": 0, "total": len(paths),
+                self._running = {"root": root, "kind": kind, "stage": "scan", "done": 0, "total": len(paths),
                                  "started": time.time()}
             started = time.monotonic()
             summary: dict[str, Any] = {}
@@ -255,9 +164,12 @@ class Syncer:
                         self.watcher.forget(root)  # an unmounted root's watch is dead: renew it when back
                     else:
                         self.watcher.ensure(root)
-                    summary = full_sync(self.index, root)
+                    with self._cond:
+                        prune = root in self._prune
+                        self._prune.discard(root)
+                    summary = full_sync(self.index, root, self._progress, prune=prune)
                 else:
-                    summary = apply_changes(self.index, root, paths)
+                    summary = apply_changes(self.index, root, paths, self._progress)
             except SyncCancelled:
                 return
             except ClipdexError as exc:
@@ -266,14 +178,24 @@ class Syncer:
                 error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
             self._finish(root, kind, summary, error, time.monotonic() - started)
 
+    def _progress(self, stage: str, done: int, total: int) -> None:
+        """The pipeline's progress callback: shown in the status; a stopping server ends the sync here."""
+        if self._cancel.is_set():
+            raise SyncCancelled("sync cancelled: the server is stopping")
+        with self._cond:
+            if self._running is not None:
+                self._running.update(stage=stage, done=done, total=total)
+
     def _finish(self, root: str, kind: str, summary: dict[str, Any], error: str, seconds: float) -> None:
+        problems = [error] if error else list(summary.get("notices", []))
         with self._cond:
             self._running = None
             self._syncs += 1
             self._last = {"root": root, "kind": summary.get("kind", kind), "finished": time.time(),
                           "seconds": round(seconds, 3), "result": summary, "error": error}
-            if error:
-                self._errors = [*self._errors, {"root": root, "at": time.time(), "error": error}][-KEPT_ERRORS:]
+            if problems:  # errors, and the pipeline's notices (offline roots, points kept, held-back deletions)
+                stamped = [{"root": root, "at": time.time(), "error": p} for p in problems]
+                self._errors = [*self._errors, *stamped][-KEPT_ERRORS:]
             if summary.get("kind", kind) == "full":
                 interval = self.settings.rescan_interval_s
                 self._next_rescan[root] = time.monotonic() + interval if interval > 0 else float("inf")

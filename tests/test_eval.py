@@ -12,10 +12,12 @@ from learn_fixtures import SAMPLES, TINY_CFG, clipdex, write_coco, write_fmnist,
 from retrieval import datasets
 from retrieval.encoder import Encoder
 from retrieval.evaluate import embed_images, evaluate
+from retrieval.probes import knn_accuracy, linear_probe_accuracy
 from retrieval.settings import ModelSettings, TrainSettings
 from retrieval.training import train
 
 LABEL_KEYS = {"zero_shot_accuracy", "t2i_precision@10", "i2i_precision@10", "i2i_map"}
+PROBE_KEYS = {"knn_accuracy", "linear_probe_accuracy"}
 RECALL_KEYS = {f"{d}_recall@{k}" for d in ("t2i", "i2t") for k in (1, 5, 10)}
 
 
@@ -43,16 +45,26 @@ def _in_unit_range(metrics: dict[str, float]) -> bool:
 def test_fashion_mnist_eval(tmp_path: Path, model_dir: Path):
     fm = write_fmnist(tmp_path / "fm", train_per_class=2, test_per_class=3)
     out = _eval(model_dir, "--dataset", "fashion-mnist", "--data", str(fm), "-o", str(tmp_path / "e.json"))
-    assert set(out) == LABEL_KEYS and _in_unit_range(out)
+    assert set(out) == LABEL_KEYS | PROBE_KEYS and _in_unit_range(out)
     assert json.loads((tmp_path / "e.json").read_text()) == out
+    # the probes learn from the train split: the same numbers as the library's pure functions
+    encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
+    train_set, test_set = datasets.fashion_mnist(fm, "train"), datasets.fashion_mnist(fm, "test")
+    train_vecs, test_vecs = embed_images(encoder, train_set), embed_images(encoder, test_set)
+    assert out["knn_accuracy"] == pytest.approx(
+        knn_accuracy(train_vecs, train_set.labels, test_vecs, test_set.labels), abs=1e-6)
+    assert out["linear_probe_accuracy"] == pytest.approx(
+        linear_probe_accuracy(train_vecs, train_set.labels, test_vecs, test_set.labels), abs=1e-6)
+    no_probes = _eval(model_dir, "--dataset", "fashion-mnist", "--data", str(fm), "--no-probes")
+    assert set(no_probes) == LABEL_KEYS and no_probes == {k: out[k] for k in LABEL_KEYS}
 
 
 def test_eval_matches_the_library_on_the_same_vectors(model_dir: Path):
     data = datasets.labelled_folder(SAMPLES)
     encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
-    lib = evaluate(encoder, data)
+    lib = evaluate(encoder, data, holdout=True)
     cli = _eval(model_dir, "--dataset", "labelled-folder", "--data", str(SAMPLES))
-    assert set(cli) == LABEL_KEYS
+    assert set(cli) == LABEL_KEYS | PROBE_KEYS
     assert cli == pytest.approx(lib, abs=1e-5)
     # the saved preprocessing reproduces the training pixels: 28 px, the training mean/std
     pixels = encoder.preprocess(data.load(0))
@@ -76,13 +88,14 @@ def test_captioned_folder_and_coco_give_recall(tmp_path: Path, model_dir: Path):
 
 def test_limit(tmp_path: Path, model_dir: Path):
     out = _eval(model_dir, "--dataset", "labelled-folder", "--data", str(SAMPLES), "--limit", "40")
-    assert set(out) == LABEL_KEYS
+    assert set(out) == LABEL_KEYS | PROBE_KEYS
     data = datasets.labelled_folder(SAMPLES)
     encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
     first_40 = evaluate(encoder, data.subset(40))
     assert len(data.subset(40)) == 40 < len(data)
-    assert out == pytest.approx(first_40, abs=1e-5)  # the metrics of exactly the first 40 images
-    assert out != pytest.approx(evaluate(encoder, data), abs=1e-5)  # not those of all of them
+    ranked = {k: out[k] for k in LABEL_KEYS}  # the ranking metrics (the probes need a train split of their own)
+    assert ranked == pytest.approx({k: first_40[k] for k in LABEL_KEYS}, abs=1e-5)  # exactly the first 40 images
+    assert ranked != pytest.approx({k: v for k, v in evaluate(encoder, data).items() if k in LABEL_KEYS}, abs=1e-5)
 
 
 @pytest.mark.parametrize("args, message", [

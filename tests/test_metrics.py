@@ -7,6 +7,7 @@ import pytest
 
 from retrieval import metrics
 from retrieval.evaluate import label_metrics, recall_metrics
+from retrieval.probes import holdout_split, knn_accuracy, linear_probe_accuracy
 
 
 def test_hits_at_k_single_positive():
@@ -108,3 +109,54 @@ def test_label_metrics_keys_and_values():
     assert out["i2i_precision@10"] == pytest.approx(1 / 3)
     # query 1 (0.8,0.6) ranks: 3 (0.96), 0 (0.8), 2 (0.6) -> own label at rank 2: AP 1/2
     assert out["i2i_map"] == pytest.approx((1 + 0.5 + 1 + 0.5) / 4)
+
+
+# --- representation probes (retrieval.probes) ----------------------------------------------------
+
+def test_knn_accuracy_cosine_weighted_vote():
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    train_labels = np.array([0, 1, 1])
+    # query [0.8, 0.6]: top 2 = [0.6, 0.8] (0.96, label 1) and [1, 0] (0.8, label 0): votes 1 -> 0.96, 0 -> 0.8
+    # query [1, 0]:     top 2 = [1, 0] (1.0, label 0) and [0.6, 0.8] (0.6, label 1): label 0 wins
+    test = np.array([[0.8, 0.6], [1.0, 0.0]])
+    assert knn_accuracy(train, train_labels, test, np.array([0, 0]), k=2) == 0.5
+    assert knn_accuracy(train, train_labels, test, np.array([1, 0]), k=2) == 1.0
+    # k = 1 only asks for the nearest neighbour
+    assert knn_accuracy(train, train_labels, test, np.array([1, 0]), k=1) == 1.0
+    # k = 3: [0.8, 0.6] gets 0.8 for label 0 and 0.6 + 0.96 = 1.56 for label 1
+    assert knn_accuracy(train, train_labels, test[:1], np.array([1]), k=3) == 1.0
+
+
+def test_knn_accuracy_tie_counts_against_the_query():
+    train = np.array([[1.0, 0.0], [0.0, 1.0]])
+    query = np.array([[0.5 ** 0.5, 0.5 ** 0.5]])  # equally similar to both, one vote each
+    assert knn_accuracy(train, np.array([0, 1]), query, np.array([0]), k=2) == 0.0
+    assert knn_accuracy(train, np.array([0, 1]), query, np.array([1]), k=2) == 0.0
+
+
+def test_linear_probe_on_a_line():
+    # two classes on either side of 0 (symmetric, so the boundary is at 0)
+    train = np.array([[-1.0], [-2.0], [1.0], [2.0]])
+    labels = np.array([0, 0, 1, 1])
+    test = np.array([[-0.5], [3.0], [0.2]])
+    assert linear_probe_accuracy(train, labels, test, np.array([0, 1, 0]), penalties=(1e-3,)) == pytest.approx(2 / 3)
+    assert linear_probe_accuracy(train, labels, test, np.array([0, 1, 1]), penalties=(1e-3,)) == 1.0
+
+
+def test_linear_probe_chooses_its_penalty_on_validation():
+    # 3 classes, unbalanced: an absurd penalty flattens the weights and predicts the majority class
+    # everywhere, which the validation part exposes; the small penalty separates them.
+    rng = np.random.default_rng(0)
+    centres = np.array([[4.0, 0.0], [0.0, 4.0], [-4.0, -4.0]])
+    labels = np.repeat([0, 1, 2], [120, 40, 40])
+    train = centres[labels] + rng.normal(0, 0.3, (200, 2))
+    test_labels = np.array([0, 1, 2] * 5)
+    test = centres[test_labels] + rng.normal(0, 0.3, (15, 2))
+    assert linear_probe_accuracy(train, labels, test, test_labels, penalties=(1e4,)) == pytest.approx(1 / 3)
+    assert linear_probe_accuracy(train, labels, test, test_labels, penalties=(1e4, 1e-4)) == 1.0
+
+
+def test_holdout_split_every_fifth_of_each_class():
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1, 1])
+    fit, test = holdout_split(labels)
+    assert test.tolist() == [0, 5, 6] and fit.tolist() == [1, 2, 3, 4, 7, 8]

@@ -51,6 +51,14 @@ def _library(root: Path, photos: int = 12) -> set[str]:
     return {str(root / "hostile" / name) for name, outcome in cases.items() if outcome == "failed"}
 
 
+def _fp32_config(path: Path, model: Path, store: Path) -> Path:
+    """A test config whose encoder runs in fp32: the CPU default, dynamic int8, quantizes activations per
+    batch, so a vector would depend on which other images share its batch (Ray batches differently)."""
+    config = write_config(path, model, store)
+    config.write_text(config.read_text().replace("[model]\n", '[model]\nprecision = "fp32"\n', 1))
+    return config
+
+
 def _contents(config: Path) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     with Index.open(load_settings(config)) as index:
         return index.store.points([pid for pid, _ in index.store.payloads(["path"])])
@@ -76,8 +84,8 @@ def _same(local: dict[str, Any], on_ray: dict[str, Any]) -> None:
 def test_ray_ingest_equals_local_and_reruns_incrementally(cluster, tmp_path, tiny_model_dir):
     root = tmp_path / "lib"
     must_fail = _library(root)
-    local = write_config(tmp_path / "local.toml", tiny_model_dir, tmp_path / "store-local")
-    on_ray = write_config(tmp_path / "ray.toml", tiny_model_dir, tmp_path / "store-ray")
+    local = _fp32_config(tmp_path / "local.toml", tiny_model_dir, tmp_path / "store-local")
+    on_ray = _fp32_config(tmp_path / "ray.toml", tiny_model_dir, tmp_path / "store-ray")
 
     first = _ingest(local, root)
     assert _ingest(on_ray, root, "--ray", "local") == first
@@ -182,3 +190,19 @@ def test_bad_ray_address_is_one_line_error(clipdex, tmp_path, args):
     result = clipdex("ingest", tmp_path / "lib", *args)
     assert result.code == 1 and result.err.startswith("clipdex: error: --ray:") and result.err.count("\n") == 1
     assert "folders go before --ray" in result.err
+
+
+def test_per_file_time_budget_holds_in_ray_tasks(cluster, tmp_path, tiny_model_dir):
+    """Ray runs the decode tasks on a worker's main thread, where the SIGALRM budget works."""
+    from PIL import Image
+
+    root = tmp_path / "lib"
+    root.mkdir()
+    ramp = np.linspace(0, 255, 8000, dtype=np.float32).astype(np.uint8)
+    Image.fromarray(np.broadcast_to(ramp, (6000, 8000))).convert("RGB").save(root / "huge.png", compress_level=1)
+    settings = _settings(tmp_path, tiny_model_dir, "budget").with_overrides(ingest={"file_timeout_s": 0.2})
+    with Index.open(settings, create=True) as index:
+        report = index.ingest([root], ray="local")
+    # 48 MP of PNG take well over 0.2 s to inflate: stopped by the budget, reported, the run goes on
+    assert report.failed == [{"path": str(root / "huge.png"), "error": "decode took longer than 0.2 s"}]
+    assert report.indexed == 0

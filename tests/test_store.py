@@ -132,8 +132,11 @@ def test_metadata_without_any_copy_refuses_in_one_line_and_keeps_the_points(clip
         assert result.code == 1 and len(lines) == 1, result.err
         assert "internal error" not in result.err and "40 points" in result.err and "clipdex.json" in result.err
         assert "kept" in result.err
-    meta_file.write_text(original)  # the recovery the message describes
+    line = result.err.strip().split(f"write this line to {meta_file}: ", 1)[1].split("; else restore", 1)[0]
+    assert json.loads(line) == json.loads(original)  # the configured model's metadata, exactly
+    meta_file.write_text(line)  # the recovery the message describes
     assert clipdex("status", "--json").json()["points"] == 40
+    assert clipdex("ingest", forty, "--json").json()["unchanged"] == 40
 
 
 def test_an_old_store_gets_its_metadata_copy_on_the_next_open(tmp_path: Path):
@@ -236,3 +239,17 @@ def test_two_first_time_openers_race_cleanly(tmp_path: Path):
         store = open_store(settings)
         assert store.meta() == CollectionMeta("m", "", 8) and store.count() == 4
         store.close()
+
+
+def test_server_collection_created_meanwhile_by_another_client(tmp_path: Path):
+    """Two first-time ingests against one Qdrant server: the second create() finds the first one's collection."""
+    store = ServerStore("t", path=str(tmp_path / "ql"))
+    assert store.meta() is None
+    other = CollectionMeta("m", "", 8)  # what the other client created in between
+    store.client.create_collection("t", vectors_config=models.VectorParams(size=8, distance=models.Distance.COSINE),
+                                   metadata=other.as_dict())
+    store.create(CollectionMeta("m", "", 8))  # the same model: it just uses the collection
+    assert store.meta() == other
+    with pytest.raises(ClipdexError, match="was created meanwhile"):
+        store.create(CollectionMeta("another", "", 16))
+    store.close()

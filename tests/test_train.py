@@ -163,3 +163,33 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, fmnist: Path, 
 def test_non_numbers_are_usage_errors(tmp_path: Path):
     proc = clipdex("train", "--steps", "many")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_output_folder_with_other_files_is_refused_and_kept(tmp_path: Path, fmnist: Path):
+    """`-o DIR` replaces DIR: only an empty folder or a model folder clipdex wrote may be replaced."""
+    out = tmp_path / "photos"
+    (out / "sub").mkdir(parents=True)
+    (out / "holiday.jpg").write_bytes(b"not mine to delete")
+    (out / "sub" / "more.txt").write_text("keep")
+    config = write_train_config(tmp_path / "t.toml", data=str(fmnist), output=str(out))
+    proc = clipdex("train", "--config", str(config))
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1 and "not empty and not a clipdex model folder" in lines[0]
+    assert (out / "holiday.jpg").read_bytes() == b"not mine to delete" and (out / "sub" / "more.txt").is_file()
+    # a folder holding only a foreign open_clip_config.json (no clipdex block) is not ours either
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / CONFIG_NAME).write_text('{"model_cfg": {}}')
+    assert clipdex("train", "--config", str(config), "-o", str(other)).returncode == 1
+    assert (other / CONFIG_NAME).read_text() == '{"model_cfg": {}}'
+
+
+def test_output_replaces_a_clipdex_model_folder_and_fills_an_empty_one(tmp_path: Path, fmnist: Path):
+    (tmp_path / "model").mkdir()  # empty: fine
+    train(_cfg(tmp_path, data=str(fmnist), max_steps=1), progress=False)
+    first = _weights(tmp_path / "model")
+    (tmp_path / "model" / "eval.json").write_text("{}")  # what `make model` adds beside it
+    train(_cfg(tmp_path, data=str(fmnist), max_steps=2), progress=False)
+    second = _weights(tmp_path / "model")
+    assert not torch.equal(first["visual.conv1.weight"], second["visual.conv1.weight"])
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]

@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from retrieval import load_settings
+from retrieval.changes import apply_changes
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.server import create_app
-from retrieval.sync import apply_changes
 from tests.conftest import write_config
 from tests.images import pattern
 from tests.test_server import _free_port, run_cli, serving
@@ -99,7 +99,7 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
     def probe(http: httpx.Client, port: int) -> None:
         seen["initial"] = until(lambda: (s := http.get("/api/status").json())["sync"]["syncs"] >= 1 and s,
                                 "the initial sync")
-        new = write_images(lib / "b", 1, start=100)[0]
+        new = write_images(lib / "a", 1, start=100)[0]  # into a watched folder: ingested by path
         until(lambda: indexed(http, new), "the new file to be indexed")
         with new.open("rb") as fh:
             seen["found"] = http.post("/api/search", files={"image": ("q.png", fh, "image/png")},
@@ -107,10 +107,11 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
         seen["new"] = new
         first[0].unlink()
         until(lambda: not indexed(http, first[0]), "the deleted file to be dropped")
-        moved = lib / "b" / "renamed.png"
+        moved = lib / "a" / "renamed.png"
         first[1].rename(moved)
         until(lambda: indexed(http, moved) and not indexed(http, first[1]), "the move")
         seen["final"] = http.get("/api/status").json()
+        seen["last"] = seen["final"]["sync"]["last"]
         seen["kept"] = indexed(http, first[2])
 
     code, err = serve_watching(config, lib, probe)
@@ -119,7 +120,9 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
     assert seen["initial"]["points"] == 3 and seen["initial"]["sync"]["last"]["result"]["indexed"] == 3
     assert seen["found"][0]["path"] == str(seen["new"]) and seen["found"][0]["score"] >= 0.99
     assert seen["final"]["points"] == 3 and seen["kept"]  # +1 new, -1 deleted, one moved
+    assert seen["final"]["roots"] == [{"path": str(lib), "points": 3, "offline": ""}]  # files ingested by path too
     assert seen["final"]["sync"]["errors"] == []
+    assert seen["last"]["kind"] == "changes" and seen["last"]["result"]["moved"] == 1  # the vector was reused
     assert "server stopped" in err
 
 
@@ -147,12 +150,14 @@ def test_searches_answer_during_a_sync(tmp_path: Path, tiny_model_dir: Path):
     assert code == 0, err
     write_images(lib / "bulk", 600, start=1000)
     with watching(tmp_path, tiny_model_dir, lib) as (http, _):
-        during, answers, second = 0, [], None
+        during, answers, second, progress = 0, [], None, []
         deadline = time.monotonic() + WAIT_S
         while (status := sync_status(http))["syncs"] == 0:
             assert time.monotonic() < deadline, "the initial sync did not finish"
             response = http.get("/api/search", params={"q": "a colourful patchwork", "limit": 5})
             answers.append(response.status_code)
+            if status["state"] == "syncing" and status["stage"] == "read":
+                progress.append((status["done"], status["total"]))
             if status["state"] == "syncing" and sync_status(http)["state"] == "syncing":
                 during += 1  # this search was answered while the sync ran
                 if second is None:
@@ -160,6 +165,8 @@ def test_searches_answer_during_a_sync(tmp_path: Path, tiny_model_dir: Path):
         assert answers and set(answers) == {200}
         assert during >= 3, f"only {during} searches ran during the sync; make the sync longer"
         assert second is not None and second.status_code == 200 and second.json()["started"] is False
+        assert progress and {total for _, total in progress} == {600}  # the pipeline's progress, files to read
+        assert [done for done, _ in progress] == sorted(done for done, _ in progress) and progress[-1][0] > 0
         assert second.json()["sync"]["root"] == str(lib)
         last = sync_status(http)["last"]
         assert last["error"] == "" and last["result"]["indexed"] == 600 and last["result"]["unchanged"] == 8
@@ -179,12 +186,17 @@ def test_post_ingest_syncs_a_watched_root_and_refuses_others(tmp_path: Path, tin
             assert response.status_code == 400, response.text
             message = response.json()["error"]
             assert "not a watched folder" in message and "\n" not in message
+        evil = http.post("/api/ingest", params={"root": str(lib)}, headers={"origin": "http://evil.example"})
+        assert evil.status_code == 403 and "cross-site" in evil.json()["error"]
+        assert http.post("/api/ingest", params={"prune": "maybe"}).status_code == 422
+        same = http.post("/api/ingest", headers={"origin": str(http.base_url).rstrip("/")})
+        assert same.status_code in (200, 202)
         write_images(lib, 1, start=50)  # the watcher may see it first; the requested sync must agree
         response = http.post("/api/ingest", params={"root": f"{lib}/"})
         assert response.status_code in (200, 202)
-        until(lambda: (s := sync_status(http))["state"] == "idle" and not s["queued"] and s["syncs"] >= 2,
-              "the requested sync")
-        assert http.get("/api/status").json()["points"] == 3
+        until(lambda: http.get("/api/status").json()["points"] == 3, "the new file")
+        until(lambda: (s := sync_status(http))["state"] == "idle" and not s["queued"], "the requested sync")
+        assert sync_status(http)["errors"] == []
     config = write_config(tmp_path / "plain.toml", tiny_model_dir, tmp_path / "store")
     with Index.open(load_settings(config)) as index, serving(create_app(index)) as url:
         response = httpx.post(f"{url}/api/ingest")
@@ -315,7 +327,8 @@ def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_mo
 
 def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):
     """More changed paths than MAX_EVENT_FILES are not kept one by one: the root is synced whole."""
-    from retrieval.sync import MAX_EVENT_FILES, Syncer
+    from retrieval.changes import MAX_EVENT_FILES
+    from retrieval.sync import Syncer
 
     lib = tmp_path / "lib"
     write_images(lib, 2)
@@ -331,3 +344,20 @@ def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Pa
         finally:
             syncer.stop()
     assert last["kind"] == "full" and last["error"] == "" and last["result"]["unchanged"] == 2
+
+
+def test_a_mass_deletion_seen_as_events_waits_for_prune(tmp_path: Path, tiny_model_dir: Path):
+    lib = tmp_path / "lib"
+    write_images(lib / "album", 3)
+    write_images(lib / "keep", 1, start=10)
+    with watching(tmp_path, tiny_model_dir, lib, rescan_interval_s=0) as (http, _):
+        until(lambda: http.get("/api/status").json()["points"] == 4, "the initial sync")
+        shutil.rmtree(lib / "album")  # 3 of 4 points: over max_delete_fraction = 0.5
+        notice = until(lambda: [e["error"] for e in sync_status(http)["errors"] if "held back" in e["error"]],
+                       "the held-back deletion")
+        assert "3 of 4 points" in notice[0] and "prune=true" in notice[0]
+        assert http.get("/api/status").json()["points"] == 4
+        response = http.post("/api/ingest", params={"root": str(lib), "prune": "true"})
+        assert response.status_code == 202 and response.json()["started"] is True
+        until(lambda: http.get("/api/status").json()["points"] == 1, "the confirmed deletion")
+        assert sync_status(http)["last"]["result"]["deleted"] == 3

@@ -9,7 +9,7 @@ import click
 
 from retrieval.cli.common import Run, cli, common_options
 from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.request import MAX_LIMIT, SearchRequest, SearchRequestError
+from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
 
 
 @cli.command()
@@ -36,7 +36,9 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        if ray_address == "[ray]":  # --ray without a value
+        if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
+            ray_address = settings.ray.address
+        elif ray_address == "[ray]":  # --ray without a value
             ray_address = settings.ray.address or "local"
         report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
     summary = report.as_dict()
@@ -53,6 +55,7 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
 
 
 def _default(field: str) -> str:
+    """The request model's default for ``field``, for --help (the defaults live in the model only)."""
     return f"[default: {SearchRequest.model_fields[field].default}]"
 
 
@@ -76,9 +79,12 @@ def search_request(**options: Any) -> SearchRequest:
               help=f"How many results (1-{MAX_LIMIT}) [default: [search] limit].")
 @click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
 @click.option("--min-score", type=float, default=None, help="Drop hits scoring below (-1 to 1).")
-@click.option("--text-weight", type=float, default=None, help=_default("text_weight"))
-@click.option("--image-weight", type=float, default=None, help=_default("image_weight"))
-@click.option("--negative-weight", type=float, default=None, help=_default("negative_weight"))
+@click.option("--text-weight", type=float, default=None,
+              help=f"Weight of TEXT in a text+image query (0-{MAX_WEIGHT:g}) {_default('text_weight')}.")
+@click.option("--image-weight", type=float, default=None,
+              help=f"Weight of --image in a text+image query (0-{MAX_WEIGHT:g}) {_default('image_weight')}.")
+@click.option("--negative-weight", type=float, default=None,
+              help=f"How hard negative prompts push away (0-{MAX_WEIGHT:g}) {_default('negative_weight')}.")
 @click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
 @click.option("--before", help="Taken before this date (EXIF).")
 @click.option("--camera", help="EXIF camera make or model, exactly.")

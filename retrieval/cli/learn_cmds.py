@@ -1,4 +1,5 @@
-"""``clipdex train`` and ``clipdex eval``: thin shells over retrieval.training and retrieval.evaluate."""
+"""``clipdex train``, ``clipdex distill`` and ``clipdex eval``: thin shells over retrieval.training and
+retrieval.evaluate."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def _cwd_path(value: str | None) -> str | None:
 
 
 def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: (_cwd_path(v) if k in _PATH_FIELDS else v) for k, v in values.items()}
+    return {k: (_cwd_path(v) if k in _PATH_FIELDS and isinstance(v, str) else v) for k, v in values.items()}
 
 
 @cli.command("train")
@@ -83,6 +84,77 @@ def train_cmd(run: Run, resume: bool, stop_after: int | None, save_init: bool, q
     run.emit(obj, human)
 
 
+def _model_name(value: str | None) -> str | None:
+    """A model folder given as a plain path means ``local-dir:`` that folder."""
+    if value and not value.startswith("local-dir:") and Path(value).expanduser().is_dir():
+        return f"local-dir:{Path(value).expanduser().resolve()}"
+    if value and value.startswith("local-dir:"):
+        return f"local-dir:{Path(value[len('local-dir:'):]).expanduser().resolve()}"
+    return value
+
+
+@cli.command("distill")
+@common_options
+@click.option("--teacher", default=None, help="Teacher: open_clip architecture, local-dir:PATH or a model folder.")
+@click.option("--teacher-pretrained", default=None, help="Pretrained tag or checkpoint file of an architecture.")
+@click.option("--student", default=None,
+              help="Student: open_clip architecture or local-dir:PATH (default: the [distill.student_cfg] table).")
+@click.option("--student-pretrained", default=None, help="Pretrained tag or checkpoint file to start the student from.")
+@click.option("--project/--no-project", default=None,
+              help="Let a student with another output size learn a projection to the teacher's.")
+@click.option("--source", type=click.Choice(["images", "fashion-mnist"]), default=None,
+              help="images: every image below --data; fashion-mnist: its training split (IDX folder).")
+@click.option("--data", multiple=True, help="Image folder (repeatable) [distill.data].")
+@click.option("--from-collection", default=None,
+              help="Take the teacher's vectors from this clipdex collection (of the teacher): no teacher pass.")
+@click.option("-o", "--output", default=None, help="Model folder to write [distill.output].")
+@click.option("--views", type=int, default=None, help="Cached teacher views per image: itself + augmented crops.")
+@click.option("--epochs", type=float, default=None)
+@click.option("--steps", "max_steps", type=int, default=None, help="Total optimizer steps (overrides --epochs).")
+@click.option("--batch-size", type=int, default=None)
+@click.option("--lr", type=float, default=None)
+@click.option("--warmup-steps", type=int, default=None)
+@click.option("--seed", type=int, default=None)
+@click.option("--checkpoint-every", type=int, default=None, help="Save a resumable checkpoint every N steps.")
+@click.option("--checkpoint-dir", default=None, help="Where resumable checkpoints and teacher vectors go.")
+@click.option("--threads", type=int, default=None, help="CPU threads (0 = all cores).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its last checkpoint.")
+@click.option("--stop-after", type=int, default=None, help="Checkpoint and stop after N steps (then --resume).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def distill_cmd(run: Run, resume: bool, stop_after: int | None, quiet: bool, data: tuple[str, ...],
+                **overrides: Any) -> None:
+    """Train a small image tower to reproduce a teacher's image vectors (no labels needed); the
+    model folder pairs it with the teacher's text tower."""
+    from retrieval.training.distill import distill
+
+    if stop_after is not None and stop_after < 1:
+        raise ClipdexError("--stop-after must be at least 1")
+    overrides["teacher"] = _model_name(overrides["teacher"])
+    overrides["student"] = _model_name(overrides["student"])
+    overrides["data"] = [str(Path(d).expanduser().resolve()) for d in data] if data else None
+    settings = run.settings.with_overrides(distill=_cwd_paths(overrides))
+
+    def log(msg: str) -> None:
+        if not quiet:
+            click.echo(f"clipdex distill: {msg}", err=True)
+
+    result = distill(settings.distill, settings, resume=resume, stop_after=stop_after,
+                     progress=not quiet and sys.stderr.isatty(), log=log)
+    obj = {"output": str(result.output) if result.output else None, "steps": result.steps,
+           "total_steps": result.total_steps, "loss": result.loss if result.loss == result.loss else None,
+           "seconds": round(result.seconds, 1), "teacher_pass": result.teacher_pass}
+
+    def human() -> None:
+        if result.output is None:
+            click.echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
+        else:
+            click.echo(f"distilled {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
+                       f"model folder: {result.output}")
+            click.echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
+
+    run.emit(obj, human)
+
+
 def _eval_set(dataset: str, data: str | None, coco_images: str | None, split: str):
     from retrieval import datasets
 
@@ -111,9 +183,13 @@ def _eval_set(dataset: str, data: str | None, coco_images: str | None, split: st
               help="Model to evaluate: open_clip name, local-dir:PATH or a model folder [model.name].")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file [model.pretrained].")
 @click.option("-o", "--output", "out_file", default=None, help="Also write the metrics JSON to this file.")
+@click.option("--probes/--no-probes", default=True, show_default=True,
+              help="Labelled sets: k-NN and linear-probe accuracy (fashion-mnist: learnt from the train split; "
+                   "labelled-folder: from 4 of every 5 images per class, scored on the 5th).")
 def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, split: str, limit: int,
-             model_name: str | None, pretrained: str | None, out_file: str | None) -> None:
-    """Measure retrieval quality (recall@K, zero-shot accuracy, precision@10, mAP) of a model."""
+             model_name: str | None, pretrained: str | None, out_file: str | None, probes: bool) -> None:
+    """Measure retrieval quality (recall@K, zero-shot accuracy, precision@10, mAP) and, where labels
+    exist, representation probes (k-NN, linear) of a model."""
     from retrieval.encoder import Encoder
     from retrieval.evaluate import evaluate
 
@@ -130,7 +206,11 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         raise ClipdexError(f"--output must be a file in an existing folder: {out_file}")
     encoder = Encoder.load(model)  # the model first: a bad --model is reported before any data is read
     eval_set = _eval_set(dataset, data, coco_images, split).subset(limit)
-    metrics = {k: round(v, 6) for k, v in evaluate(encoder, eval_set).items()}
+    train_set = None
+    if probes and dataset == "fashion-mnist" and split == "test":
+        train_set = _eval_set(dataset, data, coco_images, "train")
+    holdout = probes and dataset == "labelled-folder"
+    metrics = {k: round(v, 6) for k, v in evaluate(encoder, eval_set, train=train_set, holdout=holdout).items()}
     if out_file:
         target = Path(out_file)
         fd, tmp = tempfile.mkstemp(dir=target.parent if str(target.parent) else ".", prefix=".eval-")

@@ -89,13 +89,13 @@ def watched_roots(paths: list[str]) -> list[str]:
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="Server log level (info logs each request).")
+@click.option("--insecure", is_flag=True,
+              help="Allow a non-loopback --host without an API key ([serve] api_key or CLIPDEX_API_KEY).")
 @click.option("--watch", "watch", multiple=True, type=click.Path(file_okay=False, path_type=str), metavar="DIR",
               help="Keep DIR ingested while serving: a sync at start, then on every change (repeatable; "
                    "adds to [serve] watch).")
-@click.option("--insecure", is_flag=True,
-              help="Allow a non-loopback --host without an API key ([serve] api_key or CLIPDEX_API_KEY).")
 @common_options
-def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...], insecure: bool) -> None:
+def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch: tuple[str, ...]) -> None:
     """Serve the search API and a web page (http://127.0.0.1:8000/ by default)."""
     keyed = bool(run.settings.serve.api_key)
     if not is_loopback(host) and not keyed and not insecure:
@@ -103,11 +103,11 @@ def serve(run: Run, host: str, port: int, log_level: str, watch: tuple[str, ...]
                            "CLIPDEX_API_KEY (clients then send 'Authorization: Bearer KEY'), or pass --insecure")
     import uvicorn
 
+    from retrieval.changes import root_problem
     from retrieval.index import Index
     from retrieval.server import create_app
     from retrieval.serving.protocol import uvicorn_config
     from retrieval.store.lock import serve_owner
-    from retrieval.sync import root_problem
 
     roots = watched_roots([*run.settings.serve.watch, *watch])
     sock = listen(host, port)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
-from retrieval.store.edge import EdgeStore
+from retrieval.store.edge import EdgeStore, MetadataLost
 
-__all__ = ["CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore", "index_config", "open_store"]
+__all__ = ["CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore", "index_config",
+           "open_store"]
 
 
 def index_config(settings: Settings) -> IndexConfig:

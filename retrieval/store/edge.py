@@ -92,12 +92,7 @@ class EdgeStore:
             _write_json(self.folder / META_FILE, copy.as_dict())
             self._meta = copy
         elif (points := self.count()) > 0:
-            raise ClipdexError(
-                f"store {self.folder} holds {points} points (dim {_shard_dim(shard_dir)}) but its {META_FILE} is "
-                f"{main_problem} and there is no copy in {SHARD_DIR}/; the points are kept. To recover, restore "
-                f"{self.folder / META_FILE} from a backup, or write it as "
-                '{"model": "<model name>", "pretrained": "<weights>", "dim": <dim>} naming the model that '
-                "built the store (`clipdex status` on a healthy store shows the form)")
+            raise MetadataLost(self.folder / META_FILE, main_problem, points, _shard_dim(shard_dir))
         # else: a create() that died before writing any metadata, and no point was stored: create() redoes it
 
     def _open(self, opener: Any) -> qe.EdgeShard:
@@ -247,6 +242,22 @@ class EdgeStore:
                 self._lock = None
 
 
+class MetadataLost(ClipdexError):
+    """A shard holds points but neither ``clipdex.json`` nor its copy can be read: the store is refused.
+
+    :meth:`fix` names the file to write; ``Index.open`` fills in the configured model's metadata.
+    """
+
+    def __init__(self, meta_file: Path, problem: str, points: int, dim: int | None):
+        self.meta_file, self.problem, self.points, self.dim = meta_file, problem, points, dim
+        super().__init__(self.fix("restore it from a backup, or write the metadata of the model that built it"))
+
+    def fix(self, how: str) -> str:
+        folder = self.meta_file.parent
+        return (f"store {folder} holds {self.points} points (dim {self.dim or '?'}) but its {META_FILE} is "
+                f"{self.problem} and there is no copy in {SHARD_DIR}/; the points are kept. To recover, {how}")
+
+
 def _read_meta(file: Path) -> tuple[CollectionMeta | None, str]:
     """The metadata in ``file``, or None and what is wrong with it ("missing", "damaged (...)")."""
     try:
@@ -273,12 +284,13 @@ def _write_json(file: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, file)
 
 
-def _shard_dim(shard_dir: Path) -> str:
-    """The vector size qdrant-edge recorded for the shard ("?" when unreadable): a hint for recovery."""
+def _shard_dim(shard_dir: Path) -> int | None:
+    """The vector size qdrant-edge recorded for the shard (None when unreadable): a hint for recovery."""
     try:
-        return str(json.loads((shard_dir / "edge_config.json").read_text())["vectors"][""]["size"])
+        size = json.loads((shard_dir / "edge_config.json").read_text())["vectors"][""]["size"]
     except (OSError, ValueError, KeyError, TypeError):
-        return "?"
+        return None
+    return size if isinstance(size, int) else None
 
 
 def _edge_config(dim: int, config: IndexConfig) -> qe.EdgeConfig:

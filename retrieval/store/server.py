@@ -85,6 +85,25 @@ class ServerStore:
                                f"({exc}); its points are kept; use another --collection or fix its metadata") from None
 
     def create(self, meta: CollectionMeta) -> None:
+        try:
+            self._create_collection(meta)
+        except Exception as exc:  # e.g. another client's first ingest created it a moment ago
+            if not self.client.collection_exists(self.collection):
+                raise ClipdexError(f"cannot create collection '{self.collection}' at {self.location}: "
+                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            self._exists = True
+            found = self.meta()
+            if found != meta:
+                raise ClipdexError(f"collection '{self.collection}' at {self.location} was created meanwhile by "
+                                   f"another client, for {found.model if found else '?'} (dim "
+                                   f"{found.dim if found else '?'}); run again or use another --collection") from None
+        for field in KEYWORD_FIELDS:
+            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
+        for field in FLOAT_FIELDS:
+            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
+        self._exists = True
+
+    def _create_collection(self, meta: CollectionMeta) -> None:
         self.client.create_collection(
             self.collection,
             vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE,
@@ -97,11 +116,6 @@ class ServerStore:
             shard_number=self.config.shards or None, replication_factor=self.config.replicas or None,
             write_consistency_factor=self.config.write_consistency or None,
             metadata=meta.as_dict())
-        for field in KEYWORD_FIELDS:
-            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
-        for field in FLOAT_FIELDS:
-            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
-        self._exists = True
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if ids:
