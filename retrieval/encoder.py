@@ -204,6 +204,10 @@ class Encoder:
 
     @torch.inference_mode()
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        if self.precision == "int8" and len(texts) > 1:
+            # int8 scales activations per batch: one text at a time (each at its own real length) keeps a
+            # text's vector independent of its batch mates, so cached and fresh vectors always agree
+            return np.concatenate([self._encode_texts([text]) for text in texts])
         self._ready("text")
         if self.precision == "int8" and len(texts) > 1:
             # Dynamic int8 scales activations per forward pass: one text per pass keeps a text's vector a
