@@ -127,13 +127,13 @@ class Index:
         "read", "delete" or "index"). ``prune``: confirm a deletion of more than
         ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
         ``ray``: run the stages on a Ray cluster at this address (``auto``, ``local``, ``HOST:PORT``;
-        default ``[ray] address``, "" = in this process), see ``ingest.ray_ingest``.
+        None or "" = in this process; ``clipdex ingest`` passes ``[ray] address``), see ``ingest.ray_ingest``.
         """
         from ingest.pipeline import ingest
 
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
-        address = self.settings.ray.address if ray is None else ray
+        address = ray or ""
         if address:
             from ingest.ray_ingest import check_address, ingest_on_ray
 
@@ -252,6 +252,8 @@ class Index:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
         rows = []
         for path, points in sorted(self.store.root_counts().items()):
+            if points <= 0:  # a payload index may keep a value whose points are all gone
+                continue
             rows.append({"path": path, "points": points, "offline": root_error(path)})
         return rows
 

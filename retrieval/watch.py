@@ -64,8 +64,8 @@ class _Collector(FileSystemEventHandler):
         self.notify = notify
 
     def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type not in EVENTS:
-            return
+        if event.event_type not in EVENTS or (event.is_directory and event.event_type in ("modified", "closed")):
+            return  # a folder's "modified" only says its entries changed; they have events of their own
         paths = [os.fsdecode(event.src_path)]
         if event.event_type == "moved" and event.dest_path:
             paths.append(os.fsdecode(event.dest_path))

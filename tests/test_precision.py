@@ -94,3 +94,14 @@ def test_a_collection_records_its_precision(clipdex, config: Path, tmp_path: Pat
     assert refused.code == 1 and "built at precision fp16, which does not mix with int8" in refused.err
     assert "set model.precision to fp32 or fp16" in refused.err
     assert clipdex("search", "a red square", "--config", fp32, with_config=False).code == 0  # fp32 may
+
+
+def test_int8_text_vectors_do_not_depend_on_their_batch(tiny_model_dir: Path):
+    """Dynamic int8 scales activations per forward pass; a query text's vector must still be the same
+    alone, beside negatives, or from the cache (fp32 batches are exact anyway)."""
+    settings = ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="int8")
+    texts = ["a red square", "a blue circle on a long white background", "x"]
+    together = Encoder.load(settings).encode_texts(texts)
+    for i, text in enumerate(texts):
+        alone = Encoder.load(settings).encode_texts([text])[0]  # a fresh encoder: nothing cached
+        np.testing.assert_array_equal(together[i], alone)

@@ -51,6 +51,14 @@ def _library(root: Path, photos: int = 12) -> set[str]:
     return {str(root / "hostile" / name) for name, outcome in cases.items() if outcome == "failed"}
 
 
+def _fp32_config(path: Path, model: Path, store: Path) -> Path:
+    """A test config whose encoder runs in fp32: the CPU default, dynamic int8, quantizes activations per
+    batch, so a vector would depend on which other images share its batch (Ray batches differently)."""
+    config = write_config(path, model, store)
+    config.write_text(config.read_text().replace("[model]\n", '[model]\nprecision = "fp32"\n', 1))
+    return config
+
+
 def _contents(config: Path) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
     with Index.open(load_settings(config)) as index:
         return index.store.points([pid for pid, _ in index.store.payloads(["path"])])
@@ -76,8 +84,8 @@ def _same(local: dict[str, Any], on_ray: dict[str, Any]) -> None:
 def test_ray_ingest_equals_local_and_reruns_incrementally(cluster, tmp_path, tiny_model_dir):
     root = tmp_path / "lib"
     must_fail = _library(root)
-    local = write_config(tmp_path / "local.toml", tiny_model_dir, tmp_path / "store-local")
-    on_ray = write_config(tmp_path / "ray.toml", tiny_model_dir, tmp_path / "store-ray")
+    local = _fp32_config(tmp_path / "local.toml", tiny_model_dir, tmp_path / "store-local")
+    on_ray = _fp32_config(tmp_path / "ray.toml", tiny_model_dir, tmp_path / "store-ray")
 
     first = _ingest(local, root)
     assert _ingest(on_ray, root, "--ray", "local") == first

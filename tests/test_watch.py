@@ -20,10 +20,10 @@ import httpx
 import pytest
 
 from retrieval import load_settings
+from retrieval.changes import apply_changes
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.server import create_app
-from retrieval.sync import apply_changes
 from tests.conftest import write_config
 from tests.images import pattern
 from tests.test_server import _free_port, run_cli, serving
@@ -99,7 +99,7 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
     def probe(http: httpx.Client, port: int) -> None:
         seen["initial"] = until(lambda: (s := http.get("/api/status").json())["sync"]["syncs"] >= 1 and s,
                                 "the initial sync")
-        new = write_images(lib / "b", 1, start=100)[0]
+        new = write_images(lib / "a", 1, start=100)[0]  # into a watched folder: ingested by path
         until(lambda: indexed(http, new), "the new file to be indexed")
         with new.open("rb") as fh:
             seen["found"] = http.post("/api/search", files={"image": ("q.png", fh, "image/png")},
@@ -107,10 +107,11 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
         seen["new"] = new
         first[0].unlink()
         until(lambda: not indexed(http, first[0]), "the deleted file to be dropped")
-        moved = lib / "b" / "renamed.png"
+        moved = lib / "a" / "renamed.png"
         first[1].rename(moved)
         until(lambda: indexed(http, moved) and not indexed(http, first[1]), "the move")
         seen["final"] = http.get("/api/status").json()
+        seen["last"] = seen["final"]["sync"]["last"]
         seen["kept"] = indexed(http, first[2])
 
     code, err = serve_watching(config, lib, probe)
@@ -119,7 +120,9 @@ def test_serve_watch_picks_up_new_moved_and_deleted_files(tmp_path: Path, tiny_m
     assert seen["initial"]["points"] == 3 and seen["initial"]["sync"]["last"]["result"]["indexed"] == 3
     assert seen["found"][0]["path"] == str(seen["new"]) and seen["found"][0]["score"] >= 0.99
     assert seen["final"]["points"] == 3 and seen["kept"]  # +1 new, -1 deleted, one moved
+    assert seen["final"]["roots"] == [{"path": str(lib), "points": 3, "offline": ""}]  # files ingested by path too
     assert seen["final"]["sync"]["errors"] == []
+    assert seen["last"]["kind"] == "changes" and seen["last"]["result"]["moved"] == 1  # the vector was reused
     assert "server stopped" in err
 
 
@@ -324,7 +327,8 @@ def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_mo
 
 def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):
     """More changed paths than MAX_EVENT_FILES are not kept one by one: the root is synced whole."""
-    from retrieval.sync import MAX_EVENT_FILES, Syncer
+    from retrieval.changes import MAX_EVENT_FILES
+    from retrieval.sync import Syncer
 
     lib = tmp_path / "lib"
     write_images(lib, 2)

@@ -36,7 +36,9 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        if ray_address == "[ray]":  # --ray without a value
+        if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
+            ray_address = settings.ray.address
+        elif ray_address == "[ray]":  # --ray without a value
             ray_address = settings.ray.address or "local"
         report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
     summary = report.as_dict()

@@ -103,11 +103,11 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
                            "CLIPDEX_API_KEY (clients then send 'Authorization: Bearer KEY'), or pass --insecure")
     import uvicorn
 
+    from retrieval.changes import root_problem
     from retrieval.index import Index
     from retrieval.server import create_app
     from retrieval.serving.protocol import uvicorn_config
     from retrieval.store.lock import serve_owner
-    from retrieval.sync import root_problem
 
     roots = watched_roots([*run.settings.serve.watch, *watch])
     sock = listen(host, port)
