@@ -209,10 +209,6 @@ class Encoder:
             # text's vector independent of its batch mates, so cached and fresh vectors always agree
             return np.concatenate([self._encode_texts([text]) for text in texts])
         self._ready("text")
-        if self.precision == "int8" and len(texts) > 1:
-            # Dynamic int8 scales activations per forward pass: one text per pass keeps a text's vector a
-            # function of the text alone (the same alone, with negatives, or from the cache).
-            return np.concatenate([self._encode_texts([text]) for text in texts])
         tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
             features = encode_text(self.model, self.text_tower, tokens)

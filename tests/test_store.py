@@ -151,6 +151,22 @@ def test_an_old_store_gets_its_metadata_copy_on_the_next_open(tmp_path: Path):
     again.close()
 
 
+def test_a_store_made_before_a_payload_index_existed_gets_it_on_the_next_open(tmp_path: Path):
+    """Stores written by an earlier clipdex lack the `root` index that status facets on."""
+    import qdrant_edge as qe
+
+    first = EdgeStore(tmp_path / "s")
+    first.create(CollectionMeta("m", "w", 8))
+    ids, vectors, payloads = _points(6)
+    first.upsert(ids, vectors, [p | {"root": "/r"} for p in payloads])
+    first.shard.update(qe.UpdateOperation.delete_field_index("root"))  # as an older store was made
+    first.close()
+    again = EdgeStore(tmp_path / "s")
+    assert "root" in again.shard.info().payload_schema
+    assert again.root_counts() == {"/r": 6} and again.count() == 6
+    again.close()
+
+
 def test_a_half_made_empty_store_is_recreated_but_a_full_one_never(tmp_path: Path):
     first = EdgeStore(tmp_path / "s")
     first.create(CollectionMeta("m", "", 8))

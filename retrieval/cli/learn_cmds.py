@@ -69,15 +69,20 @@ def train_cmd(run: Run, resume: bool, stop_after: int | None, save_init: bool, q
 
     result = train(settings.train, resume=resume, stop_after=stop_after, init_only=save_init,
                    progress=not quiet and sys.stderr.isatty(), log=log)
+    _emit_loop_result(run, result, "trained")
+
+
+def _emit_loop_result(run: Run, result: Any, verb: str, **extra: Any) -> None:
+    """What `train` and `distill` print: the model folder and how to use it, or where a stopped run is."""
     obj = {"output": str(result.output) if result.output else None, "steps": result.steps,
-           "total_steps": result.total_steps,
-           "loss": result.loss if result.loss == result.loss else None, "seconds": round(result.seconds, 1)}
+           "total_steps": result.total_steps, "loss": result.loss if result.loss == result.loss else None,
+           "seconds": round(result.seconds, 1), **extra}
 
     def human() -> None:
         if result.output is None:
             click.echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
         else:
-            click.echo(f"trained {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
+            click.echo(f"{verb} {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
                        f"model folder: {result.output}")
             click.echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
 
@@ -140,19 +145,7 @@ def distill_cmd(run: Run, resume: bool, stop_after: int | None, quiet: bool, dat
 
     result = distill(settings.distill, settings, resume=resume, stop_after=stop_after,
                      progress=not quiet and sys.stderr.isatty(), log=log)
-    obj = {"output": str(result.output) if result.output else None, "steps": result.steps,
-           "total_steps": result.total_steps, "loss": result.loss if result.loss == result.loss else None,
-           "seconds": round(result.seconds, 1), "teacher_pass": result.teacher_pass}
-
-    def human() -> None:
-        if result.output is None:
-            click.echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
-        else:
-            click.echo(f"distilled {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
-                       f"model folder: {result.output}")
-            click.echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
-
-    run.emit(obj, human)
+    _emit_loop_result(run, result, "distilled", teacher_pass=result.teacher_pass)
 
 
 def _eval_set(dataset: str, data: str | None, coco_images: str | None, split: str):

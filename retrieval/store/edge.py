@@ -94,6 +94,19 @@ class EdgeStore:
         elif (points := self.count()) > 0:
             raise MetadataLost(self.folder / META_FILE, main_problem, points, _shard_dim(shard_dir))
         # else: a create() that died before writing any metadata, and no point was stored: create() redoes it
+        if self._meta is not None:
+            self._index_payload_fields()  # stores made by an older clipdex lack the newer fields' indexes
+
+    def _index_payload_fields(self) -> None:
+        """Create the payload indexes clipdex filters and facets on that the shard does not have yet."""
+        have = set(self.shard.info().payload_schema or {})
+        wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
+        wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
+        missing = [(field, kind) for field, kind in wanted if field not in have]
+        for field, kind in missing:
+            self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
+        if missing:
+            self.shard.flush()
 
     def _open(self, opener: Any) -> qe.EdgeShard:
         try:
@@ -126,11 +139,7 @@ class EdgeStore:
                                "move it away first")
         config = _edge_config(meta.dim, self.config)
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
-        for field in KEYWORD_FIELDS:
-            self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
-        for field in FLOAT_FIELDS:
-            self._shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Float))
-        self._shard.flush()
+        self._index_payload_fields()
         _write_json(shard_dir / META_FILE, meta.as_dict())
         _write_json(self.folder / META_FILE, meta.as_dict())  # the collection exists once this file does
         self._meta = meta

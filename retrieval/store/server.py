@@ -79,10 +79,13 @@ class ServerStore:
             raise ClipdexError(f"collection '{self.collection}' at {self.location} was not made by clipdex "
                                "(no model metadata); choose another --collection")
         try:
-            return CollectionMeta.from_dict(data)
+            meta = CollectionMeta.from_dict(data)
         except ValueError as exc:
             raise ClipdexError(f"collection '{self.collection}' at {self.location} has damaged clipdex metadata "
                                f"({exc}); its points are kept; use another --collection or fix its metadata") from None
+        if not self._indexed:
+            self._index_payload_fields()  # once per opener
+        return meta
 
     def create(self, meta: CollectionMeta) -> None:
         try:
@@ -97,11 +100,21 @@ class ServerStore:
                 raise ClipdexError(f"collection '{self.collection}' at {self.location} was created meanwhile by "
                                    f"another client, for {found.model if found else '?'} (dim "
                                    f"{found.dim if found else '?'}); run again or use another --collection") from None
-        for field in KEYWORD_FIELDS:
-            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.KEYWORD)
-        for field in FLOAT_FIELDS:
-            self.client.create_payload_index(self.collection, field, models.PayloadSchemaType.FLOAT)
         self._exists = True
+        self._index_payload_fields()
+
+    _indexed = False
+
+    def _index_payload_fields(self) -> None:
+        """Create the payload indexes clipdex filters and facets on that the collection does not have yet
+        (a collection made by an older clipdex lacks the newer fields')."""
+        have = set(self.client.get_collection(self.collection).payload_schema or {})
+        wanted = [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
+        wanted += [(f, models.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
+        for field, kind in wanted:
+            if field not in have:
+                self.client.create_payload_index(self.collection, field, kind)
+        self._indexed = True
 
     def _create_collection(self, meta: CollectionMeta) -> None:
         self.client.create_collection(
