@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,21 @@ def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
     return {k: (_cwd_path(v) if k in _PATH_FIELDS and isinstance(v, str) else v) for k, v in values.items()}
 
 
+def _schedule_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The optimisation schedule options `train` and `distill` share (their [train]/[distill] keys)."""
+    for option in reversed((
+        click.option("--epochs", type=float, default=None),
+        click.option("--steps", "max_steps", type=int, default=None,
+                     help="Total optimizer steps (overrides --epochs)."),
+        click.option("--batch-size", type=int, default=None),
+        click.option("--lr", type=float, default=None),
+        click.option("--warmup-steps", type=int, default=None),
+        click.option("--seed", type=int, default=None),
+    )):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("train")
 @common_options
 @click.option("--source", type=click.Choice(["fashion-mnist", "captions", "coco", "images"]), default=None,
@@ -39,12 +55,7 @@ def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
 @click.option("-o", "--output", default=None, help="Model folder to write [train.output].")
 @click.option("--arch", default=None, help="open_clip architecture or local-dir:PATH to start from.")
 @click.option("--pretrained", default=None, help="Pretrained tag or checkpoint file for --arch.")
-@click.option("--epochs", type=float, default=None)
-@click.option("--steps", "max_steps", type=int, default=None, help="Total optimizer steps (overrides --epochs).")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--warmup-steps", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@_schedule_options
 @click.option("--freeze-image/--train-image", default=None, help="Freeze the image tower (LiT-style).")
 @click.option("--freeze-text/--train-text", default=None, help="Freeze the text tower.")
 @click.option("--checkpoint-every", type=int, default=None, help="Save a resumable checkpoint every N steps.")
@@ -114,12 +125,7 @@ def _model_name(value: str | None) -> str | None:
               help="Take the teacher's vectors from this clipdex collection (of the teacher): no teacher pass.")
 @click.option("-o", "--output", default=None, help="Model folder to write [distill.output].")
 @click.option("--views", type=int, default=None, help="Cached teacher views per image: itself + augmented crops.")
-@click.option("--epochs", type=float, default=None)
-@click.option("--steps", "max_steps", type=int, default=None, help="Total optimizer steps (overrides --epochs).")
-@click.option("--batch-size", type=int, default=None)
-@click.option("--lr", type=float, default=None)
-@click.option("--warmup-steps", type=int, default=None)
-@click.option("--seed", type=int, default=None)
+@_schedule_options
 @click.option("--checkpoint-every", type=int, default=None, help="Save a resumable checkpoint every N steps.")
 @click.option("--checkpoint-dir", default=None, help="Where resumable checkpoints and teacher vectors go.")
 @click.option("--threads", type=int, default=None, help="CPU threads (0 = all cores).")
