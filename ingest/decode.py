@@ -20,6 +20,8 @@ import numpy as np
 import xxhash
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from retrieval.errors import first_line
+
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "DIB", "TIFF", "HEIF", "AVIF")
 """The Pillow formats ``load_image`` parses, whatever a file's extension says (JPEG includes MPO)."""
 
@@ -226,7 +228,7 @@ def _bomb_reason(exc: Exception, max_megapixels: float) -> str:
 
 
 def _failure_reason(exc: Exception) -> str:
-    msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    msg = first_line(exc)
     if isinstance(exc, EOFError) or "truncated" in msg or "broken data stream" in msg:
         return "truncated image"
     if isinstance(exc, ValueError) and "conversion" in msg:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from retrieval import hub
 from retrieval import precision as precisions
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, first_line
 from retrieval.settings import ModelSettings
 from retrieval.text_trim import encode_text, text_tower
 from retrieval.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
@@ -116,7 +116,7 @@ class Encoder:
         self.tokenizer = tokenizer
         self.identity = identity
         self.device = device
-        self.image_size: int = int(_image_size(model))
+        self.image_size: int = image_size_of(model)
         self.context_length: int = int(getattr(model, "context_length", 77) or 77)
         self.text_tower = text_tower(self.model)
         """The trimmable text tower, or None: texts then run at the full padded context."""
@@ -140,7 +140,7 @@ class Encoder:
         except ClipdexError:
             raise
         except Exception as exc:  # open_clip raises many types; one line for the user
-            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            msg = first_line(exc)
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
         source = source_label(settings)
@@ -228,9 +228,10 @@ def _embed_dim(model: torch.nn.Module) -> int:
         return model.encode_text(torch.zeros(1, getattr(model, "context_length", 77), dtype=torch.long)).shape[-1]
 
 
-def _image_size(model: torch.nn.Module) -> int:
+def image_size_of(model: torch.nn.Module) -> int:
+    """The side of the square images the model's image tower takes (224 where it does not say)."""
     size = getattr(getattr(model, "visual", None), "image_size", 224)
-    return size[0] if isinstance(size, tuple | list) else size
+    return int(size[0] if isinstance(size, tuple | list) else size)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, first_line
 
 HF_HUB = "hf-hub:"
 CONFIG_FILE = "open_clip_config.json"
@@ -58,6 +58,6 @@ def require_download(repo: str, what: str, probe: str) -> None:
     except OfflineModeIsEnabled:
         raise ClipdexError(f"{what} are not cached and HF_HUB_OFFLINE is set; {FIX}") from None
     except Exception as exc:  # connection refused, DNS, proxy, timeout, HTTP errors: all one line
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        reason = first_line(exc)
         raise ClipdexError(f"{what} need a download from {constants.ENDPOINT}, which failed "
                            f"({reason[:200]}); {FIX}") from None

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, first_line
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -93,7 +93,7 @@ class ServerStore:
         except Exception as exc:  # e.g. another client's first ingest created it a moment ago
             if not self.client.collection_exists(self.collection):
                 raise ClipdexError(f"cannot create collection '{self.collection}' at {self.location}: "
-                                   f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+                                   f"{first_line(exc)}") from None
             self._exists = True
             found = self.meta()
             if found != meta:

@@ -19,12 +19,13 @@ from typing import Any
 import torch
 
 from retrieval.augment import apply, normalize
+from retrieval.encoder import image_size_of
 from retrieval.errors import ClipdexError
 from retrieval.settings import DistillSettings, Settings
 from retrieval.training.checkpoint import CHECKPOINT_NAME, check_output, checkpoint_folder, fingerprint, publish
 from retrieval.training.loop import RunOptions, prepare, run_loop
 from retrieval.training.losses import distill_loss
-from retrieval.training.model import create, decode_all, image_size_of, model_config
+from retrieval.training.model import create, decode_all, model_config
 from retrieval.training.targets import (
     Teacher,
     cached_targets,

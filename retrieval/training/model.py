@@ -15,7 +15,7 @@ from retrieval import _torchvision_shim  # noqa: F401  (before open_clip)
 from retrieval.augment import to_uint8
 from retrieval.datasets import ImageSet
 from retrieval.encoder import CONFIG_NAME, LOCAL_DIR, _quiet_open_clip
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, first_line
 
 open_clip = importlib.import_module("open_clip")  # only after the torchvision shim above
 
@@ -58,7 +58,7 @@ def create(model_cfg: dict[str, Any], arch: str = "", pretrained: str = "") -> t
     except ClipdexError:
         raise
     except Exception as exc:  # open_clip raises many types for bad configs
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        msg = first_line(exc)
         raise ClipdexError(f"cannot build the model: {msg}") from None
 
 
@@ -67,11 +67,6 @@ def build_model(arch: str, pretrained: str, model_cfg: dict[str, Any],
     """Create the model to train and its architecture config (for the saved folder)."""
     cfg = model_config(arch, pretrained, model_cfg, what)
     return create(cfg, arch, pretrained), cfg
-
-
-def image_size_of(model: torch.nn.Module) -> int:
-    size = getattr(model.visual, "image_size", 224)
-    return int(size[0] if isinstance(size, tuple | list) else size)
 
 
 def decode_range(data: ImageSet, start: int, stop: int, size: int) -> torch.Tensor:

@@ -18,12 +18,13 @@ import torch
 
 from retrieval.augment import AugmentConfig, augment, normalize
 from retrieval.datasets import ImageSet, captioned_folder, coco_captions, fashion_mnist, image_folder
+from retrieval.encoder import image_size_of
 from retrieval.errors import ClipdexError
 from retrieval.settings import TrainSettings
 from retrieval.training.checkpoint import check_output, checkpoint_folder, fingerprint, publish
 from retrieval.training.loop import RunOptions, prepare, run_loop
 from retrieval.training.losses import clip_loss, simclr_loss
-from retrieval.training.model import build_model, decode_all, image_size_of, tokenizer_for
+from retrieval.training.model import build_model, decode_all, tokenizer_for
 
 # Settings that may differ between an interrupted run and its resumption.
 RESUME_FREE = {"output", "checkpoint_dir", "checkpoint_every", "threads", "device"}
