@@ -36,13 +36,15 @@ from retrieval.settings import DistillSettings, ModelSettings, load_settings  # 
 
 BENCH = REPO / ".bench" / "distill"
 METRICS = ("zero_shot_accuracy", "t2i_precision@10", "i2i_precision@10", "knn_accuracy", "linear_probe_accuracy")
+_TINY_TEXT = {"context_length": 77, "vocab_size": 49408, "width": 512, "heads": 8, "layers": 1}
 STUDENTS = {  # open_clip image towers to time against the teacher, ViT-B-32
     "ViT-S-32": "ViT-S-32",
+    "ViT-Ti-32 (width 192, [distill.student_cfg])": {"embed_dim": 512, "vision_cfg": {
+        "image_size": 224, "patch_size": 32, "width": 192, "layers": 12, "head_width": 64}, "text_cfg": _TINY_TEXT},
     "MobileCLIP2-S0 (reparameterised)": "MobileCLIP2-S0",
     "timm efficientnet_b0 trunk": {"embed_dim": 512, "vision_cfg": {
         "timm_model_name": "efficientnet_b0", "timm_model_pretrained": False, "timm_pool": "avg",
-        "timm_proj": "linear", "image_size": 224}, "text_cfg": {"context_length": 77, "vocab_size": 49408,
-                                                                "width": 512, "heads": 8, "layers": 1}},
+        "timm_proj": "linear", "image_size": 224}, "text_cfg": _TINY_TEXT},
 }
 
 
@@ -111,6 +113,19 @@ def _encoder(spec: str | dict, folder: Path) -> Encoder:
     return Encoder.load(ModelSettings(name=f"local-dir:{folder}", pretrained="", device="cpu"))
 
 
+def _cpu() -> str:
+    """The CPU model and core count: int8 speed depends on the instruction set (VNNI or not)."""
+    import os
+    import platform
+
+    try:
+        name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        name = platform.processor() or platform.machine()
+    return f"{name}, {os.cpu_count()} cores"
+
+
 def speed(args: argparse.Namespace) -> dict:
     from timm.utils.model import reparameterize_model
 
@@ -139,7 +154,7 @@ def speed(args: argparse.Namespace) -> dict:
         pair = {k: [round(a / b, 2) for a, b in zip(rounds[k], rounds[teacher], strict=True)]
                 for k in rounds if k != teacher}
         precision = {k: e.precision for k, e in encoders.items()}
-        return {"images": args.images, "rounds": args.rounds, "threads": args.threads, "img_per_s": mean,
+        return {"cpu": _cpu(), "images": args.images, "rounds": args.rounds, "threads": args.threads, "img_per_s": mean,
                 "per_round": rounds, "speedup_vs_teacher": ratio, "per_round_speedup": pair,
                 "precision": precision, "goal_3x": any(v >= 3 for v in ratio.values())}
 

@@ -44,6 +44,9 @@ class ModelIdentity:
     weights: str = ""
     """Content hash of the weights file (``xxh3:…``), "" for tags and random weights: see
     :func:`weights_fingerprint`."""
+    student_of: str = ""
+    """For a model folder written by ``clipdex distill``: the teacher whose vector space (and text
+    tower) it shares, as its config records it; "" otherwise."""
 
     def describe(self) -> str:
         return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
@@ -144,7 +147,8 @@ class Encoder:
             raise ClipdexError(f"could not load model {settings.name}: {msg}") from None
         dim = int(_embed_dim(model))
         source = source_label(settings)
-        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "")
+        identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "",
+                                 student_of=student_of(name))
         return cls(model, preprocess, tokenizer, identity, device, settings.precision)
 
     @property
@@ -218,6 +222,19 @@ class Encoder:
 def _unit(features: torch.Tensor) -> np.ndarray:
     features = torch.nn.functional.normalize(features.float(), dim=-1)
     return features.cpu().numpy().astype(np.float32, copy=False)
+
+
+def student_of(name: str) -> str:
+    """The ``student_of`` a ``clipdex distill`` model folder records in its config ("" elsewhere)."""
+    if not name.startswith(LOCAL_DIR):
+        return ""
+    try:
+        config = json.loads((Path(name[len(LOCAL_DIR) :]) / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return ""
+    extra = config.get("clipdex") if isinstance(config, dict) else None
+    value = extra.get("student_of", "") if isinstance(extra, dict) else ""
+    return value if isinstance(value, str) else ""
 
 
 def _embed_dim(model: torch.nn.Module) -> int:

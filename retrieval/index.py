@@ -142,7 +142,7 @@ class Index:
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
-                                             weights=ident.weights))
+                                             weights=ident.weights, student_of=ident.student_of))
         if address:
             return ingest_on_ray([os.fspath(r) for r in roots], self.store, encoder, self.settings,
                                  address=address, progress=progress, prune=prune)
@@ -244,6 +244,7 @@ class Index:
         return {"collection": self.settings.store.collection, "points": self.store.count(),
                 "model": meta.model if meta else self.settings.model.name,
                 "dim": meta.dim if meta else 0, "pretrained": meta.pretrained if meta else "",
+                "student_of": meta.student_of if meta else "",
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed()}
@@ -258,7 +259,7 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "store", "roots", "offline")
+STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 
@@ -273,13 +274,13 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
     import json
 
     from retrieval import precision
-    from retrieval.encoder import pick_device
+    from retrieval.encoder import pick_device, student_of
     from retrieval.weights import source_label
 
     model = settings.model
     meta = CollectionMeta(model.name, source_label(model), lost.dim or 0,
                           precision=precision.resolve(model.precision, pick_device(model.device)),
-                          weights=weights_fingerprint(model) or "")
+                          weights=weights_fingerprint(model) or "", student_of=student_of(model.name))
     return (f"if the configured model ({model.name}) built them, write this line to {lost.meta_file}: "
             f"{json.dumps(meta.as_dict())}; else restore that file from a backup")
 

@@ -100,6 +100,13 @@ def test_text_search_on_a_student_collection_finds_the_class(tmp_path: Path):
         for name in ("sneaker", "trouser", "bag", "ankle boot", "dress"):
             hits = [Path(h.payload["path"]).parent.name for h in index.search(f"a photo of a {name}.", limit=5)]
             assert hits.count(name.replace(" ", "_")) >= 4, (name, hits)
+        ident = index.encoder.identity  # the student names the teacher it was distilled from
+        assert index.store.meta().student_of == ident.student_of
+    assert ident.student_of.startswith(f"local-dir:{TEACHER}")
+    proc = clipdex("status", "--config", str(tmp_path / "c.toml"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["student_of"] == ident.student_of
+    assert f"student of  {ident.student_of}" in clipdex("status", "--config", str(tmp_path / "c.toml")).stdout
 
 
 def test_from_collection_gives_the_teacher_pass_targets(tmp_path: Path, few: Path):

@@ -117,6 +117,8 @@ def status(run: Run) -> None:
         click.echo(f"points      {info['points']}")
         click.echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
         click.echo(f"dim         {info['dim']}")
+        if info["student_of"]:
+            click.echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
         click.echo(f"store       {info['store']}")
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"

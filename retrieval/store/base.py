@@ -36,6 +36,9 @@ class CollectionMeta:
     weights: str = ""
     """Content hash of the weights file (``xxh3:…``) when the weights came from a file: the model's
     identity, wherever the file lives. "" for pretrained tags and random weights."""
+    student_of: str = ""
+    """For a model distilled by ``clipdex distill``: the teacher whose vector space the vectors share
+    (text queries go through that teacher's text tower); "" otherwise."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
