@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -30,9 +31,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from retrieval import datasets  # noqa: E402
-from retrieval.encoder import Encoder, open_clip, save_model_folder  # noqa: E402
+from retrieval.encoder import WEIGHTS_NAME, Encoder, open_clip, save_model_folder  # noqa: E402
 from retrieval.evaluate import evaluate  # noqa: E402
 from retrieval.settings import DistillSettings, ModelSettings, load_settings  # noqa: E402
+from retrieval.training.targets import TARGETS_NAME  # noqa: E402
 
 BENCH = REPO / ".bench" / "distill"
 METRICS = ("zero_shot_accuracy", "t2i_precision@10", "i2i_precision@10", "knn_accuracy", "linear_probe_accuracy")
@@ -55,11 +57,18 @@ def _log(msg: str) -> None:
 # --- quality -------------------------------------------------------------------------------------
 
 def scores(model_dir: Path, train_set, test_set) -> dict[str, float]:
-    """The five metrics of one model folder (fp32, the training arithmetic)."""
+    """The five metrics of one model folder (fp32, the training arithmetic), cached beside its weights."""
+    weights = model_dir / WEIGHTS_NAME
+    key = f"{weights.stat().st_size}:{weights.stat().st_mtime_ns}"
+    cache = model_dir / "bench-scores.json"
+    if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
+        return cached["scores"]
     enc = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu", precision="fp32"))
     torch.set_num_threads(1)
     out = evaluate(enc, test_set, train=train_set)
-    return {k: round(out[k], 4) for k in METRICS}
+    result = {k: round(out[k], 4) for k in METRICS}
+    cache.write_text(json.dumps({"key": key, "scores": result}))
+    return result
 
 
 def quality(args: argparse.Namespace) -> dict:
@@ -74,13 +83,26 @@ def quality(args: argparse.Namespace) -> dict:
         train(cfg.model_copy(update={"output": str(teacher)}), progress=False, log=_log)
     budget = {"epochs": args.epochs, "batch_size": tiny.batch_size, "lr": tiny.lr, "seed": tiny.seed,
               "warmup_steps": tiny.warmup_steps, "threads": 1, "weight_decay": tiny.weight_decay}
-    student = BENCH / f"student-e{args.epochs:g}-v{args.views}"
+    args.distill_seed = tiny.seed if args.distill_seed is None else args.distill_seed
+    loss = {"lr": args.distill_lr or tiny.lr, "contrastive_weight": args.contrastive_weight,
+            "temperature": args.temperature, "seed": args.distill_seed}
+    student = BENCH / (f"student-e{args.epochs:g}-v{args.views}-lr{loss['lr']:g}"
+                       f"-cw{args.contrastive_weight:g}-t{args.temperature:g}"
+                       + (f"-s{args.distill_seed}" if args.distill_seed != tiny.seed else ""))
     t0 = time.perf_counter()
     if not (student / "open_clip_config.json").is_file() or args.retrain:
+        ckpt = BENCH / f".{student.name}.checkpoints"
+        shared = BENCH / f"teacher-vectors-v{args.views}.pt"  # one teacher pass serves every student variant
+        if shared.is_file() and not (ckpt / TARGETS_NAME).is_file():
+            ckpt.mkdir(parents=True, exist_ok=True)
+            shutil.copy(shared, ckpt / TARGETS_NAME)  # used only if its key (teacher, files, views) matches
         dcfg = DistillSettings(teacher=f"local-dir:{teacher}", student_cfg=tiny.model_cfg, source="fashion-mnist",
-                               output=str(student), views=args.views, aug_scale_min=tiny.aug_scale_min,
-                               aug_flip=tiny.aug_flip, checkpoint_every=500, **budget)
+                               output=str(student), checkpoint_dir=str(ckpt), views=args.views,
+                               aug_scale_min=tiny.aug_scale_min, aug_flip=tiny.aug_flip, checkpoint_every=500,
+                               **(budget | loss))
         distill(dcfg, progress=False, log=_log)
+        if not shared.is_file():
+            shutil.copy(ckpt / TARGETS_NAME, shared)
     distill_s = time.perf_counter() - t0
     scratch = Path(args.scratch) if args.scratch else BENCH / f"scratch-e{args.epochs:g}"
     t0 = time.perf_counter()
@@ -95,7 +117,7 @@ def quality(args: argparse.Namespace) -> dict:
         result[name] = scores(folder, train_set, test_set)
     result["distilled_minus_teacher"] = {k: round(result["distilled"][k] - result["teacher"][k], 4) for k in METRICS}
     result["distilled_minus_scratch"] = {k: round(result["distilled"][k] - result["scratch"][k], 4) for k in METRICS}
-    result["budget"] = {**budget, "views": args.views, "distill_seconds": round(distill_s, 1),
+    result["budget"] = {**budget, "views": args.views, "distill_loss": loss, "distill_seconds": round(distill_s, 1),
                         "scratch_seconds": round(scratch_s, 1)}
     result["goals"] = {
         "distilled_within_1pt_of_teacher": all(v >= -0.01 for v in result["distilled_minus_teacher"].values()),
@@ -167,6 +189,12 @@ def main() -> None:
     parser.add_argument("--scratch", default="", help="an existing from-scratch student with this budget")
     parser.add_argument("--epochs", type=float, default=6.0, help="student budget (distilled and from scratch)")
     parser.add_argument("--views", type=int, default=4, help="cached teacher views per training image")
+    parser.add_argument("--distill-seed", type=int, default=None,
+                        help="the distilled student's seed (default: the recipe's)")
+    parser.add_argument("--distill-lr", type=float, default=0.01,
+                        help="the distilled student's learning rate (0 = the from-scratch recipe's)")
+    parser.add_argument("--contrastive-weight", type=float, default=0.0, help="[distill] contrastive_weight")
+    parser.add_argument("--temperature", type=float, default=0.05, help="[distill] temperature")
     parser.add_argument("--retrain", action="store_true", help="retrain students even if present")
     parser.add_argument("--images", type=int, default=32, help="speed: images per timed batch")
     parser.add_argument("--rounds", type=int, default=3, help="speed: alternating rounds")

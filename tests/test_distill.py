@@ -184,3 +184,21 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, few: Path, oth
     assert proc.returncode == 1 and len(lines) == 1, proc.stderr
     assert lines[0].startswith("clipdex: error:") and message in lines[0], lines[0]
     assert not (tmp_path / "out").exists() and (tmp_path / "photos" / "mine.jpg").read_bytes() == b"keep"
+
+
+def test_shipped_vit_ti_recipe_distils_from_vit_b_32(tmp_path: Path, few: Path):
+    """configs/distill-vit-ti.toml (the benchmark's fastest student) runs as shipped, here from a
+    randomly initialised ViT-B-32 teacher for one step: its 512-d student lands in the teacher's
+    space and keeps ViT-B-32's text tower."""
+    out = tmp_path / "vit-ti"
+    proc = clipdex("distill", "--config", str(REPO / "configs" / "distill-vit-ti.toml"), "--teacher-pretrained", "",
+                   "--data", str(few / "bag"), "--steps", "1", "--batch-size", "8", "--views", "1",
+                   "--threads", "1", "-o", str(out), "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / CONFIG_NAME).read_text())
+    assert config["model_cfg"]["vision_cfg"]["width"] == 192 and config["model_cfg"]["embed_dim"] == 512
+    assert config["clipdex"]["student_of"].startswith("ViT-B-32")
+    student = Encoder.load(ModelSettings(name=f"local-dir:{out}", pretrained="", device="cpu", precision="fp32"))
+    assert student.identity.student_of == config["clipdex"]["student_of"]
+    assert student.encode_pil([student_image(few)]).shape == (1, 512)
+    assert sum(p.numel() for p in student.model.visual.parameters()) < 7_000_000  # ViT-B-32: 88 M
