@@ -71,6 +71,12 @@ def scores(model_dir: Path, train_set, test_set) -> dict[str, float]:
     return result
 
 
+def _train_seconds(folder: Path) -> float | None:
+    """The training time a model folder records (its first run; the teacher pass is not included)."""
+    config = json.loads((folder / "open_clip_config.json").read_text())
+    return config.get("clipdex", {}).get("train_seconds")
+
+
 def quality(args: argparse.Namespace) -> dict:
     from retrieval.training import train
     from retrieval.training.distill import distill
@@ -89,7 +95,6 @@ def quality(args: argparse.Namespace) -> dict:
     student = BENCH / (f"student-e{args.epochs:g}-v{args.views}-lr{loss['lr']:g}"
                        f"-cw{args.contrastive_weight:g}-t{args.temperature:g}"
                        + (f"-s{args.distill_seed}" if args.distill_seed != tiny.seed else ""))
-    t0 = time.perf_counter()
     if not (student / "open_clip_config.json").is_file() or args.retrain:
         ckpt = BENCH / f".{student.name}.checkpoints"
         shared = BENCH / f"teacher-vectors-v{args.views}.pt"  # one teacher pass serves every student variant
@@ -103,13 +108,12 @@ def quality(args: argparse.Namespace) -> dict:
         distill(dcfg, progress=False, log=_log)
         if not shared.is_file():
             shutil.copy(ckpt / TARGETS_NAME, shared)
-    distill_s = time.perf_counter() - t0
-    scratch = Path(args.scratch) if args.scratch else BENCH / f"scratch-e{args.epochs:g}"
-    t0 = time.perf_counter()
+    scratch_budget = budget | ({"lr": args.scratch_lr} if args.scratch_lr else {})
+    scratch = Path(args.scratch) if args.scratch else BENCH / (
+        f"scratch-e{args.epochs:g}" + (f"-lr{args.scratch_lr:g}" if args.scratch_lr else ""))
     if not (scratch / "open_clip_config.json").is_file() or (args.retrain and not args.scratch):
-        train(tiny.model_copy(update={**budget, "output": str(scratch), "checkpoint_dir": ""}), progress=False,
-              log=_log)
-    scratch_s = time.perf_counter() - t0
+        train(tiny.model_copy(update={**scratch_budget, "output": str(scratch), "checkpoint_dir": ""}),
+              progress=False, log=_log)
     train_set, test_set = datasets.fashion_mnist(None, "train"), datasets.fashion_mnist(None, "test")
     result = {}
     for name, folder in (("teacher", teacher), ("distilled", student), ("scratch", scratch)):
@@ -117,8 +121,9 @@ def quality(args: argparse.Namespace) -> dict:
         result[name] = scores(folder, train_set, test_set)
     result["distilled_minus_teacher"] = {k: round(result["distilled"][k] - result["teacher"][k], 4) for k in METRICS}
     result["distilled_minus_scratch"] = {k: round(result["distilled"][k] - result["scratch"][k], 4) for k in METRICS}
-    result["budget"] = {**budget, "views": args.views, "distill_loss": loss, "distill_seconds": round(distill_s, 1),
-                        "scratch_seconds": round(scratch_s, 1)}
+    result["budget"] = {**budget, "views": args.views, "distill_loss": loss, "scratch_lr": scratch_budget["lr"],
+                        "train_seconds": {name: _train_seconds(folder) for name, folder in
+                                          (("teacher", teacher), ("distilled", student), ("scratch", scratch))}}
     result["goals"] = {
         "distilled_within_1pt_of_teacher": all(v >= -0.01 for v in result["distilled_minus_teacher"].values()),
         "distilled_beats_scratch_zero_shot": result["distilled_minus_scratch"]["zero_shot_accuracy"] > 0}
@@ -193,6 +198,8 @@ def main() -> None:
                         help="the distilled student's seed (default: the recipe's)")
     parser.add_argument("--distill-lr", type=float, default=0.01,
                         help="the distilled student's learning rate (0 = the from-scratch recipe's)")
+    parser.add_argument("--scratch-lr", type=float, default=0.0,
+                        help="the from-scratch student's learning rate (0 = the bundled recipe's)")
     parser.add_argument("--contrastive-weight", type=float, default=0.0, help="[distill] contrastive_weight")
     parser.add_argument("--temperature", type=float, default=0.05, help="[distill] temperature")
     parser.add_argument("--retrain", action="store_true", help="retrain students even if present")
