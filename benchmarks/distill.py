@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import shutil
 import sys
 import tempfile
@@ -142,9 +144,6 @@ def _encoder(spec: str | dict, folder: Path) -> Encoder:
 
 def _cpu() -> str:
     """The CPU model and core count: int8 speed depends on the instruction set (VNNI or not)."""
-    import os
-    import platform
-
     try:
         name = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                     if line.startswith("model name"))

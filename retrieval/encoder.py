@@ -148,7 +148,7 @@ class Encoder:
         dim = int(_embed_dim(model))
         source = source_label(settings)
         identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "",
-                                 student_of=student_of(name))
+                                 student_of=student_of(settings))
         return cls(model, preprocess, tokenizer, identity, device, settings.precision)
 
     @property
@@ -224,8 +224,9 @@ def _unit(features: torch.Tensor) -> np.ndarray:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
-def student_of(name: str) -> str:
+def student_of(settings: ModelSettings) -> str:
     """The ``student_of`` a ``clipdex distill`` model folder records in its config ("" elsewhere)."""
+    name = _open_clip_name(settings)
     if not name.startswith(LOCAL_DIR):
         return ""
     try:

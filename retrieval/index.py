@@ -280,7 +280,7 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
     model = settings.model
     meta = CollectionMeta(model.name, source_label(model), lost.dim or 0,
                           precision=precision.resolve(model.precision, pick_device(model.device)),
-                          weights=weights_fingerprint(model) or "", student_of=student_of(model.name))
+                          weights=weights_fingerprint(model) or "", student_of=student_of(model))
     return (f"if the configured model ({model.name}) built them, write this line to {lost.meta_file}: "
             f"{json.dumps(meta.as_dict())}; else restore that file from a backup")
 
