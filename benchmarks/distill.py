@@ -91,12 +91,12 @@ def quality(args: argparse.Namespace) -> dict:
         train(cfg.model_copy(update={"output": str(teacher)}), progress=False, log=_log)
     budget = {"epochs": args.epochs, "batch_size": tiny.batch_size, "lr": tiny.lr, "seed": tiny.seed,
               "warmup_steps": tiny.warmup_steps, "threads": 1, "weight_decay": tiny.weight_decay}
-    args.distill_seed = tiny.seed if args.distill_seed is None else args.distill_seed
+    seed = tiny.seed if args.distill_seed is None else args.distill_seed
     loss = {"lr": args.distill_lr or tiny.lr, "contrastive_weight": args.contrastive_weight,
-            "temperature": args.temperature, "seed": args.distill_seed}
+            "temperature": args.temperature, "seed": seed}
     student = BENCH / (f"student-e{args.epochs:g}-v{args.views}-lr{loss['lr']:g}"
                        f"-cw{args.contrastive_weight:g}-t{args.temperature:g}"
-                       + (f"-s{args.distill_seed}" if args.distill_seed != tiny.seed else ""))
+                       + (f"-s{seed}" if seed != tiny.seed else ""))
     if not (student / "open_clip_config.json").is_file() or args.retrain:
         ckpt = BENCH / f".{student.name}.checkpoints"
         shared = BENCH / f"teacher-vectors-v{args.views}.pt"  # one teacher pass serves every student variant
