@@ -30,6 +30,9 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
     """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only); retrieval.model.precision."""
+    engine: Literal["auto", "onnx", "torch"] = "auto"
+    """What runs queries: auto = ONNX Runtime where the model exports (else torch, with one line saying why);
+    onnx = ONNX Runtime or an error; torch. Ingest runs on torch. See retrieval.model.loader."""
     batch_size: int = Field(64, ge=1, le=4096)
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
