@@ -63,28 +63,39 @@ def export_model(settings: ModelSettings, *, log: Callable[[str], None] | None =
 
     Raises :class:`ExportProblem` (one line) where no export folder is writable or the model does not load.
     """
-    say = log or (lambda _msg: None)
     key = export_key(settings)  # Unexportable for random weights, before anything loads
+    folder = _folder(settings, key) if key is not None else None  # a read-only cache: said before torch loads
+    if log is not None:
+        log(f"exporting model {settings.name} to ONNX Runtime for fast searches (once; `clipdex model export` "
+            "does it ahead of time)")
     encoder = TorchEncoder.load(settings.model_copy(update={"precision": "fp32", "device": "cpu"}))
-    key = key or export_key(settings)  # a hub model: known once downloaded
-    if key is None:
-        raise Unexportable("its weights file was not found after loading")
-    places = folders(settings, key)
-    folder = next((f for f in places if writable(f)), None)
-    if folder is None:
-        raise ExportProblem("cannot write the ONNX export: " + " and ".join(str(f) for f in places)
-                            + " are not writable (set CLIPDEX_CACHE to a writable folder)")
+    if key is None:  # a hub model: known once downloaded
+        key = export_key(settings)
+        if key is None:
+            raise Unexportable("its weights file was not found after loading")
+        folder = _folder(settings, key)
+    assert folder is not None
     (folder / MANIFEST).unlink(missing_ok=True)  # the old export's, if any: its files are replaced below
     manifest: dict[str, Any] = {"version": EXPORT_VERSION, "key": key, "opset": OPSET, "model": settings.name,
                                 "created": datetime.now(UTC).isoformat(timespec="seconds"),
                                 "torch": torch.__version__, "onnxruntime": _ort().__version__}
     try:
-        manifest.update(_export(encoder, settings, folder, say))
+        manifest.update(_export(encoder, settings, folder))
         manifest["unexportable"] = ""
     except Unexportable as exc:
         manifest.update(unexportable=str(exc), towers={})
     write_atomic(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
     return Export(folder, manifest)
+
+
+def _folder(settings: ModelSettings, key: str) -> Path:
+    """The first writable place for the export (raises :class:`ExportProblem` where there is none)."""
+    places = folders(settings, key)
+    folder = next((f for f in places if writable(f)), None)
+    if folder is None:
+        raise ExportProblem("cannot write the ONNX export: " + " and ".join(str(f) for f in places)
+                            + " are not writable (set CLIPDEX_CACHE to a writable folder)")
+    return folder
 
 
 def _ort() -> Any:
@@ -93,8 +104,7 @@ def _ort() -> Any:
     return onnxruntime
 
 
-def _export(encoder: TorchEncoder, settings: ModelSettings, folder: Path, say: Callable[[str], None]
-            ) -> dict[str, Any]:
+def _export(encoder: TorchEncoder, settings: ModelSettings, folder: Path) -> dict[str, Any]:
     from retrieval.model.preprocess import Preprocess
     from retrieval.model.tokenizer import load_tokenizer
 
@@ -115,9 +125,9 @@ def _export(encoder: TorchEncoder, settings: ModelSettings, folder: Path, say: C
         raise Unexportable(f"the torch-free preprocessing differs from open_clip's by {diff:.3g}")
     tower = encoder.text_tower
     text = _TrimmedText(tower) if tower is not None else _FullText(model)
-    towers = {"visual": _export_tower(_Visual(model), "pixels", torch.from_numpy(pixels), False, folder, say),
+    towers = {"visual": _export_tower(_Visual(model), "pixels", torch.from_numpy(pixels), False, folder),
               "textual": _export_tower(text, "tokens", torch.from_numpy(_cut(tower, want)), tower is not None,
-                                       folder, say)}
+                                       folder)}
     return {"dim": encoder.dim, "image_size": encoder.image_size, "context_length": encoder.context_length,
             "open_clip_name": name, "model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg,
             "text": {"trim": tower is not None, "pool": tower.pool_type if tower else "",
@@ -222,8 +232,8 @@ def _probes(tokens: bool, example: torch.Tensor, dynamic_length: bool) -> list[n
     return probes
 
 
-def _export_tower(module: nn.Module, input_name: str, example: torch.Tensor, dynamic_length: bool, folder: Path,
-                  say: Callable[[str], None]) -> dict[str, Any]:
+def _export_tower(module: nn.Module, input_name: str, example: torch.Tensor, dynamic_length: bool,
+                  folder: Path) -> dict[str, Any]:
     """Export one tower (fp32, then int8 where it stays close); returns its manifest entry."""
     tower = "textual" if input_name == "tokens" else "visual"
     axes = {0: "batch", 1: "length"} if dynamic_length else {0: "batch"}
@@ -233,7 +243,6 @@ def _export_tower(module: nn.Module, input_name: str, example: torch.Tensor, dyn
     if dynamic_length:  # nn.MultiheadAttention bakes the traced length into its reshapes: plain Linear + SDPA
         swap_attention(module)
     buffer = io.BytesIO()
-    say(f"exporting the {tower} tower to ONNX")
     try:
         with _exporting(), torch.inference_mode(False), torch.no_grad():
             torch.onnx.export(module.eval(), (example,), buffer, opset_version=OPSET, dynamo=False,

@@ -53,9 +53,7 @@ def identity(settings: ModelSettings, export: Export) -> ModelIdentity:
 def _export(settings: ModelSettings, log: Callable[[str], None]) -> Export:
     from retrieval.model.export import export_model
 
-    log(f"exporting model {settings.name} to ONNX Runtime for fast searches (once; `clipdex model export` "
-        "does it ahead of time)")
-    return export_model(settings)
+    return export_model(settings, log=log)
 
 
 def _usable_export(settings: ModelSettings, log: Callable[[str], None]) -> Export:
@@ -63,12 +61,12 @@ def _usable_export(settings: ModelSettings, log: Callable[[str], None]) -> Expor
     export = find_export(settings)  # Unexportable for random weights
     if export is not None and export.unexportable:
         raise Unexportable(export.unexportable)
-    if export is not None and not export.sizes_ok():
+    damaged = export is not None and not export.sizes_ok()
+    if damaged:
         log(f"the ONNX export in {export.folder} is incomplete or damaged; exporting it again")
-        export = None
-    if export is None:
+    if export is None or damaged:
         check_source(settings)  # a bad model name is one line before anything slow
-        export = _export(settings, log)
+        export = _export(settings, (lambda _line: None) if damaged else log)
     if export.unexportable:
         raise Unexportable(export.unexportable)
     return export
