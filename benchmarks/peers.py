@@ -14,7 +14,10 @@ Each round runs, in rotating order, ``rclip QUERY`` in the image folder (index f
 then one search), ``clipdex ingest`` into an empty store at the default precision, and the same at
 ``precision = "fp32"``; images/s = images / wall time of the whole process. After the rounds, the
 search-only runs: ``rclip -n QUERY`` and ``clipdex search QUERY`` on the indexes just built (median of 3).
-Prints one JSON line on stdout; progress goes to stderr.
+The clipdex model is exported to ONNX Runtime (``clipdex model export``) before the search-only runs, as
+its first search would do; ``--search-only`` skips the ingest rounds (each tool indexes once, untimed)
+and runs ``--rounds`` alternating search-only rounds instead.
+Prints one JSON line on stdout (with the CPU's flags); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -134,10 +137,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=REPO / ".bench" / "peers")
     parser.add_argument("--folder", type=Path, default=REPO / ".bench" / "jpegs-1024x768")
+    parser.add_argument("--search-only", action="store_true", help="time only the one-shot search processes")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
 
     from benchmarks.ingest import ensure_images
+    from benchmarks.machine import machine
 
     cache = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -164,6 +169,35 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"clipdex indexed {out}")
         return dt
 
+    def search_rounds(rounds: int) -> dict[str, list[float]]:
+        """One-shot search processes on the indexes built, alternating who goes first."""
+        timed([*clipdex, "model", "export", "--config", str(configs["auto"])], cwd=REPO)  # as a first search would
+        runs: dict[str, list[float]] = {"rclip": [], "clipdex": []}
+        search = {"rclip": lambda: timed([str(rclip), "-n", "-f", QUERY], cwd=folder, env=rclip_env)[0],
+                  "clipdex": lambda: timed([*clipdex, "search", QUERY, "--config", str(configs["auto"])], cwd=REPO)[0]}
+        for r in range(rounds):
+            for name in (["rclip", "clipdex"] if r % 2 == 0 else ["clipdex", "rclip"]):
+                runs[name].append(search[name]())
+            log(f"search round {r + 1}: rclip {runs['rclip'][-1]:.2f} s, clipdex {runs['clipdex'][-1]:.2f} s")
+        return runs
+
+    if args.search_only:
+        try:
+            run_rclip()
+            run_clipdex("auto")
+            search = search_rounds(args.rounds)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rclip_s, clipdex_s = statistics.median(search["rclip"]), statistics.median(search["clipdex"])
+        print(json.dumps({"images": args.images, "model": f"{ARCH} (random init)", "query": QUERY,
+                          "rclip_search_s": round(rclip_s, 3), "clipdex_search_s": round(clipdex_s, 3),
+                          "search_ratio": round(clipdex_s / rclip_s, 3),
+                          "round_ratios": [round(c / r, 3) for c, r in zip(search["clipdex"], search["rclip"],
+                                                                          strict=True)],
+                          "search_runs_s": {k: [round(x, 3) for x in v] for k, v in search.items()},
+                          **machine()}), flush=True)
+        return 0
+
     tools = {"rclip": run_rclip, "clipdex": lambda: run_clipdex("auto"), "clipdex_fp32": lambda: run_clipdex("fp32")}
     names = list(tools)
     seconds: dict[str, list[float]] = {n: [] for n in names}
@@ -175,11 +209,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds[name].append(tools[name]())
                 log(f"round {r + 1} {name}: {args.images / seconds[name][-1]:.2f} img/s")
             rounds.append({n: round(args.images / seconds[n][-1], 2) for n in names})
-        search = {"rclip": [], "clipdex": []}
-        for _ in range(3):
-            search["rclip"].append(timed([str(rclip), "-n", "-f", QUERY], cwd=folder, env=rclip_env)[0])
-            search["clipdex"].append(timed([*clipdex, "search", QUERY, "--config", str(configs["auto"])],
-                                           cwd=REPO)[0])
+        search = search_rounds(3)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -195,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         "rclip_search_s": round(statistics.median(search["rclip"]), 2),
         "clipdex_search_s": round(statistics.median(search["clipdex"]), 2),
         "search_runs_s": {k: [round(x, 2) for x in v] for k, v in search.items()},
-        "cpu_count": os.cpu_count(),
+        "search_ratio": round(statistics.median(search["clipdex"]) / statistics.median(search["rclip"]), 3),
+        "cpu_count": os.cpu_count(), **machine(),
     }
     print(json.dumps(result), flush=True)
     return 0

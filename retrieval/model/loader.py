@@ -133,7 +133,9 @@ class Encoders:
         self.settings = settings
         self._query: Encoder | None = encoder
         self._ingest: Encoder | None = encoder if encoder is not None and encoder.ingests else None
-        self._lock = threading.Lock()
+        self._query_lock, self._ingest_lock = threading.Lock(), threading.Lock()
+        """One per role, never both held: a server's search holds its store lock while asking for the query
+        encoder, and a sync asks the store (under that lock) while loading the ingest encoder."""
 
     @property
     def query_loaded(self) -> Encoder | None:
@@ -141,17 +143,19 @@ class Encoders:
 
     def query(self, built: str | None, check: Callable[[Encoder], Any]) -> Encoder:
         """The query encoder for a collection built at ``built``; ``check`` vets it before it is kept."""
-        with self._lock:
-            if self._query is None:
-                encoder = self._ingest or load_query_encoder(self.settings, built)
-                check(encoder)
-                self._query = encoder
-            return self._query
+        if self._query is None:
+            with self._query_lock:
+                if self._query is None:
+                    encoder = self._ingest or load_query_encoder(self.settings, built)
+                    check(encoder)
+                    self._query = encoder
+        return self._query
 
     def ingest(self, check: Callable[[Encoder], Any]) -> Encoder:
-        with self._lock:
-            if self._ingest is None:
-                encoder = load_ingest_encoder(self.settings)
-                check(encoder)
-                self._ingest = encoder
-            return self._ingest
+        if self._ingest is None:
+            with self._ingest_lock:
+                if self._ingest is None:
+                    encoder = load_ingest_encoder(self.settings)
+                    check(encoder)
+                    self._ingest = encoder
+        return self._ingest
