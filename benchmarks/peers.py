@@ -87,11 +87,12 @@ def ensure_models(cache: Path) -> tuple[Path, Path]:
 
 def _export_onnx(model: object, folder: Path, onnx_pkgs: Path) -> None:
     """``visual.onnx`` (input [N,3,256,256]) and ``textual.onnx`` (input [N,77] int64), named as rclip runs them."""
+    import importlib.util
     import warnings
 
     import torch
 
-    if not (onnx_pkgs / "onnx").is_dir():
+    if importlib.util.find_spec("onnx") is None and not (onnx_pkgs / "onnx").is_dir():  # clipdex pins onnx now
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(onnx_pkgs), "onnx"], check=True)
     sys.path.append(str(onnx_pkgs))  # after the venv's own packages: only `onnx` itself comes from here
 
