@@ -197,3 +197,20 @@ def test_read_only_model_folder_exports_to_the_cache_and_a_read_only_cache_is_on
     export = _cli(prefix, "model", "export", "--config", cfg, env=env)
     assert export.returncode == 1 and export.stderr.startswith("clipdex: error: cannot write the ONNX export")
     assert len(export.stderr.strip().splitlines()) == 1
+
+
+def test_big_weights_digests_are_remembered_across_processes_until_the_file_changes(tmp_path: Path, monkeypatch):
+    import retrieval.model.weights as weights
+
+    monkeypatch.setattr(weights, "REMEMBERED_BYTES", 1)
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
+    file = tmp_path / "w.bin"
+    file.write_bytes(b"a" * 1000)
+    first = weights.file_digest(file)
+    assert json.loads((tmp_path / "cache" / "digests.json").read_text())[str(file.resolve())][3] == first
+    weights._digests.clear()  # as a new process: from the cache file
+    assert weights.file_digest(file) == first
+    file.write_bytes(b"b" * 1000)  # same size, new content and mtime
+    os.utime(file, ns=(file.stat().st_atime_ns, file.stat().st_mtime_ns + 10**9))
+    weights._digests.clear()
+    assert weights.file_digest(file) != first
