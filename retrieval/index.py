@@ -249,6 +249,12 @@ class Index:
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed()}
 
+    def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
+        counts = self.store.facet_counts("camera_model", limit)
+        return [{"name": name, "points": n} for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                if n > 0 and name]
+
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
         rows = []
