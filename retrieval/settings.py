@@ -30,7 +30,7 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when available, else the CPU; or cpu, cuda."""
     precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
-    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only). See retrieval.precision."""
+    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only); retrieval.model.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
     """Images per encoder batch (ingest and eval)."""
     label: str = ""
