@@ -66,6 +66,15 @@ def test_every_local_link_resolves():
     assert sum(len(local_links(p)) for p in PAGES) > 30  # the checker found the links it should
 
 
+def test_every_repository_path_the_pages_name_exists():
+    """A path in inline code (`retrieval/model/quantize.py`, `configs/demo.toml`) names a file that is there."""
+    pattern = re.compile(r"`((?:retrieval|ingest|benchmarks|configs|tests|scripts|docker|models|samples|docs)/"
+                         r"[A-Za-z0-9_./-]+)`")
+    named = {m for page in PAGES for m in pattern.findall(page.read_text())}
+    assert len(named) > 20
+    assert sorted(p for p in named if not (REPO / p).exists()) == []
+
+
 def test_the_link_checker_catches_a_broken_file_and_anchor(tmp_path: Path):
     (tmp_path / "a.md").write_text("# Title `x`: y\n\n## Twice\n\n## Twice\n\n"
                                    "[ok](#title-x-y) [ok](b.md#twice-1) [file](nope.md) [anchor](b.md#none)\n"
