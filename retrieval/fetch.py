@@ -14,7 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from retrieval.errors import ClipdexError
 
@@ -47,6 +47,20 @@ def _opener() -> urllib.request.OpenerDirector:
     return opener
 
 
+def checked(url: str) -> SplitResult:
+    """``url`` split, if it is a well-formed http(s) URL with a host; else a one-line :class:`ClipdexError`."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (a bad port raises here)
+    except ValueError as exc:
+        raise ClipdexError(f"cannot fetch {url}: {exc}") from None
+    if parts.scheme.lower() not in SCHEMES:
+        raise ClipdexError(f"cannot fetch {url}: only http and https URLs are fetched, not {parts.scheme}:")
+    if not parts.hostname:
+        raise ClipdexError(f"cannot fetch {url}: no host in the URL")
+    return parts
+
+
 def _mb(n: float) -> str:
     return f"{n / (1 << 20):g} MiB"
 
@@ -59,6 +73,7 @@ def download(url: str, dest: str, *, max_bytes: int, timeout_s: float) -> int:
     that sends its headers or body a byte at a time included (the fetch runs in a daemon thread that is
     abandoned at the deadline; its socket goes when the process ends).
     """
+    checked(url)
     outcome: dict[str, object] = {}
 
     def work() -> None:
@@ -82,9 +97,6 @@ def _too_slow(url: str, timeout_s: float) -> str:
 
 
 def _download(url: str, dest: str, *, max_bytes: int, timeout_s: float) -> int:
-    scheme = urlsplit(url).scheme.lower()
-    if scheme not in SCHEMES:
-        raise ClipdexError(f"cannot fetch {url}: only http and https URLs are fetched, not {scheme}:")
     deadline = time.monotonic() + timeout_s
     request = urllib.request.Request(url, headers={"User-Agent": "clipdex", "Accept": "image/*"})
     try:
@@ -119,7 +131,7 @@ def _download(url: str, dest: str, *, max_bytes: int, timeout_s: float) -> int:
 @contextmanager
 def fetched(url: str, *, max_bytes: int, timeout_s: float) -> Iterator[str]:
     """The image at ``url`` as a temporary file, deleted afterwards."""
-    suffix = os.path.splitext(urlsplit(url).path)[1][:10]
+    suffix = os.path.splitext(checked(url).path)[1][:10]
     fd, tmp = tempfile.mkstemp(prefix="clipdex-url-", suffix=suffix)
     os.close(fd)
     try:

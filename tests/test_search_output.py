@@ -195,6 +195,14 @@ def test_other_schemes_are_refused(clipdex, library, url):
     assert result.code == 1 and "only http and https" in result.err and result.err.count("\n") == 1
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://127.0.0.1:99999/x.png", "http:///x.png"])
+def test_a_malformed_url_is_one_line(clipdex, library, url):
+    config, _ = library
+    result = search(clipdex, config, "--image", url)
+    assert result.code == 1 and result.err.startswith(f"clipdex: error: cannot fetch {url}: ")
+    assert result.err.count("\n") == 1 and "internal error" not in result.err
+
+
 @pytest.mark.parametrize("target", ["ftp://127.0.0.1/x.png", "file:///etc/passwd"])
 def test_a_redirect_to_another_scheme_is_refused(clipdex, library, site, target):
     config, _ = library
