@@ -264,6 +264,12 @@ class Index:
             self.settings.model, meta.precision if meta else None)
         return {**towers, "ingest": "torch"}
 
+    def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
+        counts = self.store.facet_counts("camera_model", limit)
+        return [{"name": name, "points": n} for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                if n > 0 and name]
+
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
         rows = []
