@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8", "fp16"))
     parser.add_argument("--engine", default="auto", choices=("auto", "torch"))
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time whole `clipdex search` processes with engine = torch, alternating rounds")
     parser.add_argument("--folder", type=Path, default=REPO / ".bench")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
@@ -175,7 +177,15 @@ def main(argv: list[str] | None = None) -> int:
             like_ms = None
         precision = encoder.precision
         engines = encoder.engines
-    cli_s = [cli_search(config, texts[i]) for i in range(3)]
+    torch_config = config.with_name(config.stem + "-vs-torch.toml")
+    torch_config.write_text(config.read_text().replace(f'engine = "{args.engine}"', 'engine = "torch"'))
+    cli_s, torch_s = [], []
+    for i in range(3):  # alternating who goes first
+        for which in ([cli_s, torch_s] if i % 2 == 0 else [torch_s, cli_s]):
+            if which is cli_s:
+                cli_s.append(cli_search(config, texts[i]))
+            elif args.compare_torch:
+                torch_s.append(cli_search(torch_config, texts[i]))
     result = {
         "points": args.points, "model": args.model, "precision": precision, "rounds": args.rounds,
         "text_p50_ms": pct(text_ms, 50), "text_p95_ms": pct(text_ms, 95),
@@ -183,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         "like_p50_ms": pct(like_ms, 50) if like_ms else None,
         "like_p95_ms": pct(like_ms, 95) if like_ms else None,
         "cli_search_s": round(statistics.median(cli_s), 2), "cli_search_runs_s": [round(x, 2) for x in cli_s],
+        "cli_search_torch_runs_s": [round(x, 2) for x in torch_s] or None,
         "text_cached_p50_ms": pct(cached_ms, 50), "engines": engines, "export_s": export_s, **machine(),
     }
     print(json.dumps(result), flush=True)

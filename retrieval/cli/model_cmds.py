@@ -14,17 +14,21 @@ def model() -> None:
 
 
 @model.command("export")
+@click.option("--force", is_flag=True, help="Export again even where a sound export of this model exists.")
 @common_options
-def export(run: Run) -> None:
+def export(run: Run, force: bool) -> None:
     """Export the model's towers to ONNX Runtime (fp32, and int8 where it stays close), so searches need no torch."""
-    from retrieval.model.export import export_model
-    from retrieval.model.onnx_files import ExportProblem
+    from retrieval.model.onnx_files import ExportProblem, find_export
     from retrieval.model.source import check_source
 
     settings = run.settings.model
     check_source(settings)
     try:
-        done = export_model(settings)
+        done = None if force else find_export(settings)
+        if done is None or not done.sizes_ok() or done.unexportable:
+            from retrieval.model.export import export_model
+
+            done = export_model(settings)
     except ExportProblem as exc:
         raise ClipdexError(str(exc)) from None
     if done.unexportable:
