@@ -16,6 +16,7 @@ import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
 from retrieval.query import recommend_vector
+from retrieval.store import space
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -68,6 +69,7 @@ class EdgeStore:
         self._shard: qe.EdgeShard | None = None
         self._meta: CollectionMeta | None = None
         self._lock: StoreLock | None = None
+        self._written = False  # tmpfs: allocate what the next open reads when closing (retrieval.store.space)
         if folder.is_dir():
             self._lock = StoreLock(folder, owner)
             try:
@@ -80,6 +82,7 @@ class EdgeStore:
         shard_dir = self.folder / SHARD_DIR
         if not shard_dir.is_dir():
             return  # no collection yet (a clipdex.json alone describes nothing that holds points)
+        space.allocate_for_open(self.folder)  # tmpfs: an open reads files whole; a full disk must not SIGBUS
         self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
         main, main_problem = _read_meta(self.folder / META_FILE)
         copy, _ = _read_meta(shard_dir / META_FILE)
@@ -137,6 +140,8 @@ class EdgeStore:
         elif shard_dir.exists():
             raise ClipdexError(f"store {self.folder} has a {SHARD_DIR}/ folder that could not be loaded; "
                                "move it away first")
+        space.require(self.folder, space.CREATE_BYTES, "create the collection", new=True)
+        self._written = True
         config = _edge_config(meta.dim, self.config)
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
         self._index_payload_fields()
@@ -154,10 +159,13 @@ class EdgeStore:
         rows = zip(ids, vectors, payloads, strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
+            self._room(space.upsert_bytes(len(points), vectors.shape[1], len(json.dumps(payloads, default=str))),
+                       f"store {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points(points))
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
+            self._room(space.small_write_bytes(len(ids)), f"delete {len(ids)} points")
             self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     def count(self) -> int:
@@ -220,10 +228,13 @@ class EdgeStore:
 
     def set_root(self, root: str) -> None:
         if self._shard is not None:
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(
-                should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
-                        qe.FieldCondition(key="path", match=qe.MatchValue(root))],
-                must=[qe.IsEmptyCondition("root")]), {"root": root}))
+            untagged = qe.Filter(should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
+                                         qe.FieldCondition(key="path", match=qe.MatchValue(root))],
+                                 must=[qe.IsEmptyCondition("root")])
+            points = self._shard.count(qe.CountRequest(filter=untagged, exact=True))
+            if points:
+                self._room(space.small_write_bytes(points), f"tag {points} points with their root")
+                self._shard.update(qe.UpdateOperation.set_payload_by_filter(untagged, {"root": root}))
 
     def unindexed(self) -> int:
         if self._shard is None:
@@ -233,11 +244,18 @@ class EdgeStore:
 
     def optimize(self) -> None:
         if self._shard is not None:
+            dim = self._meta.dim if self._meta else 0
+            self._room(space.optimize_bytes(self.count(), dim, self.config.m), "build the search index")
             self._shard.optimize()
 
     def flush(self) -> None:
         if self._shard is not None:
             self._shard.flush()
+
+    def _room(self, needed: int, what: str) -> None:
+        """Refuse a write the disk has no room for (:class:`retrieval.store.space.NoSpace`), before it starts."""
+        space.require(self.folder, needed, what)
+        self._written = True
 
     def close(self) -> None:
         try:
@@ -245,6 +263,8 @@ class EdgeStore:
                 self._shard.flush()
                 self._shard.close()
                 self._shard = None
+                if self._written:  # tmpfs: while the room kept for it is there, so the store opens on a full disk
+                    space.allocate_for_open(self.folder, strict=False)
         finally:
             if self._lock is not None:
                 self._lock.release()
