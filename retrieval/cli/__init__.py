@@ -8,7 +8,7 @@ import sys
 import click
 
 from retrieval.cli.common import cli
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, os_error_line
 
 # Subcommands register themselves on `cli` when their module is imported.
 from retrieval.cli import index_cmds  # noqa: E402,F401  isort: skip
@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ClipdexError as exc:
         click.echo(f"clipdex: error: {exc}", err=True)
+        return 1
+    except OSError as exc:  # a path that cannot be used (permissions, /proc, a full disk, a name too long)
+        click.echo(f"clipdex: error: {os_error_line(exc)}", err=True)
         return 1
     except KeyboardInterrupt:
         click.echo("clipdex: interrupted", err=True)

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from retrieval.names import collection_problem
 from retrieval.settings import Settings, load_settings
 
 
@@ -34,6 +35,14 @@ def cli() -> None:
     """clipdex: search image collections by text and by example image."""
 
 
+def collection_option(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A click callback: a ``--collection``-like value that is no safe collection name is a usage error."""
+    problem = collection_problem(value) if value is not None else ""
+    if problem:
+        raise click.BadParameter(problem)
+    return value
+
+
 def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Add --config/--store/--qdrant-url/--collection/--json and pass a :class:`Run` first."""
 
@@ -41,7 +50,8 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                   help="TOML settings file (default: built-in defaults, or $CLIPDEX_CONFIG).")
     @click.option("--store", "store_path", default=None, help="Embedded store directory [env CLIPDEX_STORE].")
     @click.option("--qdrant-url", default=None, help="Use a Qdrant server at this URL [env CLIPDEX_QDRANT_URL].")
-    @click.option("--collection", default=None, help="Collection name.")
+    @click.option("--collection", default=None, callback=collection_option,
+                  help="Collection name (1-64 letters, digits, '.', '_', '-').")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output on stdout.")
     @functools.wraps(fn)
     def wrapper(*args: Any, config_file: str | None, store_path: str | None, qdrant_url: str | None,

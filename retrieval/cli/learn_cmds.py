@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, collection_option, common_options
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 
@@ -22,7 +22,12 @@ _PATH_FIELDS = ("data", "coco_images", "output", "checkpoint_dir")
 
 def _cwd_path(value: str | None) -> str | None:
     """A path argument made absolute against the working directory ("" and None stay as they are)."""
-    return str(Path(value).expanduser().resolve()) if value else value
+    if not value:
+        return value
+    try:
+        return str(Path(value).expanduser().resolve())
+    except OSError as exc:  # a link that cannot be followed (/proc/1/root), a name too long
+        raise ClipdexError(f"cannot use {value}: {exc.strerror or exc}") from None
 
 
 def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
@@ -121,7 +126,7 @@ def _model_name(value: str | None) -> str | None:
 @click.option("--source", type=click.Choice(["images", "fashion-mnist"]), default=None,
               help="images: every image below --data; fashion-mnist: its training split (IDX folder).")
 @click.option("--data", multiple=True, help="Image folder (repeatable) [distill.data].")
-@click.option("--from-collection", default=None,
+@click.option("--from-collection", default=None, callback=collection_option,
               help="Take the teacher's vectors from this clipdex collection (of the teacher): no teacher pass.")
 @click.option("-o", "--output", default=None, help="Model folder to write [distill.output].")
 @click.option("--views", type=int, default=None, help="Cached teacher views per image: itself + augmented crops.")

@@ -1,0 +1,103 @@
+"""Hostile inputs on the store and CLI side: collection names, deep configs, unusable paths (issue 19)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_CFG, write_config
+from tests.hostile import write_photo
+
+
+def _one_line_error(result, needle: str = "") -> str:
+    assert result.code != 0, result.out
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert "error" in lines[0] and "internal error" not in lines[0] and "Traceback" not in result.err, lines[0]
+    assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    (tmp_path / "imgs").mkdir()
+    write_photo(tmp_path / "imgs" / "x.png", seed=1)
+    return tmp_path / "imgs"
+
+
+def _tree(top: Path) -> set[str]:
+    return {str(p.relative_to(top)) for p in top.rglob("*")}
+
+
+# -- 6: collection names never leave the store folder ---------------------------------------------
+
+@pytest.mark.parametrize("name", ["..", ".", "../../evil2", "a/b", "/abs", ".hidden", "x" * 65, "sp ace", ""])
+def test_unsafe_collection_flag_is_refused_and_writes_nothing(clipdex, tmp_path, folder, name):
+    top = tmp_path / "x"
+    (top / "store").mkdir(parents=True)
+    before = _tree(tmp_path)
+    result = clipdex("ingest", folder, "--store", top / "store", "--collection", name)
+    _one_line_error(result, "collection")
+    assert _tree(tmp_path) == before  # no clipdex.json, shard/ or lock anywhere
+
+
+def test_unsafe_collection_in_config_is_refused(clipdex, tmp_path, tiny_model_dir, folder):
+    config = write_config(tmp_path / "evil.toml", tiny_model_dir, tmp_path / "x" / "store", collection="../../evil2")
+    before = _tree(tmp_path)
+    _one_line_error(clipdex("ingest", folder, "--config", config, with_config=False), "store.collection")
+    assert _tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["images", "photos-2024", "a.b_c", "X" * 64])
+def test_safe_collection_names_work(clipdex, tmp_path, folder, name):
+    result = clipdex("ingest", folder, "--store", tmp_path / "s", "--collection", name, "--json")
+    assert result.code == 0, result.err
+    assert (tmp_path / "s" / name / "clipdex.json").is_file()
+
+
+def test_distill_from_collection_is_checked(clipdex):
+    _one_line_error(clipdex("distill", "--from-collection", "../../x"), "collection")
+
+
+# -- 9: one line where an internal error was -------------------------------------------------------
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 10_000 + "]" * 10_000,
+                                  "[store]\nx = " + "{a=" * 10_000 + "1" + "}" * 10_000,
+                                  "[train]\nmodel_cfg = " + "{a=" * 40 + "1" + "}" * 40])
+def test_deeply_nested_config(clipdex, tmp_path, text):
+    bad = tmp_path / "deep.toml"
+    bad.write_text(text)
+    _one_line_error(clipdex("status", "--config", bad, with_config=False), "nested")
+
+
+def test_collection_name_too_long(clipdex, folder):
+    _one_line_error(clipdex("ingest", folder, "--collection", "c" * 300), "300 characters")
+
+
+def test_store_path_that_cannot_be_resolved(clipdex, monkeypatch, tmp_path, tiny_model_dir, folder):
+    if os.access("/proc/1/root/.", os.R_OK):
+        loop = tmp_path / "loop"  # a symlink loop fails the same way where /proc/1/root is readable
+        loop.symlink_to(loop)
+        store = f"{loop}/store"
+    else:
+        store = "/proc/1/root/clipdex-store"
+    monkeypatch.setenv("CLIPDEX_STORE", store)
+    config = tmp_path / "nostore.toml"
+    config.write_text(f'[model]\nname = "local-dir:{tiny_model_dir}"\npretrained = ""\n')
+    _one_line_error(clipdex("status", "--config", config, with_config=False), "store")
+    _one_line_error(clipdex("ingest", folder, "--config", config, with_config=False), "store")
+
+
+@pytest.mark.parametrize("output", ["/proc/clipdex-model", "/sys/clipdex-model"])
+def test_train_output_that_cannot_be_written_fails_before_training(clipdex, tmp_path, tiny_model_dir, folder,
+                                                                   output):
+    config = write_config(tmp_path / "train.toml", tiny_model_dir, tmp_path / "store")
+    with config.open("a") as fh:
+        fh.write(f"[train]\nmodel_cfg = {json.dumps(TINY_CFG)}\n".replace('": ', '" = ').replace('{"', '{ "'))
+    result = clipdex("train", "--source", "images", "--data", folder, "-o", output, "--steps", "1",
+                     "--batch-size", "2", "--quiet", "--config", config, with_config=False)
+    _one_line_error(result, output)
+    assert not (tmp_path / f".{Path(output).name}.checkpoints").exists()
