@@ -27,7 +27,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
-from ingest.records import point_id
+from ingest.records import fs_path, point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
@@ -108,7 +108,8 @@ class Service:
         return [hit_row(h) for h in hits]
 
     def indexed_file(self, path: str) -> str:
-        """``path`` if it is exactly the path of a point in the collection, else a 404."""
+        """The file of the point whose path (key) is exactly ``path``, as the path ``open()`` takes (a name
+        that is not UTF-8 has an escaped key, see ingest.records.path_key), else a 404."""
         if not path or "\x00" in path:
             raise ApiError(404, "not an indexed file")
         with self.lock:
@@ -116,13 +117,14 @@ class Service:
         payloads = [payload for _, payload in found.values()]
         if not payloads or payloads[0].get("path") != path:
             raise ApiError(404, f"not an indexed file: {path}")
+        real = fs_path(path)
         try:
-            st = os.stat(path)
+            st = os.stat(real)
         except OSError:
             raise ApiError(404, f"indexed file is gone from disk: {path}") from None
         if not stat.S_ISREG(st.st_mode):
             raise ApiError(404, f"indexed path is not a regular file: {path}")
-        return path
+        return real
 
     @contextmanager
     def upload(self, upload: UploadFile | None) -> Iterator[str | None]:
@@ -303,6 +305,6 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             data, cached = service.thumbnail(file, thumb)
             return Response(data, media_type="image/jpeg", headers=headers | {"X-Cache": "HIT" if cached else "MISS"})
         return FileResponse(file, media_type=media_type(file), headers=headers,
-                            content_disposition_type="inline", filename=os.path.basename(file))
+                            content_disposition_type="inline", filename=os.path.basename(path))
 
     return app

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TINY_CFG, write_config
-from tests.hostile import write_photo
+from tests.hostile import photo, write_photo
 
 
 def _one_line_error(result, needle: str = "") -> str:
@@ -101,3 +101,58 @@ def test_train_output_that_cannot_be_written_fails_before_training(clipdex, tmp_
                      "--batch-size", "2", "--quiet", "--config", config, with_config=False)
     _one_line_error(result, output)
     assert not (tmp_path / f".{Path(output).name}.checkpoints").exists()
+
+
+# -- 8: a name that is not UTF-8 and its escape text are two files -------------------------------------
+
+TRICKY_NAMES = [b"caf\xe9.jpg", b"caf\\xe9.jpg", b"caf\\\\xe9.jpg", b"a\\b.jpg", b"\xff\\x41.jpg",
+                b"\xc3\xa9t\xc3\xa9.jpg", b"x\\\\.jpg", b"q\\x4g.jpg", b"plain.jpg"]
+
+
+def test_path_keys_are_one_per_file_and_lead_back_to_its_bytes():
+    from ingest.records import ancestors, key_bytes, path_key, point_id
+
+    paths = [b"/lib/" + name for name in TRICKY_NAMES] + [b"/lib/caf\xe9/x.jpg", b"/lib/caf\\xe9/x.jpg"]
+    keys = [path_key(os.fsdecode(p)) for p in paths]
+    assert len(set(keys)) == len(keys) and len({point_id(k) for k in keys}) == len(keys)
+    assert [key_bytes(k) for k in keys] == paths
+    for key in keys:
+        key.encode("utf-8")  # a payload is UTF-8 text
+    for ordinary in ("/lib/plain.jpg", "/lib/été.jpg", "/lib/a\\b.jpg", "/lib/q\\x4g.jpg"):
+        assert path_key(ordinary) == ordinary  # stored keys (and point ids) of existing stores stay
+    assert path_key("/lib/caf\udce9.jpg") == "/lib/caf\\xe9.jpg"  # as before: such points keep their ids too
+    folder_key = path_key(os.fsdecode(b"/lib/caf\xe9"))
+    assert ancestors(keys[-2])[-1] == folder_key != ancestors(keys[-1])[-1]
+    assert path_key("/x/\ud800.jpg")  # a lone surrogate (a client's JSON) has a key, no error
+
+
+def test_non_utf8_name_and_its_escape_text_are_two_points_and_both_are_served(clipdex, tmp_path, config):
+    import httpx
+
+    from ingest.records import key_bytes
+    from retrieval import load_settings
+    from retrieval.index import Index
+    from retrieval.server import create_app
+    from tests.test_server import serving
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for seed, name in enumerate(TRICKY_NAMES):  # by bytes: the names that are not UTF-8 have no str of their own
+        fd = os.open(os.fsencode(lib) + b"/" + name, os.O_WRONLY | os.O_CREAT, 0o644)
+        with os.fdopen(fd, "wb") as fh:
+            photo(seed=seed).save(fh, "JPEG")
+    first = clipdex("ingest", lib, "--json")
+    assert first.code == 0, first.err
+    assert first.json()["indexed"] == len(TRICKY_NAMES) and first.json()["failed"] == []
+    again = clipdex("ingest", lib, "--json")
+    assert again.json()["unchanged"] == len(TRICKY_NAMES) and again.json()["indexed"] == 0
+    with Index.open(load_settings(config)) as index:
+        keys = sorted(payload["path"] for _, payload in index.store.payloads(["path"]))
+        assert len(keys) == len(TRICKY_NAMES)
+        assert str(lib / "plain.jpg") in keys and str(lib / "a\\b.jpg") in keys
+        with serving(create_app(index)) as url, httpx.Client(base_url=url, timeout=30) as http:
+            for key in keys:
+                response = http.get("/api/image", params={"path": key})
+                assert response.status_code == 200, (key, response.text)
+                with open(key_bytes(key), "rb") as fh:
+                    assert response.content == fh.read()
