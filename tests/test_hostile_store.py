@@ -156,3 +156,44 @@ def test_non_utf8_name_and_its_escape_text_are_two_points_and_both_are_served(cl
                 assert response.status_code == 200, (key, response.text)
                 with open(key_bytes(key), "rb") as fh:
                     assert response.content == fh.read()
+
+
+# -- 11: text output never carries a file name's control characters ------------------------------------
+
+CONTROL_NAMES = ["new\nline.jpg", "esc\x1b[2J\x1b]0;pwned\x07.jpg",
+                 "rtl\u202egpj.exe.jpg", "c1\x9b31m.jpg", "tab\t.jpg"]
+
+
+def test_printable_escapes_controls_and_keeps_the_rest():
+    from retrieval.cli.common import json_text, printable
+
+    assert printable("/photos/été 2024/ok.jpg") == "/photos/été 2024/ok.jpg"
+    assert printable("a\nb\x1b[31m\u202ec\x9b\x7f") == "a\\nb\\x1b[31m\\u202ec\\x9b\\x7f"
+    text = json_text({"path": "a\nb\x1b\u202e\x9b\u2028"})
+    assert json.loads(text) == {"path": "a\nb\x1b\u202e\x9b\u2028"}
+    assert text.isprintable() and text.isascii()
+
+
+def test_text_output_escapes_control_characters_in_file_names(clipdex, tmp_path):
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for seed, name in enumerate(CONTROL_NAMES):
+        write_photo(lib / name, seed=seed)
+    ingest = clipdex("ingest", lib)
+    assert ingest.code == 0, ingest.err
+    found = clipdex("search", "a photo", "--limit", "10")
+    assert found.code == 0, found.err
+    lines = found.out.splitlines()
+    assert len(lines) == len(CONTROL_NAMES)  # a newline in a name does not split its row
+    for line in lines:
+        assert line.isprintable(), repr(line)
+    shown = {line.split("  ", 1)[1] for line in lines}
+    assert str(lib) + "/new\\nline.jpg" in shown and str(lib) + "/rtl\\u202egpj.exe.jpg" in shown
+    exact = {row["path"] for row in clipdex("search", "a photo", "--limit", "10", "--json").json()}
+    assert exact == {str(lib / name) for name in CONTROL_NAMES}  # JSON keeps the exact names
+    status = clipdex("status")
+    assert all(line.isprintable() for line in status.out.splitlines())
+    (lib / "gone\x1b[1m").mkdir()
+    missing = clipdex("ingest", lib / "gone\x1b[1m" / "nope\n")
+    assert missing.code != 0 and len(missing.err.strip().splitlines()) == 1
+    assert "\x1b" not in missing.err and "nope\\n" in missing.err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,9 +25,38 @@ class Run:
     def emit(self, obj: Any, human: Callable[[], None]) -> None:
         """Print ``obj`` as one JSON document with ``--json``, else call ``human``."""
         if self.json:
-            click.echo(json.dumps(obj, ensure_ascii=False))
+            click.echo(json_text(obj))
         else:
             human()
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+"""What a terminal may act on instead of showing: C0 and C1 controls (newline, ESC), DEL, line and
+paragraph separators, bidirectional overrides and marks (and lone surrogates, which cannot be printed)."""
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` (a file name, a line) as a terminal shows it faithfully: controls escaped (``\\n``, ``\\x1b``,
+    ``\\u202e``), everything else as it is. Text output only; ``--json`` keeps the exact values."""
+    return _CONTROL.sub(_escape, text) if not text.isprintable() else text
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def echo(line: str, *, err: bool = False) -> None:
+    """Print one line of text output, through :func:`printable`."""
+    click.echo(printable(line), err=err)
+
+
+def json_text(obj: Any) -> str:
+    """``obj`` as one JSON line: exact values; characters a terminal would act on as ``\\uXXXX`` escapes."""
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

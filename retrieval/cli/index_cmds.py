@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
 
@@ -43,13 +43,13 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
         report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
     summary = report.as_dict()
     for line in report.notices():  # kept and held-back points: said even with --json
-        click.echo(f"clipdex: {line}", err=True)
+        echo(f"clipdex: {line}", err=True)
 
     def human() -> None:
-        click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
+        echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
                    f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}")
         for item in report.failed:
-            click.echo(f"  failed: {item['path']}: {item['error']}")
+            echo(f"  failed: {item['path']}: {item['error']}")
 
     run.emit(summary, human)
 
@@ -98,9 +98,9 @@ def search(run: Run, **options: Any) -> None:
 
     def human() -> None:
         if not rows:
-            click.echo("no results")
+            echo("no results")
         for row in rows:
-            click.echo(f"{row['score']:.4f}  {row['path']}")
+            echo(f"{row['score']:.4f}  {row['path']}")
 
     run.emit(rows, human)
 
@@ -113,19 +113,19 @@ def status(run: Run) -> None:
         info = index.status()
 
     def human() -> None:
-        click.echo(f"collection  {info['collection']}")
-        click.echo(f"points      {info['points']}")
-        click.echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
-        click.echo(f"dim         {info['dim']}")
+        echo(f"collection  {info['collection']}")
+        echo(f"points      {info['points']}")
+        echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
+        echo(f"dim         {info['dim']}")
         if info["student_of"]:
-            click.echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
-        click.echo(f"store       {info['store']}")
+            echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
+        echo(f"store       {info['store']}")
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"
-            click.echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+            echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
         if info["unindexed"]:
-            click.echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
+            echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
         if info["label"]:
-            click.echo(f"note        {info['label']}")
+            echo(f"note        {info['label']}")
 
     run.emit({k: info[k] for k in STATUS_KEYS}, human)

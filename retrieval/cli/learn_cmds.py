@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from retrieval.cli.common import Run, cli, collection_option, common_options
+from retrieval.cli.common import Run, cli, collection_option, common_options, echo
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 
@@ -81,7 +81,7 @@ def train_cmd(run: Run, resume: bool, stop_after: int | None, save_init: bool, q
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"clipdex train: {msg}", err=True)
+            echo(f"clipdex train: {msg}", err=True)
 
     result = train(settings.train, resume=resume, stop_after=stop_after, init_only=save_init,
                    progress=not quiet and sys.stderr.isatty(), log=log)
@@ -96,11 +96,11 @@ def _emit_loop_result(run: Run, result: Any, verb: str, **extra: Any) -> None:
 
     def human() -> None:
         if result.output is None:
-            click.echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
+            echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
         else:
-            click.echo(f"{verb} {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
+            echo(f"{verb} {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
                        f"model folder: {result.output}")
-            click.echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
+            echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
 
     run.emit(obj, human)
 
@@ -152,7 +152,7 @@ def distill_cmd(run: Run, resume: bool, stop_after: int | None, quiet: bool, dat
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"clipdex distill: {msg}", err=True)
+            echo(f"clipdex distill: {msg}", err=True)
 
     result = distill(settings.distill, settings, resume=resume, stop_after=stop_after,
                      progress=not quiet and sys.stderr.isatty(), log=log)
@@ -224,8 +224,8 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         os.replace(tmp, target)
 
     def human() -> None:
-        click.echo(f"{encoder.identity.describe()} on {eval_set.name} ({len(eval_set)} images)")
+        echo(f"{encoder.identity.describe()} on {eval_set.name} ({len(eval_set)} images)")
         for key, value in metrics.items():
-            click.echo(f"  {key:<20} {value:.4f}")
+            echo(f"  {key:<20} {value:.4f}")
 
     run.emit(metrics, human)
