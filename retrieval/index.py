@@ -138,6 +138,9 @@ class Index:
             from ingest.ray_ingest import check_address, ingest_on_ray
 
             check_address(address)
+        if problems := self.store.problems():
+            raise ClipdexError(f"store {self.store.location} is damaged ({problems[0]}); nothing was written: "
+                               "restore it from a backup, or ingest into a new --collection")
         encoder = self.encoder
         if self.store.meta() is None:
             ident = encoder.identity
@@ -247,7 +250,23 @@ class Index:
                 "student_of": meta.student_of if meta else "",
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
-                "unindexed": self.store.unindexed()}
+                "unindexed": self.store.unindexed(), "problems": self.store.problems()}
+
+    def check(self, shown: int = 20) -> dict[str, Any]:
+        """Read every stored vector and mark the damaged points, so the next ingest embeds their files again.
+
+        Returns the points read, the damaged count and up to ``shown`` of them (path, reason), and the
+        store's file problems. Nothing is deleted (see retrieval.store.health).
+        """
+        from retrieval.store.health import DAMAGED_MARK, find_damaged
+
+        damage = find_damaged(self.store)
+        ids = sorted(damage.damaged)
+        for start in range(0, len(ids), 256):
+            self.store.set_payload(ids[start:start + 256], DAMAGED_MARK)
+        examples = sorted(damage.damaged.values())[:shown]
+        return {"checked": damage.checked, "damaged": len(ids), "problems": self.store.problems(),
+                "examples": [{"path": path, "reason": reason} for path, reason in examples]}
 
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
@@ -259,7 +278,7 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline")
+STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

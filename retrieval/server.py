@@ -43,6 +43,7 @@ from retrieval.serving.middleware import (
 from retrieval.serving.store_guard import StoreGuard
 from retrieval.serving.thumbs import ThumbnailCache, thumb_key
 from retrieval.settings import ServeSettings
+from retrieval.store.health import StoreDamaged
 from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -205,6 +206,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClipdexError)
     async def clipdex_error(request: Request, exc: ClipdexError) -> JSONResponse:
         return answer(400, str(exc))
+
+    @app.exception_handler(StoreDamaged)
+    async def store_damaged(request: Request, exc: StoreDamaged) -> JSONResponse:
+        return answer(503, str(exc))  # the store's files, not the client's request
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -19,7 +19,9 @@ from retrieval.cli import serve_cmd  # noqa: E402,F401  isort: skip
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every failure becomes one line on stderr and a non-zero exit code."""
     try:
-        cli.main(args=argv, prog_name="clipdex", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="clipdex", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's click.exceptions.Exit(N), returned by click
+            return code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:

@@ -106,11 +106,15 @@ def search(run: Run, **options: Any) -> None:
 
 
 @cli.command()
+@click.option("--check", is_flag=True,
+              help="Also read every stored vector; mark damaged points so the next ingest embeds them again "
+                   "(exit 1 when something is damaged).")
 @common_options
-def status(run: Run) -> None:
+def status(run: Run, check: bool) -> None:
     """Show the collection, its size, its model and where it is stored."""
     with Index.open(run.settings) as index:
         info = index.status()
+        checked = index.check() if check else None
 
     def human() -> None:
         echo(f"collection  {info['collection']}")
@@ -127,5 +131,16 @@ def status(run: Run) -> None:
             echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
         if info["label"]:
             echo(f"note        {info['label']}")
+        for problem in info["problems"]:
+            echo(f"damaged     {problem}: searches may fail; restore the store from a backup, or ingest "
+                 "into a new --collection")
+        if checked is not None:
+            echo(f"checked     {checked['checked']:,} vectors, {checked['damaged']:,} damaged"
+                 + (" (marked: the next `clipdex ingest` embeds their files again)" if checked["damaged"] else ""))
+            for item in checked["examples"]:
+                echo(f"  damaged: {item['path']}: {item['reason']}")
 
-    run.emit({k: info[k] for k in STATUS_KEYS}, human)
+    doc = {k: info[k] for k in STATUS_KEYS}
+    run.emit(doc | ({"check": checked} if checked is not None else {}), human)
+    if checked is not None and (checked["damaged"] or checked["problems"]):
+        raise click.exceptions.Exit(1)

@@ -147,7 +147,8 @@ class VectorStore(Protocol):
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
-        """The ``limit`` points nearest to ``vector`` (cosine), best first, through :func:`sane_hits`."""
+        """The ``limit`` points nearest to ``vector`` (cosine), best first; damaged points are left out and
+        the top refilled past them (:func:`retrieval.store.health.refill`)."""
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
@@ -156,6 +157,12 @@ class VectorStore(Protocol):
 
     def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
         """For each content hash stored, one point holding it: hash -> (id, vector, payload)."""
+
+    def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        """Set these payload fields on the given points (others stay)."""
+
+    def problems(self) -> list[str]:
+        """Damage a cheap look at the store's files finds (one line each; [] when none)."""
 
     def root_counts(self) -> dict[str, int]:
         """Points per ``root`` payload value (the ingest root a file was found under)."""

@@ -16,7 +16,7 @@ import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
 from retrieval.query import recommend_vector
-from retrieval.store import space
+from retrieval.store import health, space
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -24,7 +24,6 @@ from retrieval.store.base import (
     Hit,
     IndexConfig,
     SearchFilter,
-    sane_hits,
 )
 from retrieval.store.lock import StoreLock
 
@@ -69,6 +68,7 @@ class EdgeStore:
         self._shard: qe.EdgeShard | None = None
         self._meta: CollectionMeta | None = None
         self._lock: StoreLock | None = None
+        self._damaged: set[str] = set()  # ids whose vectors searches found damaged (retrieval.store.health)
         self._written = False  # tmpfs: allocate what the next open reads when closing (retrieval.store.space)
         if folder.is_dir():
             self._lock = StoreLock(folder, owner)
@@ -192,11 +192,25 @@ class EdgeStore:
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()), filter=_filter(where),
-            score_threshold=min_score, with_payload=True, with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+        nearest = qe.Query.Nearest(vector.astype(np.float32).tolist())
+
+        def search(k: int, exclude: frozenset[str]) -> list[Hit]:
+            wanted = _filter(where)
+            if exclude:  # damaged points found by earlier rounds or searches
+                left_out = qe.HasIdCondition({uuid.UUID(i) for i in exclude})
+                wanted = qe.Filter(must=[wanted] if wanted else None, must_not=[left_out])
+            request = qe.QueryRequest(
+                limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
+                with_vector=False,
+                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config)))
+            try:
+                points = self.shard.query(request)
+            except Exception as exc:  # qdrant-edge raises plain exceptions: a file it cannot read
+                raise health.StoreDamaged(f"cannot search store {self.folder}: {str(exc).splitlines()[0]}; "
+                                          "`clipdex status --check` says what is damaged") from None
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+        return health.refill(search, limit, self._damaged)
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
@@ -213,12 +227,22 @@ class EdgeStore:
                 offset=offset, limit=len(wanted), with_payload=True, with_vector=True,
                 filter=qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchAny(wanted))])))
             for r in records:
-                payload = dict(r.payload or {})
-                found.setdefault(payload["hash"], (str(r.id), np.asarray(_dense(r.vector), np.float32), payload))
+                payload, vector = dict(r.payload or {}), np.asarray(_dense(r.vector), np.float32)
+                if health.sane_vector(vector):  # a damaged copy is never reused for a moved or copied file
+                    found.setdefault(payload["hash"], (str(r.id), vector, payload))
             wanted = [h for h in wanted if h not in found]  # duplicates can fill a page: ask for the rest
             if offset is None:
                 break
         return found
+
+    def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        if ids:
+            self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
+            self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
+            self._damaged.difference_update(ids)
+
+    def problems(self) -> list[str]:
+        return health.file_problems(self.folder)
 
     def root_counts(self) -> dict[str, int]:
         if self._shard is None:
