@@ -250,6 +250,12 @@ class EdgeStore:
         response = self._shard.facet(qe.FacetRequest(key="root", limit=100_000, exact=True))
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
+    def facet_counts(self, key: str, limit: int) -> dict[str, int]:
+        if self._shard is None:
+            return {}
+        response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True))
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def set_root(self, root: str) -> None:
         if self._shard is not None:
             untagged = qe.Filter(should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),

@@ -225,6 +225,12 @@ class ServerStore:
         """A server checks its own files."""
         return []
 
+    def facet_counts(self, key: str, limit: int) -> dict[str, int]:
+        if not self._exists:
+            return {}
+        response = self.client.facet(self.collection, key=key, limit=limit, exact=True)
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def set_root(self, root: str) -> None:
         if self._exists:
             self.client.set_payload(self.collection, {"root": root}, wait=True, points=models.Filter(
