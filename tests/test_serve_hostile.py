@@ -1,0 +1,190 @@
+"""Hostile cases of issue 19 on the serving side: files swapped for links (raced or not), a file that
+shrinks while it streams, slow clients, and a cheap upload that used to cost hundreds of megabytes.
+
+Every test talks to a real uvicorn server on 127.0.0.1 over a real ingested library and a real tiny model.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests.test_server import Live, assert_error, live_library
+
+MARKER = b"CLIPDEX-SECRET-7f3a9c"
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Iterator[Live]:
+    with live_library(tmp_path_factory.mktemp("hostile"), tiny_model_dir) as served:
+        yield served
+
+
+def secret_png(path: Path, colour: tuple[int, int, int] = (255, 0, 0)) -> bytes:
+    """A real PNG outside the library, carrying ``MARKER`` in a text chunk: what must never be served."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("secret", MARKER.decode())
+    Image.new("RGB", (64, 48), colour).save(path, "PNG", pnginfo=info)
+    data = path.read_bytes()
+    assert MARKER in data
+    return data
+
+
+def relink(link: Path, target: Path) -> None:
+    """Make ``link`` a symlink to ``target`` atomically (``ln -sfn target tmp && mv -T tmp link``)."""
+    tmp = link.with_name(link.name + ".swap")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
+class Restore:
+    """Put an indexed file back as it was (bytes and times) after a test replaced it."""
+
+    def __init__(self, path: Path):
+        self.path, self.data, self.st = path, path.read_bytes(), path.stat()
+
+    def __enter__(self) -> Restore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.path.is_symlink() or self.path.exists():
+            self.path.unlink()
+        self.path.write_bytes(self.data)
+        os.utime(self.path, ns=(self.st.st_atime_ns, self.st.st_mtime_ns))
+
+
+def red_share(jpeg: bytes) -> float:
+    """How red a thumbnail is on average (the secret is pure red, the library's pictures are not)."""
+    r, g, b = Image.open(io.BytesIO(jpeg)).convert("RGB").resize((1, 1), Image.Resampling.BOX).getpixel((0, 0))
+    return r / max(1, r + g + b)
+
+
+# -- case 2: a link out of the ingested roots, no race ------------------------------------------------------
+
+
+def test_a_link_out_of_the_ingested_roots_is_never_served(live: Live, tmp_path: Path):
+    outside = tmp_path / "private"
+    outside.mkdir()
+    secret = outside / "secret.png"
+    secret_png(secret)
+    target = live.good[0]  # lib/a/one.png, an indexed file
+    with Restore(target):
+        target.unlink()
+        os.symlink(secret, target)  # the indexed file replaced by a link to a private file
+        for params in ({"path": str(target)}, {"path": str(target), "thumb": 64}):
+            response = live.http.get("/api/image", params=params)
+            assert MARKER not in response.content
+            assert_error(response, 404, "outside the ingested folders", str(target))
+        head = live.http.head("/api/image", params={"path": str(target)})
+        assert head.status_code == 404
+    # A link that stays inside the ingested root is served: it is the library's own picture.
+    inside = live.good[3]  # lib/b/gray.png
+    with Restore(target):
+        target.unlink()
+        os.symlink(inside, target)
+        response = live.http.get("/api/image", params={"path": str(target)})
+        assert response.status_code == 200 and response.content == inside.read_bytes()
+    # A folder on the way swapped for a link out of the root: the same refusal.
+    folder = live.root / "a" / "deep"
+    three = folder / "three.webp"
+    moved = live.root / "a" / "deep.saved"
+    shutil.copyfile(three, outside / "three.webp")
+    secret_png(outside / "three.webp")  # the private folder has a file of the same name
+    os.rename(folder, moved)
+    try:
+        os.symlink(outside, folder)
+        response = live.http.get("/api/image", params={"path": str(three)})
+        assert MARKER not in response.content
+        assert_error(response, 404, "outside the ingested folders")
+    finally:
+        folder.unlink()
+        os.rename(moved, folder)
+    assert live.http.get("/api/image", params={"path": str(three)}).status_code == 200
+
+
+# -- case 1: a link swapped back and forth while it is fetched ---------------------------------------------
+
+
+def test_a_racing_link_swap_never_serves_a_byte_outside_the_roots(live: Live, tmp_path: Path):
+    """A thread flips an indexed file between a link to a library picture and a link to a private file
+    (``ln -sfn … t && mv -T t file``) while the file and its thumbnails are fetched; bounded to 4 s."""
+    shadow = tmp_path / "shadow"  # not an image at all, like /etc/shadow: only a race could serve it
+    shadow.write_bytes(b"root:" + MARKER + b":19000:0:99999:7:::\n")
+    picture = tmp_path / "private.png"  # a private picture (pure red), whose thumbnail must not be made
+    secret_png(picture)
+    inside = live.good[3]  # lib/b/gray.png: grey, never red
+    target = live.good[2]  # lib/a/deep/three.webp
+    stop = threading.Event()
+    flips = [0]
+
+    def swapper() -> None:
+        while not stop.is_set():
+            for secret in (shadow, picture):
+                relink(target, inside)
+                relink(target, secret)
+                flips[0] += 2
+
+    served = {"file": 0, "thumb": 0, "refused": 0}
+    with Restore(target):
+        relink(target, inside)
+        thread = threading.Thread(target=swapper, daemon=True)
+        thread.start()
+        try:
+            deadline = time.monotonic() + 4
+            size = 16
+            while time.monotonic() < deadline:
+                response = live.http.get("/api/image", params={"path": str(target)})
+                assert MARKER not in response.content, "the private file was served"
+                served["file" if response.status_code == 200 else "refused"] += 1
+                if response.status_code == 200:
+                    assert response.content == inside.read_bytes()
+                size = size + 1 if size < 200 else 16  # a new size each time: never a cached thumbnail
+                response = live.http.get("/api/image", params={"path": str(target), "thumb": size})
+                if response.status_code == 200:
+                    served["thumb"] += 1
+                    assert red_share(response.content) < 0.6, "a thumbnail of the private file was served"
+                else:
+                    assert response.status_code in (404, 415), response.text
+                    served["refused"] += 1
+        finally:
+            stop.set()
+            thread.join(5)
+    assert flips[0] > 100 and served["refused"] > 0, (flips, served)  # the race really ran both ways
+
+
+# -- case 7: a file that shrinks while it streams -----------------------------------------------------------
+
+
+def test_a_file_that_shrinks_while_it_streams_closes_the_connection(live: Live):
+    target = live.good[4]  # lib/b/alpha.png
+    with Restore(target):
+        original = target.read_bytes()
+        target.write_bytes(original + b"\0" * (96 << 20))  # still a PNG to its header, now 96 MiB
+        declared = target.stat().st_size
+        started = time.monotonic()
+        received = 0
+        with httpx.Client(base_url=live.url, timeout=httpx.Timeout(30, read=15)) as http, \
+                pytest.raises(httpx.RemoteProtocolError), \
+                http.stream("GET", "/api/image", params={"path": str(target)}) as response:
+            assert response.status_code == 200
+            assert int(response.headers["content-length"]) == declared
+            for chunk in response.iter_raw(64 << 10):
+                received += len(chunk)
+                if received >= 1 << 20 and target.stat().st_size == declared:
+                    os.truncate(target, 2 << 20)  # shrinks under the server's open descriptor
+        elapsed = time.monotonic() - started
+    assert received < declared
+    assert elapsed < 10, f"the connection stayed open {elapsed:.1f} s after the file shrank"
+    assert live.http.get("/api/status").status_code == 200
