@@ -6,19 +6,25 @@ Every test talks to a real uvicorn server on 127.0.0.1 over a real ingested libr
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import select
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.test_server import Live, assert_error, live_library
+from retrieval.serving.protocol import Timeouts
+from tests.test_serve_guard import server_log
+from tests.test_server import Live, assert_error, live_library, serving
 
 MARKER = b"CLIPDEX-SECRET-7f3a9c"
 
@@ -188,3 +194,99 @@ def test_a_file_that_shrinks_while_it_streams_closes_the_connection(live: Live):
     assert received < declared
     assert elapsed < 10, f"the connection stayed open {elapsed:.1f} s after the file shrank"
     assert live.http.get("/api/status").status_code == 200
+
+
+# -- case 10: slow clients are held to time limits ------------------------------------------------------------
+
+SHORT = Timeouts(idle_s=1.0, header_s=1.5, body_s=2.0, send_s=1.5)
+"""Short limits for the tests (the defaults are 5, 10, 120 and 60 s)."""
+GIVE_UP_S = 8.0
+"""How long a test waits for the server to close before calling the connection open for good."""
+
+
+@pytest.fixture(scope="module")
+def impatient(live: Live) -> Iterator[str]:
+    """The same library served again, with :data:`SHORT` time limits."""
+    from retrieval.server import create_app
+
+    app = create_app(live.index)
+    app.state.service.lock = live.lock
+    with serving(app, timeouts=SHORT) as url:
+        yield url
+
+
+def connect(url: str) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=GIVE_UP_S)
+    return sock
+
+
+def read_until_closed(sock: socket.socket, trickle: bytes = b"", every_s: float = 0.1) -> tuple[bytes, float]:
+    """Everything the server sends until it closes, sending ``trickle`` one byte per ``every_s`` meanwhile;
+    (answer, seconds). Fails after :data:`GIVE_UP_S` with the connection still open."""
+    started, answer, sent = time.monotonic(), b"", 0
+    sock.setblocking(False)
+    while time.monotonic() - started < GIVE_UP_S:
+        ready, _, _ = select.select([sock], [], [], every_s)
+        if ready:
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                return answer, time.monotonic() - started
+            if not chunk:
+                return answer, time.monotonic() - started
+            answer += chunk
+        elif trickle:
+            with contextlib.suppress(BlockingIOError, BrokenPipeError, ConnectionResetError):
+                sock.send(trickle[sent % len(trickle):sent % len(trickle) + 1])
+                sent += 1
+    raise AssertionError(f"the connection was still open after {GIVE_UP_S} s (got {answer[:120]!r})")
+
+
+def test_an_idle_connection_is_closed(impatient: str):
+    with connect(impatient) as sock:
+        answer, seconds = read_until_closed(sock)
+    assert answer == b"" and SHORT.idle_s - 0.2 <= seconds < SHORT.idle_s + 3
+    with connect(impatient) as sock:  # and after a keep-alive request, the same
+        sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer, seconds = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and seconds < SHORT.idle_s + 3
+
+
+def test_headers_sent_one_byte_at_a_time_get_408(impatient: str):
+    with connect(impatient) as sock:
+        sock.sendall(b"GET /api/status HTTP/1.1\r\n")
+        answer, seconds = read_until_closed(sock, trickle=b"X-Slow: ", every_s=0.1)  # never ends its headers
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"request headers took longer than 1.5 s" in answer
+    assert seconds < SHORT.header_s + 3
+
+
+def test_an_endless_chunked_body_gets_408(impatient: str):
+    part = b'--x\r\nContent-Disposition: form-data; name="q"\r\n\r\n'
+    head = (b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n" + b"%x\r\n%s\r\n" % (len(part), part))
+    with connect(impatient) as sock, server_log() as records:
+        sock.sendall(head)
+        answer, seconds = read_until_closed(sock, trickle=b"1\r\nx\r\n", every_s=0.05)  # chunks that never end
+        time.sleep(0.3)  # the route sees the disconnect after the answer
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"request body took longer than 2 s" in answer
+    assert seconds < SHORT.body_s + 3
+    assert not [r for r in records if "internal error" in r.getMessage()]  # a slow client is no bug
+    with connect(impatient) as sock:  # a GET whose endless body the route never reads: answered, then closed
+        sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n")
+        answer, seconds = read_until_closed(sock, trickle=b"1\r\nx\r\n", every_s=0.05)
+    assert answer.startswith(b"HTTP/1.1 200 ") and seconds < SHORT.body_s + 3
+
+
+def test_a_client_that_reads_nothing_of_a_large_answer_is_disconnected(live: Live, impatient: str):
+    target = live.good[5]  # lib/b/palette.png
+    with Restore(target):
+        target.write_bytes(target.read_bytes() + b"\0" * (64 << 20))
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 << 10)
+        sock.settimeout(GIVE_UP_S)
+        sock.connect(("127.0.0.1", int(impatient.rsplit(":", 1)[1])))
+        with sock:
+            sock.sendall(f"GET /api/image?path={quote(str(target))} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+            time.sleep(SHORT.send_s + 1.5)  # reads nothing meanwhile
+            answer, _ = read_until_closed(sock)
+    assert answer.startswith(b"HTTP/1.1 200 ") and len(answer) < (64 << 20)
