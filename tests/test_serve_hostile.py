@@ -290,3 +290,104 @@ def test_a_client_that_reads_nothing_of_a_large_answer_is_disconnected(live: Liv
             time.sleep(SHORT.send_s + 1.5)  # reads nothing meanwhile
             answer, _ = read_until_closed(sock)
     assert answer.startswith(b"HTTP/1.1 200 ") and len(answer) < (64 << 20)
+
+
+# -- case 3: a cheap upload must not cost the server hundreds of megabytes ----------------------------------------
+
+
+def test_uploads_beyond_the_slots_get_503_with_retry_after(live: Live):
+    """One upload whose body trickles holds the only slot: the next is refused at once, not queued."""
+    from retrieval.server import create_app
+    from retrieval.settings import ServeSettings
+
+    app = create_app(live.index, serve=ServeSettings(max_uploads=1))
+    app.state.service.lock = live.lock
+    png = io.BytesIO()
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(png, "PNG")
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        with connect(url) as slow:
+            slow.sendall(b"POST /api/search HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n"
+                         b"Content-Type: multipart/form-data; boundary=x\r\n\r\n--x\r\n")
+            time.sleep(0.3)
+            started = time.monotonic()
+            busy = http.post("/api/search", files={"image": ("q.png", png.getvalue(), "image/png")})
+            assert time.monotonic() - started < 5
+            assert_error(busy, 503, "busy with 1 uploads")
+            assert busy.headers["retry-after"] == "2"
+            assert http.get("/api/search", params={"q": "a photo"}).status_code == 200  # searches are not held up
+        deadline = time.monotonic() + 10  # the trickling client left: its slot comes back
+        while (answer := http.post("/api/search", files={"image": ("q.png", png.getvalue(), "image/png")})
+               ).status_code == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert answer.status_code == 200, answer.text
+
+
+def _kb(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{key} not in /proc/{pid}/status")
+
+
+def _png_of_zeros(side: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (side, side)).save(out, "PNG")
+    return out.getvalue()
+
+
+@pytest.mark.slow
+def test_large_pixel_uploads_keep_the_server_process_small(tmp_path: Path, tiny_model_dir: Path):
+    """The real ``clipdex serve`` in a subprocess: 4 uploads at once of a 60 KB PNG of 7900×7900 zeros
+    (refused: over the query cap, nothing decoded) and of 4800×4800 zeros (decoded in the workers): the
+    server's own peak RSS (``VmHWM``, reset before) grows by far less than one decoded picture."""
+    import subprocess
+    import sys
+
+    from tests.conftest import write_config
+    from tests.images import write_library
+    from tests.test_serve_guard import free_port
+
+    write_library(tmp_path / "lib")
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), HF_HUB_OFFLINE="1")
+    (tmp_path / "tmp").mkdir()
+    run = [sys.executable, "-m", "retrieval.cli"]
+    subprocess.run([*run, "ingest", str(tmp_path / "lib"), "--config", str(config)], check=True, env=env,
+                   capture_output=True, timeout=120)
+    port = free_port()
+    server = subprocess.Popen([*run, "serve", "--port", str(port), "--config", str(config), "--log-level", "warning"],
+                              env=env, stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline, "clipdex serve did not come up"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/api/status", timeout=5).status_code == 200:
+                    break
+            time.sleep(0.2)
+        for side, status in ((7900, 400), (4800, 200)):
+            data = _png_of_zeros(side)
+            idle = _kb(server.pid, "VmRSS")
+            Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
+            answers: list[httpx.Response] = []
+
+            def upload(data: bytes = data, answers: list[httpx.Response] = answers) -> None:
+                answers.append(httpx.post(f"{url}/api/search", files={"image": ("z.png", data, "image/png")},
+                                          timeout=60))
+
+            threads = [threading.Thread(target=upload) for _ in range(4)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(90)
+            assert [a.status_code for a in answers] == [status] * 4, [a.text for a in answers]
+            if status == 400:
+                assert "exceeds the 24 MP cap" in answers[0].json()["error"]
+            grown_mb = (_kb(server.pid, "VmHWM") - idle) / 1024
+            decoded_mb = side * side * 3 / (1 << 20)  # one RGB copy of the picture (178 MB for 7900²)
+            assert grown_mb < min(64, decoded_mb / 2), f"{side}²: the server grew by {grown_mb:.0f} MB"
+        assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("clipdex-")]
+    finally:
+        server.terminate()
+        server.wait(30)
