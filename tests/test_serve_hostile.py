@@ -391,3 +391,20 @@ def test_large_pixel_uploads_keep_the_server_process_small(tmp_path: Path, tiny_
     finally:
         server.terminate()
         server.wait(30)
+
+
+def test_a_query_image_is_reduced_to_what_the_model_needs(tmp_path: Path):
+    """A 40000×8 strip (0.3 MP: no pixel cap stops it) would become 224×1,120,000 after the model's resize;
+    a large picture comes out a whole-factor reduction with its shorter side below twice the model's size."""
+    from ingest.query_image import MAX_ASPECT, query_image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (40000, 8), (200, 10, 10)).save(strip)
+    small = query_image(str(strip), size=224, max_megapixels=64)
+    assert small.size == (8 * MAX_ASPECT, 8)  # the centre kept, nothing for the model to blow up
+    big = tmp_path / "big.png"
+    Image.new("RGB", (3000, 2000), (10, 200, 10)).save(big)
+    with open(big, "rb") as fh:  # by descriptor, as the decoder workers read it
+        reduced = query_image(fh.fileno(), size=224, max_megapixels=64)
+    assert reduced.size == (3000 // 8, 2000 // 8) and 224 <= min(reduced.size) < 2 * 224
+    assert reduced.getpixel((10, 10)) == (10, 200, 10)
