@@ -100,7 +100,7 @@ def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False
     callback, close = _progress(progress, len(todo))
     try:
         if todo and engine is None:
-            engine = OcrEngine(settings.ocr)
+            engine = engine_for(settings)
         for done, item in enumerate(_ordered(todo), 1):
             fields = _read_any(engine, item, settings)  # type: ignore[arg-type]
             store.set_hash_payload(item.digest, fields)
@@ -116,6 +116,18 @@ def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False
         store.flush()
     report.seconds = time.monotonic() - started
     return report
+
+
+_engines: dict[str, OcrEngine] = {}
+
+
+def engine_for(settings: Settings) -> OcrEngine:
+    """The process's OCR engine for these ``[ocr]`` settings, loaded on first use (serve reuses it)."""
+    key = settings.ocr.model_dump_json()
+    if key not in _engines:
+        _engines.clear()
+        _engines[key] = OcrEngine(settings.ocr)
+    return _engines[key]
 
 
 def _ordered(todo: dict[str, _Pending]) -> Iterator[_Pending]:

@@ -4,12 +4,14 @@ Gating, so the cost goes where the text is: text *detection* runs first on a cop
 most ``det_max_side`` pixels (a bounded cost per image); a picture with no text box ends there. Only the
 boxes found are cut out (from the decoded picture, at up to ``rec_max_side``, so small print stays legible),
 turned upright (the 0/180° classifier) and *recognised*, largest first, at most ``max_boxes`` of them.
-Lines the recogniser is unsure of (score below ``min_score``) are dropped.
+Lines the recogniser is unsure of (score below ``min_score``) are dropped, and so are lines of fewer than two
+letters or digits (on photos without text, a round shape reads as "O", a post as "T").
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -47,6 +49,9 @@ class OcrEngine:
         self.settings = settings
         self.version = engine_version(settings)
         self._ocr: Any = RapidOCR(text_score=settings.min_score)
+        # rapidocr's default ("min" 736) *enlarges* every picture until its short side is 736 px; "max" keeps
+        # the size this engine bounded it to (rounded to multiples of 32).
+        self._ocr.text_det.limit_type = "max"
         self._lock = threading.Lock()
 
     def read(self, image: Image.Image) -> str:
@@ -72,8 +77,64 @@ class OcrEngine:
             return ""
         if s.use_cls:
             crops, _, _ = self._ocr.text_cls(crops)
-        lines, _ = self._ocr.text_rec(crops)
-        return "\n".join(text.strip() for text, score, *_ in lines if float(score) >= s.min_score and text.strip())
+        pieces = [split_words(c) for c in crops]  # the recogniser often drops the space between words
+        flat = [p for ps in pieces for p in ps]
+        results, _ = self._ocr.text_rec(flat)
+        kept, at = [], 0
+        for ps in pieces:
+            words = [(t.strip(), float(sc)) for t, sc, *_ in results[at:at + len(ps)]]
+            at += len(ps)
+            good = [t for t, sc in words if t and sc >= s.min_score]
+            kept.append(split_joined(" ".join(good)))
+        return "\n".join(t for t in kept if len(_WORDCHARS.findall(t)) >= 2)  # a lone "O" is a circle
+
+
+_WORDCHARS = re.compile(r"[^\W_]")
+_JOINED = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
+
+
+def split_joined(text: str) -> str:
+    """A space between letters and digits that touch ("Total42.50" → "Total 42.50").
+
+    The recogniser often drops the space there; applied to the stored text *and* to every phrase searched,
+    so "A4" still finds "A4" (both become "A 4").
+    """
+    return _JOINED.sub(" ", text)
+
+
+def split_words(crop: np.ndarray, gap: float = 0.4) -> list[np.ndarray]:
+    """A text line cut at its word gaps: runs of ink-free columns at least ``gap`` × its height wide.
+
+    Ink is the minority side of the crop's Otsu threshold (dark on light or light on dark). A line whose
+    background is too busy to show clean gaps stays whole.
+    """
+    h, w = crop.shape[:2]
+    if h < 8 or w < 3 * h:
+        return [crop]
+    grey = crop.mean(axis=2) if crop.ndim == 3 else crop.astype(np.float64)
+    hist, edges = np.histogram(grey, bins=64)
+    c = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m = np.cumsum(hist * c)
+    mu0 = np.divide(m, w0, out=np.zeros_like(m), where=w0 > 0)
+    mu1 = np.divide(m[-1] - m, w1, out=np.zeros_like(m), where=w1 > 0)
+    thr = edges[int(np.argmax(w0 * w1 * (mu0 - mu1) ** 2)) + 1]
+    dark = grey < thr
+    ink = dark if dark.mean() < 0.5 else ~dark
+    empty = ink.sum(axis=0) <= max(1, h // 20)
+    cuts, start = [], None
+    for x in range(w + 1):
+        if x < w and empty[x]:
+            start = x if start is None else start
+        elif start is not None:
+            if x - start >= gap * h and start > 0 and x < w:
+                cuts.append((start + x) // 2)
+            start = None
+    if not cuts or len(cuts) > 40:
+        return [crop]
+    bounds = [0, *cuts, w]
+    return [crop[:, a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b - a >= 4]
 
 
 def _bounded(image: Image.Image, side: int) -> Image.Image:

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ingest.ocr_engine import split_joined
 from retrieval import cutoff
 from retrieval.errors import ClipdexError
 from retrieval.request import SearchRequest, SearchRequestError
@@ -41,7 +42,7 @@ def words(text: str) -> list[str]:
 
 def bm25_words(text: str) -> str:
     """The words of a CLIP query worth matching in recognised text ("" when none are)."""
-    return " ".join(w for w in words(text) if len(w) > 1 and w.lower() not in STOPWORDS)
+    return " ".join(w for w in words(split_joined(text)) if len(w) > 1 and w.lower() not in STOPWORDS)
 
 
 def ocr_ready(index: Index) -> bool:
@@ -69,7 +70,7 @@ def check_phrase(index: Index, phrase: str) -> None:
 def search(index: Index, req: SearchRequest, where: SearchFilter, limit: int) -> list[Hit]:
     """Hits for a request without like/unlike examples (see the module docstring)."""
     store = index.store
-    phrase = req.text_in_image
+    phrase = split_joined(req.text_in_image) if req.text_in_image is not None else None
     if phrase is not None:
         check_phrase(index, phrase)
         where = dataclasses.replace(where, text=phrase)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingest.ocr_engine import split_joined
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval import hybrid
@@ -225,7 +226,7 @@ class Index:
             return hybrid.search(self, req, where, limit)  # CLIP, and the recognised text where there is some
         if req.text_in_image is not None:
             hybrid.check_phrase(self, req.text_in_image)
-            where = dataclasses.replace(where, text=req.text_in_image)
+            where = dataclasses.replace(where, text=split_joined(req.text_in_image))
         liked = {_point_ref(ref)[0] for ref in req.like}
         both = [ref for ref in req.unlike if _point_ref(ref)[0] in liked]
         if both:

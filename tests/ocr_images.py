@@ -40,6 +40,44 @@ def textured(size: tuple[int, int], seed: int) -> Image.Image:
     return im.filter(ImageFilter.GaussianBlur(0.6))
 
 
+def scene(size: tuple[int, int] = (640, 480), seed: int = 0) -> Image.Image:
+    """A procedurally textured street-like photo: sky gradient, fractal ground texture, buildings with
+    window grids, a few round shapes, sensor noise and a slight blur (edges a text detector must not read)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    field = np.zeros((h, w), np.float32)
+    for octave in range(1, 7):  # fractal value noise
+        cells = 2 ** octave
+        coarse = rng.random((cells + 1, cells + 1)).astype(np.float32)
+        up = np.asarray(Image.fromarray((coarse * 255).astype(np.uint8)).resize((w, h), Image.Resampling.BICUBIC))
+        field += up.astype(np.float32) / 255 / octave
+    field = (field - field.min()) / max(float(np.ptp(field)), 1e-6)
+    ground, sky = rng.uniform(40, 200, 3), rng.uniform(120, 240, 3)
+    horizon = int(h * rng.uniform(0.3, 0.6))
+    arr = ground[None, None, :] * (0.55 + 0.7 * field[:, :, None])
+    t = np.linspace(0, 1, horizon)[:, None, None]
+    arr[:horizon] = sky * (1 - 0.35 * t) + 20 * field[:horizon, :, None]
+    im = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(int(rng.integers(1, 5))):
+        bw, bh = int(rng.integers(w // 8, w // 3)), int(rng.integers(h // 5, h // 2))
+        x0 = int(rng.integers(0, w - bw))
+        y0 = max(0, horizon + int(rng.integers(-10, 30)) - bh)
+        wall = tuple(int(c) for c in rng.integers(60, 220, 3))
+        draw.rectangle((x0, y0, x0 + bw, y0 + bh), fill=wall)
+        glass = tuple(int(c) for c in rng.integers(20, 120, 3))
+        step = int(rng.integers(14, 30))
+        for wx in range(x0 + 6, x0 + bw - 10, step):
+            for wy in range(y0 + 8, y0 + bh - 12, step + 4):
+                draw.rectangle((wx, wy, wx + step // 2, wy + step // 2), fill=glass)
+    for _ in range(int(rng.integers(1, 4))):
+        r = int(rng.integers(8, h // 6))
+        cx, cy = int(rng.integers(r, w - r)), int(rng.integers(r, h - r))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=tuple(int(c) for c in rng.integers(0, 256, 3)))
+    noisy = np.asarray(im, np.float32) + rng.normal(0, 5, (h, w, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.7))
+
+
 def sign(words: str, size: tuple[int, int] = (320, 240), seed: int = 0, *, font_size: int = 36,
          angle: float = 0.0, which: Path | None = None, base: Image.Image | None = None,
          colours: tuple[tuple[int, int, int], tuple[int, int, int]] = ((250, 250, 245), (20, 20, 30)),
