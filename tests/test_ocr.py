@@ -3,6 +3,8 @@ a real tiny CLIP and the real embedded store. One collection is built per module
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
@@ -47,14 +49,16 @@ def built(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> tup
 
 
 def cli(config: Path, *args: object, code: int = 0) -> dict | list | str:
-    """Run the real CLI in a subprocess (other tests of the module hold no lock meanwhile)."""
-    proc = subprocess.run([sys.executable, "-m", "retrieval.cli", *map(str, args), "--config", str(config)],
-                          capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-    assert proc.returncode == code, proc.stderr
+    """Run the real CLI entry point in-process (the OCR engine then loads once per module)."""
+    from retrieval.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        got = main([*map(str, args), "--config", str(config)])
+    assert got == code, err.getvalue()
     if code:
-        return proc.stderr
-    return json.loads(proc.stdout) if "--json" in map(str, args) else proc.stdout
+        return err.getvalue()
+    return json.loads(out.getvalue()) if "--json" in map(str, args) else out.getvalue()
 
 
 def test_words_are_found_and_stored(built: tuple[Path, Path, dict]) -> None:
@@ -165,6 +169,7 @@ def test_hostile_images_are_reported_in_one_line(tmp_path: Path, tiny_model_dir:
         assert [Path(h.payload["path"]).name for h in hits] == ["exit.jpg"]
 
 
+@pytest.mark.slow
 def test_ocr_resumes_after_kill_9(tmp_path: Path, tiny_model_dir: Path) -> None:
     pics = tmp_path / "pics"
     pics.mkdir()
