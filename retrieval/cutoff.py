@@ -9,6 +9,7 @@ the one it chose (docs/benchmarks.md, "OCR and the relevance cutoff").
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -37,24 +38,49 @@ def otsu(scores: np.ndarray, bins: int = 128) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def gmm(scores: np.ndarray, iters: int = 100) -> float:
-    """Two 1-D Gaussians fitted by EM; the score above which the upper one is the likelier."""
-    x = scores.astype(np.float64)
-    lo, hi = np.percentile(x, [50, 99])
-    mu = np.array([lo, hi])
-    sd = np.array([x.std(), x.std()]) + 1e-6
-    w = np.array([0.9, 0.1])
+def _mixture(x: np.ndarray, k: int, iters: int = 300) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, means and deviations of ``k`` 1-D Gaussians fitted to ``x`` by EM (the top one starts at
+    the 97th percentile, where the relevant tail is)."""
+    mu = np.percentile(x, np.linspace(100 / (k + 1), 100 * k / (k + 1), k))
+    mu[-1] = np.percentile(x, 97)
+    sd = np.full(k, x.std() / k + 1e-4)
+    w = np.full(k, 1 / k)
     for _ in range(iters):
         like = w / sd * np.exp(-0.5 * ((x[:, None] - mu) / sd) ** 2) + 1e-300
         resp = like / like.sum(axis=1, keepdims=True)
         n = resp.sum(axis=0) + 1e-12
         w, mu = n / len(x), (resp * x[:, None]).sum(axis=0) / n
-        sd = np.sqrt((resp * (x[:, None] - mu) ** 2).sum(axis=0) / n) + 1e-6
-    upper = int(np.argmax(mu))
-    grid = np.linspace(mu.min(), mu.max(), 512)
-    p = w / sd * np.exp(-0.5 * ((grid[:, None] - mu) / sd) ** 2)
-    above = np.nonzero(p[:, upper] >= p[:, 1 - upper])[0]
-    return float(grid[above[0]]) if len(above) else float(mu.max())
+        sd = np.sqrt((resp * (x[:, None] - mu) ** 2).sum(axis=0) / n) + 1e-4
+    return w, mu, sd
+
+
+def gmm(k: int) -> Callable[[np.ndarray], float]:
+    """``k`` Gaussians; the lowest score at which the top one is the likeliest component."""
+    def cut(scores: np.ndarray) -> float:
+        x = scores.astype(np.float64)
+        w, mu, sd = _mixture(x, k)
+        top = int(np.argmax(mu))
+        grid = np.linspace(x.min(), x.max(), 2000)
+        dens = w / sd * np.exp(-0.5 * ((grid[:, None] - mu) / sd) ** 2)
+        above = np.nonzero((dens[:, top] >= dens.max(axis=1)) & (grid >= mu[np.argmax(w)]))[0]
+        return float(grid[above[0]]) if len(above) else float(mu[top])
+    return cut
+
+
+def mixture_f1(k: int) -> Callable[[np.ndarray], float]:
+    """``k`` Gaussians, the top one taken as the relevant images: the threshold that maximises the F1 this
+    fitted mixture expects (true positives = top weight × its tail; returned = the mixture's tail)."""
+    erfc = np.frompyfunc(math.erfc, 1, 1)
+
+    def cut(scores: np.ndarray) -> float:
+        x = scores.astype(np.float64)
+        w, mu, sd = _mixture(x, k)
+        top = int(np.argmax(mu))
+        grid = np.linspace(x.min(), x.max(), 2000)
+        tail = 0.5 * erfc((grid[:, None] - mu) / (sd * math.sqrt(2))).astype(np.float64)
+        expected = 2 * w[top] * tail[:, top] / ((w * tail).sum(axis=1) + w[top])
+        return float(grid[int(np.argmax(expected))])
+    return cut
 
 
 def knee(scores: np.ndarray) -> float:
@@ -67,8 +93,9 @@ def knee(scores: np.ndarray) -> float:
 
 
 METHODS: dict[str, Callable[[np.ndarray], float]] = {
-    "z2": zscore(2.0), "z2.5": zscore(2.5), "z3": zscore(3.0), "otsu": otsu, "gmm": gmm, "knee": knee}
-DEFAULT = "gmm"
+    "z2": zscore(2.0), "z2.5": zscore(2.5), "z3": zscore(3.0), "otsu": otsu, "knee": knee, "gmm2": gmm(2),
+    "gmm3": gmm(3), "mixture_f1_2": mixture_f1(2), "mixture_f1_3": mixture_f1(3), "mixture_f1_4": mixture_f1(4)}
+DEFAULT = "mixture_f1_3"
 
 
 def threshold(query: np.ndarray, sample: np.ndarray, method: str = DEFAULT) -> float | None:

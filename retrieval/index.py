@@ -217,7 +217,7 @@ class Index:
             raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
                                f"{self.store.location} (run `clipdex ingest DIR` first)")
         if not req.has_query and not req.like and req.text_in_image is None:
-            raise ClipdexError("a search needs a text, an example image, text in image or a like example"
+            raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                                + (" (unlike only pushes results away from examples)" if req.unlike else ""))
         limit = self.settings.search.limit if req.limit is None else req.limit
         where = SearchFilter(folder=_folder_key(req.folder) if req.folder else None, after=req.after,
