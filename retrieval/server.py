@@ -60,9 +60,14 @@ class ApiError(Exception):
         self.status = status
 
 
+STATUS_WAIT_S = 1.0
+"""How long ``GET /api/status`` waits for the store (busy with a sync's batch or an index build) before it
+answers with the collection figures it read last (``busy: true``) and the sync's live progress."""
+
+
 def status_doc(info: dict[str, Any]) -> dict[str, Any]:
-    """``clipdex status --json`` plus the model's free-text ``label`` and ``pretrained`` tag."""
-    return {k: info[k] for k in STATUS_KEYS} | {"pretrained": info["pretrained"], "label": info["label"]}
+    """``clipdex status --json`` plus the model's ``label``, ``pretrained`` tag and the ``unindexed`` points."""
+    return {k: info[k] for k in STATUS_KEYS} | {k: info[k] for k in ("pretrained", "label", "unindexed")}
 
 
 def _one_line(text: str) -> str:
@@ -83,11 +88,23 @@ class Service:
         self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
         self.syncer = Syncer(index, watch, index.settings.serve, self.lock) if watch else None
+        self._last_status: dict[str, Any] | None = None
 
     def status(self) -> dict[str, Any]:
-        with self.lock:
-            doc = status_doc(self.index.status())
-        return doc | {"sync": self.syncer.status() if self.syncer else None}
+        """The collection's status, its cameras, and the sync's progress (live, even while the store is busy)."""
+        sync = self.syncer.status() if self.syncer else None
+        if self.lock.acquire(timeout=STATUS_WAIT_S):
+            try:
+                self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
+            finally:
+                self.lock.release()
+            busy = False
+        else:
+            busy = True
+            if self._last_status is None:  # nothing read yet: wait for the store after all
+                with self.lock:
+                    self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
+        return self._last_status | {"sync": sync, "busy": busy}
 
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
@@ -265,7 +282,9 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.get("/api/status")
     def api_status() -> dict[str, Any]:
-        """The collection, its size and its model (``clipdex status --json`` plus ``label``)."""
+        """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
+        the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
+        else null) and ``busy`` (true: the store was busy, the collection figures are the last ones read)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
