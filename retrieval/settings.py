@@ -138,6 +138,7 @@ class OcrSettings(_Section):
     """``[ocr]``: read the text in images after the CLIP pass (``ingest --ocr``); see docs/ocr.md."""
 
     enabled: bool = False
+    """Run the OCR pass after every ingest and ``serve --watch`` sync (``ingest --ocr/--no-ocr`` overrides)."""
     det_max_side: int = Field(640, ge=64, le=4096)
     """Text detection sees the picture at most this large (the bound on its cost per image)."""
     rec_max_side: int = Field(1600, ge=64, le=8192)
