@@ -190,7 +190,8 @@ class Index:
                        negative_weight=req.negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
-        from ingest.decode import DecodeError, load_image
+        from ingest.decode import DecodeError
+        from ingest.query_image import query_image
 
         path = os.fspath(image)
         if not Path(path).exists():
@@ -198,8 +199,7 @@ class Index:
         if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
             raise ClipdexError(f"query image is not a regular file: {path}")
         try:
-            return load_image(path, max_megapixels=self.settings.ingest.max_megapixels,
-                              draft_size=self.encoder.image_size)
+            return query_image(path, size=self.encoder.image_size, max_megapixels=self.settings.ingest.max_megapixels)
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 

@@ -171,6 +171,20 @@ class ServeSettings(_Section):
     """Worker processes that decode uploads and thumbnails."""
     thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
     """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
+    decode_memory_mb: int = Field(1536, ge=0, le=262144)
+    """Address-space cap of each decoder worker process, in MiB (0 = none)."""
+    query_max_megapixels: float = Field(24.0, gt=0)
+    """Pixel cap of an uploaded example image as decoded (JPEGs decode reduced first; others are refused above it)."""
+    max_uploads: int = Field(4, ge=1, le=256)
+    """Requests with a body (uploads) handled at once; more are answered 503 with ``Retry-After``."""
+    idle_timeout_s: float = Field(5.0, gt=0, le=3600)
+    """A connection with no request under way is closed after this long (also between keep-alive requests)."""
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """A request's headers must have arrived this long after its first byte (else 408)."""
+    body_timeout_s: float = Field(120.0, gt=0, le=86400)
+    """A request's body must have arrived this long after its headers (else 408)."""
+    send_timeout_s: float = Field(60.0, gt=0, le=86400)
+    """A client that accepts no bytes of an answer for this long is disconnected."""
 
 
 class LoopSettings(_Section):
