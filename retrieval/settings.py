@@ -131,6 +131,30 @@ class SearchSettings(_Section):
     fetches URLs."""
     fetch_timeout_s: float = Field(20.0, gt=0, le=600)
     """``clipdex search --image URL``: the time limit of the whole fetch."""
+    cutoff: Literal["none", "auto"] = "none"
+    """auto: return only the hits that stand out from the query's own score distribution (``--relevant``,
+    retrieval/cutoff.py); none: the ``limit`` best."""
+    hybrid: bool = True
+    """On a collection with OCR text, fuse CLIP with BM25 over the recognised text (``--no-ocr``: CLIP only)."""
+
+
+class OcrSettings(_Section):
+    """``[ocr]``: read the text in images after the CLIP pass (``ingest --ocr``); see docs/ocr.md."""
+
+    enabled: bool = False
+    """Run the OCR pass after every ingest and ``serve --watch`` sync (``ingest --ocr/--no-ocr`` overrides)."""
+    det_max_side: int = Field(640, ge=64, le=4096)
+    """Text detection sees the picture at most this large (the bound on its cost per image)."""
+    rec_max_side: int = Field(1600, ge=64, le=8192)
+    """Found boxes are cut out of the picture at up to this size for recognition (small print)."""
+    max_boxes: int = Field(50, ge=1, le=1000)
+    """Recognise at most this many text boxes per image (the largest)."""
+    min_score: float = Field(0.5, ge=0.0, le=1.0)
+    """Drop recognised lines the model is less sure of."""
+    use_cls: bool = True
+    """Turn upside-down text upright (0/180° classifier) before recognising it."""
+    timeout_s: float = Field(20.0, gt=0, le=600)
+    """Wall time allowed per image (decode + OCR); a slower image is reported and skipped."""
 
 
 class ServeSettings(_Section):
@@ -291,6 +315,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    ocr: OcrSettings = OcrSettings()
     serve: ServeSettings = ServeSettings()
     ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()

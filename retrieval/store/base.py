@@ -109,10 +109,12 @@ class SearchFilter:
     after: float | None = None  # taken_ts >= after (epoch seconds)
     before: float | None = None  # taken_ts < before
     camera: str | None = None  # camera_make or camera_model equals this
+    text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
 
     @property
     def empty(self) -> bool:
-        return self.folder is None and self.after is None and self.before is None and self.camera is None
+        return (self.folder is None and self.after is None and self.before is None and self.camera is None
+                and not self.text)
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from retrieval.store.base import (
     IndexConfig,
     SearchFilter,
 )
+from retrieval.store.edge_text import EdgeTextMixin, edge_text_conditions
 from retrieval.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,11 @@ def _filter(where: SearchFilter) -> qe.Filter | None:
             qe.FieldCondition(key="camera_make", match=qe.MatchValue(where.camera)),
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
+    must += edge_text_conditions(where)
     return qe.Filter(must=must)
 
 
-class EdgeStore:
+class EdgeStore(EdgeTextMixin):
     """A collection stored in ``folder``: its shard, ``clipdex.json`` and a copy of that inside the shard.
 
     Opening takes the folder's lock (see :mod:`retrieval.store.lock`) before reading or creating
@@ -108,7 +110,7 @@ class EdgeStore:
         missing = [(field, kind) for field, kind in wanted if field not in have]
         for field, kind in missing:
             self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
-        if missing:
+        if self._text_indexes(have) or missing:
             self.shard.flush()
 
     def _open(self, opener: Any) -> qe.EdgeShard:
@@ -123,6 +125,8 @@ class EdgeStore:
 
     def meta(self) -> CollectionMeta | None:
         return self._meta
+
+    _query_filter = staticmethod(_filter)
 
     def create(self, meta: CollectionMeta) -> None:
         if self._meta is not None:

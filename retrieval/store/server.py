@@ -23,6 +23,7 @@ from retrieval.store.base import (
     IndexConfig,
     SearchFilter,
 )
+from retrieval.store.server_text import ServerTextMixin, server_text_conditions
 
 
 def _filter(where: SearchFilter) -> models.Filter | None:
@@ -38,6 +39,7 @@ def _filter(where: SearchFilter) -> models.Filter | None:
             models.FieldCondition(key="camera_make", match=models.MatchValue(value=where.camera)),
             models.FieldCondition(key="camera_model", match=models.MatchValue(value=where.camera)),
         ]))
+    must += server_text_conditions(where)
     return models.Filter(must=must)
 
 
@@ -54,7 +56,7 @@ def _quantization_params(config: IndexConfig) -> models.QuantizationSearchParams
     return models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
 
 
-class ServerStore:
+class ServerStore(ServerTextMixin):
     """One collection reached through qdrant-client (``url=`` for a server, ``path=`` for local mode)."""
 
     def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
@@ -105,6 +107,7 @@ class ServerStore:
         self._index_payload_fields()
 
     _indexed = False
+    _query_filter = staticmethod(_filter)
 
     def _index_payload_fields(self) -> None:
         """Create the payload indexes clipdex filters and facets on that the collection does not have yet
@@ -115,6 +118,7 @@ class ServerStore:
         for field, kind in wanted:
             if field not in have:
                 self.client.create_payload_index(self.collection, field, kind)
+        self._text_indexes(have)
         self._indexed = True
 
     def _create_collection(self, meta: CollectionMeta) -> None:
