@@ -29,11 +29,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]  # benchmarks/ingest.py
 sys.path.insert(0, str(REPO))  # would shadow the ingest package
 
-from retrieval.encoder import Encoder  # noqa: E402
-
 from retrieval import Index, cutoff, load_settings  # noqa: E402
 from retrieval.datasets import FMNIST_CLASSES, FMNIST_TEMPLATES, fashion_mnist  # noqa: E402
 from retrieval.evaluate import embed_images  # noqa: E402
+from retrieval.model.torch_backend import TorchEncoder  # noqa: E402
 from retrieval.store import CollectionMeta  # noqa: E402
 
 TOPK = (10, 100, 500, 1000, 2000)
@@ -59,7 +58,7 @@ def main() -> None:
     labels = np.asarray(data.labels)
     with tempfile.TemporaryDirectory(prefix="clipdex-cutoff-") as tmp:
         settings = load_settings(args.config).with_overrides(store={"path": tmp, "collection": "cutoff"})
-        encoder = Encoder.load(settings.model)
+        encoder = TorchEncoder.load(settings.model)
         vectors = embed_images(encoder, data)
         with Index.open(settings, create=True, encoder=encoder) as index:
             ident = encoder.identity
