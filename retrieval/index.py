@@ -19,17 +19,17 @@ import numpy as np
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval.errors import ClipdexError
-from retrieval.precision import mixable, mixes_with
+from retrieval.model.precision import mixable, mixes_with
+from retrieval.model.weights import weights_fingerprint
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
-from retrieval.weights import weights_fingerprint
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
     from ingest.finish import Progress
     from ingest.pipeline import IngestReport
-    from retrieval.encoder import Encoder
+    from retrieval.model.encoder import Encoder
 
 
 class Index:
@@ -113,9 +113,9 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            from retrieval.encoder import Encoder
+            from retrieval.model.torch_backend import TorchEncoder
 
-            self._encoder = self._checked(Encoder.load(self.settings.model))
+            self._encoder = self._checked(TorchEncoder.load(self.settings.model))
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
@@ -273,9 +273,9 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
     """How to rebuild a lost ``clipdex.json``: the line the configured model would have written."""
     import json
 
-    from retrieval import precision
-    from retrieval.encoder import pick_device, student_of
-    from retrieval.weights import source_label
+    from retrieval.model import precision
+    from retrieval.model.torch_backend import pick_device, student_of
+    from retrieval.model.weights import source_label
 
     model = settings.model
     meta = CollectionMeta(model.name, source_label(model), lost.dim or 0,
