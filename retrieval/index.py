@@ -104,10 +104,11 @@ class Index:
                 f"{meta.weights_id or meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured "
                 f"has weights {ident.weights or ident.pretrained or 'random init'} (dim {ident.dim}); use another "
                 "--collection")
-        if not mixable(meta.precision, encoder.precision):
-            raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
-                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision "
-                               f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
+        for now in dict.fromkeys((encoder.precision, getattr(encoder, "text_precision", encoder.precision))):
+            if not mixable(meta.precision, now):
+                raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
+                                   f"{meta.precision}, which does not mix with {now}; set model.precision "
+                                   f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
         return encoder
 
     @property

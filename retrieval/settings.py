@@ -28,8 +28,9 @@ class ModelSettings(_Section):
     pretrained: str = "laion2b_s34b_b79k"
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
-    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only); retrieval.model.precision."""
+    precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
+    """auto: fp16 autocast on CUDA; on a CPU bf16 images where it has AMX, else int8 (texts int8); fp32; int8
+    (CPU only); bf16 (bf16 weights, fast with AMX only); fp16 (CUDA only); retrieval.model.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
