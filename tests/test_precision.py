@@ -161,3 +161,26 @@ def test_int8_text_vectors_do_not_depend_on_their_batch(tiny_model_dir: Path):
     for i, text in enumerate(texts):
         alone = TorchEncoder.load(settings).encode_texts([text])[0]  # a fresh encoder: nothing cached
         np.testing.assert_array_equal(together[i], alone)
+
+
+def test_weights_load_without_random_init_first(tiny_model_dir: Path):
+    """The model is built without random initialisation where a checkpoint follows, and ends up with exactly
+    the weights open_clip's own (initialise, then load) path gives."""
+    from retrieval.model.no_init import skipped_init
+    from retrieval.model.torch_backend import loads_weights, open_clip
+
+    settings = ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="fp32")
+    assert loads_weights(settings)
+    assert not loads_weights(ModelSettings(name="ViT-B-32", pretrained=""))  # random weights: initialised
+    ours = TorchEncoder.load(settings).model.state_dict()
+    want = open_clip.create_model(f"local-dir:{tiny_model_dir}").state_dict()
+    assert ours.keys() == want.keys()
+    for key, value in want.items():
+        assert torch.equal(ours[key], value), key
+    filler = torch.nn.init.normal_
+    with skipped_init():
+        t = torch.full((4,), 7.0)
+        assert torch.nn.init.normal_(t) is t and torch.equal(t, torch.full((4,), 7.0))
+    assert torch.nn.init.normal_ is filler  # restored
+    torch.nn.init.normal_(t)
+    assert not torch.equal(t, torch.full((4,), 7.0))

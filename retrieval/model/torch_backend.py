@@ -26,9 +26,10 @@ from retrieval.errors import ClipdexError, first_line
 from retrieval.model import hub
 from retrieval.model import precision as precisions
 from retrieval.model.encoder import Encoder, ModelIdentity
+from retrieval.model.no_init import skipped_init
 from retrieval.model.source import CONFIG_NAME, check_source, open_clip_name, student_of
 from retrieval.model.text_trim import encode_text, text_tower
-from retrieval.model.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
+from retrieval.model.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_file, weights_fingerprint
 from retrieval.settings import ModelSettings
 
 __all__ = ["CONFIG_NAME", "LOCAL_DIR", "WEIGHTS_NAME", "ModelIdentity", "TorchEncoder", "image_size_of",
@@ -85,7 +86,7 @@ class TorchEncoder(Encoder):
         schema = name.startswith((LOCAL_DIR, hub.HF_HUB))
         pretrained = None if schema else (settings.pretrained or None)
         try:
-            with quiet_open_clip():
+            with quiet_open_clip(), skipped_init(loads_weights(settings)):
                 model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
             tokenizer = open_clip.get_tokenizer(name)
         except ClipdexError:
@@ -143,6 +144,14 @@ class TorchEncoder(Encoder):
         with self._autocast():
             features = encode_text(self.model, self.text_tower, tokens)
         return _unit(features)
+
+
+def loads_weights(settings: ModelSettings) -> bool:
+    """Will open_clip load a checkpoint over the whole model (so its random initialisation is wasted)?"""
+    file = weights_file(settings)
+    if file is not None:
+        return file.is_file()
+    return bool(settings.pretrained) and not settings.name.startswith((LOCAL_DIR, hub.HF_HUB))
 
 
 def _unit(features: torch.Tensor) -> np.ndarray:
