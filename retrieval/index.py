@@ -19,6 +19,7 @@ import numpy as np
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval.errors import ClipdexError
+from retrieval.model.loader import Encoders, planned_engines
 from retrieval.model.precision import mixable, mixes_with
 from retrieval.model.weights import weights_fingerprint
 from retrieval.query import combine, recommend_vector
@@ -35,13 +36,15 @@ if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a c
 class Index:
     """One collection and the model that fills it. The model loads on first use."""
 
-    def __init__(self, settings: Settings, store: VectorStore, encoder: Encoder | None = None):
+    def __init__(self, settings: Settings, store: VectorStore, encoder: Encoder | None = None, *,
+                 encoders: Encoders | None = None):
+        """``encoder``: an already loaded model; ``encoders``: another Index's (to share its models)."""
         self.settings = settings
         self.store = store
-        self._encoder: Encoder | None = None
         self._check_model(self.store.meta())
         if encoder is not None:
-            self._encoder = self._checked(encoder)
+            self._checked(encoder)
+        self.encoders = encoders or Encoders(settings.model, encoder)
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None,
@@ -113,11 +116,14 @@ class Index:
 
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            from retrieval.model.torch_backend import TorchEncoder
+        """The model that embeds queries (whichever backend runs it: retrieval.model.loader)."""
+        meta = self.store.meta()
+        return self.encoders.query(meta.precision if meta else None, self._checked)
 
-            self._encoder = self._checked(TorchEncoder.load(self.settings.model))
-        return self._encoder
+    @property
+    def ingest_encoder(self) -> Encoder:
+        """The model that embeds ingested images."""
+        return self.encoders.ingest(self._checked)
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
@@ -139,7 +145,7 @@ class Index:
             from ingest.ray_ingest import check_address, ingest_on_ray
 
             check_address(address)
-        encoder = self.encoder
+        encoder = self.ingest_encoder
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
@@ -248,7 +254,16 @@ class Index:
                 "student_of": meta.student_of if meta else "",
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
-                "unindexed": self.store.unindexed()}
+                "unindexed": self.store.unindexed(), "engines": self.engines(meta)}
+
+    def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
+        """Which engine runs each tower: queries' image and text towers (the loaded model's, else what the
+        export says, without loading anything), and ingest's."""
+        loaded = self.encoders.query_loaded
+        meta = meta or self.store.meta()
+        towers = loaded.engines if loaded is not None else planned_engines(
+            self.settings.model, meta.precision if meta else None)
+        return {**towers, "ingest": "torch"}
 
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
@@ -260,7 +275,7 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline")
+STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "engines")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

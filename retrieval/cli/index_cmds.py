@@ -120,6 +120,8 @@ def status(run: Run) -> None:
         if info["student_of"]:
             click.echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
         click.echo(f"store       {info['store']}")
+        engines = info["engines"]
+        click.echo(f"engines     text: {engines['text']}; image: {engines['image']}; ingest: {engines['ingest']}")
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"
             click.echo(f"root        {root['path']}  {root['points']:,} points  ({state})")

@@ -47,6 +47,8 @@ def pick_device(preference: str = "auto") -> torch.device:
 class TorchEncoder(Encoder):
     """An open_clip image/text encoder pair on torch, with its preprocessing and tokenizer."""
 
+    ingests = True
+
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                  tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
                  precision: str = "fp32"):
@@ -99,6 +101,11 @@ class TorchEncoder(Encoder):
         identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "",
                                  student_of=student_of(settings))
         return cls(model, preprocess, tokenizer, identity, device, settings.precision)
+
+    @property
+    def engines(self) -> dict[str, str]:
+        where = "" if self.device.type == "cpu" else f" on {self.device.type}"
+        return dict.fromkeys(("image", "text"), f"torch {self.precision}{where}")
 
     def _ready(self, tower: str) -> None:
         """Convert ``tower`` ("image" or "text") to int8 on its first use, if the precision says so."""
