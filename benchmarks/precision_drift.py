@@ -37,6 +37,15 @@ def mixed_i2i(queries: np.ndarray, gallery: np.ndarray, labels: np.ndarray) -> f
     return float(np.concatenate(out).mean())
 
 
+def ort_encoder(settings: object, precision: str) -> object:
+    """The engine's ONNX Runtime encoder of the model at ``precision`` (exported on first use)."""
+    from retrieval.model.loader import _usable_export, identity
+    from retrieval.model.onnx_backend import OnnxEncoder
+
+    export = _usable_export(settings, lambda line: print(f"[drift] {line}", file=sys.stderr))
+    return OnnxEncoder(export, identity(settings, export), {"image": precision, "text": precision})
+
+
 def photo_cosines(encoders: dict, folder: Path) -> dict[str, dict[str, float]]:
     """Per precision: min/mean cosine to fp32 of the image vectors of every picture below ``folder``."""
     from ingest.decode import load_image
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="Fashion-MNIST IDX folder (default: Debian's)")
     parser.add_argument("--limit", type=int, default=0, help="first N test images (0 = all 10,000)")
     parser.add_argument("--photos", type=int, default=48, help="photo-like JPEGs to write and compare (0: none)")
-    parser.add_argument("--precisions", default="fp32,int8,bf16")
+    parser.add_argument("--precisions", default="fp32,int8,bf16,ort-int8", help="torch ones, ort-fp32, ort-int8")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
 
@@ -79,11 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         precisions.insert(0, "fp32")
     encoders, vecs = {}, {}
     for precision in precisions:
-        encoder = TorchEncoder.load(ModelSettings(name=f"local-dir:{Path(args.model).resolve()}", pretrained="",
-                                                  device="cpu", precision=precision))
+        settings = ModelSettings(name=f"local-dir:{Path(args.model).resolve()}", pretrained="", device="cpu",
+                                 precision=precision.removeprefix("ort-"))
+        if precision.startswith("ort-"):  # the ONNX Runtime query path (retrieval.model.onnx_backend)
+            encoder = ort_encoder(settings, precision.removeprefix("ort-"))
+            images = np.concatenate([encoder.encode_pil([data.load(i) for i in range(s, min(s + 256, len(data)))])
+                                     for s in range(0, len(data), 256)])
+        else:
+            encoder = TorchEncoder.load(settings)
+            images = embed_images(encoder, data)
         encoders[precision] = encoder
-        vecs[precision] = (embed_images(encoder, data), embed_texts(encoder, flat).reshape(len(prompts),
-                                                                                           len(prompts[0]), -1))
+        vecs[precision] = (images, embed_texts(encoder, flat).reshape(len(prompts), len(prompts[0]), -1))
     labels = data.labels
     img32, txt32 = vecs["fp32"]
     result: dict = {"model": Path(args.model).name, "images": len(data), **machine()}

@@ -184,3 +184,33 @@ def test_weights_load_without_random_init_first(tiny_model_dir: Path):
     assert torch.nn.init.normal_ is filler  # restored
     torch.nn.init.normal_(t)
     assert not torch.equal(t, torch.full((4,), 7.0))
+
+
+def test_quality_of_int8_and_bf16_on_the_bundled_model():
+    """The bundled model on the committed labelled samples (300 Fashion-MNIST images): int8 and bf16 vectors
+    stay within the quality table's bounds of fp32 (bf16 runs on any CPU, slowly without AMX). With 300
+    images one flipped answer is 0.33 points, so the bound here is 1 point; benchmarks/precision_drift.py
+    measures the 0.5-point bound on all 10,000 test images."""
+    from retrieval.datasets import class_prompts, labelled_folder
+    from retrieval.evaluate import embed_images, embed_texts, label_metrics
+
+    repo = Path(__file__).resolve().parent.parent
+    data = labelled_folder(repo / "samples" / "fashion-mnist")
+    config = json.loads((repo / "models" / "fmnist-tiny" / "open_clip_config.json").read_text())["clipdex"]
+    prompts = class_prompts(data.class_names, config["templates"])
+    flat = [p for group in prompts for p in group]
+    results, vectors = {}, {}
+    for precision in ("fp32", "int8", "bf16"):
+        enc = TorchEncoder.load(ModelSettings(name=f"local-dir:{repo / 'models' / 'fmnist-tiny'}", pretrained="",
+                                              device="cpu", precision=precision))
+        vectors[precision] = embed_images(enc, data), embed_texts(enc, flat).reshape(len(prompts), len(prompts[0]), -1)
+        results[precision] = label_metrics(*vectors[precision][:1], data.labels, vectors[precision][1])
+    assert results["fp32"]["zero_shot_accuracy"] > 0.5  # a real, trained model (10 classes: chance is 0.1)
+    for precision in ("int8", "bf16"):
+        img_cos = np.sum(vectors["fp32"][0] * vectors[precision][0], axis=1)
+        txt_cos = np.sum(vectors["fp32"][1] * vectors[precision][1], axis=-1)
+        assert img_cos.min() > 0.999 and txt_cos.min() > 0.999, (precision, img_cos.min(), txt_cos.min())
+        for metric, value in results["fp32"].items():
+            assert results[precision][metric] >= value - 0.01, (precision, metric, results)
+        mixed = label_metrics(vectors[precision][0], data.labels, vectors["int8"][1])  # int8 queries: the default
+        assert mixed["zero_shot_accuracy"] >= results["fp32"]["zero_shot_accuracy"] - 0.01, (precision, mixed)
