@@ -176,7 +176,8 @@ class Index:
                        negative_weight=req.negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
-        from ingest.decode import DecodeError, load_image
+        from ingest.decode import DecodeError
+        from ingest.query_image import query_image
 
         path = os.fspath(image)
         if not Path(path).exists():
@@ -184,8 +185,7 @@ class Index:
         if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
             raise ClipdexError(f"query image is not a regular file: {path}")
         try:
-            return load_image(path, max_megapixels=self.settings.ingest.max_megapixels,
-                              draft_size=self.encoder.image_size)
+            return query_image(path, size=self.encoder.image_size, max_megapixels=self.settings.ingest.max_megapixels)
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
@@ -264,6 +264,12 @@ class Index:
         towers = loaded.engines if loaded is not None else planned_engines(
             self.settings.model, meta.precision if meta else None)
         return {**towers, "ingest": "torch"}
+
+    def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
+        counts = self.store.facet_counts("camera_model", limit)
+        return [{"name": name, "points": n} for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                if n > 0 and name]
 
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
