@@ -111,10 +111,11 @@ class Index:
                 f"{meta.weights_id or meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured "
                 f"has weights {ident.weights or ident.pretrained or 'random init'} (dim {ident.dim}); use another "
                 "--collection")
-        if not mixable(meta.precision, encoder.precision):
-            raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
-                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision "
-                               f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
+        for now in dict.fromkeys((encoder.precision, getattr(encoder, "text_precision", encoder.precision))):
+            if not mixable(meta.precision, now):
+                raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
+                                   f"{meta.precision}, which does not mix with {now}; set model.precision "
+                                   f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
         return encoder
 
     @property
@@ -313,6 +314,15 @@ class Index:
         from ingest.ocr import counts
 
         return counts(self.store, self.settings)
+
+    def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
+        """Which engine runs each tower: queries' image and text towers (the loaded model's, else what the
+        export says, without loading anything), and ingest's."""
+        loaded = self.encoders.query_loaded
+        meta = meta or self.store.meta()
+        towers = loaded.engines if loaded is not None else planned_engines(
+            self.settings.model, meta.precision if meta else None)
+        return {**towers, "ingest": "torch"}
 
     def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
         """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
