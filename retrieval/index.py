@@ -315,15 +315,6 @@ class Index:
 
         return counts(self.store, self.settings)
 
-    def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
-        """Which engine runs each tower: queries' image and text towers (the loaded model's, else what the
-        export says, without loading anything), and ingest's."""
-        loaded = self.encoders.query_loaded
-        meta = meta or self.store.meta()
-        towers = loaded.engines if loaded is not None else planned_engines(
-            self.settings.model, meta.precision if meta else None)
-        return {**towers, "ingest": "torch"}
-
     def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
         """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
         counts = self.store.facet_counts("camera_model", limit)
