@@ -23,7 +23,7 @@ from retrieval.precision import mixable, mixes_with
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
-from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
+from retrieval.store import LAYOUT, CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
 from retrieval.weights import weights_fingerprint
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
@@ -247,7 +247,17 @@ class Index:
                 "student_of": meta.student_of if meta else "",
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
-                "unindexed": self.store.unindexed()}
+                "unindexed": self.store.unindexed(), "layout": self.store.layout() if meta else LAYOUT}
+
+    def rebuild(self, progress: Any = None) -> int:
+        """Rewrite an embedded store in the current layout (``clipdex rebuild``); returns its points."""
+        rebuild = getattr(self.store, "rebuild", None)
+        if rebuild is None:
+            raise ClipdexError(f"{self.store.location}: rebuild is for the embedded store; on a Qdrant server, "
+                               "create a new --collection and ingest into it")
+        if self.store.meta() is None:
+            raise ClipdexError(f"no collection in {self.store.location} yet (run `clipdex ingest` first)")
+        return int(rebuild(progress))
 
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
@@ -259,7 +269,7 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline")
+STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "layout")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

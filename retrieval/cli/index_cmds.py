@@ -10,6 +10,7 @@ import click
 from retrieval.cli.common import Run, cli, common_options
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
+from retrieval.store import LAYOUT
 
 
 @cli.command()
@@ -125,7 +126,26 @@ def status(run: Run) -> None:
             click.echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
         if info["unindexed"]:
             click.echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
+        if info["layout"] < LAYOUT:
+            click.echo(f"layout      {info['layout']} (made by an older clipdex; it works as it is. `clipdex rebuild` "
+                       f"rewrites it in layout {LAYOUT}: float16 vectors, no ancestors lists, about half the memory)")
         if info["label"]:
             click.echo(f"note        {info['label']}")
 
     run.emit({k: info[k] for k in STATUS_KEYS}, human)
+
+
+@cli.command()
+@common_options
+def rebuild(run: Run) -> None:
+    """Rewrite the embedded store in the current layout (a copy beside it, switched atomically)."""
+    with Index.open(run.settings) as index:
+        before = index.status()["layout"]
+
+        def progress(done: int, total: int) -> None:
+            if not run.json and done % 102_400 < 1024:
+                click.echo(f"copied {done:,}/{total:,} points", err=True)
+
+        points = index.rebuild(progress)
+    result = {"points": points, "layout_before": before, "layout": LAYOUT}
+    run.emit(result, lambda: click.echo(f"rebuilt {points:,} points: layout {before} -> {LAYOUT}"))
