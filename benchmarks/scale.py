@@ -56,12 +56,26 @@ def peak_rss_mb() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
+def status_mb(key: str) -> int:
+    """A memory line of /proc/self/status in MB: ``RssAnon`` (heap, not the page cache of mapped files)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return round(int(line.split()[1]) / 1024)
+    return -1
+
+
+PEAK_ANON = [0]
+
+
 def log(msg: str) -> None:
-    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, peak RSS {peak_rss_mb():,} MB] {msg}", file=sys.stderr,
-          flush=True)
+    anon = status_mb("RssAnon")
+    PEAK_ANON[0] = max(PEAK_ANON[0], anon)
+    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, peak RSS {peak_rss_mb():,} MB, RssAnon {anon:,} MB, "
+          f"RSS {status_mb('VmRSS'):,} MB] {msg}", file=sys.stderr, flush=True)
 
 
-def watch_memory(every_s: float = 60.0) -> None:
+def watch_memory(every_s: float = 30.0) -> None:
     """Log the peak RSS now and then (so a run stopped by a time limit still tells its memory)."""
     def loop() -> None:
         while True:
@@ -190,6 +204,11 @@ def main() -> None:
     parser.add_argument("--quantization", choices=("none", "int8"), default="none")
     parser.add_argument("--on-disk", action="store_true", help="original vectors memory-mapped from disk")
     parser.add_argument("--index-threshold", type=int, default=20_000)
+    parser.add_argument("--datatype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--segment-points", type=int, default=250_000)
+    parser.add_argument("--seal-points", type=int, default=100_000)
+    parser.add_argument("--layout", type=int, choices=(1, 2), default=2,
+                        help="1: the previous release's layout (float32, ancestors lists, no bulk mode)")
     parser.add_argument("--store", help="folder for the store (default: a temporary folder under .bench/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the one JSON line (always printed)")
@@ -199,16 +218,23 @@ def main() -> None:
     settings = Settings.model_validate({
         "store": {"path": str(base), "collection": "scale", "hnsw_ef": args.hnsw_ef, "hnsw_m": args.m,
                   "hnsw_ef_construct": args.ef_construct, "quantization": args.quantization,
-                  "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold}})
+                  "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold,
+                  "vector_datatype": args.datatype, "segment_points": args.segment_points,
+                  "seal_points": args.seal_points}})
     stand_in = StandIn(args.dim, args.clusters, args.seed)
     files = listing(args.points, "/home/user/Pictures")
     watch_memory()
     log(f"{args.points:,} synthetic files; store in {base}")
     store = open_store(settings, create=True)
-    store.create(CollectionMeta("stand-in", "", args.dim))
+    if args.layout == 1:
+        store = _layout1(store, settings, args.dim)
+    else:
+        store.create(CollectionMeta("stand-in", "", args.dim))
     first = ingest_pass(files, store, stand_in, settings, args.batch)
     assert first["report"].indexed == args.points, first["report"]
     log(f"ingest: plan {first['plan_s']:.1f} s, upserts {first['upsert_s']:.1f} s, index {first['index_s']:.1f} s")
+    searchable_anon = status_mb("RssAnon")
+    segments = store.shard.info().segments_count
 
     rng = np.random.default_rng(args.seed + 1)
     queries = stand_in.vectors(np.sort(rng.integers(0, args.points, args.queries + 50)))
@@ -234,6 +260,7 @@ def main() -> None:
     store = open_store(settings)
     store.query(timed[0], 10, SearchFilter())
     reopen_s = time.perf_counter() - t
+    log("reopened; unchanged re-sync")
     second = ingest_pass(files, store, stand_in, settings, args.batch)
     resync = second["report"]
     assert second["upserts"] == 0 and resync.deleted == 0 and resync.unchanged == args.points, resync
@@ -244,11 +271,46 @@ def main() -> None:
            "peak_rss_mb": peak_rss_mb(),
            "disk_mb": round(disk_mb), "reopen_s": round(reopen_s, 2), "resync_s": round(second["total_s"], 1),
            "resync_upserts": second["upserts"], "index_s": round(first["index_s"], 1),
-           "standin_s": round(first["standin_s"], 1), "hnsw_ef": args.hnsw_ef, "m": args.m,
-           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk}
+           "upsert_s": round(first["upsert_s"], 1), "plan_s": round(first["plan_s"], 1),
+           "rss_anon_mb": status_mb("RssAnon"), "rss_anon_searchable_mb": searchable_anon,
+           "rss_anon_peak_logged_mb": max(PEAK_ANON[0], searchable_anon), "segments": segments,
+           "standin_s": round(first["standin_s"], 1), "layout": args.layout, "hnsw_ef": args.hnsw_ef, "m": args.m,
+           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk,
+           "datatype": "float32" if args.layout == 1 else args.datatype, "index_threshold": args.index_threshold,
+           "segment_points": None if args.layout == 1 else args.segment_points,
+           "seal_points": None if args.layout == 1 else args.seal_points}
     print(json.dumps(row), flush=True)
     if not args.store:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _layout1(store: Any, settings: Settings, dim: int) -> Any:
+    """A fresh store made as the previous release made them (float32, ancestors indexed, no bulk mode)."""
+    import qdrant_edge as qe
+
+    from retrieval.store.base import LEGACY_KEYWORD_FIELDS
+    from retrieval.store.edge import META_FILE, SHARD_DIR, _write_json
+
+    c = store.config  # main's _edge_config at 33f8e19, verbatim in effect
+    quantization = (qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+                    if c.quantization == "int8" else None)
+    config = qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,
+                                    memory=qe.Memory.Cold if c.on_disk else None),
+        hnsw_config=qe.HnswIndexConfig(m=c.m, ef_construct=c.ef_construct, full_scan_threshold=c.full_scan_threshold),
+        quantization_config=quantization,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=max(1, c.index_threshold * dim * 4 // 1024)))
+    folder = store.folder
+    shard = qe.EdgeShard.create(str(folder / SHARD_DIR), config)
+    for field in ("path", "hash", "camera_make", "camera_model", "root", *LEGACY_KEYWORD_FIELDS):
+        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+    shard.update(qe.UpdateOperation.create_field_index("taken_ts", qe.PayloadSchemaType.Float))
+    shard.close()
+    meta = CollectionMeta("stand-in", "", dim).as_dict()
+    _write_json(folder / SHARD_DIR / META_FILE, meta)
+    _write_json(folder / META_FILE, meta)
+    store.close()
+    return open_store(settings.with_overrides(store={"seal_points": 10**12}))
 
 
 def _bench_dir() -> str:
