@@ -20,6 +20,18 @@ OLD_STORE = Path(__file__).parent / "data" / "store-layout1.tar.gz"
 
 
 @pytest.fixture
+def forty(tmp_path: Path) -> Path:
+    """40 small, distinct images."""
+    from tests.images import pattern
+
+    folder = tmp_path / "forty"
+    folder.mkdir()
+    for i in range(40):
+        pattern(i, (24, 16)).save(folder / f"{i:02d}.png")
+    return folder
+
+
+@pytest.fixture
 def old_store(tmp_path: Path) -> tuple[Path, np.ndarray]:
     """A store written by the previous release (layout 1; see tests/data/make_store_layout1.py)."""
     with tarfile.open(OLD_STORE) as tar:
@@ -220,7 +232,7 @@ def test_the_server_gets_the_new_layout_and_an_old_collection_keeps_its_own(tmp_
     assert params["hnsw_config"].m == 16 and params["metadata"]["layout"] == LAYOUT
     schemas = dict(index_schemas())
     assert "ancestors" not in schemas and schemas["path"].prefix is True
-    assert all(s.on_disk for s in schemas.values())
+    assert all(s.on_disk and s.enable_hnsw is False for s in schemas.values())
     # a collection made by the previous release: ancestors indexed, payloads with ancestors
     old = ServerStore("t", path=str(tmp_path / "ql"))
     old.client.create_collection("t", vectors_config=models.VectorParams(size=16, distance=models.Distance.COSINE),
@@ -242,3 +254,47 @@ def test_the_server_gets_the_new_layout_and_an_old_collection_keeps_its_own(tmp_
     assert len(hit) == 1 and "ancestors" not in hit[0].payload
     assert new.query(vectors[0], 5, SearchFilter(folder="/a/b/c")) == []
     new.close()
+
+
+def _as_layout1(collection: Path) -> None:
+    """Rewrite an embedded collection the way the previous release stored it (float32 vectors, ancestors
+    lists indexed as keywords, main's shard settings at 33f8e19), keeping its points and metadata."""
+    import qdrant_edge as qe
+
+    from retrieval.store.base import folder_chain
+
+    store = EdgeStore(collection)
+    records = list(store.points([pid for pid, _ in store.payloads(["path"])]).items())
+    dim, meta = store.meta().dim, store.meta()
+    store.close()
+    shutil.rmtree(collection / SHARD_DIR)
+    shard = qe.EdgeShard.create(str(collection / SHARD_DIR), qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine),
+        hnsw_config=qe.HnswIndexConfig(m=16, ef_construct=100, full_scan_threshold=10000),
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=20000 * dim * 4 // 1024)))
+    for field in ("path", "ancestors", "hash", "camera_make", "camera_model", "root"):
+        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+    shard.update(qe.UpdateOperation.create_field_index("taken_ts", qe.PayloadSchemaType.Float))
+    shard.update(qe.UpdateOperation.upsert_points([
+        qe.Point(pid, vec.tolist(), {**payload, "ancestors": folder_chain(payload["path"])})
+        for pid, (vec, payload) in records]))
+    shard.close()
+    (collection / SHARD_DIR / "clipdex.json").write_text(json.dumps(meta.as_dict()))
+
+
+def test_status_names_an_old_layout_and_clipdex_rebuild_upgrades_it(clipdex, tmp_path, forty):
+    assert clipdex("ingest", forty, "--json").json()["indexed"] == 40
+    assert clipdex("status", "--json").json()["layout"] == LAYOUT
+    _as_layout1(tmp_path / "store" / "test")
+    status = clipdex("status")
+    assert status.code == 0 and "layout      1" in status.out and "clipdex rebuild" in status.out
+    query = ["search", "a picture", "--folder", str(forty), "--limit", "5", "--json"]
+    before = [r["path"] for r in clipdex(*query).json()]
+    assert len(before) == 5 and all(p.startswith(f"{forty}/") for p in before)
+    done = clipdex("rebuild", "--json")
+    assert done.code == 0, done.err
+    assert done.json() == {"points": 40, "layout_before": 1, "layout": LAYOUT}
+    assert clipdex("status", "--json").json()["layout"] == LAYOUT and "layout " not in clipdex("status").out
+    assert [r["path"] for r in clipdex(*query).json()] == before
+    again = clipdex("ingest", forty, "--json").json()
+    assert again["unchanged"] == 40 and again["indexed"] == 0 and again["deleted"] == 0

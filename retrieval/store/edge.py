@@ -309,7 +309,8 @@ class EdgeStore:
             limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()),
             filter=_filter(where, self._layout),
             score_threshold=min_score, with_payload=True, with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
+            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config),
+                                   acorn=_ACORN if self._layout >= 2 and not where.empty else None))
         return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
@@ -390,9 +391,10 @@ def _index_fields(shard: qe.EdgeShard, layout: int) -> None:
         wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS + LEGACY_KEYWORD_FIELDS]
         wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
     else:  # memory-mapped once a segment is sealed (an appendable segment keeps its indexes in RAM)
-        wanted = [(f, qe.KeywordIndexParams(prefix=f == "path" or None, memory=qe.Memory.Cold))
+        # enable_hnsw=False: no extra graph per payload value (see docs/scale.md, "Filterable HNSW")
+        wanted = [(f, qe.KeywordIndexParams(prefix=f == "path" or None, memory=qe.Memory.Cold, enable_hnsw=False))
                   for f in KEYWORD_FIELDS]
-        wanted += [(f, qe.FloatIndexParams(memory=qe.Memory.Cold)) for f in FLOAT_FIELDS]
+        wanted += [(f, qe.FloatIndexParams(memory=qe.Memory.Cold, enable_hnsw=False)) for f in FLOAT_FIELDS]
     missing = [(field, kind) for field, kind in wanted if field not in have]
     for field, kind in missing:
         shard.update(qe.UpdateOperation.create_field_index(field, kind))
@@ -508,6 +510,8 @@ def _persisted(shard_dir: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+_ACORN = qe.AcornSearchParams(enable=True)
+"""Filtered graph walks look two hops ahead (ACORN): layout 2 builds no per-value graphs to lean on."""
 _MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
 _DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}

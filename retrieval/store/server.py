@@ -84,9 +84,11 @@ def index_schemas() -> list[tuple[str, Any]]:
     """The payload indexes of a layout-2 collection: ``path`` with prefix matching (``--folder``), all
     memory-mapped (``on_disk``)."""
     wanted: list[tuple[str, Any]] = [
-        (f, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, on_disk=True, prefix=f == "path" or None))
+        (f, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, on_disk=True, prefix=f == "path" or None,
+                                      enable_hnsw=False))
         for f in KEYWORD_FIELDS]
-    wanted += [(f, models.FloatIndexParams(type=models.FloatIndexType.FLOAT, on_disk=True)) for f in FLOAT_FIELDS]
+    wanted += [(f, models.FloatIndexParams(type=models.FloatIndexType.FLOAT, on_disk=True, enable_hnsw=False))
+               for f in FLOAT_FIELDS]
     return wanted
 
 
@@ -223,7 +225,8 @@ class ServerStore:
             self.collection, query=query, limit=limit, query_filter=_filter(where, self._layout),
             score_threshold=min_score,
             with_payload=True, search_params=models.SearchParams(
-                hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
+                hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config),
+                acorn=models.AcornSearchParams(enable=True) if self._layout >= 2 and not where.empty else None))
         return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
 
     def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
