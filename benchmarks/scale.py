@@ -70,7 +70,8 @@ PEAK_ANON = [0]
 def log(msg: str) -> None:
     anon = status_mb("RssAnon")
     PEAK_ANON[0] = max(PEAK_ANON[0], anon)
-    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, peak RSS {peak_rss_mb():,} MB, RssAnon {anon:,} MB, "
+    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, CPU {time.process_time():7.1f} s, "
+          f"peak RSS {peak_rss_mb():,} MB, RssAnon {anon:,} MB, "
           f"RSS {status_mb('VmRSS'):,} MB] {msg}", file=sys.stderr, flush=True)
 
 
@@ -141,7 +142,7 @@ def file_result(file: ScannedFile) -> FileResult:
 
 def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Settings, batch: int) -> dict[str, Any]:
     """One ingest through the real plan → bookkeeping → finish path; returns its counts and timings."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     plan = plan_ingest(files, store)
     planned = time.perf_counter()
     report = start_report(plan)
@@ -160,7 +161,7 @@ def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Setting
                 log(f"  {lo + len(todo):,}/{len(plan.todo):,} upserted")
     finally:
         writer.close()
-    upserted = time.perf_counter()
+    upserted, cpu_upserted = time.perf_counter(), time.process_time()
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage == "index":
@@ -169,9 +170,10 @@ def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Setting
     finish(plan, book, store, report, prune=False, max_delete_fraction=settings.ingest.max_delete_fraction,
            chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold, progress=progress)
     store.flush()
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     return {"report": report, "upserts": writer.points, "plan_s": planned - start, "upsert_s": upserted - planned,
-            "index_s": end - upserted, "total_s": end - start, "standin_s": standin_s}
+            "index_s": end - upserted, "total_s": end - start, "standin_s": standin_s,
+            "upsert_cpu_s": cpu_upserted - cpu_start, "index_cpu_s": cpu_end - cpu_upserted}
 
 
 def exact_top10(stand_in: StandIn, n: int, queries: np.ndarray, allowed: Any = None) -> np.ndarray:
@@ -301,6 +303,8 @@ def main() -> None:
            "disk_mb": round(disk_mb), "reopen_s": round(reopen_s, 2), "resync_s": round(second["total_s"], 1),
            "resync_upserts": second["upserts"], "index_s": round(first["index_s"], 1),
            "upsert_s": round(first["upsert_s"], 1), "plan_s": round(first["plan_s"], 1),
+           "upsert_cpu_s": round(first["upsert_cpu_s"], 1), "index_cpu_s": round(first["index_cpu_s"], 1),
+           "resync_cpu_s": round(second["upsert_cpu_s"] + second["index_cpu_s"], 1),
            **{f"{k}_{name}": v for name, row in filtered.items() for k, v in row.items()},
            "rss_anon_mb": status_mb("RssAnon"), "rss_anon_searchable_mb": searchable_anon,
            "rss_anon_peak_logged_mb": max(PEAK_ANON[0], searchable_anon), "segments": segments,
