@@ -19,6 +19,7 @@ import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
 from retrieval.query import recommend_vector
+from retrieval.store import health, space
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -30,8 +31,8 @@ from retrieval.store.base import (
     SearchFilter,
     folder_prefix,
     layout_payloads,
-    sane_hits,
 )
+from retrieval.store.edge_text import EdgeTextMixin, edge_text_conditions
 from retrieval.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,11 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
             qe.FieldCondition(key="camera_make", match=qe.MatchValue(where.camera)),
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
+    must += edge_text_conditions(where)
     return qe.Filter(must=must)
 
 
-class EdgeStore:
+class EdgeStore(EdgeTextMixin):
     """A collection stored in ``folder``: its shard, ``clipdex.json`` and a copy of that inside the shard.
 
     Opening takes the folder's lock (see :mod:`retrieval.store.lock`) before reading or creating
@@ -88,6 +90,8 @@ class EdgeStore:
         self._lock: StoreLock | None = None
         self._layout = LAYOUT
         self._since_seal = 0  # points upserted since the last seal of a bulk load
+        self._damaged: set[str] = set()  # ids whose vectors searches found damaged (retrieval.store.health)
+        self._written = False  # tmpfs: allocate what the next open reads when closing (retrieval.store.space)
         if folder.is_dir():
             self._lock = StoreLock(folder, owner)
             try:
@@ -101,6 +105,7 @@ class EdgeStore:
         _finish_switch(self.folder)
         if not shard_dir.is_dir():
             return  # no collection yet (a clipdex.json alone describes nothing that holds points)
+        space.allocate_for_open(self.folder)  # tmpfs: an open reads files whole; a full disk must not SIGBUS
         bulk = _read_bulk(shard_dir)
         if bulk is not None:  # a bulk load died before its index build: give the shard its HNSW settings back
             log.warning("%s: a bulk load did not finish; the HNSW index is built by the next ingest", self.folder)
@@ -126,7 +131,10 @@ class EdgeStore:
 
     def _index_payload_fields(self) -> None:
         """Create the payload indexes clipdex filters and facets on that the shard does not have yet."""
-        _index_fields(self.shard, self._layout)
+        have = set(self.shard.info().payload_schema or {})
+        missing = _index_fields(self.shard, self._layout)
+        if self._text_indexes(have) or missing:
+            self.shard.flush()
 
     def rebuild(self, progress: Any = None) -> int:
         """Rewrite the collection in the current layout (:data:`LAYOUT`, the ``[store]`` settings) beside
@@ -194,6 +202,9 @@ class EdgeStore:
     def meta(self) -> CollectionMeta | None:
         return self._meta
 
+    def _query_filter(self, where: SearchFilter) -> qe.Filter | None:
+        return _filter(where, self._layout)
+
     def create(self, meta: CollectionMeta) -> None:
         if self._meta is not None:
             raise ClipdexError(f"store {self.folder} already holds a collection")
@@ -210,6 +221,8 @@ class EdgeStore:
         elif shard_dir.exists():
             raise ClipdexError(f"store {self.folder} has a {SHARD_DIR}/ folder that could not be loaded; "
                                "move it away first")
+        space.require(self.folder, space.CREATE_BYTES, "create the collection", new=True)
+        self._written = True
         config = _edge_config(meta.dim, self.config)
         self._layout = LAYOUT
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
@@ -231,6 +244,8 @@ class EdgeStore:
         rows = zip(ids, vectors, layout_payloads(payloads, self._layout), strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
+            self._room(space.upsert_bytes(len(points), vectors.shape[1], len(json.dumps(payloads, default=str))),
+                       f"store {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self._since_seal += len(points)
             if self._since_seal >= self.config.seal_points and self._bulk_file().exists():
@@ -279,6 +294,7 @@ class EdgeStore:
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
+            self._room(space.small_write_bytes(len(ids)), f"delete {len(ids)} points")
             self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     def count(self) -> int:
@@ -305,13 +321,27 @@ class EdgeStore:
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()),
-            filter=_filter(where, self._layout),
-            score_threshold=min_score, with_payload=True, with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config),
-                                   acorn=_ACORN if self._layout >= 2 and not where.empty else None))
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+        nearest = qe.Query.Nearest(vector.astype(np.float32).tolist())
+        acorn = _ACORN if self._layout >= 2 and not where.empty else None
+
+        def search(k: int, exclude: frozenset[str]) -> list[Hit]:
+            wanted = _filter(where, self._layout)
+            if exclude:  # damaged points found by earlier rounds or searches
+                left_out = qe.HasIdCondition({uuid.UUID(i) for i in exclude})
+                wanted = qe.Filter(must=[wanted] if wanted else None, must_not=[left_out])
+            request = qe.QueryRequest(
+                limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
+                with_vector=False,
+                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config),
+                                       acorn=acorn))
+            try:
+                points = self.shard.query(request)
+            except Exception as exc:  # qdrant-edge raises plain exceptions: a file it cannot read
+                raise health.StoreDamaged(f"cannot search store {self.folder}: {str(exc).splitlines()[0]}; "
+                                          "`clipdex status --check` says what is damaged") from None
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+        return health.refill(search, limit, self._damaged)
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
@@ -328,12 +358,22 @@ class EdgeStore:
                 offset=offset, limit=len(wanted), with_payload=True, with_vector=True,
                 filter=qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchAny(wanted))])))
             for r in records:
-                payload = dict(r.payload or {})
-                found.setdefault(payload["hash"], (str(r.id), np.asarray(_dense(r.vector), np.float32), payload))
+                payload, vector = dict(r.payload or {}), np.asarray(_dense(r.vector), np.float32)
+                if health.sane_vector(vector):  # a damaged copy is never reused for a moved or copied file
+                    found.setdefault(payload["hash"], (str(r.id), vector, payload))
             wanted = [h for h in wanted if h not in found]  # duplicates can fill a page: ask for the rest
             if offset is None:
                 break
         return found
+
+    def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        if ids:
+            self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
+            self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
+            self._damaged.difference_update(ids)
+
+    def problems(self) -> list[str]:
+        return health.file_problems(self.folder)
 
     def root_counts(self) -> dict[str, int]:
         if self._shard is None:
@@ -341,11 +381,21 @@ class EdgeStore:
         response = self._shard.facet(qe.FacetRequest(key="root", limit=100_000, exact=True))
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
+    def facet_counts(self, key: str, limit: int) -> dict[str, int]:
+        if self._shard is None:
+            return {}
+        response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True))
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def set_root(self, root: str) -> None:
         if self._shard is not None:
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(
-                should=[_below(root, self._layout), qe.FieldCondition(key="path", match=qe.MatchValue(root))],
-                must=[qe.IsEmptyCondition("root")]), {"root": root}))
+            untagged = qe.Filter(should=[_below(root, self._layout),
+                                         qe.FieldCondition(key="path", match=qe.MatchValue(root))],
+                                 must=[qe.IsEmptyCondition("root")])
+            points = self._shard.count(qe.CountRequest(filter=untagged, exact=True))
+            if points:
+                self._room(space.small_write_bytes(points), f"tag {points} points with their root")
+                self._shard.update(qe.UpdateOperation.set_payload_by_filter(untagged, {"root": root}))
 
     def unindexed(self) -> int:
         if self._shard is None:
@@ -358,6 +408,8 @@ class EdgeStore:
     def optimize(self) -> None:
         if self._shard is None:
             return
+        dim = self._meta.dim if self._meta else 0
+        self._room(space.optimize_bytes(self.count(), dim, self.config.m), "build the search index")
         bulk = _read_bulk(self.folder / SHARD_DIR)
         if bulk is not None:  # end of a bulk load: m back, then every segment gets its graph once
             self._reload(_with_hnsw(self.folder / SHARD_DIR, bulk))
@@ -371,20 +423,27 @@ class EdgeStore:
         if self._shard is not None:
             self._shard.flush()
 
+    def _room(self, needed: int, what: str) -> None:
+        """Refuse a write the disk has no room for (:class:`retrieval.store.space.NoSpace`), before it starts."""
+        space.require(self.folder, needed, what)
+        self._written = True
+
     def close(self) -> None:
         try:
             if self._shard is not None:
                 self._shard.flush()
                 self._shard.close()
                 self._shard = None
+                if self._written:  # tmpfs: while the room kept for it is there, so the store opens on a full disk
+                    space.allocate_for_open(self.folder, strict=False)
         finally:
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
 
 
-def _index_fields(shard: qe.EdgeShard, layout: int) -> None:
-    """Create the payload indexes of ``layout`` that ``shard`` does not have yet."""
+def _index_fields(shard: qe.EdgeShard, layout: int) -> bool:
+    """Create the payload indexes of ``layout`` that ``shard`` does not have yet (True if it made any)."""
     have = set(shard.info().payload_schema or {})
     wanted: list[tuple[str, Any]]
     if layout < 2:  # as older clipdex made them
@@ -400,6 +459,7 @@ def _index_fields(shard: qe.EdgeShard, layout: int) -> None:
         shard.update(qe.UpdateOperation.create_field_index(field, kind))
     if missing:
         shard.flush()
+    return bool(missing)
 
 
 def _ids(shard: qe.EdgeShard) -> set[str]:
