@@ -32,8 +32,7 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # first: benchmarks/ingest.py must not shadow the ingest package
 
 from ingest.bookkeeping import Bookkeeper  # noqa: E402
 from ingest.finish import finish, start_report  # noqa: E402
@@ -56,12 +55,27 @@ def peak_rss_mb() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
+def status_mb(key: str) -> int:
+    """A memory line of /proc/self/status in MB: ``RssAnon`` (heap, not the page cache of mapped files)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return round(int(line.split()[1]) / 1024)
+    return -1
+
+
+PEAK_ANON = [0]
+
+
 def log(msg: str) -> None:
-    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, peak RSS {peak_rss_mb():,} MB] {msg}", file=sys.stderr,
-          flush=True)
+    anon = status_mb("RssAnon")
+    PEAK_ANON[0] = max(PEAK_ANON[0], anon)
+    print(f"[scale {time.perf_counter() - STARTED:7.1f} s, CPU {time.process_time():7.1f} s, "
+          f"peak RSS {peak_rss_mb():,} MB, RssAnon {anon:,} MB, "
+          f"RSS {status_mb('VmRSS'):,} MB] {msg}", file=sys.stderr, flush=True)
 
 
-def watch_memory(every_s: float = 60.0) -> None:
+def watch_memory(every_s: float = 30.0) -> None:
     """Log the peak RSS now and then (so a run stopped by a time limit still tells its memory)."""
     def loop() -> None:
         while True:
@@ -128,7 +142,7 @@ def file_result(file: ScannedFile) -> FileResult:
 
 def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Settings, batch: int) -> dict[str, Any]:
     """One ingest through the real plan → bookkeeping → finish path; returns its counts and timings."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     plan = plan_ingest(files, store)
     planned = time.perf_counter()
     report = start_report(plan)
@@ -147,7 +161,7 @@ def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Setting
                 log(f"  {lo + len(todo):,}/{len(plan.todo):,} upserted")
     finally:
         writer.close()
-    upserted = time.perf_counter()
+    upserted, cpu_upserted = time.perf_counter(), time.process_time()
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage == "index":
@@ -156,18 +170,22 @@ def ingest_pass(files: Listing, store: Any, stand_in: StandIn, settings: Setting
     finish(plan, book, store, report, prune=False, max_delete_fraction=settings.ingest.max_delete_fraction,
            chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold, progress=progress)
     store.flush()
-    end = time.perf_counter()
+    end, cpu_end = time.perf_counter(), time.process_time()
     return {"report": report, "upserts": writer.points, "plan_s": planned - start, "upsert_s": upserted - planned,
-            "index_s": end - upserted, "total_s": end - start, "standin_s": standin_s}
+            "index_s": end - upserted, "total_s": end - start, "standin_s": standin_s,
+            "upsert_cpu_s": cpu_upserted - cpu_start, "index_cpu_s": cpu_end - cpu_upserted}
 
 
-def exact_top10(stand_in: StandIn, n: int, queries: np.ndarray) -> np.ndarray:
-    """Exact top-10 data indices per query, streaming over regenerated chunks."""
+def exact_top10(stand_in: StandIn, n: int, queries: np.ndarray, allowed: Any = None) -> np.ndarray:
+    """Exact top-10 data indices per query, streaming over regenerated chunks (``allowed(numbers)``: a mask of
+    the vectors a filter lets through)."""
     best_scores = np.full((len(queries), 10), -np.inf, np.float32)
     best_ids = np.zeros((len(queries), 10), np.int64)
     for c in range((n + GEN_CHUNK - 1) // GEN_CHUNK):
         vectors = stand_in.chunk(c)[: n - c * GEN_CHUNK]
         scores = queries @ vectors.T
+        if allowed is not None:
+            scores[:, ~allowed(np.arange(len(vectors)) + c * GEN_CHUNK)] = -np.inf
         ids = np.broadcast_to(np.arange(len(vectors)) + c * GEN_CHUNK, scores.shape)
         all_scores = np.concatenate([best_scores, scores], axis=1)
         all_ids = np.concatenate([best_ids, ids], axis=1)
@@ -175,6 +193,30 @@ def exact_top10(stand_in: StandIn, n: int, queries: np.ndarray) -> np.ndarray:
         best_scores = np.take_along_axis(all_scores, keep, 1)
         best_ids = np.take_along_axis(all_ids, keep, 1)
     return best_ids
+
+
+def filters(n: int) -> dict[str, tuple[SearchFilter, Any]]:
+    """Filtered searches measured: a camera (a quarter of the points) and a date range (about 2 %)."""
+    lo = 1_300_000_000 + int(n * 0.49) * 317
+    hi = lo + int(n * 0.02) * 317
+    return {"camera": (SearchFilter(camera="Canon"), lambda i: i % len(CAMERAS) == 1),
+            "dates": (SearchFilter(after=float(lo), before=float(hi)),
+                      lambda i: (1_300_000_000 + i * 317 >= lo) & (1_300_000_000 + i * 317 < hi))}
+
+
+def filtered_recall(store: Any, stand_in: StandIn, files: Listing, queries: np.ndarray, where: SearchFilter,
+                    keep: Any) -> dict[str, float]:
+    """p50 latency and recall@10 of ``queries`` under ``where`` against an exact filtered search."""
+    latencies, hits = [], []
+    for q in queries:
+        t = time.perf_counter()
+        found = store.query(q, 10, where)
+        latencies.append((time.perf_counter() - t) * 1000)
+        hits.append({h.id for h in found})
+    truth = exact_top10(stand_in, len(files.files), queries, keep)
+    ids = [{point_id(files.files[int(i)].path) for i in row} for row in truth]
+    return {"p50_ms": round(float(np.percentile(latencies, 50)), 2),
+            "recall@10": round(float(np.mean([len(h & t) / 10 for h, t in zip(hits, ids, strict=True)])), 4)}
 
 
 def main() -> None:
@@ -190,6 +232,11 @@ def main() -> None:
     parser.add_argument("--quantization", choices=("none", "int8"), default="none")
     parser.add_argument("--on-disk", action="store_true", help="original vectors memory-mapped from disk")
     parser.add_argument("--index-threshold", type=int, default=20_000)
+    parser.add_argument("--datatype", choices=("float16", "float32"), default="float16")
+    parser.add_argument("--segment-points", type=int, default=250_000)
+    parser.add_argument("--seal-points", type=int, default=100_000)
+    parser.add_argument("--layout", type=int, choices=(1, 2), default=2,
+                        help="1: the previous release's layout (float32, ancestors lists, no bulk mode)")
     parser.add_argument("--store", help="folder for the store (default: a temporary folder under .bench/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the one JSON line (always printed)")
@@ -199,16 +246,23 @@ def main() -> None:
     settings = Settings.model_validate({
         "store": {"path": str(base), "collection": "scale", "hnsw_ef": args.hnsw_ef, "hnsw_m": args.m,
                   "hnsw_ef_construct": args.ef_construct, "quantization": args.quantization,
-                  "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold}})
+                  "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold,
+                  "vector_datatype": args.datatype, "segment_points": args.segment_points,
+                  "seal_points": args.seal_points}})
     stand_in = StandIn(args.dim, args.clusters, args.seed)
     files = listing(args.points, "/home/user/Pictures")
     watch_memory()
     log(f"{args.points:,} synthetic files; store in {base}")
     store = open_store(settings, create=True)
-    store.create(CollectionMeta("stand-in", "", args.dim))
+    if args.layout == 1:
+        store = _layout1(store, settings, args.dim)
+    else:
+        store.create(CollectionMeta("stand-in", "", args.dim))
     first = ingest_pass(files, store, stand_in, settings, args.batch)
     assert first["report"].indexed == args.points, first["report"]
     log(f"ingest: plan {first['plan_s']:.1f} s, upserts {first['upsert_s']:.1f} s, index {first['index_s']:.1f} s")
+    searchable_anon = status_mb("RssAnon")
+    segments = store.shard.info().segments_count
 
     rng = np.random.default_rng(args.seed + 1)
     queries = stand_in.vectors(np.sort(rng.integers(0, args.points, args.queries + 50)))
@@ -227,6 +281,9 @@ def main() -> None:
     truth = exact_top10(stand_in, args.points, timed)
     id_of = {number(files.files[i]): point_id(files.files[i].path) for i in set(truth.ravel().tolist())}
     recall = float(np.mean([len(h & {id_of[int(i)] for i in row}) / 10 for h, row in zip(hits, truth, strict=True)]))
+    filtered = {name: filtered_recall(store, stand_in, files, timed[:100], where, keep)
+                for name, (where, keep) in filters(args.points).items()}
+    log(f"recall {recall:.4f}; filtered {filtered}")
     store.close()
     disk_mb = sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) / 2**20
 
@@ -234,6 +291,7 @@ def main() -> None:
     store = open_store(settings)
     store.query(timed[0], 10, SearchFilter())
     reopen_s = time.perf_counter() - t
+    log("reopened; unchanged re-sync")
     second = ingest_pass(files, store, stand_in, settings, args.batch)
     resync = second["report"]
     assert second["upserts"] == 0 and resync.deleted == 0 and resync.unchanged == args.points, resync
@@ -244,11 +302,49 @@ def main() -> None:
            "peak_rss_mb": peak_rss_mb(),
            "disk_mb": round(disk_mb), "reopen_s": round(reopen_s, 2), "resync_s": round(second["total_s"], 1),
            "resync_upserts": second["upserts"], "index_s": round(first["index_s"], 1),
-           "standin_s": round(first["standin_s"], 1), "hnsw_ef": args.hnsw_ef, "m": args.m,
-           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk}
+           "upsert_s": round(first["upsert_s"], 1), "plan_s": round(first["plan_s"], 1),
+           "upsert_cpu_s": round(first["upsert_cpu_s"], 1), "index_cpu_s": round(first["index_cpu_s"], 1),
+           "resync_cpu_s": round(second["upsert_cpu_s"] + second["index_cpu_s"], 1),
+           **{f"{k}_{name}": v for name, row in filtered.items() for k, v in row.items()},
+           "rss_anon_mb": status_mb("RssAnon"), "rss_anon_searchable_mb": searchable_anon,
+           "rss_anon_peak_logged_mb": max(PEAK_ANON[0], searchable_anon), "segments": segments,
+           "standin_s": round(first["standin_s"], 1), "layout": args.layout, "hnsw_ef": args.hnsw_ef, "m": args.m,
+           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk,
+           "datatype": "float32" if args.layout == 1 else args.datatype, "index_threshold": args.index_threshold,
+           "segment_points": None if args.layout == 1 else args.segment_points,
+           "seal_points": None if args.layout == 1 else args.seal_points}
     print(json.dumps(row), flush=True)
     if not args.store:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _layout1(store: Any, settings: Settings, dim: int) -> Any:
+    """A fresh store made as the previous release made them (float32, ancestors indexed, no bulk mode)."""
+    import qdrant_edge as qe
+
+    from retrieval.store.base import LEGACY_KEYWORD_FIELDS
+    from retrieval.store.edge import META_FILE, SHARD_DIR, _write_json
+
+    c = store.config  # main's _edge_config at 33f8e19, verbatim in effect
+    quantization = (qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=0.99, memory=qe.Memory.Pinned)
+                    if c.quantization == "int8" else None)
+    config = qe.EdgeConfig(
+        vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,
+                                    memory=qe.Memory.Cold if c.on_disk else None),
+        hnsw_config=qe.HnswIndexConfig(m=c.m, ef_construct=c.ef_construct, full_scan_threshold=c.full_scan_threshold),
+        quantization_config=quantization,
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=max(1, c.index_threshold * dim * 4 // 1024)))
+    folder = store.folder
+    shard = qe.EdgeShard.create(str(folder / SHARD_DIR), config)
+    for field in ("path", "hash", "camera_make", "camera_model", "root", *LEGACY_KEYWORD_FIELDS):
+        shard.update(qe.UpdateOperation.create_field_index(field, qe.PayloadSchemaType.Keyword))
+    shard.update(qe.UpdateOperation.create_field_index("taken_ts", qe.PayloadSchemaType.Float))
+    shard.close()
+    meta = CollectionMeta("stand-in", "", dim).as_dict()
+    _write_json(folder / SHARD_DIR / META_FILE, meta)
+    _write_json(folder / META_FILE, meta)
+    store.close()
+    return open_store(settings.with_overrides(store={"seal_points": 10**12}))
 
 
 def _bench_dir() -> str:

@@ -28,6 +28,7 @@ Runners that can skip encoding in-run duplicates call :meth:`Bookkeeper.mark_dup
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol
@@ -36,7 +37,7 @@ import numpy as np
 
 from ingest.plan import IngestPlan
 from ingest.reader import FileResult
-from ingest.records import ancestors, path_key, point_id
+from ingest.records import path_key, point_id
 from ingest.report import IngestReport
 from ingest.scan import ScannedFile
 from retrieval.store import VectorStore
@@ -58,9 +59,9 @@ class Sink(Protocol):
 def file_payload(file: ScannedFile, digest: str, content: dict[str, Any]) -> dict[str, Any]:
     """The payload of a file's point: path fields from the listing, content fields from its bytes."""
     key = path_key(file.path)
-    folders = ancestors(key)
     payload = {k: v for k, v in content.items() if k in CONTENT_FIELDS}
-    payload.update(path=key, folder=folders[-1], ancestors=folders, size=file.size,
+    # no ``ancestors`` list: ``--folder`` is a prefix match on ``path`` (a layout-1 store adds the list itself)
+    payload.update(path=key, folder=posixpath.dirname(key), size=file.size,
                    mtime=file.mtime_ns / 1e9, mtime_ns=file.mtime_ns, hash=digest)
     if file.root and file.root != file.path:  # a file given as its own root: finish() tags it
         payload["root"] = path_key(file.root)
@@ -82,6 +83,8 @@ class Bookkeeper:
         self._unflushed = False  # something this run embedded may not be stored yet
         # a sink that writes on another thread exposes the lock that serialises store calls
         self._lock: AbstractContextManager[Any] = getattr(sink, "lock", None) or nullcontext()
+        with self._lock:
+            store.begin_bulk(len(plan.todo))  # a large load defers the HNSW graph to finish()
 
     def mark_duplicates(self, results: Sequence[FileResult]) -> list[int]:
         """Turn "image" results whose hash was embedded before (this run) into "known" ones.

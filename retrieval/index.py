@@ -28,7 +28,7 @@ from retrieval.model.weights import weights_fingerprint
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
-from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
+from retrieval.store import LAYOUT, CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
     from ingest.finish import Progress
@@ -282,7 +282,8 @@ class Index:
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed(), "problems": self.store.problems(),
-                "ocr": self.ocr_status(), "engines": self.engines(meta)}
+                "ocr": self.ocr_status(), "engines": self.engines(meta),
+                "layout": self.store.layout() if meta else LAYOUT}
 
     def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
         """Which engine runs each tower: queries' image and text towers (the loaded model's, else what the
@@ -292,6 +293,16 @@ class Index:
         towers = loaded.engines if loaded is not None else planned_engines(
             self.settings.model, meta.precision if meta else None)
         return {**towers, "ingest": "torch"}
+
+    def rebuild(self, progress: Any = None) -> int:
+        """Rewrite an embedded store in the current layout (``clipdex rebuild``); returns its points."""
+        rebuild = getattr(self.store, "rebuild", None)
+        if rebuild is None:
+            raise ClipdexError(f"{self.store.location}: rebuild is for the embedded store; on a Qdrant server, "
+                               "create a new --collection and ingest into it")
+        if self.store.meta() is None:
+            raise ClipdexError(f"no collection in {self.store.location} yet (run `clipdex ingest` first)")
+        return int(rebuild(progress))
 
     def check(self, shown: int = 20) -> dict[str, Any]:
         """Read every stored vector and mark the damaged points, so the next ingest embeds their files again.
@@ -332,7 +343,7 @@ class Index:
 
 
 STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
-               "ocr", "engines")
+               "ocr", "engines", "layout")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

@@ -27,10 +27,14 @@ def _vector_file(store: Path) -> Path:
 
 
 def damage(store: Path, count: int, dim: int, seed: int = 0) -> None:
-    """Overwrite the first ``count`` stored vectors (insertion order) with ±1e30, on disk, store closed."""
-    vectors = np.memmap(_vector_file(store), dtype=np.float32, mode="r+")
+    """Overwrite the first ``count`` stored vectors (insertion order) with ±1e30 (±inf in a float16 store),
+    on disk, store closed."""
+    config = json.loads((store / "shard" / "edge_config.json").read_text())
+    dtype = np.float16 if config["vectors"][""].get("datatype") == "float16" else np.float32
+    vectors = np.memmap(_vector_file(store), dtype=dtype, mode="r+")
     rng = np.random.default_rng(seed)
-    vectors[:count * dim] = rng.choice([-1e30, 1e30], size=count * dim).astype(np.float32)
+    huge = dtype(np.inf) if dtype is np.float16 else dtype(1e30)
+    vectors[:count * dim] = rng.choice([-huge, huge], size=count * dim).astype(dtype)
     vectors.flush()
     del vectors
 

@@ -236,5 +236,6 @@ def test_both_stores_recommend_alike(tmp_path: Path):
         store.close()
     edge, local = results
     assert [i for i, _ in edge] == [i for i, _ in local]
-    assert [s for _, s in edge] == pytest.approx([s for _, s in local], abs=1e-5)
+    # the embedded store keeps float16 vectors (layout 2): cosines agree to its precision
+    assert [s for _, s in edge] == pytest.approx([s for _, s in local], abs=1e-3)
     assert edge[0][0] in (ids[0], ids[5]) and all(i != ids[9] for i, _ in edge)

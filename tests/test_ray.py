@@ -78,7 +78,7 @@ def _same(local: dict[str, Any], on_ray: dict[str, Any]) -> None:
     assert local.keys() == on_ray.keys()
     for pid, (vector, payload) in local.items():
         assert on_ray[pid][1] == payload, payload["path"]
-        np.testing.assert_allclose(on_ray[pid][0], vector, atol=1e-5)
+        np.testing.assert_allclose(on_ray[pid][0], vector, atol=1e-3)  # stored as float16: one step of it
 
 
 def test_ray_ingest_equals_local_and_reruns_incrementally(cluster, tmp_path, tiny_model_dir):

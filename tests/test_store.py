@@ -47,7 +47,7 @@ def test_create_upsert_query_and_filters(store):
     hits = store.query(vectors[3], 5, SearchFilter())
     exact = np.argsort(-(vectors @ vectors[3]))[:5]
     assert [h.id for h in hits] == [ids[i] for i in exact]
-    assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].score == pytest.approx(1.0, abs=1e-3)  # the embedded store keeps float16 vectors
     only_x = store.query(vectors[3], 20, SearchFilter(folder="/r/x"))
     assert len(only_x) == 10 and all(h.payload["path"].startswith("/r/x/") for h in only_x)
     dated = store.query(vectors[0], 20, SearchFilter(after=5.0, before=9.0))
@@ -64,7 +64,7 @@ def test_points_payloads_and_delete(store):
     store.upsert(ids, vectors, payloads)
     got = store.points(ids[:2] + ["00000000-0000-0000-0000-000000000000"])
     assert set(got) == set(ids[:2])
-    np.testing.assert_allclose(got[ids[1]][0], vectors[1], atol=1e-6)
+    np.testing.assert_allclose(got[ids[1]][0], vectors[1], atol=1e-3)  # float16 in the embedded store
     assert got[ids[1]][1]["hash"] == "h1"
     listed = dict(store.payloads(["path"]))
     assert set(listed) == set(ids) and listed[ids[0]] == {"path": payloads[0]["path"]}

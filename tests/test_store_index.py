@@ -47,7 +47,7 @@ def test_by_hash_finds_one_point_per_hash_even_among_many_copies(store):
     assert set(found) == {"same", "h33", "h39"}
     point, vector, payload = found["h33"]
     assert point == ids[33] and payload["path"] == "/lib/33.jpg"
-    np.testing.assert_allclose(vector, vectors[33], atol=1e-6)
+    np.testing.assert_allclose(vector, vectors[33], atol=1e-3)  # float16 in the embedded store
     assert found["same"][2]["hash"] == "same"
 
 

@@ -13,6 +13,7 @@ from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
+from retrieval.store import LAYOUT
 
 
 @cli.command()
@@ -185,6 +186,9 @@ def status(run: Run, check: bool) -> None:
             echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
         if info["unindexed"]:
             echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
+        if info["layout"] < LAYOUT:
+            echo(f"layout      {info['layout']} (made by an older clipdex; it works as it is. `clipdex rebuild` "
+                 f"rewrites it in layout {LAYOUT}: float16 vectors, no ancestors lists, about half the memory)")
         if info["label"]:
             echo(f"note        {info['label']}")
         for problem in info["problems"]:
@@ -200,3 +204,19 @@ def status(run: Run, check: bool) -> None:
     run.emit(doc | ({"check": checked} if checked is not None else {}), human)
     if checked is not None and (checked["damaged"] or checked["problems"]):
         raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@common_options
+def rebuild(run: Run) -> None:
+    """Rewrite the embedded store in the current layout (a copy beside it, switched atomically)."""
+    with Index.open(run.settings) as index:
+        before = index.status()["layout"]
+
+        def progress(done: int, total: int) -> None:
+            if not run.json and done % 102_400 < 1024:
+                click.echo(f"copied {done:,}/{total:,} points", err=True)
+
+        points = index.rebuild(progress)
+    result = {"points": points, "layout_before": before, "layout": LAYOUT}
+    run.emit(result, lambda: click.echo(f"rebuilt {points:,} points: layout {before} -> {LAYOUT}"))

@@ -5,10 +5,11 @@ from __future__ import annotations
 from retrieval.errors import ClipdexError
 from retrieval.names import collection_problem
 from retrieval.settings import Settings
-from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
+from retrieval.store.base import LAYOUT, CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
 from retrieval.store.edge import EdgeStore, MetadataLost
 
-__all__ = ["CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore", "index_config",
+__all__ = ["LAYOUT", "CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore",
+           "index_config",
            "open_store"]
 
 
@@ -17,7 +18,8 @@ def index_config(settings: Settings) -> IndexConfig:
     s = settings.store
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
-                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold, shards=s.shard_number,
+                       on_disk=s.on_disk_vectors, index_threshold=s.index_threshold, datatype=s.vector_datatype,
+                       segment_points=s.segment_points, seal_points=s.seal_points, shards=s.shard_number,
                        replicas=s.replication_factor, write_consistency=s.write_consistency_factor)
 
 

@@ -6,15 +6,25 @@ import dataclasses
 import json
 import logging
 import math
+import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-# Payload fields with a Qdrant payload index, so filters never post-filter.
-KEYWORD_FIELDS = ("path", "ancestors", "hash", "camera_make", "camera_model", "root")
+# Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
+# ``--folder`` is a prefix match on it (see docs/scale.md).
+KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root")
 FLOAT_FIELDS = ("taken_ts",)
+LAYOUT = 2
+"""The store layout this clipdex writes. 1 (clipdex before 0.x of issue 18): float32 vectors, a keyword
+list ``ancestors`` (every folder above a file) indexed for ``--folder``. 2: float16 vectors, no
+``ancestors``; ``--folder`` is a prefix match on the ``path`` index; payload indexes memory-mapped once
+their segment is sealed. Layout-1 stores open, search and ingest unchanged (their points keep getting
+``ancestors``); ``clipdex rebuild`` rewrites one in layout 2."""
+LEGACY_KEYWORD_FIELDS = ("ancestors",)
+"""Indexed only in layout-1 stores."""
 SCORE_TOLERANCE = 1e-3  # float rounding of a cosine between unit vectors stays far below this
 
 log = logging.getLogger("clipdex.store")
@@ -92,13 +102,25 @@ class IndexConfig:
     on_disk: bool = False  # original vectors memory-mapped from disk instead of held in RAM
     full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
     index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
+    datatype: str = "float16"  # "float16" | "float32": how a new collection stores its vectors
+    segment_points: int = 250_000  # a new collection's segments hold at most this many points
+    seal_points: int = 100_000  # a bulk load seals its appendable segment (no graph yet) every this many points
     shards: int = 0  # Qdrant server/cluster: shard_number (0 = the server's default)
     replicas: int = 0  # Qdrant cluster: replication_factor (0 = the server's default)
     write_consistency: int = 0  # Qdrant cluster: write_consistency_factor (0 = the server's default)
 
+    @property
+    def element_bytes(self) -> int:
+        """Bytes per stored vector component (Qdrant's optimizer thresholds count stored bytes)."""
+        return 2 if self.datatype == "float16" else 4
+
     def indexing_threshold_kb(self, dim: int) -> int:
-        """``index_threshold`` points of ``dim`` float32s, in the KB Qdrant's optimizer counts in."""
-        return max(1, self.index_threshold * dim * 4 // 1024)
+        """``index_threshold`` points of ``dim`` stored components, in the KB Qdrant's optimizer counts in."""
+        return max(1, self.index_threshold * dim * self.element_bytes // 1024)
+
+    def max_segment_kb(self, dim: int) -> int:
+        """``segment_points`` points of ``dim`` stored components, in KB (Qdrant sizes segments by their vectors)."""
+        return max(1, self.segment_points * dim * self.element_bytes // 1024)
 
 
 @dataclass(frozen=True)
@@ -175,6 +197,13 @@ class VectorStore(Protocol):
     def set_root(self, root: str) -> None:
         """Give points at or below ``root`` that have no ``root`` field yet that value."""
 
+    def begin_bulk(self, points: int) -> None:
+        """``points`` new points are about to be upserted: a large load may defer the HNSW graph to
+        :meth:`optimize` (Qdrant's bulk-upload recipe, m = 0 meanwhile). Searches stay exact."""
+
+    def layout(self) -> int:
+        """The collection's store layout (:data:`LAYOUT` for new ones; 1 for those of older clipdex)."""
+
     def flush(self) -> None:
         """Make every acknowledged write durable (lets the write-ahead log be truncated)."""
 
@@ -185,6 +214,31 @@ class VectorStore(Protocol):
         """Build indexes after a bulk load (may take a while)."""
 
     def close(self) -> None: ...
+
+
+def folder_chain(path: str) -> list[str]:
+    """Every folder above ``path``, from ``/`` down to its parent: the ``ancestors`` of layout 1."""
+    out = []
+    folder = posixpath.dirname(path)
+    while True:
+        out.append(folder)
+        parent = posixpath.dirname(folder)
+        if parent == folder:
+            return out[::-1]
+        folder = parent
+
+
+def folder_prefix(folder: str) -> str:
+    """The ``path`` prefix of every file below ``folder`` (layout 2's ``--folder`` match)."""
+    return folder if folder.endswith("/") else folder + "/"
+
+
+def layout_payloads(payloads: Sequence[dict[str, Any]], layout: int) -> Sequence[dict[str, Any]]:
+    """Payloads as a store of ``layout`` keeps them: layout 1 needs ``ancestors``, layout 2 drops it."""
+    if layout < 2:
+        return [p if "ancestors" in p or not isinstance(p.get("path"), str)
+                else {**p, "ancestors": folder_chain(p["path"])} for p in payloads]
+    return [{k: v for k, v in p.items() if k != "ancestors"} if "ancestors" in p else p for p in payloads]
 
 
 def sane_hits(hits: Sequence[Hit]) -> list[Hit]:

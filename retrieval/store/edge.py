@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import dataclasses
 import json
 import logging
 import os
@@ -20,10 +23,14 @@ from retrieval.store import health, space
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
+    LAYOUT,
+    LEGACY_KEYWORD_FIELDS,
     CollectionMeta,
     Hit,
     IndexConfig,
     SearchFilter,
+    folder_prefix,
+    layout_payloads,
 )
 from retrieval.store.edge_text import EdgeTextMixin, edge_text_conditions
 from retrieval.store.lock import StoreLock
@@ -32,14 +39,25 @@ log = logging.getLogger(__name__)
 
 META_FILE = "clipdex.json"
 SHARD_DIR = "shard"
+NEW_DIR, OLD_DIR = "shard.new", "shard.old"  # a rebuild's copy, and the shard it replaced, while it switches
+BULK_FILE = "bulk.json"
+"""Inside the shard folder while a bulk load runs with m = 0: the HNSW settings :meth:`EdgeStore.optimize`
+restores (also after a crash: the next open restores them and the next ingest builds the graph)."""
 
 
-def _filter(where: SearchFilter) -> qe.Filter | None:
+def _below(folder: str, layout: int) -> Any:
+    """The condition "lies below ``folder``" in a store of ``layout``."""
+    if layout < 2:
+        return qe.FieldCondition(key="ancestors", match=qe.MatchValue(folder))
+    return qe.FieldCondition(key="path", match=qe.MatchPrefix(folder_prefix(folder)))
+
+
+def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
     if where.empty:
         return None
     must: list[Any] = []
     if where.folder is not None:
-        must.append(qe.FieldCondition(key="ancestors", match=qe.MatchValue(where.folder)))
+        must.append(_below(where.folder, layout))
     if where.after is not None or where.before is not None:
         must.append(qe.FieldCondition(key="taken_ts", range=qe.RangeFloat(gte=where.after, lt=where.before)))
     if where.camera is not None:
@@ -70,6 +88,8 @@ class EdgeStore(EdgeTextMixin):
         self._shard: qe.EdgeShard | None = None
         self._meta: CollectionMeta | None = None
         self._lock: StoreLock | None = None
+        self._layout = LAYOUT
+        self._since_seal = 0  # points upserted since the last seal of a bulk load
         self._damaged: set[str] = set()  # ids whose vectors searches found damaged (retrieval.store.health)
         self._written = False  # tmpfs: allocate what the next open reads when closing (retrieval.store.space)
         if folder.is_dir():
@@ -82,10 +102,17 @@ class EdgeStore(EdgeTextMixin):
 
     def _load(self) -> None:
         shard_dir = self.folder / SHARD_DIR
+        _finish_switch(self.folder)
         if not shard_dir.is_dir():
             return  # no collection yet (a clipdex.json alone describes nothing that holds points)
         space.allocate_for_open(self.folder)  # tmpfs: an open reads files whole; a full disk must not SIGBUS
-        self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
+        bulk = _read_bulk(shard_dir)
+        if bulk is not None:  # a bulk load died before its index build: give the shard its HNSW settings back
+            log.warning("%s: a bulk load did not finish; the HNSW index is built by the next ingest", self.folder)
+            self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir), _with_hnsw(shard_dir, bulk)))
+        else:
+            self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
+        self._layout = 1 if set(LEGACY_KEYWORD_FIELDS) & set(self._shard.info().payload_schema or {}) else LAYOUT
         main, main_problem = _read_meta(self.folder / META_FILE)
         copy, _ = _read_meta(shard_dir / META_FILE)
         if main is not None:
@@ -105,13 +132,62 @@ class EdgeStore(EdgeTextMixin):
     def _index_payload_fields(self) -> None:
         """Create the payload indexes clipdex filters and facets on that the shard does not have yet."""
         have = set(self.shard.info().payload_schema or {})
-        wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS]
-        wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
-        missing = [(field, kind) for field, kind in wanted if field not in have]
-        for field, kind in missing:
-            self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
+        missing = _index_fields(self.shard, self._layout)
         if self._text_indexes(have) or missing:
             self.shard.flush()
+
+    def rebuild(self, progress: Any = None) -> int:
+        """Rewrite the collection in the current layout (:data:`LAYOUT`, the ``[store]`` settings) beside
+        the old shard, check that it holds exactly the same point ids, then switch atomically.
+
+        Until the switch the old shard is untouched and in use; a crash leaves it (and a partial copy that
+        the next rebuild discards). Returns the number of points. ``progress(done, total)`` after each page.
+        """
+        meta = self._meta
+        if meta is None or self._shard is None:
+            raise ClipdexError(f"no collection in {self.folder} to rebuild")
+        new_dir, total = self.folder / NEW_DIR, self.count()
+        if new_dir.exists():
+            shutil.rmtree(new_dir)  # an unfinished earlier rebuild: a partial copy, never the only one
+        final = _edge_config(meta.dim, self.config)
+        new = qe.EdgeShard.create(str(new_dir), _edge_config(meta.dim, dataclasses.replace(self.config, m=0)))
+        try:
+            _index_fields(new, LAYOUT)
+            copied, since_seal, offset = 0, 0, None
+            while True:
+                records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=1024, with_payload=True,
+                                                                      with_vector=True))
+                payloads = layout_payloads([dict(r.payload or {}) for r in records], LAYOUT)
+                points = [qe.Point(r.id, _dense(r.vector), p) for r, p in zip(records, payloads, strict=True)]
+                if points:
+                    new.update(qe.UpdateOperation.upsert_points(points))
+                copied, since_seal = copied + len(points), since_seal + len(points)
+                if since_seal >= self.config.seal_points:
+                    new.flush()
+                    new.optimize()
+                    since_seal = 0
+                    _trim_heap()
+                if progress:
+                    progress(copied, total)
+                if offset is None:
+                    break
+            new.close()
+            new = qe.EdgeShard.load(str(new_dir), final)  # m back: every sealed segment gets its graph once
+            new.optimize()
+            if _ids(new) != _ids(self._shard):
+                raise ClipdexError(f"rebuild of {self.folder}: the copy does not hold the same points; "
+                                   "the store is unchanged")
+        finally:
+            new.close()
+        _write_json(new_dir / META_FILE, meta.as_dict())
+        self._shard.close()
+        self._shard = None
+        os.rename(self.folder / SHARD_DIR, self.folder / OLD_DIR)
+        os.rename(new_dir, self.folder / SHARD_DIR)  # the switch: from here on the store is the new shard
+        _fsync_dir(self.folder)
+        _finish_switch(self.folder)
+        self._load()
+        return copied
 
     def _open(self, opener: Any) -> qe.EdgeShard:
         try:
@@ -126,7 +202,8 @@ class EdgeStore(EdgeTextMixin):
     def meta(self) -> CollectionMeta | None:
         return self._meta
 
-    _query_filter = staticmethod(_filter)
+    def _query_filter(self, where: SearchFilter) -> qe.Filter | None:
+        return _filter(where, self._layout)
 
     def create(self, meta: CollectionMeta) -> None:
         if self._meta is not None:
@@ -147,6 +224,7 @@ class EdgeStore(EdgeTextMixin):
         space.require(self.folder, space.CREATE_BYTES, "create the collection", new=True)
         self._written = True
         config = _edge_config(meta.dim, self.config)
+        self._layout = LAYOUT
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
         self._index_payload_fields()
         _write_json(shard_dir / META_FILE, meta.as_dict())
@@ -159,13 +237,60 @@ class EdgeStore(EdgeTextMixin):
             raise ClipdexError(f"no collection in {self.folder} yet (run `clipdex ingest` first)")
         return self._shard
 
+    def layout(self) -> int:
+        return self._layout
+
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
-        rows = zip(ids, vectors, payloads, strict=True)
+        rows = zip(ids, vectors, layout_payloads(payloads, self._layout), strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
             self._room(space.upsert_bytes(len(points), vectors.shape[1], len(json.dumps(payloads, default=str))),
                        f"store {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points(points))
+            self._since_seal += len(points)
+            if self._since_seal >= self.config.seal_points and self._bulk_file().exists():
+                self._seal()
+
+    def _bulk_file(self) -> Path:
+        return self.folder / SHARD_DIR / BULK_FILE
+
+    def begin_bulk(self, points: int) -> None:
+        """Enter bulk mode for a load of ``points`` (at least ``seal_points`` and ``index_threshold``):
+        the shard is reopened with m = 0, so each seal (every ``seal_points`` upserts) turns the appendable
+        segment into a sealed one with memory-mapped payload indexes and no graph; :meth:`optimize`
+        restores m and builds every segment's graph once."""
+        if self._shard is None or self._bulk_file().exists():
+            return
+        if points < max(self.config.seal_points, self.config.index_threshold, 1):
+            return
+        shard_dir = self.folder / SHARD_DIR
+        hnsw = _persisted(shard_dir).get("hnsw_config")
+        if not isinstance(hnsw, dict) or not hnsw.get("m"):
+            return  # a shard made with m = 0 on purpose, or a config this clipdex cannot rebuild
+        bulk = {**hnsw, "m": 0}
+        try:
+            config = _with_hnsw(shard_dir, bulk)
+        except ValueError as exc:
+            log.info("%s: no bulk mode (%s)", self.folder, exc)
+            return
+        _write_json(shard_dir / BULK_FILE, hnsw)  # first: a crash from here on restores these settings
+        self._reload(config)
+        self._since_seal = 0
+
+    def _reload(self, config: qe.EdgeConfig) -> None:
+        """Close the shard and open it again with ``config`` (written to its edge_config.json)."""
+        shard_dir = self.folder / SHARD_DIR
+        self.shard.flush()
+        self.shard.close()
+        self._shard = None
+        self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir), config))
+
+    def _seal(self) -> None:
+        """Bulk mode: turn full appendable segments into sealed ones (m = 0: no graph is built)."""
+        self.shard.flush()
+        self.shard.optimize()
+        self._since_seal = 0
+        _trim_heap()
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -197,16 +322,18 @@ class EdgeStore(EdgeTextMixin):
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
         nearest = qe.Query.Nearest(vector.astype(np.float32).tolist())
+        acorn = _ACORN if self._layout >= 2 and not where.empty else None
 
         def search(k: int, exclude: frozenset[str]) -> list[Hit]:
-            wanted = _filter(where)
+            wanted = _filter(where, self._layout)
             if exclude:  # damaged points found by earlier rounds or searches
                 left_out = qe.HasIdCondition({uuid.UUID(i) for i in exclude})
                 wanted = qe.Filter(must=[wanted] if wanted else None, must_not=[left_out])
             request = qe.QueryRequest(
                 limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
                 with_vector=False,
-                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config)))
+                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config),
+                                       acorn=acorn))
             try:
                 points = self.shard.query(request)
             except Exception as exc:  # qdrant-edge raises plain exceptions: a file it cannot read
@@ -262,7 +389,7 @@ class EdgeStore(EdgeTextMixin):
 
     def set_root(self, root: str) -> None:
         if self._shard is not None:
-            untagged = qe.Filter(should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
+            untagged = qe.Filter(should=[_below(root, self._layout),
                                          qe.FieldCondition(key="path", match=qe.MatchValue(root))],
                                  must=[qe.IsEmptyCondition("root")])
             points = self._shard.count(qe.CountRequest(filter=untagged, exact=True))
@@ -274,13 +401,23 @@ class EdgeStore(EdgeTextMixin):
         if self._shard is None:
             return 0
         info = self._shard.info()
+        if self._bulk_file().exists():  # sealed m = 0 segments count as "indexed" but have no graph
+            return int(info.points_count)
         return max(0, int(info.points_count) - int(info.indexed_vectors_count))
 
     def optimize(self) -> None:
-        if self._shard is not None:
-            dim = self._meta.dim if self._meta else 0
-            self._room(space.optimize_bytes(self.count(), dim, self.config.m), "build the search index")
-            self._shard.optimize()
+        if self._shard is None:
+            return
+        dim = self._meta.dim if self._meta else 0
+        self._room(space.optimize_bytes(self.count(), dim, self.config.m), "build the search index")
+        bulk = _read_bulk(self.folder / SHARD_DIR)
+        if bulk is not None:  # end of a bulk load: m back, then every segment gets its graph once
+            self._reload(_with_hnsw(self.folder / SHARD_DIR, bulk))
+        self._shard.optimize()
+        if bulk is not None:
+            self._bulk_file().unlink(missing_ok=True)
+        self._since_seal = 0
+        _trim_heap()
 
     def flush(self) -> None:
         if self._shard is not None:
@@ -303,6 +440,60 @@ class EdgeStore(EdgeTextMixin):
             if self._lock is not None:
                 self._lock.release()
                 self._lock = None
+
+
+def _index_fields(shard: qe.EdgeShard, layout: int) -> bool:
+    """Create the payload indexes of ``layout`` that ``shard`` does not have yet (True if it made any)."""
+    have = set(shard.info().payload_schema or {})
+    wanted: list[tuple[str, Any]]
+    if layout < 2:  # as older clipdex made them
+        wanted = [(f, qe.PayloadSchemaType.Keyword) for f in KEYWORD_FIELDS + LEGACY_KEYWORD_FIELDS]
+        wanted += [(f, qe.PayloadSchemaType.Float) for f in FLOAT_FIELDS]
+    else:  # memory-mapped once a segment is sealed (an appendable segment keeps its indexes in RAM)
+        # enable_hnsw=False: no extra graph per payload value (see docs/scale.md, "Filterable HNSW")
+        wanted = [(f, qe.KeywordIndexParams(prefix=f == "path" or None, memory=qe.Memory.Cold, enable_hnsw=False))
+                  for f in KEYWORD_FIELDS]
+        wanted += [(f, qe.FloatIndexParams(memory=qe.Memory.Cold, enable_hnsw=False)) for f in FLOAT_FIELDS]
+    missing = [(field, kind) for field, kind in wanted if field not in have]
+    for field, kind in missing:
+        shard.update(qe.UpdateOperation.create_field_index(field, kind))
+    if missing:
+        shard.flush()
+    return bool(missing)
+
+
+def _ids(shard: qe.EdgeShard) -> set[str]:
+    """Every point id in ``shard``."""
+    found: set[str] = set()
+    offset = None
+    while True:
+        records, offset = shard.scroll(qe.ScrollRequest(offset=offset, limit=4096, with_payload=False,
+                                                        with_vector=False))
+        found.update(str(r.id) for r in records)
+        if offset is None:
+            return found
+
+
+def _finish_switch(folder: Path) -> None:
+    """Complete a rebuild's switch that a crash interrupted (see :meth:`EdgeStore.rebuild`)."""
+    shard, new, old = folder / SHARD_DIR, folder / NEW_DIR, folder / OLD_DIR
+    if not old.is_dir():
+        return
+    if not shard.exists() and new.is_dir():  # between the two renames: the verified copy goes in place
+        os.rename(new, shard)
+        _fsync_dir(folder)
+    if shard.is_dir():  # the switch happened: the old shard was proven equal to the new one before it
+        shutil.rmtree(old)
+    else:  # no copy to switch to (never left by clipdex): put the old shard back
+        os.rename(old, shard)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class MetadataLost(ClipdexError):
@@ -361,11 +552,91 @@ def _edge_config(dim: int, config: IndexConfig) -> qe.EdgeConfig:
                     if config.quantization == "int8" else None)
     return qe.EdgeConfig(
         vectors=qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine,
+                                    datatype=qe.VectorStorageDatatype.Float16 if config.datatype == "float16" else None,
                                     memory=qe.Memory.Cold if config.on_disk else None),
         hnsw_config=qe.HnswIndexConfig(m=config.m, ef_construct=config.ef_construct,
                                        full_scan_threshold=config.full_scan_threshold),
         quantization_config=quantization,
-        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=config.indexing_threshold_kb(dim)))
+        optimizers=qe.EdgeOptimizersConfig(indexing_threshold=config.indexing_threshold_kb(dim),
+                                           max_segment_size=config.max_segment_kb(dim)))
+
+
+def _persisted(shard_dir: Path) -> dict[str, Any]:
+    """The shard's own ``edge_config.json`` ({} when unreadable)."""
+    try:
+        data = json.loads((shard_dir / "edge_config.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+_ACORN = qe.AcornSearchParams(enable=True)
+"""Filtered graph walks look two hops ahead (ACORN): layout 2 builds no per-value graphs to lean on."""
+_MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
+_DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}
+_DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}
+
+
+def _with_hnsw(shard_dir: Path, hnsw: dict[str, Any]) -> qe.EdgeConfig:
+    """The shard's persisted configuration with other HNSW settings (``ValueError`` if it holds anything
+    this function does not know how to carry over: then nothing is changed)."""
+    data = _persisted(shard_dir)
+    known = {"vectors", "sparse_vectors", "hnsw_config", "quantization_config", "optimizers", "on_disk_payload",
+             "payload_memory"}
+    if not data or set(data) - known or data.get("sparse_vectors") or set(data.get("vectors", {})) != {""}:
+        raise ValueError("unexpected shard configuration")
+    vec = data["vectors"][""]
+    if set(vec) - {"size", "distance", "datatype", "memory", "on_disk"} or vec.get("distance") not in _DISTANCES:
+        raise ValueError("unexpected vector configuration")
+    vectors = qe.EdgeVectorParams(size=int(vec["size"]), distance=_DISTANCES[vec["distance"]],
+                                  datatype=_DATATYPES[vec["datatype"]] if "datatype" in vec else None,
+                                  memory=_MEMORY[vec["memory"]] if "memory" in vec else None,
+                                  on_disk=vec.get("on_disk"))
+    quantization = None
+    if data.get("quantization_config"):
+        scalar = data["quantization_config"].get("scalar")
+        if set(data["quantization_config"]) != {"scalar"} or scalar.get("type") != "int8":
+            raise ValueError("unexpected quantization configuration")
+        quantization = qe.ScalarQuantizationConfig(qe.ScalarType.Int8, quantile=scalar.get("quantile"),
+                                                    memory=_MEMORY[scalar["memory"]] if "memory" in scalar else None,
+                                                    always_ram=scalar.get("always_ram"))
+    opt = data.get("optimizers") or {}
+    optimizers = qe.EdgeOptimizersConfig(**{k: opt.get(k) for k in (
+        "deleted_threshold", "vacuum_min_vector_number", "default_segment_number", "max_segment_size",
+        "indexing_threshold", "prevent_unoptimized")})
+    return qe.EdgeConfig(
+        vectors=vectors, quantization_config=quantization, optimizers=optimizers,
+        hnsw_config=qe.HnswIndexConfig(m=int(hnsw["m"]), ef_construct=int(hnsw["ef_construct"]),
+                                       full_scan_threshold=int(hnsw["full_scan_threshold"]),
+                                       max_indexing_threads=int(hnsw.get("max_indexing_threads", 0))),
+        on_disk_payload=data.get("on_disk_payload"),
+        payload_memory=_MEMORY[data["payload_memory"]] if "payload_memory" in data else None)
+
+
+def _read_bulk(shard_dir: Path) -> dict[str, Any] | None:
+    """The HNSW settings a bulk load left to restore, or None outside one."""
+    try:
+        data = json.loads((shard_dir / BULK_FILE).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), int) for k in ("m", "ef_construct",
+                                                                                     "full_scan_threshold")):
+        raise ClipdexError(f"{shard_dir / BULK_FILE} is damaged; write the store's HNSW settings into it "
+                           '(e.g. {"m": 16, "ef_construct": 100, "full_scan_threshold": 10000}) and run again')
+    return data
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the system (glibc keeps them otherwise; RSS would count them)."""
+    name = ctypes.util.find_library("c")
+    try:
+        trim = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return
+    if trim is not None:
+        trim(0)
 
 
 def _quantization_params(config: IndexConfig) -> qe.QuantizationSearchParams | None:

@@ -18,20 +18,31 @@ from retrieval.store import health
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
+    LAYOUT,
+    LEGACY_KEYWORD_FIELDS,
     CollectionMeta,
     Hit,
     IndexConfig,
     SearchFilter,
+    folder_prefix,
+    layout_payloads,
 )
 from retrieval.store.server_text import ServerTextMixin, server_text_conditions
 
 
-def _filter(where: SearchFilter) -> models.Filter | None:
+def _below(folder: str, layout: int) -> models.FieldCondition:
+    """The condition "lies below ``folder``" in a collection of ``layout``."""
+    if layout < 2:
+        return models.FieldCondition(key="ancestors", match=models.MatchValue(value=folder))
+    return models.FieldCondition(key="path", match=models.MatchPrefix(prefix=folder_prefix(folder)))
+
+
+def _filter(where: SearchFilter, layout: int = LAYOUT) -> models.Filter | None:
     if where.empty:
         return None
     must: list[Any] = []
     if where.folder is not None:
-        must.append(models.FieldCondition(key="ancestors", match=models.MatchValue(value=where.folder)))
+        must.append(_below(where.folder, layout))
     if where.after is not None or where.before is not None:
         must.append(models.FieldCondition(key="taken_ts", range=models.Range(gte=where.after, lt=where.before)))
     if where.camera is not None:
@@ -56,6 +67,33 @@ def _quantization_params(config: IndexConfig) -> models.QuantizationSearchParams
     return models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
 
 
+def collection_params(meta: CollectionMeta, config: IndexConfig) -> dict[str, Any]:
+    """What ``create_collection`` gets for a new collection (layout 2: float16 vectors, capped segments)."""
+    return dict(
+        vectors_config=models.VectorParams(
+            size=meta.dim, distance=models.Distance.COSINE, on_disk=config.on_disk,
+            datatype=models.Datatype.FLOAT16 if config.datatype == "float16" else None),
+        hnsw_config=models.HnswConfigDiff(m=config.m, ef_construct=config.ef_construct,
+                                          full_scan_threshold=config.full_scan_threshold),
+        quantization_config=_quantization(config),
+        optimizers_config=models.OptimizersConfigDiff(indexing_threshold=config.indexing_threshold_kb(meta.dim),
+                                                      max_segment_size=config.max_segment_kb(meta.dim)),
+        shard_number=config.shards or None, replication_factor=config.replicas or None,
+        write_consistency_factor=config.write_consistency or None, metadata={**meta.as_dict(), "layout": LAYOUT})
+
+
+def index_schemas() -> list[tuple[str, Any]]:
+    """The payload indexes of a layout-2 collection: ``path`` with prefix matching (``--folder``), all
+    memory-mapped (``on_disk``)."""
+    wanted: list[tuple[str, Any]] = [
+        (f, models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, on_disk=True, prefix=f == "path" or None,
+                                      enable_hnsw=False))
+        for f in KEYWORD_FIELDS]
+    wanted += [(f, models.FloatIndexParams(type=models.FloatIndexType.FLOAT, on_disk=True, enable_hnsw=False))
+               for f in FLOAT_FIELDS]
+    return wanted
+
+
 class ServerStore(ServerTextMixin):
     """One collection reached through qdrant-client (``url=`` for a server, ``path=`` for local mode)."""
 
@@ -66,6 +104,7 @@ class ServerStore(ServerTextMixin):
         self.location = url or f"{path} (qdrant-client local mode)"
         self.hnsw_ef = hnsw_ef
         self.config = config or IndexConfig()
+        self._layout = LAYOUT
         try:
             self.client = QdrantClient(url=url, api_key=api_key or None, timeout=30) if url else QdrantClient(
                 path=path)
@@ -86,6 +125,8 @@ class ServerStore(ServerTextMixin):
         except ValueError as exc:
             raise ClipdexError(f"collection '{self.collection}' at {self.location} has damaged clipdex metadata "
                                f"({exc}); its points are kept; use another --collection or fix its metadata") from None
+        layout = data.get("layout", 1)  # collections of older clipdex have no "layout" key
+        self._layout = layout if isinstance(layout, int) and 1 <= layout <= LAYOUT else 1
         if not self._indexed:
             self._index_payload_fields()  # once per opener
         return meta
@@ -107,14 +148,22 @@ class ServerStore(ServerTextMixin):
         self._index_payload_fields()
 
     _indexed = False
-    _query_filter = staticmethod(_filter)
+    def _query_filter(self, where: SearchFilter) -> models.Filter | None:
+        return _filter(where, self._layout)
+
+    def layout(self) -> int:
+        return self._layout
 
     def _index_payload_fields(self) -> None:
         """Create the payload indexes clipdex filters and facets on that the collection does not have yet
         (a collection made by an older clipdex lacks the newer fields')."""
         have = set(self.client.get_collection(self.collection).payload_schema or {})
-        wanted = [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS]
-        wanted += [(f, models.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
+        wanted: list[tuple[str, Any]]
+        if self._layout < 2:
+            wanted = [(f, models.PayloadSchemaType.KEYWORD) for f in KEYWORD_FIELDS + LEGACY_KEYWORD_FIELDS]
+            wanted += [(f, models.PayloadSchemaType.FLOAT) for f in FLOAT_FIELDS]
+        else:
+            wanted = index_schemas()
         for field, kind in wanted:
             if field not in have:
                 self.client.create_payload_index(self.collection, field, kind)
@@ -122,23 +171,18 @@ class ServerStore(ServerTextMixin):
         self._indexed = True
 
     def _create_collection(self, meta: CollectionMeta) -> None:
-        self.client.create_collection(
-            self.collection,
-            vectors_config=models.VectorParams(size=meta.dim, distance=models.Distance.COSINE,
-                                               on_disk=self.config.on_disk),
-            hnsw_config=models.HnswConfigDiff(m=self.config.m, ef_construct=self.config.ef_construct,
-                                              full_scan_threshold=self.config.full_scan_threshold),
-            quantization_config=_quantization(self.config),
-            optimizers_config=models.OptimizersConfigDiff(
-                indexing_threshold=self.config.indexing_threshold_kb(meta.dim)),
-            shard_number=self.config.shards or None, replication_factor=self.config.replicas or None,
-            write_consistency_factor=self.config.write_consistency or None,
-            metadata=meta.as_dict())
+        self.client.create_collection(self.collection, **collection_params(meta, self.config))
+        self._layout = LAYOUT
+
+    def begin_bulk(self, points: int) -> None:
+        """A server builds its graphs in the background while points arrive: nothing to defer here
+        (``hnsw_m`` is the collection's; see docs/scale.md for the m = 0 recipe on a server)."""
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if ids:
+            rows = list(layout_payloads(payloads, self._layout))
             self.client.upsert(self.collection, points=models.Batch(
-                ids=list(ids), vectors=vectors.astype(np.float32).tolist(), payloads=list(payloads)), wait=True)
+                ids=list(ids), vectors=vectors.astype(np.float32).tolist(), payloads=rows), wait=True)
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -183,16 +227,17 @@ class ServerStore(ServerTextMixin):
         if not self._exists:
             raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
                                "(run `clipdex ingest` first)")
+        acorn = models.AcornSearchParams(enable=True) if self._layout >= 2 and not where.empty else None
 
         def search(k: int, exclude: frozenset[str]) -> list[Hit]:
-            wanted = _filter(where)
+            wanted = _filter(where, self._layout)
             if exclude:  # damaged points found by earlier rounds or searches (retrieval.store.health)
                 wanted = models.Filter(must=[wanted] if wanted else None,
                                        must_not=[models.HasIdCondition(has_id=sorted(exclude))])
             response = self.client.query_points(
                 self.collection, query=query, limit=k, query_filter=wanted, score_threshold=min_score,
                 with_payload=True, search_params=models.SearchParams(
-                    hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config)))
+                    hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config), acorn=acorn))
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
 
         return health.refill(search, limit, self._damaged)
@@ -238,7 +283,7 @@ class ServerStore(ServerTextMixin):
     def set_root(self, root: str) -> None:
         if self._exists:
             self.client.set_payload(self.collection, {"root": root}, wait=True, points=models.Filter(
-                should=[models.FieldCondition(key="ancestors", match=models.MatchValue(value=root)),
+                should=[_below(root, self._layout),
                         models.FieldCondition(key="path", match=models.MatchValue(value=root))],
                 must=[models.IsEmptyCondition(is_empty=models.PayloadField(key="root"))]))
 
