@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter, ImageFont
 
 SIZE = (640, 480)
+SMALL = (384, 288)
+"""What the tests use: big enough for the structure, quick to write and read."""
 
 
 def render(seed: int, *, moved: float = 0.0, size: tuple[int, int] = SIZE) -> Image.Image:
@@ -100,7 +102,8 @@ def write_family(folder: Path, seed: int, *, alterations: tuple[str, ...] = tupl
     return path, copies
 
 
-def write_moment_apart(folder: Path, seed: int, shift: float = 0.03, size: tuple[int, int] = SIZE) -> tuple[Path, Path]:
+def write_moment_apart(folder: Path, seed: int, shift: float = 0.03,
+                       size: tuple[int, int] = SIZE) -> tuple[Path, Path]:
     """Two shots of scene ``seed``, the second with its main object moved ``shift`` of the width."""
     folder.mkdir(parents=True, exist_ok=True)
     first, second = folder / f"shot{seed}-a.jpg", folder / f"shot{seed}-b.jpg"

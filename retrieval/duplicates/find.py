@@ -101,9 +101,14 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
     by_hash: dict[str, list[Point]] = defaultdict(list)
     for p in points:
         by_hash[p.hash or f"id:{p.id}"].append(p)
-    groups = [_identical(copies) for h, copies in by_hash.items() if len(copies) > 1 and not
-              decisions.dismissed(h, h)]
-    reps = {h: copies[0] for h, copies in by_hash.items()}  # paths sorted: the first copy stands for its content
+    groups: list[Group] = []
+    reps = {h: copies[0] for h, copies in by_hash.items()}
+    for h, copies in by_hash.items():
+        if len(copies) > 1:
+            group, keeper = _identical(copies)
+            reps[h] = keeper  # the copy kept stands for its content in near groups too
+            if not decisions.dismissed(h, h):
+                groups.append(group)
     hash_of = {p.id: (p.hash or f"id:{p.id}") for p in points}
     queries = list(reps.values())
     limits = [min(MAX_NEIGHBOURS * 2, options.neighbours + len(by_hash[hash_of[q.id]])) for q in queries]
@@ -130,10 +135,11 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
     return Found(groups, len(points), len(pairs), len(verified), looks.unreadable)
 
 
-def _identical(copies: Sequence[Point]) -> Group:
+def _identical(copies: Sequence[Point]) -> tuple[Group, Point]:
     members = [candidate(p.payload) for p in copies]
     keep, why = choose(members)
-    return Group(keep, [m for m in members if m is not keep], 1.0, "identical", why)
+    group = Group(keep, [m for m in members if m is not keep], 1.0, "identical", why)
+    return group, copies[members.index(keep)]
 
 
 def _near_groups(verified: dict[tuple[str, str], float], reps: dict[str, Point], looks: _Looks,

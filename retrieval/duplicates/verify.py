@@ -31,6 +31,9 @@ DEFAULT_MIN_SIMILARITY = 0.80
 """Measured: altered copies >= 0.88, the same scene with an object moved 2 % <= 0.74 (docs/duplicates.md)."""
 _SURE = 0.97
 """A pair this similar before any alignment is the same photo without searching for a crop."""
+_UNLIKE = 0.8
+"""Pairs whose 16 x 16 thumbnails correlate less than this are different pictures: no alignment is tried
+(altered copies measured >= 0.94)."""
 _C1, _C2 = (0.01 * 255) ** 2, (0.04 * 255) ** 2
 _QUANTILES = np.linspace(0.0, 100.0, 65)
 
@@ -117,9 +120,20 @@ def _align(big: Look, fixed: np.ndarray) -> np.ndarray:
     return _sample(big, (box[0], box[1], box[2], box[3]))
 
 
+def _coarse_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    block = SIDE // 16
+    xs = x.reshape(16, block, 16, block).mean(axis=(1, 3)).ravel()
+    ys = y.reshape(16, block, 16, block).mean(axis=(1, 3)).ravel()
+    xs, ys = xs - xs.mean(), ys - ys.mean()
+    norm = float(np.sqrt((xs * xs).sum() * (ys * ys).sum()))
+    return float((xs * ys).sum()) / norm if norm > 1e-6 else 1.0
+
+
 def similarity(a: Look, b: Look) -> float:
     """The lowest block SSIM of the pair once aligned (1.0: the same pixels; a moved object: far lower)."""
     fa, fb = a.full(), b.full()
+    if _coarse_correlation(fa, fb) < _UNLIKE:
+        return 0.0
     plain = max(_worst_block(fa, fb), _worst_block(fb, fa))
     if plain >= _SURE:
         return plain
