@@ -31,6 +31,7 @@ from ingest.records import point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.middleware import (
     ApiPrecondition,
@@ -305,4 +306,5 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         return FileResponse(file, media_type=media_type(file), headers=headers,
                             content_disposition_type="inline", filename=os.path.basename(file))
 
+    duplicate_routes.add_routes(app, service)
     return app

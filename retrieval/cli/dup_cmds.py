@@ -8,7 +8,6 @@ import click
 
 from retrieval import duplicates as dups
 from retrieval.cli.common import Run, cli, common_options
-from retrieval.duplicates.verify import DEFAULT_MIN_SIMILARITY
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 
@@ -19,11 +18,11 @@ _UNIT = click.FloatRange(0.0, 1.0, min_open=True)
 @click.argument("paths", nargs=-1, type=click.Path(path_type=str, exists=False))
 @click.option("--folder", default=None, help="Only files below this folder.")
 @click.option("--threshold", type=_UNIT, default=None,
-              help=f"Cosine similarity of the stored vectors for a candidate pair [default: {dups.DEFAULT_THRESHOLD}].")
+              help="Cosine of the stored vectors for a candidate pair [default: [duplicates] threshold, 0.9].")
 @click.option("--min-similarity", type=_UNIT, default=None,
-              help=f"Pixel similarity a candidate pair needs to be grouped [default: {DEFAULT_MIN_SIMILARITY}].")
+              help="Pixel similarity a candidate pair needs to be grouped [default: [duplicates] min_similarity, 0.8].")
 @click.option("--neighbours", type=click.IntRange(1, 256), default=None,
-              help=f"Nearest neighbours asked per file [default: {dups.DEFAULT_NEIGHBOURS}].")
+              help="Nearest neighbours asked per file [default: [duplicates] neighbours, 16].")
 @click.option("--move-to", default=None, metavar="DIR",
               help="Move every group's duplicates into DIR (relative paths kept) and write a manifest there.")
 @click.option("--undo", "undo", default=None, metavar="MANIFEST", help="Put back the files a --move-to moved.")
@@ -48,11 +47,8 @@ def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: 
             run.emit(result, lambda: click.echo(f"remembered: {len(result['not_duplicates'])} files are not "
                                                 "duplicates of each other"))
             return
-        options = dups.Options(folder=dups.check_folder(folder),
-                               threshold=threshold or dups.DEFAULT_THRESHOLD,
-                               neighbours=neighbours or dups.DEFAULT_NEIGHBOURS,
-                               min_similarity=min_similarity or DEFAULT_MIN_SIMILARITY,
-                               max_megapixels=index.settings.ingest.max_megapixels)
+        options = dups.options_of(index.settings, folder=folder, threshold=threshold, neighbours=neighbours,
+                                  min_similarity=min_similarity)
         if move_to is not None:
             dups.resolve.check_destination(move_to, list(index.store.root_counts()))  # before the slow part
         found = dups.find_in(index, options)

@@ -19,10 +19,11 @@ from retrieval.duplicates.decisions import Decisions, decisions_file
 from retrieval.duplicates.find import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD, Found, Options, find, folder_key
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
+from retrieval.settings import Settings
 from retrieval.store import VectorStore
 
 __all__ = ["DEFAULT_NEIGHBOURS", "DEFAULT_THRESHOLD", "Found", "Options", "dismiss", "find_in", "move_files",
-           "undo_moves"]
+           "options_of", "undo_moves"]
 
 
 def _store(index: Index, lock: AbstractContextManager[Any] | None) -> VectorStore:
@@ -103,6 +104,16 @@ def undo_moves(index: Index, manifest: str, lock: AbstractContextManager[Any] | 
             indexed += Index(index.settings, _store(index, lock), index.encoder).ingest(files).indexed
     return {"manifest": manifest, "restored": [m.row() for m in restored],
             "already_back": [m.row() for m in already], "indexed": indexed}
+
+
+def options_of(settings: Settings, *, folder: str | None = None, threshold: float | None = None,
+               neighbours: int | None = None, min_similarity: float | None = None) -> Options:
+    """The search's options: the ``[duplicates]`` settings, each overridden by a value given (not None)."""
+    d = settings.duplicates
+    return Options(folder=check_folder(folder), threshold=d.threshold if threshold is None else threshold,
+                   neighbours=d.neighbours if neighbours is None else neighbours,
+                   min_similarity=d.min_similarity if min_similarity is None else min_similarity,
+                   max_megapixels=settings.ingest.max_megapixels)
 
 
 def check_folder(folder: str | None) -> str | None:
