@@ -19,6 +19,9 @@ from retrieval.store import SearchFilter, VectorStore
 
 FIELDS = ("path", "hash", "size", "width", "height", "format", "taken_at", "taken_ts", "root", "mtime")
 CHUNK = 256
+NEAR_EF = 32
+"""HNSW candidates per query (at least twice the neighbours asked): duplicates lie very close, so the
+search needs far less than a text query's ``hnsw_ef``."""
 """Points per store call (a server's lock is held for one call at a time)."""
 
 
@@ -115,7 +118,7 @@ def _edge_batch(store: Any, vectors: np.ndarray, limits: Sequence[int], where: S
     requests = [qe.QueryRequest(
         limit=limits[i], query=qe.Query.Nearest(vectors[i].tolist()), filter=filter_, score_threshold=threshold,
         with_payload=False, with_vector=False,
-        params=qe.SearchParams(hnsw_ef=max(store.hnsw_ef, limits[i]), quantization=quantization)) for i in rows]
+        params=qe.SearchParams(hnsw_ef=max(NEAR_EF, 2 * limits[i]), quantization=quantization)) for i in rows]
     out: list[list[tuple[str, float]]] = [[] for _ in vectors]
     if requests:
         for i, result in zip(rows, store.shard.query_batch(qe.QueryBatchRequest(requests)), strict=True):

@@ -12,8 +12,10 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,10 +52,12 @@ class Found:
     candidates: int = 0  # near pairs the embedding proposed
     verified: int = 0  # of those, the pixel check confirmed
     unreadable: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage: search, verify, group
 
     def as_dict(self) -> dict[str, Any]:
         return {"groups": [g.row() for g in self.groups], "checked": self.checked,
-                "candidates": self.candidates, "verified": self.verified, "unreadable": self.unreadable[:20]}
+                "candidates": self.candidates, "verified": self.verified, "unreadable": self.unreadable[:20],
+                "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
@@ -95,8 +99,11 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
          verify: Callable[[Look, Look], tuple[bool, float]] | None = None) -> Found:
     """The duplicate groups of the collection (of ``options.folder``), keepers chosen, best groups first."""
     options.check()
-    if store.meta() is None or store.count() == 0:
+    with lock or nullcontext():
+        empty = store.meta() is None or store.count() == 0
+    if empty:
         raise ClipdexError(f"collection at {store.location} holds no vectors (run `clipdex ingest DIR` first)")
+    started = time.perf_counter()
     points = points_in(store, options.folder, lock)
     by_hash: dict[str, list[Point]] = defaultdict(list)
     for p in points:
@@ -119,6 +126,7 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
             continue
         key = (a, b) if a < b else (b, a)
         pairs[key] = max(score, pairs.get(key, -1.0))
+    searched = time.perf_counter()
     check = verify or (lambda x, y: same_photo(x, y, options.min_similarity))
     looks = _Looks(options.max_megapixels)
     verified: dict[tuple[str, str], float] = {}
@@ -129,10 +137,12 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
         ok, score = check(la, lb)
         if ok:
             verified[(a, b)] = score
-    near = _near_groups(verified, reps, looks, check)
-    groups += near
+    checked = time.perf_counter()
+    groups += _near_groups(verified, reps, looks, check)
     groups.sort(key=lambda g: (g.reason != "identical", -g.similarity, g.keep.path))
-    return Found(groups, len(points), len(pairs), len(verified), looks.unreadable)
+    seconds = {"search": searched - started, "verify": checked - searched, "group": time.perf_counter() - checked}
+    return Found(groups, len(points), len(pairs), len(verified), looks.unreadable,
+                 {k: round(v, 3) for k, v in seconds.items()})
 
 
 def _identical(copies: Sequence[Point]) -> tuple[Group, Point]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import imagehash
 import numpy as np
 from PIL import Image
 
@@ -31,6 +32,10 @@ DEFAULT_MIN_SIMILARITY = 0.80
 """Measured: altered copies >= 0.88, the same scene with an object moved 2 % <= 0.74 (docs/duplicates.md)."""
 _SURE = 0.97
 """A pair this similar before any alignment is the same photo without searching for a crop."""
+MAX_PHASH_DISTANCE = 20
+"""Pairs whose pHashes differ in more bits are different pictures, rejected without a pixel comparison
+(altered copies measured <= 6 bits, distinct scenes see docs/duplicates.md). pHash alone cannot reject
+the hard case (two shots of one scene differ by 0 bits): the block check below does that."""
 _UNLIKE = 0.8
 """Pairs whose 16 x 16 thumbnails correlate less than this are different pictures: no alignment is tried
 (altered copies measured >= 0.94)."""
@@ -45,6 +50,7 @@ class Look:
     image: Image.Image  # mode "F"
     width: int  # of the file as decoded (upright)
     height: int
+    phash: int = 0  # 64-bit perceptual hash (imagehash.phash): a quick first test only
 
     @property
     def aspect(self) -> float:
@@ -60,7 +66,8 @@ def look_of(path: str, max_megapixels: float = 100.0) -> Look:
     width, height = image.size
     grey = image.convert("L")
     grey.thumbnail((LOOK, LOOK), Image.Resampling.BOX)
-    return Look(grey.convert("F"), width, height)
+    bits = imagehash.phash(grey).hash.ravel()
+    return Look(grey.convert("F"), width, height, int("".join("1" if b else "0" for b in bits), 2))
 
 
 def _sample(look: Look, box: tuple[float, float, float, float]) -> np.ndarray:
@@ -147,6 +154,8 @@ def same_photo(a: Look, b: Look, min_similarity: float = DEFAULT_MIN_SIMILARITY)
     """Whether ``a`` and ``b`` show the same photo, and their :func:`similarity` (0.0 when their shapes
     rule it out: no crop the alignment tries turns one into the other)."""
     if abs(np.log(a.aspect / b.aspect)) > 2 * MAX_CROP:
+        return False, 0.0
+    if a.phash and b.phash and (a.phash ^ b.phash).bit_count() > MAX_PHASH_DISTANCE:
         return False, 0.0
     score = similarity(a, b)
     return score >= min_similarity, score
