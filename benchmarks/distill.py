@@ -6,7 +6,7 @@ from it by ``clipdex distill``, and the same student trained from scratch by ``c
 the same budget (epochs, batch, lr, seed), all scored on the full test split: zero-shot accuracy,
 t2i/i2i precision@10, and the k-NN / linear probes learnt from the training split.
 
-Speed: image-tower images/s at 224 px, random weights, through clipdex's Encoder (the CPU path of
+Speed: image-tower images/s at 224 px, random weights, through clipdex's TorchEncoder (the CPU path of
 ``[model] precision = auto``), for ViT-B-32 (the teacher) and students, in alternating rounds.
 
     .venv/bin/python benchmarks/distill.py --json                 # both parts
@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from retrieval import datasets  # noqa: E402
-from retrieval.encoder import WEIGHTS_NAME, Encoder, open_clip, save_model_folder  # noqa: E402
 from retrieval.evaluate import evaluate  # noqa: E402
+from retrieval.model.torch_backend import WEIGHTS_NAME, TorchEncoder, open_clip, save_model_folder  # noqa: E402
 from retrieval.settings import DistillSettings, ModelSettings, load_settings  # noqa: E402
 from retrieval.training.targets import TARGETS_NAME  # noqa: E402
 
@@ -65,7 +65,7 @@ def scores(model_dir: Path, train_set, test_set) -> dict[str, float]:
     cache = model_dir / "bench-scores.json"
     if cache.is_file() and (cached := json.loads(cache.read_text())).get("key") == key:
         return cached["scores"]
-    enc = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu", precision="fp32"))
+    enc = TorchEncoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu", precision="fp32"))
     torch.set_num_threads(1)
     out = evaluate(enc, test_set, train=train_set)
     result = {k: round(out[k], 4) for k in METRICS}
@@ -134,12 +134,12 @@ def quality(args: argparse.Namespace) -> dict:
 
 # --- speed ---------------------------------------------------------------------------------------
 
-def _encoder(spec: str | dict, folder: Path) -> Encoder:
+def _encoder(spec: str | dict, folder: Path) -> TorchEncoder:
     if isinstance(spec, str):
-        return Encoder.load(ModelSettings(name=spec, pretrained="", device="cpu"))
+        return TorchEncoder.load(ModelSettings(name=spec, pretrained="", device="cpu"))
     torch.manual_seed(0)
     save_model_folder(open_clip.CLIP(**spec), spec, folder)
-    return Encoder.load(ModelSettings(name=f"local-dir:{folder}", pretrained="", device="cpu"))
+    return TorchEncoder.load(ModelSettings(name=f"local-dir:{folder}", pretrained="", device="cpu"))
 
 
 def _cpu() -> str:

@@ -1,6 +1,6 @@
 """End-to-end ingest throughput vs. model-only throughput (issue: "benchmarks/ingest.py --json").
 
-Builds (or reuses) a folder of realistic 1024x768 JPEGs, then in one process, with one Encoder:
+Builds (or reuses) a folder of realistic 1024x768 JPEGs, then in one process, with one TorchEncoder:
 
 * ``decode_img_per_s``: the real reader (``ingest.reader`` DataLoader) iterated without the model;
 * ``model_only_img_per_s``: the same encoder and batch size on the pre-decoded, preprocessed tensors;
@@ -170,7 +170,7 @@ def ingest_pass(settings: Any, encoder: Any, folder: Path, n: int) -> tuple[floa
 
     with tempfile.TemporaryDirectory(prefix="clipdex-bench-") as tmp:
         run_settings = settings.with_overrides(store={"path": tmp, "url": ""})
-        # the same Encoder object as the model-only passes (no reload)
+        # the same TorchEncoder object as the model-only passes (no reload)
         index = Index.open(run_settings, create=True, encoder=encoder)
         store = index.store
         optimize = store.optimize
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ingest.scan import scan
-    from retrieval.encoder import Encoder
+    from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import Settings
 
     folder = ensure_images(args.folder.resolve(), args.images)
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                "device": args.device},
         ingest={"workers": workers})
     log(f"loading {args.model} ({args.pretrained or 'random init'})")
-    encoder = Encoder.load(settings.model)
+    encoder = TorchEncoder.load(settings.model)
     files, _ = scan([str(folder)])
 
     decode_rate, first_batch_s, pixels = decode_pass(encoder, files, args.batch_size, workers)

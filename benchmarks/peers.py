@@ -67,7 +67,7 @@ def ensure_models(cache: Path) -> tuple[Path, Path]:
         return model_dir, data_dir
     import torch
 
-    from retrieval.encoder import open_clip, save_model_folder
+    from retrieval.model.torch_backend import open_clip, save_model_folder
 
     log(f"saving a random-init {ARCH} to {model_dir} and exporting it to ONNX in {onnx_dir}")
     torch.manual_seed(0)

@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from retrieval.datasets import class_prompts, fashion_mnist
-    from retrieval.encoder import Encoder
     from retrieval.evaluate import embed_images, embed_texts, label_metrics
+    from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import ModelSettings
 
     data = fashion_mnist(args.data, "test").subset(args.limit)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     flat = [p for group in prompts for p in group]
     vecs = {}
     for precision in ("fp32", "int8"):
-        encoder = Encoder.load(ModelSettings(name=f"local-dir:{Path(args.model).resolve()}", pretrained="",
+        encoder = TorchEncoder.load(ModelSettings(name=f"local-dir:{Path(args.model).resolve()}", pretrained="",
                                              device="cpu", precision=precision))
         vecs[precision] = (embed_images(encoder, data), embed_texts(encoder, flat).reshape(len(prompts),
                                                                                            len(prompts[0]), -1))

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from retrieval.encoder import Encoder
+    from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import Settings
 
     folder = ensure_images(args.folder.resolve(), args.images)
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         ingest={"workers": args.workers},
         ray={"encoder_cpus": args.encoder_cpus, "decode_cpus": args.decode_cpus})
     log(f"loading {args.model} ({args.pretrained or 'random init'})")
-    encoder = Encoder.load(settings.model)
+    encoder = TorchEncoder.load(settings.model)
     t0 = time.perf_counter()
     ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="warning")
     init_s = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from typing import BinaryIO
 
 import numpy as np
 import xxhash
@@ -107,11 +108,14 @@ def content_hash(path: str) -> str:
     return digest.hexdigest()
 
 
-def _sniff(path: str) -> str:
-    """Why a file Pillow cannot identify is not an image."""
+def _sniff(path: str | int) -> str:
+    """Why a file Pillow cannot identify is not an image (``path``: a name or an open descriptor)."""
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(1024)
+        if isinstance(path, int):
+            head = os.pread(path, 1024, 0)
+        else:
+            with open(path, "rb") as fh:
+                head = fh.read(1024)
     except OSError as exc:
         return _os_reason(exc)
     magic = (b"\xff\xd8\xff", b"\x89PNG", b"GIF8", b"RIFF", b"BM", b"II*\x00", b"MM\x00*")
@@ -181,8 +185,19 @@ def _upright(im: Image.Image) -> Image.Image:
         return im
 
 
-def load_image(path: str, *, max_megapixels: float, draft_size: int | None = None) -> Image.Image:
+def _opened(path: str | int) -> str | BinaryIO:
+    """What ``Image.open`` reads: the name, or a new file object over a descriptor (from its start)."""
+    if isinstance(path, str):
+        return path
+    fh = os.fdopen(os.dup(path), "rb")
+    fh.seek(0)
+    return fh
+
+
+def load_image(path: str | int, *, max_megapixels: float, draft_size: int | None = None) -> Image.Image:
     """Decode ``path`` to an upright RGB image (first frame of animations), or raise :class:`DecodeError`.
+
+    ``path`` is a file name or a descriptor open for reading (read from its start; left open).
 
     ``max_megapixels`` caps the pixels actually decoded, checked from the header first; with
     ``draft_size``, JPEGs are decoded at a reduced scale (1/2, 1/4, 1/8) whose both sides are still at
@@ -196,8 +211,10 @@ def load_image(path: str, *, max_megapixels: float, draft_size: int | None = Non
         raise DecodeError("not a regular file")
     if st.st_size == 0:
         raise DecodeError("empty file")
+    source = None
     try:
-        with Image.open(path, formats=_formats) as im:
+        source = _opened(path)
+        with Image.open(source, formats=_formats) as im:
             width, height = im.size
             if draft_size and im.format in ("JPEG", "MPO"):
                 im.draft("RGB", (draft_size, draft_size))
@@ -216,6 +233,9 @@ def load_image(path: str, *, max_megapixels: float, draft_size: int | None = Non
         raise DecodeError(_os_reason(exc)) from None
     except Exception as exc:
         raise DecodeError(_failure_reason(exc)) from None
+    finally:
+        if source is not None and not isinstance(source, str):
+            source.close()
 
 
 def _bomb_reason(exc: Exception, max_megapixels: float) -> str:

@@ -4,12 +4,19 @@
 server decodes in its worker threads. Here each decode runs in a separate process (``python -m
 ingest.decode_pool``, importing only Pillow and numpy), and a worker that overruns its budget is
 killed and replaced: the caller gets a :class:`DecodeError` on time, whatever the decoder was doing.
+
+Files travel as open descriptors (``SCM_RIGHTS`` over the worker's socket), never by name: a server
+that opened a file once, inside its ingested roots, has the worker decode exactly that file. Each
+worker's address space is capped (``memory_mb``), so one decode cannot take the machine's memory.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import io
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -18,6 +25,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from ingest.decode import DecodeError, load_image
+from ingest.query_image import query_image
 
 START_TIMEOUT_S = 120.0
 """How long a new worker may take to start (imports on a loaded machine); not part of a decode's budget."""
@@ -31,51 +39,89 @@ class DecodersBusy(Exception):
     """Every worker stayed busy for a whole budget: the caller should answer "try again later"."""
 
 
-def thumbnail_jpeg(path: str, size: int, max_megapixels: float) -> bytes:
-    """A JPEG of ``path``, upright, at most ``size`` pixels on its longer side."""
-    image = load_image(path, max_megapixels=max_megapixels, draft_size=size)
+def thumbnail_jpeg(source: str | int, size: int, max_megapixels: float) -> bytes:
+    """A JPEG of ``source`` (a path or an open descriptor), upright, at most ``size`` pixels on its longer side."""
+    image = load_image(source, max_megapixels=max_megapixels, draft_size=size)
     image.thumbnail((size, size))
     out = io.BytesIO()
     image.save(out, "JPEG", quality=85)
     return out.getvalue()
 
 
-def upright_bitmap(path: str, out: str, draft_size: int, max_megapixels: float) -> None:
-    """Decode ``path`` as ``load_image`` does and write the pixels to ``out`` as a plain BMP.
+def query_bitmap(source: int, out: int, size: int, max_megapixels: float) -> tuple[int, int]:
+    """Decode the query image open as ``source`` (:func:`ingest.query_image.query_image`) and write its
+    pixels to the open file ``out`` as a plain BMP; returns its (width, height).
 
     Loading the BMP gives exactly the same RGB pixels, from a format with nothing left to exploit.
     """
-    load_image(path, max_megapixels=max_megapixels, draft_size=draft_size).save(out, "BMP")
+    image = query_image(source, size=size, max_megapixels=max_megapixels)
+    with os.fdopen(os.dup(out), "wb") as fh:
+        fh.truncate(0)
+        image.save(fh, "BMP")
+    return image.size
 
 
-JOBS = {"thumbnail": thumbnail_jpeg, "bitmap": upright_bitmap}
+JOBS = {"thumbnail": thumbnail_jpeg, "bitmap": query_bitmap}
+
+
+def _release_memory() -> None:
+    """Hand freed heap back to the system after a large decode (glibc keeps it otherwise)."""
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
+def _limit_memory() -> None:
+    """Cap this worker's address space at ``CLIPDEX_DECODE_MEMORY_MB`` (0 or unset: no cap)."""
+    mb = int(os.environ.get("CLIPDEX_DECODE_MEMORY_MB", "0") or 0)
+    if mb > 0:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (mb << 20, mb << 20))
 
 
 def _serve() -> None:
-    """Worker process: answer jobs from stdin on stdout until stdin closes."""
-    jobs, answers = Connection(os.dup(0), writable=False), Connection(os.dup(1), readable=False)
+    """Worker process: answer jobs from the socket on stdin until it closes.
+
+    A job is ``(name, args, n)``; with ``n`` > 0, ``n`` descriptors follow (one ``SCM_RIGHTS`` message)
+    and are passed first, before ``args``, then closed.
+    """
+    sock = socket.socket(fileno=os.dup(0))
+    channel = Connection(os.dup(0))
     os.dup2(2, 1)  # a stray print must not corrupt the answers
-    answers.send(("ready", None))
+    _limit_memory()
+    channel.send(("ready", None))
     while True:
         try:
-            name, args = jobs.recv()
-        except EOFError:
+            name, args, count = channel.recv()
+            fds = socket.recv_fds(sock, 1, count)[1] if count else []
+        except (EOFError, OSError):
             return
         try:
-            answers.send(("ok", JOBS[name](*args)))
+            channel.send(("ok", JOBS[name](*fds, *args)))
         except DecodeError as exc:
-            answers.send(("decode", str(exc)))
+            channel.send(("decode", str(exc)))
+        except MemoryError:
+            channel.send(("decode", "image needs more memory to decode than a decoder may use"))
         except Exception as exc:  # anything else is still this file's problem, told in one line
-            answers.send(("decode", f"corrupt image ({type(exc).__name__}: {str(exc)[:200]})"))
+            channel.send(("decode", f"corrupt image ({type(exc).__name__}: {str(exc)[:200]})"))
+        finally:
+            for fd in fds:
+                os.close(fd)
+            _release_memory()
 
 
 class _Worker:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-m", "ingest.decode_pool"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, close_fds=True)
-        assert self.process.stdin is not None and self.process.stdout is not None
-        self.jobs = Connection(os.dup(self.process.stdin.fileno()), readable=False)
-        self.answers = Connection(os.dup(self.process.stdout.fileno()), writable=False)
+    def __init__(self, memory_mb: int = 0) -> None:
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ, CLIPDEX_DECODE_MEMORY_MB=str(memory_mb), MALLOC_ARENA_MAX="2",
+                   OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
+        try:
+            self.process = subprocess.Popen([sys.executable, "-m", "ingest.decode_pool"], stdin=theirs,
+                                            stdout=subprocess.DEVNULL, close_fds=True, env=env)
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.jobs = self.answers = Connection(os.dup(ours.fileno()))
         try:
             self._expect("ready", START_TIMEOUT_S, DecodeError("the decoder process did not start"))
         except BaseException:
@@ -91,23 +137,29 @@ class _Worker:
         assert status == kind, status
         return value
 
-    def call(self, name: str, args: tuple[Any, ...], timeout: float) -> Any:
-        self.jobs.send((name, args))
+    def call(self, name: str, args: tuple[Any, ...], timeout: float, fds: tuple[int, ...] = ()) -> Any:
+        self.jobs.send((name, args, len(fds)))
+        if fds:
+            socket.send_fds(self.sock, [b"f"], list(fds))
         return self._expect("ok", timeout, DecodeTimeout(f"decode took longer than {timeout:g} s"))
 
     def kill(self) -> None:
         self.process.kill()
         self.process.wait()
-        for end in (self.jobs, self.answers, self.process.stdin, self.process.stdout):
-            if end is not None:
-                end.close()
+        self.jobs.close()
+        self.sock.close()
 
 
 class DecodePool:
-    """Up to ``workers`` decoder processes; each job gets ``timeout_s`` of wall time or its worker is killed."""
+    """Up to ``workers`` decoder processes; each job gets ``timeout_s`` of wall time or its worker is killed.
 
-    def __init__(self, workers: int = 2, timeout_s: float = 10.0):
+    ``memory_mb``: the address-space cap of each worker (0: none); a decode beyond it fails as this file's
+    problem (:class:`DecodeError`), and the worker lives on.
+    """
+
+    def __init__(self, workers: int = 2, timeout_s: float = 10.0, memory_mb: int = 0):
         self.timeout_s = timeout_s
+        self.memory_mb = memory_mb
         self._slots = threading.BoundedSemaphore(workers)
         self._idle: list[_Worker] = []
         self._lock = threading.Lock()
@@ -115,16 +167,18 @@ class DecodePool:
         self.killed: list[int] = []
         """Process ids of workers killed for overrunning the budget (diagnostics)."""
 
-    def run(self, name: str, *args: Any) -> Any:
-        """``JOBS[name](*args)`` in a worker: its result, or :class:`DecodeError` (also on time-out)."""
+    def run(self, name: str, *args: Any, fds: tuple[int, ...] = ()) -> Any:
+        """``JOBS[name](*fds, *args)`` in a worker: its result, or :class:`DecodeError` (also on time-out).
+
+        ``fds``: open descriptors the worker receives (its own copies) in front of ``args``."""
         if not self._slots.acquire(timeout=self.timeout_s):
             raise DecodersBusy(f"all image decoders stayed busy for {self.timeout_s:g} s")
         try:
             with self._lock:
                 worker = self._idle.pop() if self._idle else None
-            worker = worker or _Worker()
+            worker = worker or _Worker(self.memory_mb)
             try:
-                result = worker.call(name, args, self.timeout_s)
+                result = worker.call(name, args, self.timeout_s, fds)
             except DecodeTimeout:
                 worker.kill()  # still decoding: stop it now, a fresh worker takes the next job
                 self.killed.append(worker.process.pid)
@@ -153,7 +207,7 @@ class DecodePool:
     def warm(self) -> None:
         """Start one worker ahead of the first job (errors are left for that job to meet)."""
         with suppress(Exception):
-            worker = _Worker()
+            worker = _Worker(self.memory_mb)
             self._give_back(worker)
 
     def pids(self) -> list[int]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
@@ -26,9 +27,11 @@ from ingest.reader import ImageFiles, make_loader, rebatch
 from ingest.report import IngestReport
 from ingest.scan import scan_roots
 from ingest.writer import AsyncUpserter
-from retrieval.encoder import Encoder
 from retrieval.settings import IngestSettings
 from retrieval.store import VectorStore
+
+if TYPE_CHECKING:  # the model is the caller's: loaded by Index, on torch
+    from retrieval.model.torch_backend import TorchEncoder
 
 __all__ = ["CONTENT_FIELDS", "IngestReport", "file_payload", "ingest", "plan_roots", "run_local"]
 
@@ -40,7 +43,7 @@ def plan_roots(roots: Sequence[str], store: VectorStore, settings: IngestSetting
     return plan_ingest(listing, store)
 
 
-def run_local(plan: IngestPlan, book: Bookkeeper, encoder: Encoder, settings: IngestSettings, *,
+def run_local(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, settings: IngestSettings, *,
               batch_size: int, progress: Progress | None = None) -> None:
     """Read ``plan.todo`` in DataLoader workers, embed the decoded images, hand batches to ``book``."""
     dataset = ImageFiles(plan.todo, encoder.preprocess, known_hashes=frozenset(plan.known_hashes),
@@ -61,7 +64,7 @@ def run_local(plan: IngestPlan, book: Bookkeeper, encoder: Encoder, settings: In
             progress("read", done, len(plan.todo))
 
 
-def ingest(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings: IngestSettings, *,
+def ingest(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, settings: IngestSettings, *,
            batch_size: int, progress: bool | Progress = False, prune: bool = False,
            index_threshold: int = 20000) -> IngestReport:
     """Bring the collection in line with the image files below ``roots``.

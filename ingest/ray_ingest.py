@@ -17,7 +17,7 @@ import math
 import re
 import warnings
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,10 +29,12 @@ from ingest.reader import FileResult
 from ingest.report import IngestReport
 from ingest.scan import ScannedFile
 from ingest.writer import AsyncUpserter
-from retrieval.encoder import Encoder
 from retrieval.errors import ClipdexError
 from retrieval.settings import RaySettings, Settings
 from retrieval.store import VectorStore
+
+if TYPE_CHECKING:  # the model is the caller's: loaded by Index, on torch
+    from retrieval.model.torch_backend import TorchEncoder
 
 ROWS_PER_BLOCK = 256
 
@@ -92,7 +94,7 @@ def encoder_pool(settings: Settings) -> dict[str, Any]:
             "threads": math.ceil(cfg.encoder_cpus)}
 
 
-def encoded_batches(files: Sequence[ScannedFile], encoder: Encoder, settings: Settings,
+def encoded_batches(files: Sequence[ScannedFile], encoder: TorchEncoder, settings: Settings,
                     known_hashes: frozenset[str], *, progress: bool) -> Iterator[tuple[list[FileResult], np.ndarray]]:
     """Run the Ray stages over ``files``; yield (file results, vectors of the "image" results) per batch."""
     ray = _import_ray()
@@ -123,7 +125,7 @@ def encoded_batches(files: Sequence[ScannedFile], encoder: Encoder, settings: Se
         raise ClipdexError(f"the Ray ingest failed: {lines[-1] if lines else type(exc).__name__}") from exc
 
 
-def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: Encoder, settings: Settings, *,
+def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, settings: Settings, *,
                   address: str, progress: bool | Progress = False, prune: bool = False) -> IngestReport:
     """:func:`ingest.pipeline.ingest` with hash/decode/encode on a Ray cluster: the same plan, bookkeeping
     and finish, so the same points, payloads and report.

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-import retrieval  # noqa: F401  first: its torchvision shim must run before a preprocess is unpickled
 from ingest.reader import FileResult, read_file
 from ingest.scan import ScannedFile
 
@@ -42,8 +41,7 @@ class PortablePreprocess:
     """The encoder's preprocessing, shipped to Ray workers as bytes.
 
     A torchvision transform unpickled by a fresh worker would import torchvision before clipdex's shim
-    (``retrieval._torchvision_shim``) ran; this wrapper unpickles it on first use, after this module (and
-    so ``retrieval``) was imported.
+    (``retrieval._torchvision_shim``) ran; this wrapper unpickles it on first use, after running the shim.
     """
 
     def __init__(self, transform: Callable[[Image.Image], torch.Tensor]):
@@ -57,6 +55,9 @@ class PortablePreprocess:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         if self._transform is None:
+            from retrieval._torchvision_shim import ensure_torchvision_importable
+
+            ensure_torchvision_importable()
             self._transform = pickle.loads(self.blob)
         return self._transform(image)
 
@@ -89,10 +90,10 @@ class EncodeBatch:
     threads: int = 1
 
     def __init__(self) -> None:
-        from retrieval.encoder import Encoder
+        from retrieval.model.torch_backend import TorchEncoder
         from retrieval.settings import ModelSettings
 
-        self.encoder = Encoder.load(ModelSettings.model_validate(self.model))
+        self.encoder = TorchEncoder.load(ModelSettings.model_validate(self.model))
         if self.encoder.device.type == "cpu":
             torch.set_num_threads(max(1, self.threads))
         size = self.encoder.image_size

@@ -1,4 +1,4 @@
-"""The retrieval benchmark: embed an :class:`ImageSet` with an :class:`Encoder` and score it.
+"""The retrieval benchmark: embed an :class:`ImageSet` with a :class:`TorchEncoder` and score it.
 
 Captioned sets give ``t2i_recall@K`` / ``i2t_recall@K``; labelled sets give ``zero_shot_accuracy``
 (prompt-ensembled class vectors), ``t2i_precision@10`` (every class prompt as a query),
@@ -16,13 +16,13 @@ import torch
 
 from retrieval import _torchvision_shim, metrics, probes  # noqa: F401  (shim before open_clip)
 from retrieval.datasets import ImageSet, class_prompts
-from retrieval.encoder import Encoder
+from retrieval.model.torch_backend import TorchEncoder
 
 RECALL_KS = (1, 5, 10)
 CHUNK = 1024
 
 
-def embed_images(encoder: Encoder, data: ImageSet, batch_size: int = 256,
+def embed_images(encoder: TorchEncoder, data: ImageSet, batch_size: int = 256,
                  on_batch: Callable[[int], None] | None = None) -> np.ndarray:
     """Unit vectors for every image of ``data``, through the encoder's own preprocessing."""
     out = []
@@ -35,7 +35,7 @@ def embed_images(encoder: Encoder, data: ImageSet, batch_size: int = 256,
     return np.concatenate(out) if out else np.zeros((0, encoder.dim), dtype=np.float32)
 
 
-def embed_texts(encoder: Encoder, texts: list[str], batch_size: int = 256) -> np.ndarray:
+def embed_texts(encoder: TorchEncoder, texts: list[str], batch_size: int = 256) -> np.ndarray:
     return np.concatenate([encoder.encode_texts(texts[i:i + batch_size]) for i in range(0, len(texts), batch_size)])
 
 
@@ -92,7 +92,7 @@ def probe_metrics(train_vecs: np.ndarray, train_labels: np.ndarray, test_vecs: n
             "linear_probe_accuracy": probes.linear_probe_accuracy(train_vecs, train_labels, test_vecs, test_labels)}
 
 
-def evaluate(encoder: Encoder, data: ImageSet, on_batch: Callable[[int], None] | None = None,
+def evaluate(encoder: TorchEncoder, data: ImageSet, on_batch: Callable[[int], None] | None = None,
              train: ImageSet | None = None, holdout: bool = False) -> dict[str, float]:
     """Every metric that applies to ``data``.
 

@@ -19,17 +19,17 @@ import numpy as np
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval.errors import ClipdexError
-from retrieval.precision import mixable, mixes_with
+from retrieval.model.precision import mixable, mixes_with
+from retrieval.model.weights import weights_fingerprint
 from retrieval.query import combine, recommend_vector
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.settings import Settings
 from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
-from retrieval.weights import weights_fingerprint
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
     from ingest.finish import Progress
     from ingest.pipeline import IngestReport
-    from retrieval.encoder import Encoder
+    from retrieval.model.encoder import Encoder
 
 
 class Index:
@@ -113,9 +113,9 @@ class Index:
     @property
     def encoder(self) -> Encoder:
         if self._encoder is None:
-            from retrieval.encoder import Encoder
+            from retrieval.model.torch_backend import TorchEncoder
 
-            self._encoder = self._checked(Encoder.load(self.settings.model))
+            self._encoder = self._checked(TorchEncoder.load(self.settings.model))
         return self._encoder
 
     # -- ingest --------------------------------------------------------------------------------
@@ -169,7 +169,8 @@ class Index:
                        negative_weight=req.negative_weight)
 
     def _query_image(self, image: str | os.PathLike[str]) -> Any:
-        from ingest.decode import DecodeError, load_image
+        from ingest.decode import DecodeError
+        from ingest.query_image import query_image
 
         path = os.fspath(image)
         if not Path(path).exists():
@@ -177,8 +178,7 @@ class Index:
         if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
             raise ClipdexError(f"query image is not a regular file: {path}")
         try:
-            return load_image(path, max_megapixels=self.settings.ingest.max_megapixels,
-                              draft_size=self.encoder.image_size)
+            return query_image(path, size=self.encoder.image_size, max_megapixels=self.settings.ingest.max_megapixels)
         except DecodeError as exc:
             raise ClipdexError(f"cannot read query image {path}: {exc}") from None
 
@@ -249,6 +249,12 @@ class Index:
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed()}
 
+    def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
+        """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
+        counts = self.store.facet_counts("camera_model", limit)
+        return [{"name": name, "points": n} for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+                if n > 0 and name]
+
     def roots(self) -> list[dict[str, Any]]:
         """Each ingested root with its points and, if it cannot be listed now, why (``offline``)."""
         rows = []
@@ -273,9 +279,9 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
     """How to rebuild a lost ``clipdex.json``: the line the configured model would have written."""
     import json
 
-    from retrieval import precision
-    from retrieval.encoder import pick_device, student_of
-    from retrieval.weights import source_label
+    from retrieval.model import precision
+    from retrieval.model.torch_backend import pick_device, student_of
+    from retrieval.model.weights import source_label
 
     model = settings.model
     meta = CollectionMeta(model.name, source_label(model), lost.dim or 0,

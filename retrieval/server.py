@@ -9,7 +9,6 @@ serialised with a lock that is held for one search or one store call, never for 
 from __future__ import annotations
 
 import os
-import stat
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
@@ -33,14 +32,17 @@ from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
+from retrieval.serving.fd_response import FdResponse
 from retrieval.serving.middleware import (
     ApiPrecondition,
     BodyLimit,
     ErrorBoundary,
     HeadAsGet,
+    UploadSlots,
     field_message,
     validation_detail,
 )
+from retrieval.serving.safe_open import NotServable, OpenedFile, open_inside
 from retrieval.serving.store_guard import StoreGuard
 from retrieval.serving.thumbs import ThumbnailCache, thumb_key
 from retrieval.settings import ServeSettings
@@ -50,7 +52,6 @@ WEB_DIR = Path(__file__).resolve().parent / "web"
 MAX_UPLOAD_BYTES = 64 << 20
 FORM_FIELDS_BYTES = 64 << 10
 """Room for the other form fields beside an upload: a request body may be this much over the upload limit."""
-_CHUNK = 1 << 20
 
 
 class ApiError(Exception):
@@ -61,9 +62,14 @@ class ApiError(Exception):
         self.status = status
 
 
+STATUS_WAIT_S = 1.0
+"""How long ``GET /api/status`` waits for the store (busy with a sync's batch or an index build) before it
+answers with the collection figures it read last (``busy: true``) and the sync's live progress."""
+
+
 def status_doc(info: dict[str, Any]) -> dict[str, Any]:
-    """``clipdex status --json`` plus the model's free-text ``label`` and ``pretrained`` tag."""
-    return {k: info[k] for k in STATUS_KEYS} | {"pretrained": info["pretrained"], "label": info["label"]}
+    """``clipdex status --json`` plus the model's ``label``, ``pretrained`` tag and the ``unindexed`` points."""
+    return {k: info[k] for k in STATUS_KEYS} | {k: info[k] for k in ("pretrained", "label", "unindexed")}
 
 
 def _one_line(text: str) -> str:
@@ -79,16 +85,29 @@ class Service:
         serve = serve or index.settings.serve
         self.index = index
         self.lock = threading.Lock()
-        self.decoders = DecodePool(serve.decode_workers, serve.decode_timeout_s)
+        self.serve = serve
+        self.decoders = DecodePool(serve.decode_workers, serve.decode_timeout_s, serve.decode_memory_mb)
         self.thumbs = ThumbnailCache(int(serve.thumb_cache_mb * (1 << 20)))
         self.store_guard = StoreGuard(index.store)
         self.max_upload_bytes = max_upload_bytes
         self.syncer = Syncer(index, watch, index.settings.serve, self.lock) if watch else None
+        self._last_status: dict[str, Any] | None = None
 
     def status(self) -> dict[str, Any]:
-        with self.lock:
-            doc = status_doc(self.index.status())
-        return doc | {"sync": self.syncer.status() if self.syncer else None}
+        """The collection's status, its cameras, and the sync's progress (live, even while the store is busy)."""
+        sync = self.syncer.status() if self.syncer else None
+        if self.lock.acquire(timeout=STATUS_WAIT_S):
+            try:
+                self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
+            finally:
+                self.lock.release()
+            busy = False
+        else:
+            busy = True
+            if self._last_status is None:  # nothing read yet: wait for the store after all
+                with self.lock:
+                    self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
+        return self._last_status | {"sync": sync, "busy": busy}
 
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
@@ -108,8 +127,9 @@ class Service:
             raise ApiError(422, str(exc)) from None
         return [hit_row(h) for h in hits]
 
-    def indexed_file(self, path: str) -> str:
-        """``path`` if it is exactly the path of a point in the collection, else a 404."""
+    def indexed_file(self, path: str) -> OpenedFile:
+        """``path`` opened once, if it is exactly the path of a point in the collection and what opened is a
+        regular file inside an ingested root (the point's own, or another); else a 404."""
         if not path or "\x00" in path:
             raise ApiError(404, "not an indexed file")
         with self.lock:
@@ -117,58 +137,62 @@ class Service:
         payloads = [payload for _, payload in found.values()]
         if not payloads or payloads[0].get("path") != path:
             raise ApiError(404, f"not an indexed file: {path}")
+        own = payloads[0].get("root")
         try:
-            st = os.stat(path)
-        except OSError:
-            raise ApiError(404, f"indexed file is gone from disk: {path}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise ApiError(404, f"indexed path is not a regular file: {path}")
-        return path
+            try:
+                return open_inside(path, [own] if own else self._roots())
+            except NotServable:
+                if not own:
+                    raise
+                return open_inside(path, self._roots())  # a link to another ingested root's file
+        except NotServable as exc:
+            raise ApiError(404, str(exc)) from None
+
+    def _roots(self) -> list[str]:
+        with self.lock:
+            return list(self.index.store.root_counts())
 
     @contextmanager
     def upload(self, upload: UploadFile | None) -> Iterator[str | None]:
-        """The uploaded example image as a temporary file (deleted afterwards), or None."""
+        """The uploaded example image decoded (in a worker) into a small temporary bitmap, or None.
+
+        The worker reads the form parser's own spooled copy through its descriptor and writes the bitmap
+        into a file created here (``mkstemp``: never a name another process could have prepared); the
+        bitmap is :func:`ingest.query_image.query_image`'s result, a few hundred kB, deleted afterwards.
+        """
         if upload is None or not upload.filename:
             yield None
             return
-        suffix = Path(upload.filename).suffix[:10]
-        fd, tmp = tempfile.mkstemp(prefix="clipdex-upload-", suffix=suffix)
+        source = upload.file.fileno()  # (a spooled file in memory is written to an unnamed temporary file)
+        if os.fstat(source).st_size > self.max_upload_bytes:
+            raise ApiError(413, f"uploaded image is larger than {self.max_upload_bytes / (1 << 20):.4g} MiB")
+        fd, bitmap = tempfile.mkstemp(prefix="clipdex-query-", suffix=".bmp")
         try:
-            size = 0
-            with os.fdopen(fd, "wb") as out:
-                while chunk := upload.file.read(_CHUNK):
-                    size += len(chunk)
-                    if size > self.max_upload_bytes:
-                        raise ApiError(413, f"uploaded image is larger than {self.max_upload_bytes >> 20} MiB")
-                    out.write(chunk)
-            upload.file.close()  # the form parser's copy is not needed any more
-            bitmap = tmp + ".bmp"
+            cap = min(self.serve.query_max_megapixels, self.index.settings.ingest.max_megapixels)
             try:
-                self.decoders.run("bitmap", tmp, bitmap, self.index.encoder.image_size,
-                                  self.index.settings.ingest.max_megapixels)
+                self.decoders.run("bitmap", self.index.encoder.image_size, cap, fds=(source, fd))
             except DecodeError as exc:
                 raise ClipdexError(f"cannot read query image {upload.filename}: {exc}") from None
             except DecodersBusy as exc:
                 raise ApiError(503, str(exc)) from None
+            finally:
+                os.close(fd)
+                upload.file.close()  # the form parser's copy is not needed any more
             try:
                 yield bitmap  # decoded within the budget, in a worker; loading it again is plain and quick
             except ClipdexError as exc:  # name the upload, not the temporary file
                 raise ClipdexError(str(exc).replace(bitmap, upload.filename)) from None
         finally:
-            for leftover in (tmp, tmp + ".bmp"):
-                with suppress(FileNotFoundError):
-                    os.unlink(leftover)
+            with suppress(FileNotFoundError):
+                os.unlink(bitmap)
 
-    def thumbnail(self, path: str, size: int) -> tuple[bytes, bool]:
+    def thumbnail(self, opened: OpenedFile, path: str, size: int) -> tuple[bytes, bool]:
         """A JPEG at most ``size`` pixels on its longer side, and whether it came from the cache."""
-        try:
-            key = thumb_key(path, size, os.stat(path))
-        except OSError:
-            raise ApiError(404, f"indexed file is gone from disk: {path}") from None
+        key = thumb_key(path, size, opened.st)
         if (cached := self.thumbs.get(key)) is not None:
             return cached, True
         try:
-            data = self.decoders.run("thumbnail", path, size, self.index.settings.ingest.max_megapixels)
+            data = self.decoders.run("thumbnail", size, self.index.settings.ingest.max_megapixels, fds=(opened.fd,))
         except DecodeError as exc:
             raise ApiError(415, f"cannot read {path}: {exc}") from None
         except DecodersBusy as exc:
@@ -177,10 +201,11 @@ class Service:
         return data, False
 
 
-def media_type(path: str) -> str:
-    """The MIME type of an image file, from its content (not its name)."""
+def media_type(opened: OpenedFile, path: str) -> str:
+    """The MIME type of an open image file, from its content (not its name)."""
     try:
-        with Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+        with os.fdopen(os.dup(opened.fd), "rb") as fh, \
+                Image.open(fh, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
             fmt = im.format or ""
     except Exception:
         raise ApiError(415, f"not a readable image: {path}") from None
@@ -251,6 +276,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     _install_error_handlers(app)
     # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
+    app.add_middleware(UploadSlots, slots=service.serve.max_uploads)
     app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
     app.add_middleware(HeadAsGet)
     api_key = index.settings.serve.api_key if api_key is None else api_key
@@ -266,7 +292,9 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     @app.get("/api/status")
     def api_status() -> dict[str, Any]:
-        """The collection, its size and its model (``clipdex status --json`` plus ``label``)."""
+        """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
+        the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
+        else null) and ``busy`` (true: the store was busy, the collection figures are the last ones read)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
@@ -298,13 +326,20 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @app.get("/api/image")
     def api_image(path: str, thumb: Annotated[int | None, Query(ge=16, le=2048)] = None) -> Response:
         """An indexed file's bytes, or a JPEG thumbnail with ``thumb`` pixels on the longer side."""
-        file = service.indexed_file(path)
+        opened = service.indexed_file(path)
         headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
-        if thumb is not None:
-            data, cached = service.thumbnail(file, thumb)
-            return Response(data, media_type="image/jpeg", headers=headers | {"X-Cache": "HIT" if cached else "MISS"})
-        return FileResponse(file, media_type=media_type(file), headers=headers,
-                            content_disposition_type="inline", filename=os.path.basename(file))
+        try:
+            if thumb is not None:
+                data, cached = service.thumbnail(opened, path, thumb)
+                return Response(data, media_type="image/jpeg",
+                                headers=headers | {"X-Cache": "HIT" if cached else "MISS"})
+            return FdResponse(opened, media_type(opened, path), headers, os.path.basename(path))  # it closes it
+        except BaseException:
+            opened.close()
+            raise
+        finally:
+            if thumb is not None:
+                opened.close()
 
     duplicate_routes.add_routes(app, service)
     return app

@@ -16,7 +16,7 @@ REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ModelSettings(_Section):
@@ -28,9 +28,11 @@ class ModelSettings(_Section):
     pretrained: str = "laion2b_s34b_b79k"
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available, else the CPU; or cpu, cuda."""
     precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
-    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only). See retrieval.precision."""
+    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only); retrieval.model.precision."""
     batch_size: int = Field(64, ge=1, le=4096)
+    """Images per encoder batch (ingest and eval)."""
     label: str = ""
     """Free text shown by ``status`` and ``demo`` (e.g. to say the weights are a tiny demo model)."""
 
@@ -39,10 +41,15 @@ class StoreSettings(_Section):
     """Where vectors live: an embedded directory (default) or a Qdrant server URL."""
 
     path: str = "~/.local/share/clipdex/store"
+    """The embedded store's directory (env ``CLIPDEX_STORE``, flag ``--store``)."""
     url: str = ""
+    """A Qdrant server instead of the embedded store, e.g. ``http://host:6333`` (env ``CLIPDEX_QDRANT_URL``)."""
     api_key: str = ""
+    """The Qdrant server's API key (env ``CLIPDEX_QDRANT_API_KEY``)."""
     collection: str = "images"
+    """The collection's name (a folder of the embedded store; flag ``--collection``)."""
     hnsw_ef: int = Field(128, ge=4, le=4096)
+    """HNSW search candidates per query: higher = better recall, slower search."""
     hnsw_m: int = Field(16, ge=4, le=128)
     """HNSW edges per node (applied when a collection is created)."""
     hnsw_ef_construct: int = Field(100, ge=4, le=4096)
@@ -50,7 +57,9 @@ class StoreSettings(_Section):
     quantization: Literal["none", "int8"] = "none"
     """int8 scalar quantization of the vectors held in RAM (at create); searches rescore with the originals."""
     quantization_rescore: bool = True
+    """With quantization: rescore the candidates with the original vectors."""
     quantization_oversampling: float = Field(2.0, ge=1.0, le=16.0)
+    """With quantization: fetch this many times the limit before rescoring."""
     on_disk_vectors: bool = False
     """Keep the original vectors on disk (memory-mapped) instead of in RAM (at create)."""
     index_threshold: int = Field(20000, ge=0)
@@ -68,12 +77,19 @@ class IngestSettings(_Section):
     """How folders are walked and images decoded."""
 
     workers: int = Field(2, ge=0, le=64)
+    """Decoder processes that hash, decode and preprocess (0 = decode in the main process)."""
     include: list[str] = []
+    """Only files matching one of these globs (relative path or file name; ``**`` spans folders)."""
     exclude: list[str] = []
+    """Skip files and folders matching one of these globs."""
     follow_symlinks: bool = False
+    """Descend into symlinked folders (each real file is listed once)."""
     skip_hidden: bool = True
+    """Skip hidden (dot) files and folders."""
     max_megapixels: float = Field(64.0, gt=0)
+    """Refuse images with more pixels than this (checked from the header before decoding)."""
     file_timeout_s: float = Field(30.0, gt=0)
+    """Wall-time budget to read and decode one file; slower files are listed as failed."""
     upsert_batch: int = Field(256, ge=1, le=65536)
     """Points per store request when reusing vectors, deleting, and looking up stored points."""
     max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
@@ -102,7 +118,15 @@ class RaySettings(_Section):
 
 
 class SearchSettings(_Section):
+    """Defaults of ``clipdex search`` and ``GET /api/search``."""
+
     limit: int = Field(10, ge=1, le=10000)
+    """Results per search when ``--limit`` (``limit=``) is not given."""
+    fetch_max_mb: float = Field(32.0, gt=0, le=1024)
+    """``clipdex search --image URL``: the largest image fetched (the download stops past it). ``serve`` never
+    fetches URLs."""
+    fetch_timeout_s: float = Field(20.0, gt=0, le=600)
+    """``clipdex search --image URL``: the time limit of the whole fetch."""
 
 
 class ServeSettings(_Section):
@@ -123,6 +147,20 @@ class ServeSettings(_Section):
     """Worker processes that decode uploads and thumbnails."""
     thumb_cache_mb: float = Field(64.0, ge=0, le=4096)
     """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
+    decode_memory_mb: int = Field(1536, ge=0, le=262144)
+    """Address-space cap of each decoder worker process, in MiB (0 = none)."""
+    query_max_megapixels: float = Field(24.0, gt=0)
+    """Pixel cap of an uploaded example image as decoded (JPEGs decode reduced first; others are refused above it)."""
+    max_uploads: int = Field(4, ge=1, le=256)
+    """Requests with a body (uploads) handled at once; more are answered 503 with ``Retry-After``."""
+    idle_timeout_s: float = Field(5.0, gt=0, le=3600)
+    """A connection with no request under way is closed after this long (also between keep-alive requests)."""
+    header_timeout_s: float = Field(10.0, gt=0, le=3600)
+    """A request's headers must have arrived this long after its first byte (else 408)."""
+    body_timeout_s: float = Field(120.0, gt=0, le=86400)
+    """A request's body must have arrived this long after its headers (else 408)."""
+    send_timeout_s: float = Field(60.0, gt=0, le=86400)
+    """A client that accepts no bytes of an answer for this long is disconnected."""
 
 
 class DuplicatesSettings(_Section):
@@ -142,24 +180,41 @@ class LoopSettings(_Section):
     """What ``train`` and ``distill`` share: output, checkpoints, schedule, seeds (see docs/training.md)."""
 
     output: str = "trained-model"
+    """The model folder to write (``-o``)."""
     checkpoint_dir: str = ""
     """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
     image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
+    """Per-channel mean the pixels are normalised with (saved in the model's ``preprocess_cfg``)."""
     image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
+    """Per-channel standard deviation the pixels are normalised with."""
     epochs: float = Field(1.0, gt=0)
+    """Passes over the data (fractions allowed)."""
     max_steps: int = Field(0, ge=0)
+    """Total optimizer steps; 0 = from ``epochs``."""
     batch_size: int = Field(256, ge=2, le=65536)
+    """Images per optimizer step."""
     lr: float = Field(1e-3, gt=0, le=10)
+    """Peak AdamW learning rate (after warm-up, then cosine decay)."""
     weight_decay: float = Field(0.1, ge=0)
+    """AdamW weight decay (not applied to norms, biases and the temperature)."""
     warmup_steps: int = Field(100, ge=0)
+    """Steps of linear learning-rate warm-up."""
     grad_clip: float = Field(1.0, ge=0)
+    """Clip the gradient norm to this (0 = no clipping)."""
     seed: int = 0
+    """Seed of the batch order, augmentations and caption choice (runs are reproducible)."""
     checkpoint_every: int = Field(500, ge=1)
+    """Write a resumable checkpoint every this many steps."""
     aug_scale_min: float = Field(0.8, gt=0, le=1)
+    """Random resized crop: the smallest fraction of the image's area kept."""
     aug_flip: bool = True
+    """Random horizontal flips."""
     aug_jitter: float = Field(0.0, ge=0, le=1)
+    """Random brightness/contrast jitter (0 = none)."""
     threads: int = Field(0, ge=0)
+    """CPU threads for torch (0 = all cores)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """auto: CUDA when available (fp16 autocast), else the CPU; or cpu, cuda."""
 
 
 class TrainSettings(LoopSettings):
@@ -171,20 +226,31 @@ class TrainSettings(LoopSettings):
     data: str = ""
     """Folder or file of the source ("" = /usr/share/datasets/fashion-mnist for fashion-mnist)."""
     coco_images: str = ""
+    """Image folder of a COCO captions JSON ("" = the JSON's folder)."""
     objective: Literal["auto", "clip", "simclr"] = "auto"
     """clip (image-text InfoNCE) or simclr (two augmented views, image tower); auto picks by source."""
     arch: str = ""
     """Open_clip architecture name or local-dir:PATH to start from ("" = use ``model_cfg``)."""
     pretrained: str = ""
+    """Pretrained tag or checkpoint file for ``arch`` (fine-tuning)."""
     model_cfg: dict[str, Any] = {}
+    """A custom open_clip ``model_cfg`` (used when ``arch`` is "")."""
     init_temperature: float = Field(0.07, gt=0, le=1)
+    """The clip objective's starting temperature (learnt; the logit scale is capped at 100)."""
     freeze_image: bool = False
+    """Keep the image tower fixed (LiT-style)."""
     freeze_text: bool = False
+    """Keep the text tower fixed."""
     templates: list[str] = []
+    """Caption templates for Fashion-MNIST's class names, e.g. "a photo of a {}." ([] = the built-in ones)."""
     caption_choice: Literal["per_batch", "per_image"] = "per_batch"
+    """per_batch: one caption slot for the whole batch; per_image: a random caption per image."""
     ssl_temperature: float = Field(0.2, gt=0, le=1)
+    """The simclr objective's fixed temperature."""
     ssl_scale_min: float = Field(0.3, gt=0, le=1)
+    """simclr: the smallest crop area of each augmented view."""
     ssl_jitter: float = Field(0.4, ge=0, le=1)
+    """simclr: brightness/contrast jitter of each augmented view."""
 
 
 class DistillSettings(LoopSettings):
@@ -193,13 +259,17 @@ class DistillSettings(LoopSettings):
     teacher: str = ""
     """The teacher: an open_clip architecture (with ``teacher_pretrained``) or local-dir:PATH."""
     teacher_pretrained: str = ""
+    """Pretrained tag or checkpoint file for ``teacher``."""
     student: str = ""
     """The student's architecture: open_clip name or local-dir:PATH ("" = use ``student_cfg``)."""
     student_pretrained: str = ""
+    """Pretrained tag or checkpoint file whose image tower the student starts from."""
     student_cfg: dict[str, Any] = {}
+    """A custom open_clip ``model_cfg`` for the student (used when ``student`` is "")."""
     project: bool = False
     """Let a student whose output size differs from the teacher's learn a projection to it."""
     source: Literal["images", "fashion-mnist"] = "images"
+    """images (image folders) or fashion-mnist (its IDX files)."""
     data: list[str] = []
     """Image folders (source images) or the Fashion-MNIST IDX folder ("" = the Debian package's)."""
     from_collection: str = ""
@@ -207,13 +277,16 @@ class DistillSettings(LoopSettings):
     image_mean: list[float] = []
     """Student normalisation ([] = the teacher's)."""
     image_std: list[float] = []
+    """Student normalisation ([] = the teacher's)."""
     views: int = Field(4, ge=1, le=64)
     """Views per image whose teacher vectors are cached: the image itself plus ``views - 1`` augmented crops."""
     feature_loss: Literal["cosine", "mse"] = "cosine"
+    """cosine: 1 - cosine to the teacher's vector; mse: squared distance."""
     feature_weight: float = Field(1.0, ge=0)
+    """Weight of the feature term."""
     contrastive_weight: float = Field(0.0, ge=0)
     """Weight of the InfoNCE term between student and teacher vectors of a batch. Off by default: on
-    Fashion-MNIST it cost the distilled student on every metric (README, "Distillation, measured")."""
+    Fashion-MNIST it cost the distilled student on every metric (docs/benchmarks.md, "Distillation")."""
     temperature: float = Field(0.05, gt=0, le=1)
     """Of the InfoNCE term between student and teacher vectors of a batch."""
 

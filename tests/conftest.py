@@ -34,7 +34,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny CLIP saved the way `clipdex train` saves models (safetensors + open_clip config)."""
     import torch
 
-    from retrieval.encoder import open_clip, save_model_folder
+    from retrieval.model.torch_backend import open_clip, save_model_folder
 
     torch.manual_seed(0)
     model = open_clip.CLIP(**TINY_CFG)

@@ -13,8 +13,8 @@ from conftest import write_config
 from learn_fixtures import REPO, SAMPLES, clipdex
 from safetensors.torch import load_file
 
-from retrieval.encoder import CONFIG_NAME, WEIGHTS_NAME, Encoder
 from retrieval.index import Index
+from retrieval.model.torch_backend import CONFIG_NAME, WEIGHTS_NAME, TorchEncoder
 from retrieval.settings import DistillSettings, ModelSettings, load_settings
 from retrieval.training.distill import distill
 from retrieval.training.targets import collection_targets, load_teacher, teacher_pass, view_params
@@ -71,8 +71,8 @@ def test_student_loads_offline_with_the_teachers_text_tower(tmp_path: Path, few:
     assert config["clipdex"]["objective"] == "distill"
     assert config["clipdex"]["student_of"].startswith(f"local-dir:{TEACHER}")
     assert config["model_cfg"]["vision_cfg"]["timm_model_name"] == "test_resnet"
-    student = Encoder.load(ModelSettings(name=f"local-dir:{tmp_path / 'student'}", pretrained="", device="cpu"))
-    teacher = Encoder.load(ModelSettings(name=f"local-dir:{TEACHER}", pretrained="", device="cpu"))
+    student = TorchEncoder.load(ModelSettings(name=f"local-dir:{tmp_path / 'student'}", pretrained="", device="cpu"))
+    teacher = TorchEncoder.load(ModelSettings(name=f"local-dir:{TEACHER}", pretrained="", device="cpu"))
     prompts = ["a photo of a sneaker.", "a bag."]
     np.testing.assert_allclose(student.encode_texts(prompts), teacher.encode_texts(prompts), atol=1e-6)
     s, t = _weights(tmp_path / "student"), _weights(TEACHER)
@@ -142,7 +142,7 @@ def test_projection_lets_another_output_size_learn_the_teachers(tmp_path: Path, 
     config = _toml(tmp_path / "d.toml", embed_dim=64, project=True)
     proc = clipdex("distill", "--config", str(config), "--data", str(few), "-o", str(tmp_path / "s"), "--quiet")
     assert proc.returncode == 0, proc.stderr
-    student = Encoder.load(ModelSettings(name=f"local-dir:{tmp_path / 's'}", pretrained="", device="cpu"))
+    student = TorchEncoder.load(ModelSettings(name=f"local-dir:{tmp_path / 's'}", pretrained="", device="cpu"))
     assert student.dim == 128
 
 
@@ -198,7 +198,7 @@ def test_shipped_vit_ti_recipe_distils_from_vit_b_32(tmp_path: Path, few: Path):
     config = json.loads((out / CONFIG_NAME).read_text())
     assert config["model_cfg"]["vision_cfg"]["width"] == 192 and config["model_cfg"]["embed_dim"] == 512
     assert config["clipdex"]["student_of"].startswith("ViT-B-32")
-    student = Encoder.load(ModelSettings(name=f"local-dir:{out}", pretrained="", device="cpu", precision="fp32"))
+    student = TorchEncoder.load(ModelSettings(name=f"local-dir:{out}", pretrained="", device="cpu", precision="fp32"))
     assert student.identity.student_of == config["clipdex"]["student_of"]
     assert student.encode_pil([student_image(few)]).shape == (1, 512)
     assert sum(p.numel() for p in student.model.visual.parameters()) < 7_000_000  # ViT-B-32: 88 M

@@ -10,8 +10,8 @@ import pytest
 from learn_fixtures import SAMPLES, TINY_CFG, clipdex, write_coco, write_fmnist, write_sidecar_folder
 
 from retrieval import datasets
-from retrieval.encoder import Encoder
 from retrieval.evaluate import embed_images, evaluate
+from retrieval.model.torch_backend import TorchEncoder
 from retrieval.probes import knn_accuracy, linear_probe_accuracy
 from retrieval.settings import ModelSettings, TrainSettings
 from retrieval.training import train
@@ -48,7 +48,7 @@ def test_fashion_mnist_eval(tmp_path: Path, model_dir: Path):
     assert set(out) == LABEL_KEYS | PROBE_KEYS and _in_unit_range(out)
     assert json.loads((tmp_path / "e.json").read_text()) == out
     # the probes learn from the train split: the same numbers as the library's pure functions
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
+    encoder = TorchEncoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
     train_set, test_set = datasets.fashion_mnist(fm, "train"), datasets.fashion_mnist(fm, "test")
     train_vecs, test_vecs = embed_images(encoder, train_set), embed_images(encoder, test_set)
     assert out["knn_accuracy"] == pytest.approx(
@@ -61,7 +61,7 @@ def test_fashion_mnist_eval(tmp_path: Path, model_dir: Path):
 
 def test_eval_matches_the_library_on_the_same_vectors(model_dir: Path):
     data = datasets.labelled_folder(SAMPLES)
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
+    encoder = TorchEncoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
     lib = evaluate(encoder, data, holdout=True)
     cli = _eval(model_dir, "--dataset", "labelled-folder", "--data", str(SAMPLES))
     assert set(cli) == LABEL_KEYS | PROBE_KEYS
@@ -90,7 +90,7 @@ def test_limit(tmp_path: Path, model_dir: Path):
     out = _eval(model_dir, "--dataset", "labelled-folder", "--data", str(SAMPLES), "--limit", "40")
     assert set(out) == LABEL_KEYS | PROBE_KEYS
     data = datasets.labelled_folder(SAMPLES)
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
+    encoder = TorchEncoder.load(ModelSettings(name=f"local-dir:{model_dir}", pretrained="", device="cpu"))
     first_40 = evaluate(encoder, data.subset(40))
     assert len(data.subset(40)) == 40 < len(data)
     ranked = {k: out[k] for k in LABEL_KEYS}  # the ranking metrics (the probes need a train split of their own)

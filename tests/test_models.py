@@ -10,8 +10,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from retrieval.encoder import Encoder, open_clip, save_model_folder
 from retrieval.errors import ClipdexError
+from retrieval.model.torch_backend import TorchEncoder, open_clip, save_model_folder
 from retrieval.settings import ModelSettings, load_settings
 from retrieval.store import open_store
 from tests.conftest import TINY_CFG, TINY_PREPROCESS, write_config
@@ -19,7 +19,7 @@ from tests.images import pattern
 
 
 def test_local_folder_round_trips_the_weights(tiny_model_dir: Path):
-    encoder = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="fp32"))
+    encoder = TorchEncoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="fp32"))
     torch.manual_seed(0)
     original = open_clip.CLIP(**TINY_CFG).eval()  # same seed as the fixture that saved it
     tokens = encoder.tokenizer(["a red square"])
@@ -40,7 +40,7 @@ def test_checkpoint_file_with_registered_architecture(tmp_path: Path, tiny_model
     model = open_clip.create_model("clipdex-test-tiny")
     ckpt = tmp_path / "weights.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
-    encoder = Encoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt), precision="fp32"))
+    encoder = TorchEncoder.load(ModelSettings(name="clipdex-test-tiny", pretrained=str(ckpt), precision="fp32"))
     with torch.inference_mode():
         want = torch.nn.functional.normalize(model.encode_text(encoder.tokenizer(["x"])), dim=-1).numpy()
     np.testing.assert_allclose(encoder.encode_texts(["x"]), want, atol=1e-6)
@@ -49,9 +49,9 @@ def test_checkpoint_file_with_registered_architecture(tmp_path: Path, tiny_model
 
 def test_missing_checkpoint_file_is_a_clear_error(tmp_path: Path):
     with pytest.raises(ClipdexError, match="neither a pretrained tag"):
-        Encoder.load(ModelSettings(name="ViT-B-32", pretrained=str(tmp_path / "nope.pt")))
+        TorchEncoder.load(ModelSettings(name="ViT-B-32", pretrained=str(tmp_path / "nope.pt")))
     with pytest.raises(ClipdexError, match="open_clip_config.json"):
-        Encoder.load(ModelSettings(name=f"local-dir:{tmp_path}", pretrained=""))
+        TorchEncoder.load(ModelSettings(name=f"local-dir:{tmp_path}", pretrained=""))
 
 
 def test_opening_with_another_model_fails_clearly(clipdex, tmp_path: Path, tiny_model_dir: Path):
@@ -143,8 +143,8 @@ def test_hf_hub_name_loads_from_the_cache_offline(tmp_path: Path, tiny_model_dir
     _fake_hub_cache(cache, "clipdex-test/tiny-clip", tiny_model_dir)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    hub_model = Encoder.load(ModelSettings(name="hf-hub:clipdex-test/tiny-clip", pretrained=""))
-    local = Encoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained=""))
+    hub_model = TorchEncoder.load(ModelSettings(name="hf-hub:clipdex-test/tiny-clip", pretrained=""))
+    local = TorchEncoder.load(ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained=""))
     np.testing.assert_allclose(hub_model.encode_texts(["a red square"]), local.encode_texts(["a red square"]),
                                atol=1e-6)
     assert hub_model.identity.name == "hf-hub:clipdex-test/tiny-clip"
@@ -153,7 +153,7 @@ def test_hf_hub_name_loads_from_the_cache_offline(tmp_path: Path, tiny_model_dir
 
 def test_hf_hub_name_not_cached_offline_fails_fast_with_the_local_checkpoint_hint():
     with pytest.raises(ClipdexError, match="not cached and HF_HUB_OFFLINE is set.*local checkpoint"):
-        Encoder.load(ModelSettings(name="hf-hub:clipdex-test/not-there", pretrained=""))
+        TorchEncoder.load(ModelSettings(name="hf-hub:clipdex-test/not-there", pretrained=""))
 
 
 @pytest.mark.slow

@@ -10,10 +10,10 @@ import pytest
 import torch
 from torch import nn
 
-from retrieval.encoder import Encoder
 from retrieval.errors import ClipdexError
-from retrieval.precision import CPU_AUTO, mixable, resolve
-from retrieval.quantize import SelfAttention, swap_attention
+from retrieval.model.precision import CPU_AUTO, mixable, resolve
+from retrieval.model.quantize import SelfAttention, swap_attention
+from retrieval.model.torch_backend import TorchEncoder
 from retrieval.settings import ModelSettings
 from tests.conftest import write_config
 from tests.images import pattern
@@ -34,8 +34,8 @@ def test_self_attention_matches_multihead_attention(batch_first: bool):
 
 def test_int8_quantizes_every_linear_of_both_towers(tiny_model_dir: Path):
     name = f"local-dir:{tiny_model_dir}"
-    fp32 = Encoder.load(ModelSettings(name=name, pretrained="", precision="fp32"))
-    int8 = Encoder.load(ModelSettings(name=name, pretrained="", precision="int8"))
+    fp32 = TorchEncoder.load(ModelSettings(name=name, pretrained="", precision="fp32"))
+    int8 = TorchEncoder.load(ModelSettings(name=name, pretrained="", precision="int8"))
     assert (fp32.precision, int8.precision) == ("fp32", "int8")
     images = [pattern(i) for i in range(6)]
     texts = ["a red square", "a blue circle on white", "stripes"]
@@ -101,7 +101,7 @@ def test_int8_text_vectors_do_not_depend_on_their_batch(tiny_model_dir: Path):
     alone, beside negatives, or from the cache (fp32 batches are exact anyway)."""
     settings = ModelSettings(name=f"local-dir:{tiny_model_dir}", pretrained="", precision="int8")
     texts = ["a red square", "a blue circle on a long white background", "x"]
-    together = Encoder.load(settings).encode_texts(texts)
+    together = TorchEncoder.load(settings).encode_texts(texts)
     for i, text in enumerate(texts):
-        alone = Encoder.load(settings).encode_texts([text])[0]  # a fresh encoder: nothing cached
+        alone = TorchEncoder.load(settings).encode_texts([text])[0]  # a fresh encoder: nothing cached
         np.testing.assert_array_equal(together[i], alone)

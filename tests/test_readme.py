@@ -1,8 +1,9 @@
-"""The README's tested examples run as written (the rule is in the README, "Tested examples").
+"""The tested examples of README.md and docs/*.md run as written (the rule is in the README, "Tests").
 
-A ```sh block right after the line ``<!-- tested -->`` is extracted; its ``clipdex`` lines run through
-the real CLI from the repository root with this test's own store, its ``curl`` lines against a live
-``clipdex serve --config configs/demo.toml`` on a free port of 127.0.0.1.
+A ```sh block right after the line ``<!-- tested -->`` is extracted, from the README first and then from the
+docs pages in name order; its ``clipdex`` lines run through the real CLI from the repository root with this
+test's own store, its ``curl`` lines against a live ``clipdex serve --config configs/demo.toml`` on a free
+port of 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
+PAGES = [README, *sorted((REPO / "docs").glob("*.md"))]
 MARKER = "<!-- tested -->"
 DOC_PORT = "127.0.0.1:8000"
 
@@ -40,6 +42,11 @@ def marked_lines(text: str) -> list[str]:
             if body.strip() and not body.lstrip().startswith("#"):
                 commands.append(body.strip())
     return commands
+
+
+def tested_lines() -> list[str]:
+    """The tested command lines of every page, README first."""
+    return [line for page in PAGES for line in marked_lines(page.read_text())]
 
 
 def _clipdex_argv(line: str) -> list[str]:
@@ -81,7 +88,7 @@ def _run_curl(line: str, port: int, out_dir: Path) -> tuple[int, str]:
 
 
 def test_the_rule_finds_the_examples_it_should():
-    lines = marked_lines(README.read_text())
+    lines = tested_lines()
     kinds = [" ".join(_clipdex_argv(x)[:1]) if not x.startswith("curl") else "curl" for x in lines]
     assert {"ingest", "search", "status", "eval"} <= set(kinds) and kinds.count("curl") >= 3
     assert kinds.index("ingest") < kinds.index("search")  # README order is run order
@@ -91,7 +98,7 @@ def test_the_rule_finds_the_examples_it_should():
 def test_readme_examples_run(clipdex, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     if shutil.which("curl") is None:
         pytest.skip("curl is not installed")
-    lines = marked_lines(README.read_text())
+    lines = tested_lines()
     store = tmp_path / "store"
     monkeypatch.setenv("CLIPDEX_STORE", str(store))
     monkeypatch.chdir(REPO)

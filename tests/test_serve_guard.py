@@ -360,7 +360,7 @@ def test_decode_budget_holds_in_server_threads(live: Live, tmp_path: Path):
     """A 56-MP PNG (under the pixel cap, 0.2 MB on disk) takes far longer than a 20 ms budget to decode."""
     big = tmp_path / "big.png"
     Image.new("L", (7500, 7500)).save(big)
-    app = sibling_app(live, serve=ServeSettings(decode_timeout_s=0.02))
+    app = sibling_app(live, serve=ServeSettings(decode_timeout_s=0.02, query_max_megapixels=64))
     target, saved = live.good[3], live.good[3].read_bytes()
     with serving(app) as url, httpx.Client(base_url=url, timeout=60) as http:
         started = time.monotonic()

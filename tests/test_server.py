@@ -49,12 +49,14 @@ def run_cli(*args: str | os.PathLike[str]) -> tuple[int, str, str]:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    """Run ``app`` with uvicorn in a background thread on a free loopback port; yield its base URL."""
+def serving(app: Any, **config: Any) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread on a free loopback port; yield its base URL.
+
+    ``config``: more keywords of :func:`retrieval.serving.protocol.uvicorn_config` (e.g. ``timeouts``)."""
     import uvicorn
 
     sock = listen("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn_config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", access_log=False, **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

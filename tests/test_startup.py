@@ -15,9 +15,9 @@ RUNNER = r"""
 import json, sys
 loads = []
 if sys.argv[1] == "search":
-    import retrieval.encoder as enc
-    original = enc.Encoder.load.__func__
-    enc.Encoder.load = classmethod(lambda cls, s: loads.append(1) or original(cls, s))
+    import retrieval.model.torch_backend as enc
+    original = enc.TorchEncoder.load.__func__
+    enc.TorchEncoder.load = classmethod(lambda cls, s: loads.append(1) or original(cls, s))
 from retrieval.cli import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "loads": len(loads), "modules": sorted(sys.modules)}), file=sys.stderr)
@@ -46,7 +46,7 @@ def test_status_and_search_import_only_what_they_use(clipdex, config: Path, tmp_
     assert json.loads(out)["points"] == 3
     loaded = _top(report["modules"])
     for heavy in ("torch", "torchvision", "open_clip", "fastapi", "uvicorn", "qdrant_client",
-                  "retrieval.training", "retrieval.server", "retrieval.encoder", "ingest.pipeline"):
+                  "retrieval.training", "retrieval.server", "retrieval.model.torch_backend", "ingest.pipeline"):
         assert heavy not in loaded, f"clipdex status imported {heavy}"
 
     out, report = _run("search", "a red square", "--json", "--config", str(config))

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.encoder import Encoder, ModelIdentity, open_clip
-from retrieval.text_trim import text_tower
+from retrieval.model.text_trim import text_tower
+from retrieval.model.torch_backend import ModelIdentity, TorchEncoder, open_clip
 
 VISION = {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32}
 TEXTS = ["a dog", "a red square on a blue background with a small cat", "x", "a photo of a bag.", ""]
@@ -23,9 +23,9 @@ def _model(custom: bool, **text: object) -> torch.nn.Module:
     return cls(embed_dim=32, vision_cfg=VISION, text_cfg=_text_cfg(**text)).eval()
 
 
-def _encoder(model: torch.nn.Module, precision: str = "fp32") -> Encoder:
+def _encoder(model: torch.nn.Module, precision: str = "fp32") -> TorchEncoder:
     tokenizer = open_clip.SimpleTokenizer(context_length=24)
-    return Encoder(model, lambda im: im, tokenizer, ModelIdentity("t", "", 32), torch.device("cpu"), precision)
+    return TorchEncoder(model, lambda im: im, tokenizer, ModelIdentity("t", "", 32), torch.device("cpu"), precision)
 
 
 def _padded(model: torch.nn.Module, texts: list[str]) -> np.ndarray:

@@ -19,7 +19,7 @@ from learn_fixtures import (
 )
 from safetensors.torch import load_file
 
-from retrieval.encoder import CONFIG_NAME, WEIGHTS_NAME, Encoder
+from retrieval.model.torch_backend import CONFIG_NAME, WEIGHTS_NAME, TorchEncoder
 from retrieval.settings import ModelSettings, TrainSettings
 from retrieval.training import clip_loss, lr_at, simclr_loss, train
 
@@ -47,7 +47,7 @@ def test_fashion_mnist_training_writes_a_loadable_model(tmp_path: Path, fmnist: 
     assert config["model_cfg"] == TINY_CFG
     assert config["preprocess_cfg"]["size"] == 28 and config["preprocess_cfg"]["mean"] == [0.5] * 3
     assert config["clipdex"]["objective"] == "clip" and config["clipdex"]["images"] == 60
-    enc = Encoder.load(ModelSettings(name=f"local-dir:{tmp_path / 'model'}", pretrained="", device="cpu"))
+    enc = TorchEncoder.load(ModelSettings(name=f"local-dir:{tmp_path / 'model'}", pretrained="", device="cpu"))
     assert enc.image_size == 28 and enc.context_length == 16
     vecs = enc.encode_texts(["a photo of a bag."])
     assert vecs.shape == (1, 32)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -168,3 +169,157 @@ def test_page_asks_for_the_api_key_and_sends_it(live: Live, browser: webdriver.C
         assert [c.get_attribute("data-path") for c in cards(driver)] == [path for path, _ in expected]
         wait(driver, lambda d: d.execute_script(ALL_THUMBS_LOADED), "thumbnails did not load with the key")
         driver.delete_all_cookies()
+
+
+# -- filters, the collection's status, the empty state -----------------------------------------------------------
+
+
+def shown_paths(driver: webdriver.Chrome) -> list[str]:  # noqa: ANN001
+    return [c.get_attribute("data-path") for c in cards(driver)]
+
+
+def fill(driver: webdriver.Chrome, **fields: str) -> None:  # noqa: ANN001
+    for name, value in fields.items():
+        box = driver.find_element(By.ID, name)
+        box.clear()
+        if value:
+            box.send_keys(value)
+
+
+def search_and_wait(driver: webdriver.Chrome, expected: list[str], what: str) -> None:  # noqa: ANN001
+    driver.find_element(By.ID, "q").send_keys(Keys.ENTER)
+    wait(driver, lambda d: shown_paths(d) == expected and not d.find_element(By.ID, "results").get_attribute(
+        "aria-busy"), f"{what}: the page did not show {expected}")
+
+
+def test_folder_date_and_camera_filters_narrow_like_the_library(live: Live, browser: webdriver.Chrome):
+    from tests.images import LIBRARY_EXIF
+
+    driver = browser
+    driver.get(live.url + "/")
+    wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "the status line never loaded")
+    for control in ("folder", "after", "before", "camera"):
+        assert driver.find_element(By.CSS_SELECTOR, f"label[for={control}]").text.strip()
+    # The camera and folder choices come from the collection.
+    cameras = driver.execute_script("return [...document.querySelectorAll('#cameras option')].map(o => o.value)")
+    assert sorted(cameras) == sorted({model for _, _, model in LIBRARY_EXIF.values()})
+    folders = driver.execute_script("return [...document.querySelectorAll('#folders option')].map(o => o.value)")
+    assert folders == [str(live.root)]
+
+    driver.find_element(By.ID, "q").send_keys(QUERY)
+    everything = [p for p, _ in live.search(text=QUERY, limit=10)]
+    search_and_wait(driver, everything, "no filter")
+
+    folder = str(live.root / "a")
+    below = [p for p, _ in live.search(text=QUERY, folder=folder, limit=10)]
+    assert below and len(below) < len(everything)
+    fill(driver, folder=folder)
+    search_and_wait(driver, below, "folder filter")
+    assert all(p.startswith(folder + "/") for p in shown_paths(driver))
+
+    camera, after, before = "iPhone 14", "2022-06", "2023"
+    dated = [p for p, _ in live.search(text=QUERY, camera=camera, after=after, before=before, limit=10)]
+    assert dated and len(dated) < len([p for p, _ in live.search(text=QUERY, camera=camera, limit=10)])
+    fill(driver, folder="", camera=camera, after=after, before=before)
+    search_and_wait(driver, dated, "camera and date filters")
+    assert "camera iPhone 14" in driver.find_element(By.ID, "summary").text
+    query = driver.execute_script("return Object.fromEntries(new URLSearchParams(location.search))")
+    assert (query["camera"], query["after"], query["before"]) == (camera, after, before)
+
+    driver.refresh()  # a bookmarked filtered search comes back as it was
+    wait(driver, lambda d: shown_paths(d) == dated, "the filtered search did not survive a reload")
+    assert driver.find_element(By.ID, "camera").get_attribute("value") == camera
+
+    fill(driver, after="2021-13")  # the server's one-line reason, visibly
+    driver.find_element(By.ID, "q").send_keys(Keys.ENTER)
+    assert "after" in error_text(driver)
+
+    driver.find_element(By.ID, "clear-filters").click()
+    wait(driver, lambda d: shown_paths(d) == everything, "clearing the filters did not search everything")
+    assert all(driver.find_element(By.ID, n).get_attribute("value") == "" for n in ("folder", "after", "camera"))
+
+
+def test_status_panel_shows_folders_offline_unindexed_and_the_sync(tmp_path: Path, tiny_model_dir: Path,
+                                                                   browser: webdriver.Chrome):
+    import httpx
+
+    from retrieval import load_settings
+    from retrieval.index import Index
+    from retrieval.server import create_app
+    from tests.conftest import write_config
+    from tests.images import pattern, write_library
+    from tests.test_server import run_cli, serving
+
+    library = tmp_path / "lib"
+    write_library(library)
+    drive = tmp_path / "drive"
+    drive.mkdir()
+    for seed in range(3):
+        pattern(100 + seed).save(drive / f"{seed}.png")
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    assert run_cli("ingest", library, drive, "--config", config)[0] == 0
+    drive.rename(tmp_path / "unplugged")  # the drive is gone: its points stay, and it is offline
+
+    driver = browser
+    with Index.open(load_settings(config)) as index:
+        app = create_app(index, watch=[str(library)])
+        with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            deadline = time.monotonic() + TIMEOUT
+            while http.get("/api/status").json()["sync"]["syncs"] < 1:  # the start-up sync
+                assert time.monotonic() < deadline, "the start-up sync never finished"
+                time.sleep(0.1)
+            status = http.get("/api/status").json()
+            driver.get(url + "/")
+            panel = wait(driver, ec.visibility_of_element_located((By.ID, "roots")), "no folder table")
+            rows = {r.find_element(By.CSS_SELECTOR, ".path").text: r for r in
+                    panel.find_elements(By.CSS_SELECTOR, "tbody tr")}
+            assert set(rows) == {r["path"] for r in status["roots"]} == {str(library), str(drive)}
+            for root in status["roots"]:
+                cells = [c.text for c in rows[root["path"]].find_elements(By.TAG_NAME, "td")]
+                assert cells[1] == f"{root['points']:,}"
+                assert cells[2] == (f"offline: {root['offline']} (points kept)" if root["offline"] else "online")
+            assert rows[str(drive)].get_attribute("class") == "offline" and status["offline"]
+            assert driver.find_element(By.ID, "collection").get_attribute("open")  # an offline folder opens it
+            summary = driver.find_element(By.ID, "collection-summary").text
+            assert "2 folders" in summary and "1 offline" in summary
+            assert status["unindexed"] == status["points"] > 0  # below [store] index_threshold: nothing indexed
+            assert f"{status['unindexed']:,} of {status['points']:,} points are not in the search index" in \
+                driver.find_element(By.ID, "unindexed").text
+            assert "Watching 1 folder: idle" in driver.find_element(By.ID, "sync-state").text
+            assert "unchanged" in driver.find_element(By.ID, "sync-last").text
+
+            # A sync that waits for the store (held here, as a long index build would hold it): the page
+            # shows it running, with the collection figures it read last, and follows it to the end.
+            with app.state.service.lock:
+                assert http.post("/api/ingest", params={"root": str(library)}).json()["started"]
+                driver.refresh()
+                wait(driver, lambda d: "Syncing" in d.find_element(By.ID, "sync-state").text,
+                     "the running sync was not shown")
+                assert str(library) in driver.find_element(By.ID, "sync-state").text
+                assert "store busy" in driver.find_element(By.ID, "collection-summary").text
+                assert driver.find_element(By.ID, "roots").is_displayed()
+            wait(driver, lambda d: "idle · 2 syncs so far" in d.find_element(By.ID, "sync-state").text,
+                 "the page did not follow the sync to its end")
+            assert "store busy" not in driver.find_element(By.ID, "collection-summary").text
+
+
+def test_an_empty_collection_says_what_to_do(tmp_path: Path, tiny_model_dir: Path, browser: webdriver.Chrome):
+    from retrieval import load_settings
+    from retrieval.index import Index
+    from retrieval.server import create_app
+    from tests.conftest import write_config
+    from tests.test_server import serving
+
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store", collection="nothing-yet")
+    driver = browser
+    with Index.open(load_settings(config)) as index, serving(create_app(index)) as url:
+        driver.get(url + "/")
+        empty = wait(driver, ec.visibility_of_element_located((By.ID, "empty")), "no empty state")
+        assert "no images yet" in empty.text and "nothing-yet" in empty.text
+        assert driver.find_element(By.ID, "empty-ingest").text.startswith("clipdex ingest ")
+        assert "clipdex serve --watch" in empty.text
+        assert "0 images" in driver.find_element(By.ID, "status").text
+        driver.find_element(By.ID, "q").send_keys("a cat", Keys.ENTER)
+        assert "clipdex ingest" in error_text(driver)
+
+    driver.get("about:blank")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from typing import Any
 
 import click
 
 from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.paths import echo_paths
+from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
 
@@ -70,7 +73,9 @@ def search_request(**options: Any) -> SearchRequest:
 
 @cli.command()
 @click.argument("text", required=False)
-@click.option("--image", type=click.Path(dir_okay=False, path_type=str), help="Example image (any image file).")
+@click.option("--image", type=click.Path(dir_okay=False, path_type=str),
+              help="Example image: any image file, or an http(s) URL (fetched within [search] fetch_max_mb and "
+                   "fetch_timeout_s).")
 @click.option("--negative", multiple=True, help="Steer away from this prompt (repeatable).")
 @click.option("--like", multiple=True, metavar="PATH",
               help="More like this indexed file (repeatable): its stored vector, nothing re-encoded.")
@@ -88,13 +93,35 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
 @click.option("--before", help="Taken before this date (EXIF).")
 @click.option("--camera", help="EXIF camera make or model, exactly.")
+@click.option("--paths", "paths_only", is_flag=True,
+              help="Print only the matching paths, one per line (for xargs -d '\\n', feh -f -).")
 @common_options
-def search(run: Run, **options: Any) -> None:
+def search(run: Run, paths_only: bool, **options: Any) -> None:
     """Find images by TEXT, by --image, by indexed examples (--like/--unlike), or a combination."""
-    request = search_request(**options)
-    with Index.open(run.settings) as index:
-        hits = index.search(request)
+    if paths_only and run.json:
+        raise click.UsageError("--paths and --json: choose one")
+    request = search_request(**options)  # bad input is refused before any fetch
+    url = _image_url(request.image)
+    with ExitStack() as stack:
+        if url:
+            from retrieval.fetch import fetched
+
+            limits = run.settings.search
+            local = stack.enter_context(
+                fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s))
+            request = search_request(**(options | {"image": local}))
+        try:
+            with Index.open(run.settings) as index:
+                hits = index.search(request)
+        except ClipdexError as exc:
+            if not url:
+                raise
+            raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
     rows = [hit_row(h) for h in hits]
+    if paths_only:
+        if left_out := echo_paths(rows):
+            raise ClipdexError(f"{left_out} matching path(s) left out of --paths: they hold control characters")
+        return
 
     def human() -> None:
         if not rows:
@@ -103,6 +130,13 @@ def search(run: Run, **options: Any) -> None:
             click.echo(f"{row['score']:.4f}  {row['path']}")
 
     run.emit(rows, human)
+
+
+def _image_url(image: str | None) -> str | None:
+    """``--image`` when it names an http(s) URL (other schemes are refused), else None."""
+    from retrieval.fetch import is_url
+
+    return image if image and is_url(image) else None
 
 
 @cli.command()

@@ -189,8 +189,8 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
              model_name: str | None, pretrained: str | None, out_file: str | None, probes: bool) -> None:
     """Measure retrieval quality (recall@K, zero-shot accuracy, precision@10, mAP) and, where labels
     exist, representation probes (k-NN, linear) of a model."""
-    from retrieval.encoder import Encoder
     from retrieval.evaluate import evaluate
+    from retrieval.model.torch_backend import TorchEncoder
 
     data, coco_images, out_file = (_cwd_path(p) for p in (data, coco_images, out_file))  # resolved once, here
     model = run.settings.model
@@ -203,7 +203,7 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         model = ModelSettings(**{**model.model_dump(), "pretrained": pretrained})
     if out_file and (Path(out_file).is_dir() or not Path(out_file).resolve().parent.is_dir()):
         raise ClipdexError(f"--output must be a file in an existing folder: {out_file}")
-    encoder = Encoder.load(model)  # the model first: a bad --model is reported before any data is read
+    encoder = TorchEncoder.load(model)  # the model first: a bad --model is reported before any data is read
     eval_set = _eval_set(dataset, data, coco_images, split).subset(limit)
     train_set = None
     if probes and dataset == "fashion-mnist" and split == "test":

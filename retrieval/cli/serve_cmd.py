@@ -106,7 +106,7 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
     from retrieval.changes import root_problem
     from retrieval.index import Index
     from retrieval.server import create_app
-    from retrieval.serving.protocol import uvicorn_config
+    from retrieval.serving.protocol import Timeouts, uvicorn_config
     from retrieval.store.lock import serve_owner
 
     roots = watched_roots([*run.settings.serve.watch, *watch])
@@ -131,7 +131,8 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
             elif not is_loopback(host):
                 click.echo("clipdex: note: the API key travels in clear text over plain HTTP; put a TLS proxy in "
                            "front for untrusted networks", err=True)
-            config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"))
+            config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
+                                    timeouts=Timeouts.of(run.settings.serve))
             with _sigterm_stops(), suppress(KeyboardInterrupt, _Stopped):
                 uvicorn.Server(config).run(sockets=[sock])
     except Exception:

@@ -100,7 +100,7 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app(dict(scope, method="GET"), receive, headers_only)
+        await self.app({**scope, "method": "GET", "clipdex.head": True}, receive, headers_only)
 
 
 class BodyLimit:
@@ -156,3 +156,36 @@ class ApiPrecondition:
             await error_response(503, problem)(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+
+def has_body(scope: Scope) -> bool:
+    """True if a request declares a body: a non-zero ``Content-Length``, or any ``Transfer-Encoding``."""
+    if header(scope, b"transfer-encoding") is not None:
+        return True
+    declared = header(scope, b"content-length")
+    return declared is not None and declared.strip() not in (b"", b"0")
+
+
+class UploadSlots:
+    """At most ``slots`` requests with a body (uploads) at once; the next is answered 503 with ``Retry-After``
+    at once, before a byte of its body is read or stored (never queued without bound)."""
+
+    def __init__(self, app: ASGIApp, slots: int, retry_after_s: int = 2):
+        self.app = app
+        self.slots = slots
+        self.retry_after_s = retry_after_s
+        self.busy = 0  # only touched on the event loop's thread
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        if self.busy >= self.slots:
+            message = f"the server is busy with {self.slots} uploads; try again in {self.retry_after_s} s"
+            await error_response(503, message, {"Retry-After": str(self.retry_after_s)})(scope, receive, send)
+            return
+        self.busy += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.busy -= 1

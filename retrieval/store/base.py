@@ -160,6 +160,9 @@ class VectorStore(Protocol):
     def root_counts(self) -> dict[str, int]:
         """Points per ``root`` payload value (the ingest root a file was found under)."""
 
+    def facet_counts(self, key: str, limit: int) -> dict[str, int]:
+        """Points per value of the keyword-indexed payload field ``key`` (at most ``limit`` values, most first)."""
+
     def set_root(self, root: str) -> None:
         """Give points at or below ``root`` that have no ``root`` field yet that value."""
 

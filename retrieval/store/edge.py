@@ -218,6 +218,12 @@ class EdgeStore:
         response = self._shard.facet(qe.FacetRequest(key="root", limit=100_000, exact=True))
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
+    def facet_counts(self, key: str, limit: int) -> dict[str, int]:
+        if self._shard is None:
+            return {}
+        response = self._shard.facet(qe.FacetRequest(key=key, limit=limit, exact=True))
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def set_root(self, root: str) -> None:
         if self._shard is not None:
             self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(

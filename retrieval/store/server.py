@@ -207,6 +207,12 @@ class ServerStore:
         response = self.client.facet(self.collection, key="root", limit=100_000, exact=True)
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
+    def facet_counts(self, key: str, limit: int) -> dict[str, int]:
+        if not self._exists:
+            return {}
+        response = self.client.facet(self.collection, key=key, limit=limit, exact=True)
+        return {str(hit.value): int(hit.count) for hit in response.hits}
+
     def set_root(self, root: str) -> None:
         if self._exists:
             self.client.set_payload(self.collection, {"root": root}, wait=True, points=models.Filter(

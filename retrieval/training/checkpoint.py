@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from retrieval.encoder import CONFIG_NAME, WEIGHTS_NAME, save_model_folder
 from retrieval.errors import ClipdexError
+from retrieval.model.torch_backend import CONFIG_NAME, WEIGHTS_NAME, save_model_folder
 
 CHECKPOINT_NAME = "last.pt"
 MODEL_FILES = {CONFIG_NAME, WEIGHTS_NAME, "eval.json"}

@@ -19,8 +19,8 @@ from typing import Any
 import torch
 
 from retrieval.augment import apply, normalize
-from retrieval.encoder import image_size_of
 from retrieval.errors import ClipdexError
+from retrieval.model.torch_backend import image_size_of
 from retrieval.settings import DistillSettings, Settings
 from retrieval.training.checkpoint import CHECKPOINT_NAME, check_output, checkpoint_folder, fingerprint, publish
 from retrieval.training.loop import RunOptions, prepare, run_loop

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from retrieval.encoder import pick_device
 from retrieval.errors import ClipdexError
+from retrieval.model.torch_backend import pick_device
 from retrieval.settings import LoopSettings
 from retrieval.training.checkpoint import load_checkpoint, save_checkpoint
 

@@ -14,8 +14,8 @@ import torch
 from retrieval import _torchvision_shim  # noqa: F401  (before open_clip)
 from retrieval.augment import to_uint8
 from retrieval.datasets import ImageSet
-from retrieval.encoder import CONFIG_NAME, LOCAL_DIR, _quiet_open_clip
 from retrieval.errors import ClipdexError, first_line
+from retrieval.model.torch_backend import CONFIG_NAME, LOCAL_DIR, quiet_open_clip
 
 open_clip = importlib.import_module("open_clip")  # only after the torchvision shim above
 
@@ -49,7 +49,7 @@ def model_config(arch: str, pretrained: str, model_cfg: dict[str, Any], what: st
 def create(model_cfg: dict[str, Any], arch: str = "", pretrained: str = "") -> torch.nn.Module:
     """An open_clip model: ``arch`` with its weights (tag, file or folder), else ``model_cfg`` at random."""
     try:
-        with _quiet_open_clip():
+        with quiet_open_clip():
             if arch.startswith(LOCAL_DIR):
                 return open_clip.create_model(f"{LOCAL_DIR}{Path(arch[len(LOCAL_DIR):]).expanduser()}")
             if arch and model_cfg == open_clip.get_model_config(arch):

@@ -22,8 +22,8 @@ import torch
 
 from retrieval.augment import AugmentConfig, apply, draw, identity_params, normalize
 from retrieval.datasets import ImageSet, fashion_mnist, image_folder
-from retrieval.encoder import LOCAL_DIR, Encoder
 from retrieval.errors import ClipdexError
+from retrieval.model.torch_backend import LOCAL_DIR, TorchEncoder
 from retrieval.settings import DistillSettings, ModelSettings, Settings
 from retrieval.training.checkpoint import atomic_save
 from retrieval.training.model import decode_range, model_config
@@ -33,7 +33,7 @@ TARGETS_NAME = "teacher-vectors.pt"
 
 @dataclass
 class Teacher:
-    encoder: Encoder
+    encoder: TorchEncoder
     settings: ModelSettings
     model_cfg: dict[str, Any]
     size: int
@@ -57,7 +57,7 @@ def teacher_settings(cfg: DistillSettings) -> ModelSettings:
 def load_teacher(cfg: DistillSettings) -> Teacher:
     """The teacher model, loaded as ``ingest`` and ``search`` load models (tag, file or folder)."""
     settings = teacher_settings(cfg)
-    encoder = Encoder.load(settings)
+    encoder = TorchEncoder.load(settings)
     model_cfg = model_config(settings.name, settings.pretrained, {}, "distill.teacher")
     pre = getattr(encoder.model.visual, "preprocess_cfg", {}) or {}
     mean = list(pre.get("mean") or [0.48145466, 0.4578275, 0.40821073])

@@ -18,8 +18,8 @@ import torch
 
 from retrieval.augment import AugmentConfig, augment, normalize
 from retrieval.datasets import ImageSet, captioned_folder, coco_captions, fashion_mnist, image_folder
-from retrieval.encoder import image_size_of
 from retrieval.errors import ClipdexError
+from retrieval.model.torch_backend import image_size_of
 from retrieval.settings import TrainSettings
 from retrieval.training.checkpoint import check_output, checkpoint_folder, fingerprint, publish
 from retrieval.training.loop import RunOptions, prepare, run_loop

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval import hub
+from retrieval.model import hub
 from retrieval.settings import ModelSettings
 
 LOCAL_DIR = "local-dir:"

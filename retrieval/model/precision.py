@@ -5,7 +5,7 @@
 * ``fp32``: full precision everywhere.
 * ``fp16``: fp16 autocast (CUDA only; fp16/bf16 matmuls are many times slower on CPUs without native support).
 * ``int8``: dynamic int8 quantization of every Linear layer of both towers (CPU only), the attention
-  projections included (retrieval.quantize).
+  projections included (retrieval.model.quantize).
 * ``auto``: fp16 on CUDA, :data:`CPU_AUTO` on CPU (chosen by the quality table in the README).
 """
 

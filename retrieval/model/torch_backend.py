@@ -1,10 +1,10 @@
-"""The open_clip model wrapper: load any architecture and weights, embed images and texts.
+"""The torch backend: open_clip models on torch, any architecture and weights, images and texts.
 
 Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
-path (retrieval.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
+path (retrieval.model.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
 cores (bf16 is many times slower on CPUs without native support, so it is never used there).
-Texts are encoded at their real token length where that is exact (retrieval.text_trim), and the
-vectors of recent texts are kept in a small LRU cache.
+Texts are encoded at their real token length where that is exact (retrieval.model.text_trim), and the
+vectors of recent texts are kept in a small LRU cache (retrieval.model.encoder).
 """
 
 from __future__ import annotations
@@ -14,9 +14,7 @@ import json
 import logging
 import os
 import threading
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,71 +22,17 @@ import open_clip  # importable because retrieval/__init__.py ran the torchvision
 import torch
 from PIL import Image
 
-from retrieval import hub
-from retrieval import precision as precisions
 from retrieval.errors import ClipdexError, first_line
+from retrieval.model import hub
+from retrieval.model import precision as precisions
+from retrieval.model.encoder import Encoder, ModelIdentity
+from retrieval.model.source import CONFIG_NAME, check_source, open_clip_name, student_of
+from retrieval.model.text_trim import encode_text, text_tower
+from retrieval.model.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
 from retrieval.settings import ModelSettings
-from retrieval.text_trim import encode_text, text_tower
-from retrieval.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
 
-CONFIG_NAME = "open_clip_config.json"
-
-
-@dataclass(frozen=True)
-class ModelIdentity:
-    """What a collection records about the model that filled it."""
-
-    name: str
-    pretrained: str
-    dim: int
-    weights: str = ""
-    """Content hash of the weights file (``xxh3:…``), "" for tags and random weights: see
-    :func:`weights_fingerprint`."""
-    student_of: str = ""
-    """For a model folder written by ``clipdex distill``: the teacher whose vector space (and text
-    tower) it shares, as its config records it; "" otherwise."""
-
-    def describe(self) -> str:
-        return f"{self.name} ({self.pretrained or 'random init'}, dim {self.dim})"
-
-
-def _check_source(settings: ModelSettings) -> None:
-    """Fail fast, with a fix in the message, before open_clip tries anything slow."""
-    name, pretrained = settings.name, settings.pretrained
-    if name.startswith(LOCAL_DIR):
-        folder = Path(name[len(LOCAL_DIR) :])
-        if not (folder / CONFIG_NAME).is_file():
-            raise ClipdexError(f"model folder {folder} has no {CONFIG_NAME} (expected a folder written by "
-                               "`clipdex train` or open_clip's save_for_hf)")
-        return
-    if name.startswith(hub.HF_HUB):
-        repo = name[len(hub.HF_HUB) :].strip("/")
-        if hub.cached_snapshot(repo) is None:
-            hub.require_download(repo, f"weights of {name}", hub.CONFIG_FILE)
-        return
-    if name.replace("/", "-") not in open_clip.list_models():
-        raise ClipdexError(f"unknown open_clip architecture '{name}' (see open_clip.list_models(), "
-                           "\"hf-hub:ORG/REPO\", or name = \"local-dir:PATH\" for a saved model folder)")
-    if not pretrained:
-        return
-    tags = [tag for arch, tag in open_clip.list_pretrained() if arch == name]
-    if pretrained in tags:
-        repo = (open_clip.get_pretrained_cfg(name, pretrained).get("hf_hub") or "").strip("/")
-        if repo and hub.cached_file(repo, hub.WEIGHT_FILES) is None:
-            hub.require_download(repo, f"pretrained weights '{pretrained}' for {name}", hub.WEIGHT_FILES[0])
-        return
-    if not Path(pretrained).expanduser().is_file():
-        raise ClipdexError(f"model.pretrained '{pretrained}' is neither a pretrained tag of {name} "
-                           f"({', '.join(tags) or 'none known'}) nor an existing checkpoint file")
-
-
-def _open_clip_name(settings: ModelSettings) -> str:
-    """What open_clip is asked to load: a cached hub model loads from its snapshot folder, offline."""
-    if settings.name.startswith(hub.HF_HUB):
-        snapshot = hub.cached_snapshot(settings.name[len(hub.HF_HUB) :].strip("/"))
-        if snapshot is not None:
-            return f"{LOCAL_DIR}{snapshot}"
-    return settings.name
+__all__ = ["CONFIG_NAME", "LOCAL_DIR", "WEIGHTS_NAME", "ModelIdentity", "TorchEncoder", "image_size_of",
+           "open_clip", "pick_device", "quiet_open_clip", "save_model_folder", "student_of"]
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -99,15 +43,13 @@ def pick_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-class Encoder:
-    """An open_clip image/text encoder pair with its preprocessing and tokenizer."""
-
-    TEXT_CACHE_SIZE = 1024
-    """How many recent texts keep their vectors (about 2 MB at 512 dimensions)."""
+class TorchEncoder(Encoder):
+    """An open_clip image/text encoder pair on torch, with its preprocessing and tokenizer."""
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                  tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
                  precision: str = "fp32"):
+        super().__init__()
         self.precision: str = precisions.resolve(precision, device)
         """The numeric path the towers run on: fp32, fp16 (CUDA autocast) or int8 (CPU)."""
         self.model = model.eval().to(device)
@@ -123,21 +65,19 @@ class Encoder:
         self.context_length: int = int(getattr(model, "context_length", 77) or 77)
         self.text_tower = text_tower(self.model)
         """The trimmable text tower, or None: texts then run at the full padded context."""
-        self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
-        self._text_cache_lock = threading.Lock()
 
     @classmethod
-    def load(cls, settings: ModelSettings) -> Encoder:
+    def load(cls, settings: ModelSettings) -> TorchEncoder:
         """Load the model named by ``settings`` (tag, checkpoint file or local folder)."""
-        _check_source(settings)
+        check_source(settings)
         device = pick_device(settings.device)
         if device.type == "cpu":
             torch.set_num_threads(os.cpu_count() or 1)
-        name = _open_clip_name(settings)
+        name = open_clip_name(settings)
         schema = name.startswith((LOCAL_DIR, hub.HF_HUB))
         pretrained = None if schema else (settings.pretrained or None)
         try:
-            with _quiet_open_clip():
+            with quiet_open_clip():
                 model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
             tokenizer = open_clip.get_tokenizer(name)
         except ClipdexError:
@@ -151,16 +91,12 @@ class Encoder:
                                  student_of=student_of(settings))
         return cls(model, preprocess, tokenizer, identity, device, settings.precision)
 
-    @property
-    def dim(self) -> int:
-        return self.identity.dim
-
     def _ready(self, tower: str) -> None:
         """Convert ``tower`` ("image" or "text") to int8 on its first use, if the precision says so."""
         if tower in self._unquantized:
             with self._quantize_lock:
                 if tower in self._unquantized:
-                    from retrieval.quantize import quantize_tower
+                    from retrieval.model.quantize import quantize_tower
 
                     quantize_tower(self.model, tower)
                     self._unquantized.discard(tower)
@@ -187,25 +123,6 @@ class Encoder:
             return np.zeros((0, self.dim), dtype=np.float32)
         return self.encode_images(torch.stack([self.preprocess(im) for im in images]))
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts into unit vectors ``(N, dim)``; recent texts come from the LRU cache."""
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with self._text_cache_lock:
-            cached = {t: v for t in texts if (v := self._text_cache.get(t)) is not None}
-            for text in cached:
-                self._text_cache.move_to_end(text)
-        missing = list(dict.fromkeys(t for t in texts if t not in cached))
-        if missing:
-            fresh = dict(zip(missing, self._encode_texts(missing), strict=True))
-            with self._text_cache_lock:
-                for text, vector in fresh.items():
-                    self._text_cache[text] = vector.copy()
-                while len(self._text_cache) > self.TEXT_CACHE_SIZE:
-                    self._text_cache.popitem(last=False)
-            cached.update(fresh)
-        return np.stack([cached[t] for t in texts])
-
     @torch.inference_mode()
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
         if self.precision == "int8" and len(texts) > 1:
@@ -224,20 +141,6 @@ def _unit(features: torch.Tensor) -> np.ndarray:
     return features.cpu().numpy().astype(np.float32, copy=False)
 
 
-def student_of(settings: ModelSettings) -> str:
-    """The ``student_of`` a ``clipdex distill`` model folder records in its config ("" elsewhere)."""
-    name = _open_clip_name(settings)
-    if not name.startswith(LOCAL_DIR):
-        return ""
-    try:
-        config = json.loads((Path(name[len(LOCAL_DIR) :]) / CONFIG_NAME).read_text())
-    except (OSError, ValueError):
-        return ""
-    extra = config.get("clipdex") if isinstance(config, dict) else None
-    value = extra.get("student_of", "") if isinstance(extra, dict) else ""
-    return value if isinstance(value, str) else ""
-
-
 def _embed_dim(model: torch.nn.Module) -> int:
     proj = getattr(model, "text_projection", None)
     if isinstance(proj, torch.Tensor | torch.nn.Parameter) and proj.ndim == 2:
@@ -253,7 +156,7 @@ def image_size_of(model: torch.nn.Module) -> int:
 
 
 @contextlib.contextmanager
-def _quiet_open_clip():
+def quiet_open_clip():
     logger = logging.getLogger()
     level = logger.level
     logger.setLevel(max(level, logging.ERROR))
