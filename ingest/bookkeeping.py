@@ -43,7 +43,7 @@ from retrieval.store import VectorStore
 
 # Payload fields that describe the bytes (copied when a vector is reused), as opposed to the path.
 CONTENT_FIELDS = ("hash", "width", "height", "format", "taken_at", "taken_ts", "camera_make", "camera_model",
-                  "gps_lat", "gps_lon")
+                  "gps_lat", "gps_lon", "ocr", "ocr_text", "ocr_error")  # ocr*: the OCR pass's (ingest/ocr.py)
 
 
 class Sink(Protocol):

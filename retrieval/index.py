@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Sequence
@@ -16,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingest.ocr_engine import split_joined
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
+from retrieval import hybrid
 from retrieval.errors import ClipdexError
 from retrieval.model.precision import mixable, mixes_with
 from retrieval.model.weights import weights_fingerprint
@@ -28,6 +31,7 @@ from retrieval.store import CollectionMeta, Hit, MetadataLost, SearchFilter, Vec
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
     from ingest.finish import Progress
+    from ingest.ocr import OcrReport
     from ingest.pipeline import IngestReport
     from retrieval.model.encoder import Encoder
 
@@ -120,7 +124,7 @@ class Index:
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
-               prune: bool = False, ray: str | None = None) -> IngestReport:
+               prune: bool = False, ray: str | None = None, ocr: bool | None = None) -> IngestReport:
         """Embed new and changed images below ``roots``; drop points of files known to be gone from them.
 
         ``progress``: True for a bar on stderr, or a callback ``progress(stage, done, total)`` (stage
@@ -128,6 +132,7 @@ class Index:
         ``[ingest] max_delete_fraction`` of a root's points (held back otherwise, see the report).
         ``ray``: run the stages on a Ray cluster at this address (``auto``, ``local``, ``HOST:PORT``;
         None or "" = in this process; ``clipdex ingest`` passes ``[ray] address``), see ``ingest.ray_ingest``.
+        ``ocr``: run the OCR pass afterwards (None: ``[ocr] enabled``), see :meth:`read_text`.
         """
         from ingest.pipeline import ingest
 
@@ -138,17 +143,36 @@ class Index:
             from ingest.ray_ingest import check_address, ingest_on_ray
 
             check_address(address)
+        if problems := self.store.problems():
+            raise ClipdexError(f"store {self.store.location} is damaged ({problems[0]}); nothing was written: "
+                               "restore it from a backup, or ingest into a new --collection")
         encoder = self.encoder
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
                                              weights=ident.weights, student_of=ident.student_of))
         if address:
-            return ingest_on_ray([os.fspath(r) for r in roots], self.store, encoder, self.settings,
-                                 address=address, progress=progress, prune=prune)
-        return ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
-                      batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
-                      index_threshold=self.settings.store.index_threshold)
+            report = ingest_on_ray([os.fspath(r) for r in roots], self.store, encoder, self.settings,
+                                   address=address, progress=progress, prune=prune)
+        else:
+            report = ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
+                            batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
+                            index_threshold=self.settings.store.index_threshold)
+        if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
+            report.ocr = self.read_text(progress=progress).as_dict()
+        return report
+
+    def read_text(self, *, progress: bool | Progress = False) -> OcrReport:
+        """The OCR pass over every image not yet read by the configured OCR engine (ingest.ocr)."""
+        from ingest.ocr import run_ocr
+
+        if not hasattr(self.store, "ocr_pending"):
+            raise ClipdexError(f"OCR needs the embedded store; {self.store.location} cannot hold recognised "
+                               "text in clipdex yet (see docs/ocr.md)")
+        if self.store.meta() is None:
+            raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
+                               f"{self.store.location} (run `clipdex ingest DIR --ocr` first)")
+        return run_ocr(self.store, self.settings, progress=progress)
 
     # -- search --------------------------------------------------------------------------------
     def query_vector(self, request: SearchParams | str | None = None, /, **fields: Any) -> np.ndarray:
@@ -195,14 +219,17 @@ class Index:
         if self.store.meta() is None:
             raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
                                f"{self.store.location} (run `clipdex ingest DIR` first)")
-        if not req.has_query and not req.like:
-            raise ClipdexError("a search needs a text, an example image or a like example"
+        if not req.has_query and not req.like and req.text_in_image is None:
+            raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                                + (" (unlike only pushes results away from examples)" if req.unlike else ""))
         limit = self.settings.search.limit if req.limit is None else req.limit
         where = SearchFilter(folder=_folder_key(req.folder) if req.folder else None, after=req.after,
                              before=req.before, camera=req.camera)
         if not req.like and not req.unlike:
-            return self.store.query(self.query_vector(req), limit, where, req.min_score)
+            return hybrid.search(self, req, where, limit)  # CLIP, and the recognised text where there is some
+        if req.text_in_image is not None:
+            hybrid.check_phrase(self, req.text_in_image)
+            where = dataclasses.replace(where, text=split_joined(req.text_in_image))
         liked = {_point_ref(ref)[0] for ref in req.like}
         both = [ref for ref in req.unlike if _point_ref(ref)[0] in liked]
         if both:
@@ -247,7 +274,30 @@ class Index:
                 "student_of": meta.student_of if meta else "",
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
-                "unindexed": self.store.unindexed()}
+                "unindexed": self.store.unindexed(), "problems": self.store.problems(),
+                "ocr": self.ocr_status()}
+
+    def check(self, shown: int = 20) -> dict[str, Any]:
+        """Read every stored vector and mark the damaged points, so the next ingest embeds their files again.
+
+        Returns the points read, the damaged count and up to ``shown`` of them (path, reason), and the
+        store's file problems. Nothing is deleted (see retrieval.store.health).
+        """
+        from retrieval.store.health import DAMAGED_MARK, find_damaged
+
+        damage = find_damaged(self.store)
+        ids = sorted(damage.damaged)
+        for start in range(0, len(ids), 256):
+            self.store.set_payload(ids[start:start + 256], DAMAGED_MARK)
+        examples = sorted(damage.damaged.values())[:shown]
+        return {"checked": damage.checked, "damaged": len(ids), "problems": self.store.problems(),
+                "examples": [{"path": path, "reason": reason} for path, reason in examples]}
+
+    def ocr_status(self) -> dict[str, int]:
+        """``{"text": points with recognised text, "pending": points the OCR engine has not read}``."""
+        from ingest.ocr import counts
+
+        return counts(self.store, self.settings)
 
     def cameras(self, limit: int = 200) -> list[dict[str, Any]]:
         """The EXIF camera models in the collection (what ``camera=`` matches), most points first."""
@@ -265,14 +315,18 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline")
+STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
+               "ocr")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 
 def hit_row(hit: Hit) -> dict[str, Any]:
     """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
-    return {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
-            **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors")}}
+    row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
+           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr")}}
+    if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
+        row["ocr_text"] = hit.payload.get("ocr_text") or ""
+    return row
 
 
 def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:

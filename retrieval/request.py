@@ -33,6 +33,7 @@ MAX_EXAMPLES = 64  # like/unlike point ids or paths, each
 MAX_PATH_CHARS = 4096
 MAX_NAME_CHARS = 256
 MAX_WEIGHT = 1000.0
+MAX_PHRASE_CHARS = 200  # text in image: a sign, a receipt line, a password; far longer is no phrase
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -99,6 +100,11 @@ class SearchParams(BaseModel):
     after: Date = Field(None, description="Taken on or after this date (EXIF).")
     before: Date = Field(None, description="Taken before this date (EXIF).")
     camera: _text(MAX_NAME_CHARS) = Field(None, description="EXIF camera make or model.")  # type: ignore[valid-type]
+    text_in_image: _text(MAX_PHRASE_CHARS) = Field(  # type: ignore[valid-type]
+        None, description="Only images whose recognised text holds every word of this (OCR).")
+    ocr: bool = Field(True, description="Fuse CLIP with BM25 over recognised text (false: CLIP only).")
+    relevant: bool | None = Field(None, description="Only hits above the query's adaptive cutoff "
+                                                    "(default: [search] cutoff).")
     text_weight: Weight = 1.0
     image_weight: Weight = 1.0
     negative_weight: Weight = 0.5

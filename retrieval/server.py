@@ -26,7 +26,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
-from ingest.records import point_id
+from ingest.records import fs_path, point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
@@ -46,6 +46,7 @@ from retrieval.serving.safe_open import NotServable, OpenedFile, open_inside
 from retrieval.serving.store_guard import StoreGuard
 from retrieval.serving.thumbs import ThumbnailCache, thumb_key
 from retrieval.settings import ServeSettings
+from retrieval.store.health import StoreDamaged
 from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
@@ -138,19 +139,20 @@ class Service:
         if not payloads or payloads[0].get("path") != path:
             raise ApiError(404, f"not an indexed file: {path}")
         own = payloads[0].get("root")
+        file = fs_path(path)  # the file itself: a name that is not UTF-8 has an escaped key (ingest.records)
         try:
             try:
-                return open_inside(path, [own] if own else self._roots())
+                return open_inside(file, [fs_path(own)] if own else self._roots())
             except NotServable:
                 if not own:
                     raise
-                return open_inside(path, self._roots())  # a link to another ingested root's file
+                return open_inside(file, self._roots())  # a link to another ingested root's file
         except NotServable as exc:
-            raise ApiError(404, str(exc)) from None
+            raise ApiError(404, str(exc).replace(file, path)) from None
 
     def _roots(self) -> list[str]:
         with self.lock:
-            return list(self.index.store.root_counts())
+            return [fs_path(root) for root in self.index.store.root_counts()]
 
     @contextmanager
     def upload(self, upload: UploadFile | None) -> Iterator[str | None]:
@@ -229,6 +231,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ClipdexError)
     async def clipdex_error(request: Request, exc: ClipdexError) -> JSONResponse:
         return answer(400, str(exc))
+
+    @app.exception_handler(StoreDamaged)
+    async def store_damaged(request: Request, exc: StoreDamaged) -> JSONResponse:
+        return answer(503, str(exc))  # the store's files, not the client's request
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError) -> JSONResponse:

@@ -8,9 +8,10 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from retrieval.errors import ClipdexError
+from retrieval.names import check_collection
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -47,7 +48,8 @@ class StoreSettings(_Section):
     api_key: str = ""
     """The Qdrant server's API key (env ``CLIPDEX_QDRANT_API_KEY``)."""
     collection: str = "images"
-    """The collection's name (a folder of the embedded store; flag ``--collection``)."""
+    """The collection's name (a folder of the embedded store; flag ``--collection``): 1-64 letters, digits,
+    '.', '_' or '-', starting with a letter or digit."""
     hnsw_ef: int = Field(128, ge=4, le=4096)
     """HNSW search candidates per query: higher = better recall, slower search."""
     hnsw_m: int = Field(16, ge=4, le=128)
@@ -71,6 +73,8 @@ class StoreSettings(_Section):
     """Qdrant cluster: copies of each shard of a new collection (0 = the server's default, 1)."""
     write_consistency_factor: int = Field(0, ge=0, le=64)
     """Qdrant cluster: replicas that must acknowledge a write (0 = the server's default, 1)."""
+
+    _collection = field_validator("collection")(classmethod(lambda cls, v: check_collection(v)))
 
 
 class IngestSettings(_Section):
@@ -127,6 +131,30 @@ class SearchSettings(_Section):
     fetches URLs."""
     fetch_timeout_s: float = Field(20.0, gt=0, le=600)
     """``clipdex search --image URL``: the time limit of the whole fetch."""
+    cutoff: Literal["none", "auto"] = "none"
+    """auto: return only the hits that stand out from the query's own score distribution (``--relevant``,
+    retrieval/cutoff.py); none: the ``limit`` best."""
+    hybrid: bool = True
+    """On a collection with OCR text, fuse CLIP with BM25 over the recognised text (``--no-ocr``: CLIP only)."""
+
+
+class OcrSettings(_Section):
+    """``[ocr]``: read the text in images after the CLIP pass (``ingest --ocr``); see docs/ocr.md."""
+
+    enabled: bool = False
+    """Run the OCR pass after every ingest and ``serve --watch`` sync (``ingest --ocr/--no-ocr`` overrides)."""
+    det_max_side: int = Field(640, ge=64, le=4096)
+    """Text detection sees the picture at most this large (the bound on its cost per image)."""
+    rec_max_side: int = Field(1600, ge=64, le=8192)
+    """Found boxes are cut out of the picture at up to this size for recognition (small print)."""
+    max_boxes: int = Field(50, ge=1, le=1000)
+    """Recognise at most this many text boxes per image (the largest)."""
+    min_score: float = Field(0.5, ge=0.0, le=1.0)
+    """Drop recognised lines the model is less sure of."""
+    use_cls: bool = True
+    """Turn upside-down text upright (0/180° classifier) before recognising it."""
+    timeout_s: float = Field(20.0, gt=0, le=600)
+    """Wall time allowed per image (decode + OCR); a slower image is reported and skipped."""
 
 
 class ServeSettings(_Section):
@@ -274,6 +302,8 @@ class DistillSettings(LoopSettings):
     """Image folders (source images) or the Fashion-MNIST IDX folder ("" = the Debian package's)."""
     from_collection: str = ""
     """Take the teacher's vectors from this clipdex collection (of the teacher) instead of a teacher pass."""
+
+    _from_collection = field_validator("from_collection")(classmethod(lambda cls, v: v and check_collection(v)))
     image_mean: list[float] = []
     """Student normalisation ([] = the teacher's)."""
     image_std: list[float] = []
@@ -298,6 +328,7 @@ class Settings(_Section):
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
     search: SearchSettings = SearchSettings()
+    ocr: OcrSettings = OcrSettings()
     serve: ServeSettings = ServeSettings()
     duplicates: DuplicatesSettings = DuplicatesSettings()
     ray: RaySettings = RaySettings()
@@ -315,7 +346,12 @@ class Settings(_Section):
 
     @property
     def store_path(self) -> Path:
-        return Path(os.path.expanduser(self.store.path)).resolve()
+        path = Path(os.path.expanduser(self.store.path))
+        try:
+            return path.resolve()
+        except (OSError, RuntimeError) as exc:  # a link that cannot be followed (/proc/1/root), a loop
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "symlink loop"
+            raise ClipdexError(f"cannot use store path {path}: {reason}") from None
 
 
 def _validate(data: dict[str, Any], source: str) -> Settings:
@@ -326,7 +362,8 @@ def _validate(data: dict[str, Any], source: str) -> Settings:
         where = ".".join(str(p) for p in first["loc"])
         if first["type"] == "extra_forbidden":
             raise ClipdexError(f"{source}: unknown setting '{where}'") from None
-        raise ClipdexError(f"{source}: setting '{where}': {first['msg']}") from None
+        msg = first["msg"].removeprefix("Value error, ")  # a validator's own sentence
+        raise ClipdexError(f"{source}: setting '{where}': {msg}") from None
 
 
 _LOCAL_DIR = "local-dir:"
@@ -369,6 +406,8 @@ def _resolve_relative(data: dict[str, Any], base: Path) -> None:
 
 MAX_CONFIG_BYTES = 1 << 20
 """A config file larger than this (1 MiB) is refused before it is read."""
+MAX_CONFIG_DEPTH = 32
+"""Tables and arrays nested deeper than this are refused (the deepest clipdex reads is 4)."""
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
@@ -401,9 +440,29 @@ def _read_toml(file: Path) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise ClipdexError(f"{file}: not UTF-8 text (byte {exc.start}); a config file is TOML in UTF-8") from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ClipdexError(f"{file}: invalid TOML: {exc}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ClipdexError(f"{file}: nested more than {MAX_CONFIG_DEPTH} levels deep; is it a config file?") from None
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise ClipdexError(f"{file}: nested more than {MAX_CONFIG_DEPTH} levels deep; is it a config file?")
+    return data
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest in ``value`` (a scalar: 0), without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_CONFIG_DEPTH:
+            break
+        stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def load_settings(path: str | os.PathLike[str] | None = None) -> Settings:

@@ -7,8 +7,8 @@ import sys
 
 import click
 
-from retrieval.cli.common import cli
-from retrieval.errors import ClipdexError
+from retrieval.cli.common import cli, echo
+from retrieval.errors import ClipdexError, os_error_line
 
 # Subcommands register themselves on `cli` when their module is imported.
 from retrieval.cli import index_cmds  # noqa: E402,F401  isort: skip
@@ -20,7 +20,9 @@ from retrieval.cli import dup_cmds  # noqa: E402,F401  isort: skip
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every failure becomes one line on stderr and a non-zero exit code."""
     try:
-        cli.main(args=argv, prog_name="clipdex", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="clipdex", standalone_mode=False)
+        if isinstance(code, int) and code:  # a command's click.exceptions.Exit(N), returned by click
+            return code
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.Abort:
@@ -28,10 +30,13 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except click.UsageError as exc:
         command = exc.ctx.command_path if exc.ctx else "clipdex"
-        click.echo(f"{command}: error: {exc.format_message()}", err=True)
+        echo(f"{command}: error: {exc.format_message()}", err=True)
         return 2
     except ClipdexError as exc:
-        click.echo(f"clipdex: error: {exc}", err=True)
+        echo(f"clipdex: error: {exc}", err=True)
+        return 1
+    except OSError as exc:  # a path that cannot be used (permissions, /proc, a full disk, a name too long)
+        echo(f"clipdex: error: {os_error_line(exc)}", err=True)
         return 1
     except KeyboardInterrupt:
         click.echo("clipdex: interrupted", err=True)
@@ -40,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("CLIPDEX_DEBUG"):
             raise
         line = str(exc).splitlines()[0] if str(exc) else ""
-        click.echo(f"clipdex: internal error: {type(exc).__name__}: {line} (CLIPDEX_DEBUG=1 shows the traceback)",
+        echo(f"clipdex: internal error: {type(exc).__name__}: {line} (CLIPDEX_DEBUG=1 shows the traceback)",
                    err=True)
         return 1
     return 0

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
@@ -26,13 +26,15 @@ from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchReques
               help="Progress bar on stderr [default: when stderr is a terminal and --json is off].")
 @click.option("--prune", is_flag=True,
               help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
+@click.option("--ocr/--no-ocr", default=None,
+              help="Then read the text in the images (an OCR pass after the CLIP pass) [default: [ocr] enabled].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
               help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
                    "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool, ray_address: str | None) -> None:
+           prune: bool, ocr: bool | None, ray_address: str | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
@@ -43,16 +45,22 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
             ray_address = settings.ray.address
         elif ray_address == "[ray]":  # --ray without a value
             ray_address = settings.ray.address or "local"
-        report = index.ingest(folders, progress=show, prune=prune, ray=ray_address)
+        report = index.ingest(folders, progress=show, prune=prune, ray=ray_address, ocr=ocr)
     summary = report.as_dict()
     for line in report.notices():  # kept and held-back points: said even with --json
-        click.echo(f"clipdex: {line}", err=True)
+        echo(f"clipdex: {line}", err=True)
 
     def human() -> None:
-        click.echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
+        echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
                    f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}")
         for item in report.failed:
-            click.echo(f"  failed: {item['path']}: {item['error']}")
+            echo(f"  failed: {item['path']}: {item['error']}")
+        if report.ocr is not None:
+            o = report.ocr
+            echo(f"ocr: read {o['read']}, with text {o['with_text']}, reused {o['reused']}, "
+                 f"failed {len(o['failed'])}")
+            for item in o["failed"]:
+                echo(f"  ocr failed: {item['path']}: {item['error']}")
 
     run.emit(summary, human)
 
@@ -64,6 +72,8 @@ def _default(field: str) -> str:
 
 def search_request(**options: Any) -> SearchRequest:
     """The request the ``search`` options describe; a field beyond its limit is a usage error naming the option."""
+    if options.get("text_in_image") is not None and not options["text_in_image"].strip():
+        raise click.UsageError("--text-in-image: the phrase is empty")
     try:
         return SearchRequest.of(**{k: v for k, v in options.items() if v is not None})
     except SearchRequestError as exc:
@@ -93,6 +103,12 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
 @click.option("--before", help="Taken before this date (EXIF).")
 @click.option("--camera", help="EXIF camera make or model, exactly.")
+@click.option("--text-in-image", metavar="PHRASE",
+              help="Only images whose recognised text (OCR) holds every word of PHRASE, ranked by BM25.")
+@click.option("--ocr/--no-ocr", default=None,
+              help="Fuse CLIP with BM25 over recognised text where the collection has some [default: on].")
+@click.option("--relevant/--all", default=None,
+              help="Only the hits that stand out from this query's score distribution [default: [search] cutoff].")
 @click.option("--paths", "paths_only", is_flag=True,
               help="Print only the matching paths, one per line (for xargs -d '\\n', feh -f -).")
 @common_options
@@ -125,9 +141,11 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
 
     def human() -> None:
         if not rows:
-            click.echo("no results")
+            echo("no results")
         for row in rows:
-            click.echo(f"{row['score']:.4f}  {row['path']}")
+            echo(f"{row['score']:.4f}  {row['path']}")
+            if row.get("ocr_text"):
+                echo("        text: " + " / ".join(row["ocr_text"].splitlines())[:200])
 
     run.emit(rows, human)
 
@@ -140,26 +158,43 @@ def _image_url(image: str | None) -> str | None:
 
 
 @cli.command()
+@click.option("--check", is_flag=True,
+              help="Also read every stored vector; mark damaged points so the next ingest embeds them again "
+                   "(exit 1 when something is damaged).")
 @common_options
-def status(run: Run) -> None:
+def status(run: Run, check: bool) -> None:
     """Show the collection, its size, its model and where it is stored."""
     with Index.open(run.settings) as index:
         info = index.status()
+        checked = index.check() if check else None
 
     def human() -> None:
-        click.echo(f"collection  {info['collection']}")
-        click.echo(f"points      {info['points']}")
-        click.echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
-        click.echo(f"dim         {info['dim']}")
+        echo(f"collection  {info['collection']}")
+        echo(f"points      {info['points']}")
+        echo(f"model       {info['model']} ({info['pretrained'] or 'not created yet'})")
+        echo(f"dim         {info['dim']}")
         if info["student_of"]:
-            click.echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
-        click.echo(f"store       {info['store']}")
+            echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
+        echo(f"store       {info['store']}")
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"
-            click.echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+            echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+        if info["points"]:
+            echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
         if info["unindexed"]:
-            click.echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
+            echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
         if info["label"]:
-            click.echo(f"note        {info['label']}")
+            echo(f"note        {info['label']}")
+        for problem in info["problems"]:
+            echo(f"damaged     {problem}: searches may fail; restore the store from a backup, or ingest "
+                 "into a new --collection")
+        if checked is not None:
+            echo(f"checked     {checked['checked']:,} vectors, {checked['damaged']:,} damaged"
+                 + (" (marked: the next `clipdex ingest` embeds their files again)" if checked["damaged"] else ""))
+            for item in checked["examples"]:
+                echo(f"  damaged: {item['path']}: {item['reason']}")
 
-    run.emit({k: info[k] for k in STATUS_KEYS}, human)
+    doc = {k: info[k] for k in STATUS_KEYS}
+    run.emit(doc | ({"check": checked} if checked is not None else {}), human)
+    if checked is not None and (checked["damaged"] or checked["problems"]):
+        raise click.exceptions.Exit(1)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, collection_option, common_options, echo
 from retrieval.errors import ClipdexError
 from retrieval.settings import ModelSettings
 
@@ -22,7 +22,12 @@ _PATH_FIELDS = ("data", "coco_images", "output", "checkpoint_dir")
 
 def _cwd_path(value: str | None) -> str | None:
     """A path argument made absolute against the working directory ("" and None stay as they are)."""
-    return str(Path(value).expanduser().resolve()) if value else value
+    if not value:
+        return value
+    try:
+        return str(Path(value).expanduser().resolve())
+    except OSError as exc:  # a link that cannot be followed (/proc/1/root), a name too long
+        raise ClipdexError(f"cannot use {value}: {exc.strerror or exc}") from None
 
 
 def _cwd_paths(values: dict[str, Any]) -> dict[str, Any]:
@@ -76,7 +81,7 @@ def train_cmd(run: Run, resume: bool, stop_after: int | None, save_init: bool, q
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"clipdex train: {msg}", err=True)
+            echo(f"clipdex train: {msg}", err=True)
 
     result = train(settings.train, resume=resume, stop_after=stop_after, init_only=save_init,
                    progress=not quiet and sys.stderr.isatty(), log=log)
@@ -91,11 +96,11 @@ def _emit_loop_result(run: Run, result: Any, verb: str, **extra: Any) -> None:
 
     def human() -> None:
         if result.output is None:
-            click.echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
+            echo(f"stopped at step {result.steps}/{result.total_steps}; continue with --resume")
         else:
-            click.echo(f"{verb} {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
+            echo(f"{verb} {result.steps} steps in {result.seconds:.0f}s (loss {result.loss:.4f}); "
                        f"model folder: {result.output}")
-            click.echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
+            echo(f'use it with [model] name = "local-dir:{result.output}", pretrained = ""')
 
     run.emit(obj, human)
 
@@ -121,7 +126,7 @@ def _model_name(value: str | None) -> str | None:
 @click.option("--source", type=click.Choice(["images", "fashion-mnist"]), default=None,
               help="images: every image below --data; fashion-mnist: its training split (IDX folder).")
 @click.option("--data", multiple=True, help="Image folder (repeatable) [distill.data].")
-@click.option("--from-collection", default=None,
+@click.option("--from-collection", default=None, callback=collection_option,
               help="Take the teacher's vectors from this clipdex collection (of the teacher): no teacher pass.")
 @click.option("-o", "--output", default=None, help="Model folder to write [distill.output].")
 @click.option("--views", type=int, default=None, help="Cached teacher views per image: itself + augmented crops.")
@@ -147,7 +152,7 @@ def distill_cmd(run: Run, resume: bool, stop_after: int | None, quiet: bool, dat
 
     def log(msg: str) -> None:
         if not quiet:
-            click.echo(f"clipdex distill: {msg}", err=True)
+            echo(f"clipdex distill: {msg}", err=True)
 
     result = distill(settings.distill, settings, resume=resume, stop_after=stop_after,
                      progress=not quiet and sys.stderr.isatty(), log=log)
@@ -219,8 +224,8 @@ def eval_cmd(run: Run, dataset: str, data: str | None, coco_images: str | None, 
         os.replace(tmp, target)
 
     def human() -> None:
-        click.echo(f"{encoder.identity.describe()} on {eval_set.name} ({len(eval_set)} images)")
+        echo(f"{encoder.identity.describe()} on {eval_set.name} ({len(eval_set)} images)")
         for key, value in metrics.items():
-            click.echo(f"  {key:<20} {value:.4f}")
+            echo(f"  {key:<20} {value:.4f}")
 
     run.emit(metrics, human)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.errors import ClipdexError
 
 if TYPE_CHECKING:
@@ -119,17 +119,17 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
             hosts = [*LOOPBACK_NAMES, host] if is_loopback(host) else None
             app = create_app(index, allowed_hosts=hosts, watch=roots)
             guard = app.state.service.store_guard
-            click.echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
+            echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
                        f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
             for root in roots:
                 problem = root_problem(root)
-                click.echo(f"clipdex: watching {root}" + (f" (now {problem}: its points are kept, retried every "
+                echo(f"clipdex: watching {root}" + (f" (now {problem}: its points are kept, retried every "
                            f"{run.settings.serve.rescan_interval_s:g} s)" if problem else ""), err=True)
             if not is_loopback(host) and not keyed:
-                click.echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
+                echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
                            "(--insecure): anyone who can reach it can search and view the indexed images", err=True)
             elif not is_loopback(host):
-                click.echo("clipdex: note: the API key travels in clear text over plain HTTP; put a TLS proxy in "
+                echo("clipdex: note: the API key travels in clear text over plain HTTP; put a TLS proxy in "
                            "front for untrusted networks", err=True)
             config = uvicorn_config(app, log_level=log_level, access_log=log_level in ("info", "debug"),
                                     timeouts=Timeouts.of(run.settings.serve))
@@ -139,7 +139,7 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
         problem = guard.problem() if guard is not None else None
         if problem is None:
             raise
-        click.echo(f"clipdex: warning: {problem}; nothing was saved", err=True)  # closing the ghost failed
+        echo(f"clipdex: warning: {problem}; nothing was saved", err=True)  # closing the ghost failed
     finally:
         sock.close()
-    click.echo("clipdex: server stopped", err=True)
+    echo("clipdex: server stopped", err=True)

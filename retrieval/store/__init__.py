@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from retrieval.errors import ClipdexError
+from retrieval.names import collection_problem
 from retrieval.settings import Settings
 from retrieval.store.base import CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
 from retrieval.store.edge import EdgeStore, MetadataLost
@@ -32,6 +33,8 @@ def open_store(settings: Settings, *, create: bool = False, owner: str | None = 
 
         return ServerStore(store.collection, url=store.url, api_key=store.api_key, hnsw_ef=store.hnsw_ef,
                            config=index_config(settings))
+    if problem := collection_problem(store.collection):  # (settings check it too: this guards the folder)
+        raise ClipdexError(problem)
     folder = settings.store_path / store.collection
     if create:
         try:

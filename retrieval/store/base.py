@@ -109,10 +109,12 @@ class SearchFilter:
     after: float | None = None  # taken_ts >= after (epoch seconds)
     before: float | None = None  # taken_ts < before
     camera: str | None = None  # camera_make or camera_model equals this
+    text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
 
     @property
     def empty(self) -> bool:
-        return self.folder is None and self.after is None and self.before is None and self.camera is None
+        return (self.folder is None and self.after is None and self.before is None and self.camera is None
+                and not self.text)
 
 
 @dataclass(frozen=True)
@@ -147,7 +149,8 @@ class VectorStore(Protocol):
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
-        """The ``limit`` points nearest to ``vector`` (cosine), best first, through :func:`sane_hits`."""
+        """The ``limit`` points nearest to ``vector`` (cosine), best first; damaged points are left out and
+        the top refilled past them (:func:`retrieval.store.health.refill`)."""
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
@@ -156,6 +159,12 @@ class VectorStore(Protocol):
 
     def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
         """For each content hash stored, one point holding it: hash -> (id, vector, payload)."""
+
+    def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        """Set these payload fields on the given points (others stay)."""
+
+    def problems(self) -> list[str]:
+        """Damage a cheap look at the store's files finds (one line each; [] when none)."""
 
     def root_counts(self) -> dict[str, int]:
         """Points per ``root`` payload value (the ingest root a file was found under)."""

@@ -16,6 +16,7 @@ import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
 from retrieval.query import recommend_vector
+from retrieval.store import health, space
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -23,8 +24,8 @@ from retrieval.store.base import (
     Hit,
     IndexConfig,
     SearchFilter,
-    sane_hits,
 )
+from retrieval.store.edge_text import EdgeTextMixin, edge_text_conditions
 from retrieval.store.lock import StoreLock
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,11 @@ def _filter(where: SearchFilter) -> qe.Filter | None:
             qe.FieldCondition(key="camera_make", match=qe.MatchValue(where.camera)),
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
+    must += edge_text_conditions(where)
     return qe.Filter(must=must)
 
 
-class EdgeStore:
+class EdgeStore(EdgeTextMixin):
     """A collection stored in ``folder``: its shard, ``clipdex.json`` and a copy of that inside the shard.
 
     Opening takes the folder's lock (see :mod:`retrieval.store.lock`) before reading or creating
@@ -68,6 +70,8 @@ class EdgeStore:
         self._shard: qe.EdgeShard | None = None
         self._meta: CollectionMeta | None = None
         self._lock: StoreLock | None = None
+        self._damaged: set[str] = set()  # ids whose vectors searches found damaged (retrieval.store.health)
+        self._written = False  # tmpfs: allocate what the next open reads when closing (retrieval.store.space)
         if folder.is_dir():
             self._lock = StoreLock(folder, owner)
             try:
@@ -80,6 +84,7 @@ class EdgeStore:
         shard_dir = self.folder / SHARD_DIR
         if not shard_dir.is_dir():
             return  # no collection yet (a clipdex.json alone describes nothing that holds points)
+        space.allocate_for_open(self.folder)  # tmpfs: an open reads files whole; a full disk must not SIGBUS
         self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
         main, main_problem = _read_meta(self.folder / META_FILE)
         copy, _ = _read_meta(shard_dir / META_FILE)
@@ -105,7 +110,7 @@ class EdgeStore:
         missing = [(field, kind) for field, kind in wanted if field not in have]
         for field, kind in missing:
             self.shard.update(qe.UpdateOperation.create_field_index(field, kind))
-        if missing:
+        if self._text_indexes(have) or missing:
             self.shard.flush()
 
     def _open(self, opener: Any) -> qe.EdgeShard:
@@ -120,6 +125,8 @@ class EdgeStore:
 
     def meta(self) -> CollectionMeta | None:
         return self._meta
+
+    _query_filter = staticmethod(_filter)
 
     def create(self, meta: CollectionMeta) -> None:
         if self._meta is not None:
@@ -137,6 +144,8 @@ class EdgeStore:
         elif shard_dir.exists():
             raise ClipdexError(f"store {self.folder} has a {SHARD_DIR}/ folder that could not be loaded; "
                                "move it away first")
+        space.require(self.folder, space.CREATE_BYTES, "create the collection", new=True)
+        self._written = True
         config = _edge_config(meta.dim, self.config)
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
         self._index_payload_fields()
@@ -154,10 +163,13 @@ class EdgeStore:
         rows = zip(ids, vectors, payloads, strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
+            self._room(space.upsert_bytes(len(points), vectors.shape[1], len(json.dumps(payloads, default=str))),
+                       f"store {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points(points))
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
+            self._room(space.small_write_bytes(len(ids)), f"delete {len(ids)} points")
             self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     def count(self) -> int:
@@ -184,11 +196,25 @@ class EdgeStore:
 
     def query(self, vector: np.ndarray, limit: int, where: SearchFilter,
               min_score: float | None = None) -> list[Hit]:
-        request = qe.QueryRequest(
-            limit=limit, query=qe.Query.Nearest(vector.astype(np.float32).tolist()), filter=_filter(where),
-            score_threshold=min_score, with_payload=True, with_vector=False,
-            params=qe.SearchParams(hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+        nearest = qe.Query.Nearest(vector.astype(np.float32).tolist())
+
+        def search(k: int, exclude: frozenset[str]) -> list[Hit]:
+            wanted = _filter(where)
+            if exclude:  # damaged points found by earlier rounds or searches
+                left_out = qe.HasIdCondition({uuid.UUID(i) for i in exclude})
+                wanted = qe.Filter(must=[wanted] if wanted else None, must_not=[left_out])
+            request = qe.QueryRequest(
+                limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
+                with_vector=False,
+                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config)))
+            try:
+                points = self.shard.query(request)
+            except Exception as exc:  # qdrant-edge raises plain exceptions: a file it cannot read
+                raise health.StoreDamaged(f"cannot search store {self.folder}: {str(exc).splitlines()[0]}; "
+                                          "`clipdex status --check` says what is damaged") from None
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
+
+        return health.refill(search, limit, self._damaged)
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
@@ -205,12 +231,22 @@ class EdgeStore:
                 offset=offset, limit=len(wanted), with_payload=True, with_vector=True,
                 filter=qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchAny(wanted))])))
             for r in records:
-                payload = dict(r.payload or {})
-                found.setdefault(payload["hash"], (str(r.id), np.asarray(_dense(r.vector), np.float32), payload))
+                payload, vector = dict(r.payload or {}), np.asarray(_dense(r.vector), np.float32)
+                if health.sane_vector(vector):  # a damaged copy is never reused for a moved or copied file
+                    found.setdefault(payload["hash"], (str(r.id), vector, payload))
             wanted = [h for h in wanted if h not in found]  # duplicates can fill a page: ask for the rest
             if offset is None:
                 break
         return found
+
+    def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        if ids:
+            self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
+            self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
+            self._damaged.difference_update(ids)
+
+    def problems(self) -> list[str]:
+        return health.file_problems(self.folder)
 
     def root_counts(self) -> dict[str, int]:
         if self._shard is None:
@@ -226,10 +262,13 @@ class EdgeStore:
 
     def set_root(self, root: str) -> None:
         if self._shard is not None:
-            self._shard.update(qe.UpdateOperation.set_payload_by_filter(qe.Filter(
-                should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
-                        qe.FieldCondition(key="path", match=qe.MatchValue(root))],
-                must=[qe.IsEmptyCondition("root")]), {"root": root}))
+            untagged = qe.Filter(should=[qe.FieldCondition(key="ancestors", match=qe.MatchValue(root)),
+                                         qe.FieldCondition(key="path", match=qe.MatchValue(root))],
+                                 must=[qe.IsEmptyCondition("root")])
+            points = self._shard.count(qe.CountRequest(filter=untagged, exact=True))
+            if points:
+                self._room(space.small_write_bytes(points), f"tag {points} points with their root")
+                self._shard.update(qe.UpdateOperation.set_payload_by_filter(untagged, {"root": root}))
 
     def unindexed(self) -> int:
         if self._shard is None:
@@ -239,11 +278,18 @@ class EdgeStore:
 
     def optimize(self) -> None:
         if self._shard is not None:
+            dim = self._meta.dim if self._meta else 0
+            self._room(space.optimize_bytes(self.count(), dim, self.config.m), "build the search index")
             self._shard.optimize()
 
     def flush(self) -> None:
         if self._shard is not None:
             self._shard.flush()
+
+    def _room(self, needed: int, what: str) -> None:
+        """Refuse a write the disk has no room for (:class:`retrieval.store.space.NoSpace`), before it starts."""
+        space.require(self.folder, needed, what)
+        self._written = True
 
     def close(self) -> None:
         try:
@@ -251,6 +297,8 @@ class EdgeStore:
                 self._shard.flush()
                 self._shard.close()
                 self._shard = None
+                if self._written:  # tmpfs: while the room kept for it is there, so the store opens on a full disk
+                    space.allocate_for_open(self.folder, strict=False)
         finally:
             if self._lock is not None:
                 self._lock.release()

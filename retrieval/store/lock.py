@@ -42,8 +42,12 @@ class StoreLock:
             self._fd = None
             raise ClipdexError(in_use_message(folder, read_holder(self.path))) from None
         record = {"pid": os.getpid(), "command": " ".join(sys.argv)[:1000], "owner": owner or ""}
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, json.dumps(record).encode(), 0)
+        data = json.dumps(record).encode()
+        try:  # over the old record, then cut to length: no new block is needed when one is there (a full disk)
+            os.pwrite(self._fd, data, 0)
+            os.ftruncate(self._fd, len(data))
+        except OSError:  # no space for the record: the flock alone is the lock; who holds it stays unknown
+            pass
 
     def release(self) -> None:
         if self._fd is not None:

@@ -14,6 +14,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from retrieval.errors import ClipdexError, first_line
+from retrieval.store import health
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -21,8 +22,8 @@ from retrieval.store.base import (
     Hit,
     IndexConfig,
     SearchFilter,
-    sane_hits,
 )
+from retrieval.store.server_text import ServerTextMixin, server_text_conditions
 
 
 def _filter(where: SearchFilter) -> models.Filter | None:
@@ -38,6 +39,7 @@ def _filter(where: SearchFilter) -> models.Filter | None:
             models.FieldCondition(key="camera_make", match=models.MatchValue(value=where.camera)),
             models.FieldCondition(key="camera_model", match=models.MatchValue(value=where.camera)),
         ]))
+    must += server_text_conditions(where)
     return models.Filter(must=must)
 
 
@@ -54,12 +56,13 @@ def _quantization_params(config: IndexConfig) -> models.QuantizationSearchParams
     return models.QuantizationSearchParams(rescore=config.rescore, oversampling=config.oversampling)
 
 
-class ServerStore:
+class ServerStore(ServerTextMixin):
     """One collection reached through qdrant-client (``url=`` for a server, ``path=`` for local mode)."""
 
     def __init__(self, collection: str, *, url: str | None = None, path: str | None = None,
                  api_key: str | None = None, hnsw_ef: int = 128, config: IndexConfig | None = None):
         self.collection = collection
+        self._damaged: set[str] = set()  # ids whose vectors searches found damaged (retrieval.store.health)
         self.location = url or f"{path} (qdrant-client local mode)"
         self.hnsw_ef = hnsw_ef
         self.config = config or IndexConfig()
@@ -104,6 +107,7 @@ class ServerStore:
         self._index_payload_fields()
 
     _indexed = False
+    _query_filter = staticmethod(_filter)
 
     def _index_payload_fields(self) -> None:
         """Create the payload indexes clipdex filters and facets on that the collection does not have yet
@@ -114,6 +118,7 @@ class ServerStore:
         for field, kind in wanted:
             if field not in have:
                 self.client.create_payload_index(self.collection, field, kind)
+        self._text_indexes(have)
         self._indexed = True
 
     def _create_collection(self, meta: CollectionMeta) -> None:
@@ -178,11 +183,19 @@ class ServerStore:
         if not self._exists:
             raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
                                "(run `clipdex ingest` first)")
-        response = self.client.query_points(
-            self.collection, query=query, limit=limit, query_filter=_filter(where), score_threshold=min_score,
-            with_payload=True, search_params=models.SearchParams(
-                hnsw_ef=self.hnsw_ef, quantization=_quantization_params(self.config)))
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
+
+        def search(k: int, exclude: frozenset[str]) -> list[Hit]:
+            wanted = _filter(where)
+            if exclude:  # damaged points found by earlier rounds or searches (retrieval.store.health)
+                wanted = models.Filter(must=[wanted] if wanted else None,
+                                       must_not=[models.HasIdCondition(has_id=sorted(exclude))])
+            response = self.client.query_points(
+                self.collection, query=query, limit=k, query_filter=wanted, score_threshold=min_score,
+                with_payload=True, search_params=models.SearchParams(
+                    hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config)))
+            return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points]
+
+        return health.refill(search, limit, self._damaged)
 
     def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
         found: dict[str, tuple[str, np.ndarray, dict[str, Any]]] = {}
@@ -206,6 +219,15 @@ class ServerStore:
             return {}
         response = self.client.facet(self.collection, key="root", limit=100_000, exact=True)
         return {str(hit.value): int(hit.count) for hit in response.hits}
+
+    def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        if ids and self._exists:
+            self.client.set_payload(self.collection, values, points=[str(uuid.UUID(i)) for i in ids], wait=True)
+            self._damaged.difference_update(ids)
+
+    def problems(self) -> list[str]:
+        """A server checks its own files."""
+        return []
 
     def facet_counts(self, key: str, limit: int) -> dict[str, int]:
         if not self._exists:

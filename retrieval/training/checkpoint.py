@@ -79,8 +79,10 @@ def load_checkpoint(folder: Path, expected_fingerprint: str) -> dict[str, Any]:
 
 
 def check_output(output: Path, what: str = "--output") -> None:
-    """Refuse an output path whose current content clipdex did not write (it would be replaced)."""
-    if not output.exists() and not output.is_symlink():
+    """Refuse an output path whose current content clipdex did not write (it would be replaced), or
+    one whose folder cannot take a new folder (checked before training, not after it)."""
+    check_writable(output, what)
+    if not os.path.lexists(output):
         return
     if output.is_symlink() or not output.is_dir():
         raise ClipdexError(f"{what} {output} exists and is not a folder; choose another path")
@@ -97,6 +99,18 @@ def check_output(output: Path, what: str = "--output") -> None:
         shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "") if foreign else "no clipdex model"
         raise ClipdexError(f"{what} {output} is not empty and not a clipdex model folder ({shown}); "
                            "choose a new or empty folder (it would be replaced)")
+
+
+def check_writable(output: Path, what: str = "--output") -> None:
+    """Make and remove a folder where ``output`` would be written (in its nearest existing parent): a path
+    in /proc, a read-only disk or a name too long is a :class:`ClipdexError` now."""
+    parent = Path(os.path.abspath(output)).parent
+    try:
+        while not parent.exists() and parent.parent != parent:
+            parent = parent.parent
+        os.rmdir(tempfile.mkdtemp(dir=parent, prefix=f".{output.name[:64]}.probe-"))
+    except OSError as exc:
+        raise ClipdexError(f"cannot write {what} {output}: {exc.strerror or exc} (in {parent})") from None
 
 
 def publish(model: torch.nn.Module, model_cfg: dict, preprocess_cfg: dict, extra: dict, output: Path) -> None:

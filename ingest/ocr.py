@@ -1,0 +1,164 @@
+"""The OCR pass: read the text in every image the CLIP pass stored, after it (Immich's job model).
+
+Photos are searchable by meaning as soon as the CLIP pass has stored them and by their words once this
+pass has read them. Its state lives in the store's payload, so it is incremental and resumable:
+
+* ``ocr``: the engine version that read the point (:func:`ingest.ocr_engine.engine_version`); a point
+  whose ``ocr`` differs from the current version is *pending*.
+* ``ocr_text``: the recognised lines (absent when the image has no text); ``ocr_error``: why it could not
+  be read (a hostile file, a timeout); such a point is done too, so it is not retried on every run.
+
+Work is by content hash: a pending point whose bytes some other point already has text for (a moved
+file, a copy) gets that text without OCR; every other hash is read once and its text set on all points
+holding it with one store update. Each update is durable in the store's write-ahead log once acknowledged,
+so after ``kill -9`` a re-run continues with what is still pending. The CLIP pass copies the OCR fields
+when it reuses a stored vector (ingest/bookkeeping.py ``CONTENT_FIELDS``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from ingest.decode import DecodeError, content_hash, load_image, time_limit
+from ingest.ocr_engine import OcrEngine, engine_version
+from retrieval.settings import Settings
+from retrieval.store.edge_text import STATE_FIELD, TEXT_FIELD
+
+Progress = Callable[[str, int, int], None]
+OCR_FIELDS = (TEXT_FIELD, STATE_FIELD, "ocr_error")
+log = logging.getLogger("clipdex.ocr")
+
+
+@dataclass
+class OcrReport:
+    """What one OCR pass did: images read, with text found, points that reused text, failures."""
+
+    read: int = 0
+    with_text: int = 0
+    reused: int = 0
+    failed: list[dict[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "with_text": self.with_text, "reused": self.reused, "failed": self.failed,
+                "seconds": round(self.seconds, 3)}
+
+
+@dataclass
+class _Pending:
+    digest: str
+    paths: list[str]
+
+
+def pending(store: Any, version: str) -> dict[str, _Pending]:
+    """Content hash → the paths of its points not read by ``version``."""
+    found: dict[str, _Pending] = {}
+    for digest, path in store.ocr_pending(version):
+        found.setdefault(digest, _Pending(digest, [])).paths.append(path)
+    return found
+
+
+def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> dict[str, Any]:
+    """The OCR fields for one file (``ocr_error`` set when it cannot be read), within ``[ocr] timeout_s``."""
+    state: dict[str, Any] = {STATE_FIELD: engine.version, TEXT_FIELD: None, "ocr_error": None}
+    try:
+        with time_limit(settings.ocr.timeout_s):
+            if content_hash(path) != digest:
+                raise DecodeError("changed since it was indexed (run ingest again)")
+            image = load_image(path, max_megapixels=settings.ingest.max_megapixels,
+                               draft_size=settings.ocr.rec_max_side)
+            text = engine.read(image)
+    except DecodeError as exc:
+        state["ocr_error"] = str(exc).replace("decode took", "OCR took")
+        return state
+    except MemoryError:
+        state["ocr_error"] = "out of memory during OCR"
+        return state
+    state[TEXT_FIELD] = text or None
+    return state
+
+
+def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False,
+            engine: OcrEngine | None = None) -> OcrReport:
+    """Read every pending image of ``store`` (see the module docstring); ``engine`` is loaded if not given."""
+    import time
+
+    started = time.monotonic()
+    version = engine_version(settings.ocr)
+    report = OcrReport()
+    todo = pending(store, version)
+    known = store.ocr_done(sorted(todo), version, OCR_FIELDS)
+    for digest, fields in known.items():
+        store.set_hash_payload(digest, fields)
+        report.reused += len(todo.pop(digest).paths)
+    callback, close = _progress(progress, len(todo))
+    try:
+        if todo and engine is None:
+            engine = engine_for(settings)
+        for done, item in enumerate(_ordered(todo), 1):
+            fields = _read_any(engine, item, settings)  # type: ignore[arg-type]
+            store.set_hash_payload(item.digest, fields)
+            report.read += 1
+            if fields[TEXT_FIELD]:
+                report.with_text += 1
+            if fields["ocr_error"]:
+                report.failed.append({"path": item.paths[0], "error": fields["ocr_error"]})
+            if callback:
+                callback("ocr", done, len(todo))
+    finally:
+        close()
+        store.flush()
+    report.seconds = time.monotonic() - started
+    return report
+
+
+_engines: dict[str, OcrEngine] = {}
+
+
+def engine_for(settings: Settings) -> OcrEngine:
+    """The process's OCR engine for these ``[ocr]`` settings, loaded on first use (serve reuses it)."""
+    key = settings.ocr.model_dump_json()
+    if key not in _engines:
+        _engines.clear()
+        _engines[key] = OcrEngine(settings.ocr)
+    return _engines[key]
+
+
+def _ordered(todo: dict[str, _Pending]) -> Iterator[_Pending]:
+    """Pending hashes in path order (a folder's images one after another: friendlier to the disk)."""
+    for item in sorted(todo.values(), key=lambda p: min(p.paths)):
+        item.paths.sort()
+        yield item
+
+
+def _read_any(engine: OcrEngine, item: _Pending, settings: Settings) -> dict[str, Any]:
+    """Read the first of a hash's files that still holds those bytes."""
+    fields: dict[str, Any] = {}
+    for path in item.paths:
+        fields = read_file(engine, path, item.digest, settings)
+        if not (fields["ocr_error"] or "").startswith(("file vanished", "changed since")):
+            return fields
+    return fields
+
+
+def _progress(progress: bool | Progress, total: int) -> tuple[Progress | None, Callable[[], None]]:
+    if callable(progress):
+        return progress, lambda: None
+    if not progress or not total:
+        return None, lambda: None
+    bar = tqdm(total=total, unit="img", desc="ocr", file=sys.stderr, dynamic_ncols=True)
+    return (lambda stage, done, total: bar.update(done - bar.n)), bar.close
+
+
+def counts(store: Any, settings: Settings) -> dict[str, int]:
+    """``{"text": points with recognised text, "pending": points not yet read by this engine version}``."""
+    if not hasattr(store, "ocr_counts"):
+        return {"text": 0, "pending": 0}
+    c = store.ocr_counts(engine_version(settings.ocr))
+    return {"text": c["text"], "pending": max(0, store.count() - c["done"])}
