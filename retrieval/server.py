@@ -30,6 +30,7 @@ from ingest.records import fs_path, point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse
 from retrieval.serving.middleware import (
@@ -346,4 +347,5 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             if thumb is not None:
                 opened.close()
 
+    duplicate_routes.add_routes(app, service)
     return app

@@ -203,6 +203,19 @@ class ServeSettings(_Section):
     """A client that accepts no bytes of an answer for this long is disconnected."""
 
 
+class DuplicatesSettings(_Section):
+    """``clipdex duplicates`` and ``/api/duplicates`` (see docs/duplicates.md)."""
+
+    threshold: float = Field(0.9, gt=0, le=1)
+    """Cosine of two stored vectors for a candidate pair (generous: the pixel check decides)."""
+    min_similarity: float = Field(0.8, gt=0, le=1)
+    """Pixel similarity (worst aligned block's SSIM) a candidate pair needs to be grouped."""
+    neighbours: int = Field(16, ge=1, le=256)
+    """Nearest neighbours asked per file."""
+    move_to: str = ""
+    """Where the web page's "move" puts duplicates ("" = the page cannot move; relative to the config file)."""
+
+
 class LoopSettings(_Section):
     """What ``train`` and ``distill`` share: output, checkpoints, schedule, seeds (see docs/training.md)."""
 
@@ -329,6 +342,7 @@ class Settings(_Section):
     search: SearchSettings = SearchSettings()
     ocr: OcrSettings = OcrSettings()
     serve: ServeSettings = ServeSettings()
+    duplicates: DuplicatesSettings = DuplicatesSettings()
     ray: RaySettings = RaySettings()
     train: TrainSettings = TrainSettings()
     distill: DistillSettings = DistillSettings()
@@ -375,9 +389,9 @@ def _relative_to(base: Path, value: str) -> str:
 
 def _resolve_relative(data: dict[str, Any], base: Path) -> None:
     """Paths in a config file are relative to that file, not to the working directory."""
-    sections = {name: data.get(name) for name in ("model", "store", "train", "distill")}
+    sections = {name: data.get(name) for name in ("model", "store", "train", "distill", "duplicates")}
     for section, keys in (("store", ("path",)), ("train", ("data", "coco_images", "output", "checkpoint_dir")),
-                          ("distill", ("output", "checkpoint_dir"))):
+                          ("distill", ("output", "checkpoint_dir")), ("duplicates", ("move_to",))):
         table = sections[section]
         for key in keys:
             if isinstance(table, dict) and isinstance(table.get(key), str) and table[key]:

@@ -1,0 +1,110 @@
+"""Which file of a group to keep, and why.
+
+The rules, in order: the highest resolution; then the largest file, compared between files of one
+format only (a PNG made from a JPEG is larger but holds nothing more, so across formats size comes
+last); then the most EXIF fields; then the oldest capture date; then the path, so the choice is stable.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from PIL import Image
+
+from ingest.decode import FORMATS
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One file of a group, with what the keep rules compare."""
+
+    path: str
+    width: int
+    height: int
+    size: int
+    format: str
+    exif_fields: int
+    taken_ts: float | None
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def taken(self) -> str:
+        if self.taken_ts is None:
+            return ""
+        return datetime.fromtimestamp(self.taken_ts, UTC).strftime("%Y-%m-%d %H:%M")
+
+    def row(self) -> dict[str, Any]:
+        return {"path": self.path, "width": self.width, "height": self.height, "size": self.size,
+                "format": self.format, "exif_fields": self.exif_fields, "taken_at": self.taken}
+
+
+def exif_fields(path: str) -> int:
+    """How many EXIF tags the file carries (IFD0, Exif and GPS IFDs); 0 when it has none or is unreadable."""
+    try:
+        with Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+            exif = im.getexif()
+            return len(exif) + sum(len(exif.get_ifd(ifd)) for ifd in (0x8769, 0x8825))
+    except Exception:
+        return 0
+
+
+def candidate(payload: dict[str, Any]) -> Candidate:
+    """The :class:`Candidate` of a stored point (EXIF fields are read from the file itself)."""
+    path = str(payload.get("path", ""))
+    taken = payload.get("taken_ts")
+    return Candidate(path, int(payload.get("width") or 0), int(payload.get("height") or 0),
+                     int(payload.get("size") or 0), str(payload.get("format") or ""), exif_fields(path),
+                     float(taken) if isinstance(taken, (int, float)) and math.isfinite(taken) else None)
+
+
+def _older(c: Candidate) -> float:
+    return -(c.taken_ts if c.taken_ts is not None else math.inf)
+
+
+def choose(members: Sequence[Candidate]) -> tuple[Candidate, str]:
+    """The file to keep and the reason, in words."""
+    if len(members) == 1:
+        return members[0], "only file"
+    ordered = sorted(members, key=lambda c: c.path)
+    top = max(c.pixels for c in ordered)
+    sharpest = [c for c in ordered if c.pixels == top]
+    if len(sharpest) == 1:
+        keep = sharpest[0]
+        runner = max((c for c in ordered if c is not keep), key=lambda c: c.pixels)
+        return keep, f"highest resolution ({keep.width}x{keep.height} vs {runner.width}x{runner.height})"
+    best_of: dict[str, Candidate] = {}
+    for c in sharpest:  # within one format, the largest file holds the most detail
+        if c.format not in best_of or (c.size, c.exif_fields, _older(c)) > _key3(best_of[c.format]):
+            best_of[c.format] = c
+    finalists = sorted(best_of.values(), key=lambda c: c.path)
+    if len(finalists) == 1:
+        keep = finalists[0]
+        runner = max((c for c in sharpest if c is not keep), key=_key3)
+        if keep.size > runner.size:
+            return keep, f"largest file at the same resolution ({keep.size:,} vs {runner.size:,} bytes)"
+        return keep, _after_size(keep, runner)
+    keep = max(finalists, key=lambda c: (c.exif_fields, _older(c), c.size, [-ord(ch) for ch in c.path]))
+    runner = max((c for c in finalists if c is not keep), key=lambda c: (c.exif_fields, _older(c), c.size))
+    formats = " vs ".join(sorted({c.format or "?" for c in finalists}))
+    return keep, f"same resolution, formats differ ({formats}): " + _after_size(keep, runner, sizes=True)
+
+
+def _key3(c: Candidate) -> tuple[int, int, float]:
+    return (c.size, c.exif_fields, _older(c))
+
+
+def _after_size(keep: Candidate, runner: Candidate, *, sizes: bool = False) -> str:
+    if keep.exif_fields > runner.exif_fields:
+        return f"most EXIF fields ({keep.exif_fields} vs {runner.exif_fields})"
+    if _older(keep) > _older(runner):
+        return f"oldest capture date ({keep.taken or '?'} vs {runner.taken or 'none'})"
+    if sizes and keep.size > runner.size:
+        return f"largest file ({keep.size:,} vs {runner.size:,} bytes)"
+    return "all else equal: first by path"

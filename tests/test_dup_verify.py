@@ -1,0 +1,66 @@
+"""The pixel check and the keep rules on their own: real image files the test writes and alters."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from retrieval.duplicates.keeper import Candidate, candidate, choose
+from retrieval.duplicates.verify import DEFAULT_MIN_SIMILARITY, look_of, same_photo
+from tests.photos import ALTERATIONS, SMALL, write_family, write_moment_apart
+
+
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_every_alteration_is_the_same_photo(tmp_path: Path, seed: int):
+    original, copies = write_family(tmp_path, seed, size=SMALL)
+    base = look_of(str(original))
+    for copy in copies:
+        same, score = same_photo(base, look_of(str(copy)))
+        assert same, f"{copy.name}: {score:.3f} < {DEFAULT_MIN_SIMILARITY}"
+        assert same_photo(look_of(str(copy)), base) == (same, score)  # symmetric
+    assert len(copies) == len(ALTERATIONS)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+@pytest.mark.parametrize("shift", [0.02, 0.03, 0.05])
+def test_a_moment_apart_is_another_photo(tmp_path: Path, seed: int, shift: float):
+    first, second = write_moment_apart(tmp_path, seed, shift, size=SMALL)
+    same, score = same_photo(look_of(str(first)), look_of(str(second)))
+    assert not same, f"object moved {shift:.0%}: similarity {score:.3f}"
+
+
+def test_distinct_scenes_and_shapes(tmp_path: Path):
+    a, _ = write_family(tmp_path / "a", 31, alterations=(), size=SMALL)
+    b, _ = write_family(tmp_path / "b", 32, alterations=(), size=SMALL)
+    assert not same_photo(look_of(str(a)), look_of(str(b)))[0]
+    look = look_of(str(a))
+    look.image.convert("L").crop((0, 0, 100, 192)).save(tmp_path / "strip.png")  # no crop tried gives that shape
+    assert same_photo(look, look_of(str(tmp_path / "strip.png"))) == (False, 0.0)
+
+
+def c(path: str, w: int, h: int, size: int, fmt: str = "JPEG", exif: int = 0, ts: float | None = None) -> Candidate:
+    return Candidate(path, w, h, size, fmt, exif, ts)
+
+
+def test_keep_rules_in_order():
+    keep, why = choose([c("/a", 100, 100, 900), c("/b", 200, 100, 10)])
+    assert keep.path == "/b" and why.startswith("highest resolution (200x100 vs 100x100)")
+    keep, why = choose([c("/a", 100, 100, 900), c("/b", 100, 100, 1000)])
+    assert keep.path == "/b" and why.startswith("largest file")
+    keep, why = choose([c("/a", 100, 100, 900, exif=3), c("/b", 100, 100, 900, exif=9)])
+    assert keep.path == "/b" and why.startswith("most EXIF fields (9 vs 3)")
+    keep, why = choose([c("/a", 100, 100, 900, ts=2e9), c("/b", 100, 100, 900, ts=1e9)])
+    assert keep.path == "/b" and why.startswith("oldest capture date")
+    keep, why = choose([c("/b", 100, 100, 900), c("/a", 100, 100, 900)])
+    assert keep.path == "/a" and "first by path" in why
+    # a PNG made from a JPEG is larger but no better: across formats size is not compared first
+    keep, why = choose([c("/x.png", 100, 100, 9000, "PNG"), c("/x.jpg", 100, 100, 900, exif=4)])
+    assert keep.path == "/x.jpg" and "formats differ" in why and "most EXIF" in why
+
+
+def test_exif_fields_read_from_the_file(tmp_path: Path):
+    original, copies = write_family(tmp_path, 5, alterations=("png",), size=SMALL)
+    with_exif = candidate({"path": str(original), "width": 1, "height": 1, "size": 1})
+    without = candidate({"path": str(copies[0]), "width": 1, "height": 1, "size": 1})
+    assert with_exif.exif_fields >= 3 and without.exif_fields == 0
