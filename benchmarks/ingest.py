@@ -202,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8", "bf16", "fp16"))
     parser.add_argument("--folder", type=Path, default=REPO / ".bench" / "jpegs-1024x768")
     parser.add_argument("--rounds", type=int, default=1, help="ingest passes, each between two model-only passes")
     parser.add_argument("--experiment", default="none", choices=EXPERIMENTS,
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from ingest.scan import scan
+    from retrieval.model.precision import machine
     from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import Settings
 
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     workers = 0 if args.experiment == "workers-0" else 1 if args.experiment == "workers-1" else args.workers
     settings = Settings().with_overrides(
         model={"name": args.model, "pretrained": args.pretrained, "batch_size": args.batch_size,
-               "device": args.device},
+               "device": args.device, "precision": args.precision},
         ingest={"workers": workers})
     log(f"loading {args.model} ({args.pretrained or 'random init'})")
     encoder = TorchEncoder.load(settings.model)
@@ -250,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "images": args.images, "model": args.model, "pretrained": args.pretrained, "batch_size": args.batch_size,
         "workers": workers, "device": str(encoder.device), "torch_threads": torch.get_num_threads(),
+        "precision": encoder.precision, **machine(),
         "experiment": args.experiment, "rounds": args.rounds,
         "ingest_img_per_s": round(ingest_rate, 2), "model_only_img_per_s": round(model_rate, 2),
         "ratio": round(ingest_rate / model_rate, 3), "pair_ratios": [round(x, 3) for x in pair_ratios],

@@ -12,9 +12,13 @@ Everything lives under a cache folder (``.bench/peers`` by default) and is made 
 
 Each round runs, in rotating order, ``rclip QUERY`` in the image folder (index from an empty database,
 then one search), ``clipdex ingest`` into an empty store at the default precision, and the same at
-``precision = "fp32"``; images/s = images / wall time of the whole process. After the rounds, the
+``precision = "fp32"`` and ``"int8"``
+(auto is bf16 images on a CPU with AMX); images/s = images / wall time of the whole process. After the rounds, the
 search-only runs: ``rclip -n QUERY`` and ``clipdex search QUERY`` on the indexes just built (median of 3).
-Prints one JSON line on stdout; progress goes to stderr.
+The clipdex model is exported to ONNX Runtime (``clipdex model export``) before the search-only runs, as
+its first search would do; ``--search-only`` skips the ingest rounds (each tool indexes once, untimed)
+and runs ``--rounds`` alternating search-only rounds instead.
+Prints one JSON line on stdout (with the CPU's flags); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -84,11 +88,12 @@ def ensure_models(cache: Path) -> tuple[Path, Path]:
 
 def _export_onnx(model: object, folder: Path, onnx_pkgs: Path) -> None:
     """``visual.onnx`` (input [N,3,256,256]) and ``textual.onnx`` (input [N,77] int64), named as rclip runs them."""
+    import importlib.util
     import warnings
 
     import torch
 
-    if not (onnx_pkgs / "onnx").is_dir():
+    if importlib.util.find_spec("onnx") is None and not (onnx_pkgs / "onnx").is_dir():  # clipdex pins onnx now
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(onnx_pkgs), "onnx"], check=True)
     sys.path.append(str(onnx_pkgs))  # after the venv's own packages: only `onnx` itself comes from here
 
@@ -134,10 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=REPO / ".bench" / "peers")
     parser.add_argument("--folder", type=Path, default=REPO / ".bench" / "jpegs-1024x768")
+    parser.add_argument("--search-only", action="store_true", help="time only the one-shot search processes")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
 
     from benchmarks.ingest import ensure_images
+    from benchmarks.machine import machine
 
     cache = args.cache.resolve()
     cache.mkdir(parents=True, exist_ok=True)
@@ -147,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     rclip_env = {**os.environ, "RCLIP_DATADIR": str(data_dir), "HF_HUB_OFFLINE": "1"}
     clipdex = [sys.executable, "-m", "retrieval.cli"]
     work = Path(tempfile.mkdtemp(prefix="clipdex-peers-"))
-    configs = {p: write_config(work / f"{p}.toml", model_dir, work / f"store-{p}", p) for p in ("auto", "fp32")}
+    configs = {p: write_config(work / f"{p}.toml", model_dir, work / f"store-{p}", p) for p in ("auto", "fp32", "int8")}
 
     def run_rclip() -> float:
         for db in data_dir.glob("db.sqlite3*"):
@@ -164,22 +171,48 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"clipdex indexed {out}")
         return dt
 
-    tools = {"rclip": run_rclip, "clipdex": lambda: run_clipdex("auto"), "clipdex_fp32": lambda: run_clipdex("fp32")}
+    def search_rounds(rounds: int) -> dict[str, list[float]]:
+        """One-shot search processes on the indexes built, alternating who goes first."""
+        timed([*clipdex, "model", "export", "--config", str(configs["auto"])], cwd=REPO)  # as a first search would
+        runs: dict[str, list[float]] = {"rclip": [], "clipdex": []}
+        search = {"rclip": lambda: timed([str(rclip), "-n", "-f", QUERY], cwd=folder, env=rclip_env)[0],
+                  "clipdex": lambda: timed([*clipdex, "search", QUERY, "--config", str(configs["auto"])], cwd=REPO)[0]}
+        for r in range(rounds):
+            for name in (["rclip", "clipdex"] if r % 2 == 0 else ["clipdex", "rclip"]):
+                runs[name].append(search[name]())
+            log(f"search round {r + 1}: rclip {runs['rclip'][-1]:.2f} s, clipdex {runs['clipdex'][-1]:.2f} s")
+        return runs
+
+    if args.search_only:
+        try:
+            run_rclip()
+            run_clipdex("auto")
+            search = search_rounds(args.rounds)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        rclip_s, clipdex_s = statistics.median(search["rclip"]), statistics.median(search["clipdex"])
+        print(json.dumps({"images": args.images, "model": f"{ARCH} (random init)", "query": QUERY,
+                          "rclip_search_s": round(rclip_s, 3), "clipdex_search_s": round(clipdex_s, 3),
+                          "search_ratio": round(clipdex_s / rclip_s, 3),
+                          "round_ratios": [round(c / r, 3) for c, r in zip(search["clipdex"], search["rclip"],
+                                                                          strict=True)],
+                          "search_runs_s": {k: [round(x, 3) for x in v] for k, v in search.items()},
+                          **machine()}), flush=True)
+        return 0
+
+    tools = {"rclip": run_rclip, "clipdex": lambda: run_clipdex("auto"), "clipdex_fp32": lambda: run_clipdex("fp32"),
+             "clipdex_int8": lambda: run_clipdex("int8")}
     names = list(tools)
     seconds: dict[str, list[float]] = {n: [] for n in names}
     rounds = []
     try:
         for r in range(args.rounds):
-            order = names[r % 3:] + names[: r % 3]  # rotate who goes first
+            order = names[r % len(names):] + names[: r % len(names)]  # rotate who goes first
             for name in order:
                 seconds[name].append(tools[name]())
                 log(f"round {r + 1} {name}: {args.images / seconds[name][-1]:.2f} img/s")
             rounds.append({n: round(args.images / seconds[n][-1], 2) for n in names})
-        search = {"rclip": [], "clipdex": []}
-        for _ in range(3):
-            search["rclip"].append(timed([str(rclip), "-n", "-f", QUERY], cwd=folder, env=rclip_env)[0])
-            search["clipdex"].append(timed([*clipdex, "search", QUERY, "--config", str(configs["auto"])],
-                                           cwd=REPO)[0])
+        search = search_rounds(3)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -192,10 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_fp32": round(rate["clipdex_fp32"] / rate["rclip"], 3),
         "round_ratios": [round(r["clipdex"] / r["rclip"], 3) for r in rounds],
         "round_ratios_fp32": [round(r["clipdex_fp32"] / r["rclip"], 3) for r in rounds],
+        "clipdex_int8_img_per_s": round(rate["clipdex_int8"], 2),
+        "ratio_int8": round(rate["clipdex_int8"] / rate["rclip"], 3),
+        "round_ratios_int8": [round(r["clipdex_int8"] / r["rclip"], 3) for r in rounds],
+        "goal_ratio": 3.0 if machine()["amx_bf16"] else 1.5, **machine(),
         "rclip_search_s": round(statistics.median(search["rclip"]), 2),
         "clipdex_search_s": round(statistics.median(search["clipdex"]), 2),
         "search_runs_s": {k: [round(x, 2) for x in v] for k, v in search.items()},
-        "cpu_count": os.cpu_count(),
+        "search_ratio": round(statistics.median(search["clipdex"]) / statistics.median(search["rclip"]), 3),
+        "cpu_count": os.cpu_count(), **machine(),
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -2,8 +2,10 @@
 
 One embedded store under ``.bench/`` holds ``--points`` synthetic, clustered unit vectors with the
 payload ingest writes (path, folder, ancestors, size), HNSW-indexed; it is built once and reused.
-The queries go through the real ``Index`` with a real model (ViT-B-32, random weights: speed does not
-depend on the weights), at the default precision unless ``--precision`` says otherwise:
+The queries go through the real ``Index`` with a real model (ViT-B-32, random weights saved once as a
+``local-dir:`` folder: speed does not depend on the weights), at the default precision unless
+``--precision`` says otherwise, on the default query engine (ONNX Runtime, exported once before the timing;
+``--engine torch`` for the torch path):
 
 * ``text``: ``index.search(text=...)``, a different caption each time (no LRU cache hit), warm model;
 * ``image``: ``index.search(image=...)`` of a 1024x768 JPEG (decode, preprocess, encode, search);
@@ -65,7 +67,8 @@ def fill_store(index: Any, n: int, dim: int, precision: str) -> list[str]:
         return paths
     if store.meta() is None:
         enc = index.encoder
-        store.create(CollectionMeta(enc.identity.name, enc.identity.pretrained, enc.dim, enc.precision))
+        store.create(CollectionMeta(enc.identity.name, enc.identity.pretrained, enc.dim, enc.precision,
+                                    weights=enc.identity.weights))
     vectors = synthetic_vectors(n, dim)
     t0 = time.perf_counter()
     for start in range(0, n, 2048):
@@ -93,6 +96,22 @@ def pct(values: list[float], q: float) -> float:
     return round(float(np.percentile(values, q)), 2)
 
 
+def ensure_model(folder: Path, arch: str) -> Path:
+    """A random-init ``arch`` (seed 0) saved as a ``local-dir:`` model folder, made once."""
+    model_dir = folder / f"query-model-{arch}"
+    if (model_dir / "open_clip_model.safetensors").is_file():
+        return model_dir
+    import torch
+
+    from retrieval.model.torch_backend import open_clip, save_model_folder
+
+    log(f"saving a random-init {arch} to {model_dir}")
+    torch.manual_seed(0)
+    model = open_clip.create_model(arch).eval()
+    preprocess = {k: list(v) if isinstance(v, tuple) else v for k, v in model.visual.preprocess_cfg.items()}
+    return save_model_folder(model, open_clip.get_model_config(arch), model_dir, preprocess)
+
+
 def cli_search(config: Path, text: str) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "retrieval.cli", "search", text, "--config", str(config),
@@ -109,22 +128,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=40, help="queries of each kind")
     parser.add_argument("--model", default="ViT-B-32")
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8", "fp16"))
+    parser.add_argument("--engine", default="auto", choices=("auto", "torch"))
+    parser.add_argument("--compare-torch", action="store_true",
+                        help="also time whole `clipdex search` processes with engine = torch, alternating rounds")
     parser.add_argument("--folder", type=Path, default=REPO / ".bench")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
 
     from benchmarks.ingest import ensure_images
+    from benchmarks.machine import machine
     from retrieval.index import Index
     from retrieval.settings import load_settings
 
     folder = args.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     images = sorted(ensure_images(folder / "jpegs-1024x768", 8).glob("*.jpg"))[:8]
-    config = folder / f"query-{args.model}-{args.precision}.toml"
+    model_dir = ensure_model(folder, args.model)
+    config = folder / f"query-{args.model}-{args.precision}-{args.engine}.toml"
     config.write_text("\n".join([
-        "[model]", f'name = "{args.model}"', 'pretrained = ""', f'precision = "{args.precision}"',
-        "[store]", f'path = "{folder / f"query-store-{args.points}"}"', f'collection = "{args.model}"', ""]))
+        "[model]", f'name = "local-dir:{model_dir}"', 'pretrained = ""', f'precision = "{args.precision}"',
+        f'engine = "{args.engine}"', "[store]", f'path = "{folder / f"query-store-{args.points}"}"',
+        f'collection = "{args.model}"', ""]))
     settings = load_settings(config)
+    export_s = None
+    if args.engine != "torch":
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "retrieval.cli", "model", "export", "--config", str(config)],
+                       check=True, cwd=REPO, capture_output=True)
+        export_s = round(time.perf_counter() - t0, 1)
+        log(f"clipdex model export: {export_s} s (once per model)")
 
     t0 = time.perf_counter()
     with Index.open(settings, create=True) as index:
@@ -144,7 +176,16 @@ def main(argv: list[str] | None = None) -> int:
         except TypeError:  # an Index without like/unlike search
             like_ms = None
         precision = encoder.precision
-    cli_s = [cli_search(config, texts[i]) for i in range(3)]
+        engines = encoder.engines
+    torch_config = config.with_name(config.stem + "-vs-torch.toml")
+    torch_config.write_text(config.read_text().replace(f'engine = "{args.engine}"', 'engine = "torch"'))
+    cli_s, torch_s = [], []
+    for i in range(3):  # alternating who goes first
+        for which in ([cli_s, torch_s] if i % 2 == 0 else [torch_s, cli_s]):
+            if which is cli_s:
+                cli_s.append(cli_search(config, texts[i]))
+            elif args.compare_torch:
+                torch_s.append(cli_search(torch_config, texts[i]))
     result = {
         "points": args.points, "model": args.model, "precision": precision, "rounds": args.rounds,
         "text_p50_ms": pct(text_ms, 50), "text_p95_ms": pct(text_ms, 95),
@@ -152,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "like_p50_ms": pct(like_ms, 50) if like_ms else None,
         "like_p95_ms": pct(like_ms, 95) if like_ms else None,
         "cli_search_s": round(statistics.median(cli_s), 2), "cli_search_runs_s": [round(x, 2) for x in cli_s],
-        "text_cached_p50_ms": pct(cached_ms, 50),
+        "cli_search_torch_runs_s": [round(x, 2) for x in torch_s] or None,
+        "text_cached_p50_ms": pct(cached_ms, 50), "engines": engines, "export_s": export_s, **machine(),
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -94,7 +94,7 @@ def apply_changes(index: Index, root: str, paths: Iterable[str], progress: Progr
         return full_sync(index, root, progress, prune=prune) | {"reason": f"{len(files) + len(gone)} changed paths"}
     summary: dict[str, Any] = {"kind": "changes", "files": len(files)}
     if files:  # the paths were selected against the root's rules above; the basenames need not match `include`
-        by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, index.encoder)
+        by_path = Index(index.settings.with_overrides(ingest={"include": []}), index.store, encoders=index.encoders)
         report = by_path.ingest(files, progress=progress or False)
         adopt(index.store, root, files)
         summary |= report.as_dict() | {"notices": report.notices()}

@@ -22,6 +22,7 @@ from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from retrieval import hybrid
 from retrieval.errors import ClipdexError
+from retrieval.model.loader import Encoders, planned_engines
 from retrieval.model.precision import mixable, mixes_with
 from retrieval.model.weights import weights_fingerprint
 from retrieval.query import combine, recommend_vector
@@ -39,13 +40,15 @@ if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a c
 class Index:
     """One collection and the model that fills it. The model loads on first use."""
 
-    def __init__(self, settings: Settings, store: VectorStore, encoder: Encoder | None = None):
+    def __init__(self, settings: Settings, store: VectorStore, encoder: Encoder | None = None, *,
+                 encoders: Encoders | None = None):
+        """``encoder``: an already loaded model; ``encoders``: another Index's (to share its models)."""
         self.settings = settings
         self.store = store
-        self._encoder: Encoder | None = None
         self._check_model(self.store.meta())
         if encoder is not None:
-            self._encoder = self._checked(encoder)
+            self._checked(encoder)
+        self.encoders = encoders or Encoders(settings.model, encoder)
 
     @classmethod
     def open(cls, settings: Settings, *, create: bool = False, encoder: Encoder | None = None,
@@ -108,19 +111,23 @@ class Index:
                 f"{meta.weights_id or meta.pretrained or 'random init'} (dim {meta.dim}); the model now configured "
                 f"has weights {ident.weights or ident.pretrained or 'random init'} (dim {ident.dim}); use another "
                 "--collection")
-        if not mixable(meta.precision, encoder.precision):
-            raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
-                               f"{meta.precision}, which does not mix with {encoder.precision}; set model.precision "
-                               f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
+        for now in dict.fromkeys((encoder.precision, getattr(encoder, "text_precision", encoder.precision))):
+            if not mixable(meta.precision, now):
+                raise ClipdexError(f"collection '{self.settings.store.collection}' was built at precision "
+                                   f"{meta.precision}, which does not mix with {now}; set model.precision "
+                                   f"to {' or '.join(mixes_with(meta.precision))}, or use another --collection")
         return encoder
 
     @property
     def encoder(self) -> Encoder:
-        if self._encoder is None:
-            from retrieval.model.torch_backend import TorchEncoder
+        """The model that embeds queries (whichever backend runs it: retrieval.model.loader)."""
+        meta = self.store.meta()
+        return self.encoders.query(meta.precision if meta else None, self._checked)
 
-            self._encoder = self._checked(TorchEncoder.load(self.settings.model))
-        return self._encoder
+    @property
+    def ingest_encoder(self) -> Encoder:
+        """The model that embeds ingested images."""
+        return self.encoders.ingest(self._checked)
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
@@ -146,7 +153,7 @@ class Index:
         if problems := self.store.problems():
             raise ClipdexError(f"store {self.store.location} is damaged ({problems[0]}); nothing was written: "
                                "restore it from a backup, or ingest into a new --collection")
-        encoder = self.encoder
+        encoder = self.ingest_encoder
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
@@ -275,7 +282,16 @@ class Index:
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed(), "problems": self.store.problems(),
-                "ocr": self.ocr_status()}
+                "ocr": self.ocr_status(), "engines": self.engines(meta)}
+
+    def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
+        """Which engine runs each tower: queries' image and text towers (the loaded model's, else what the
+        export says, without loading anything), and ingest's."""
+        loaded = self.encoders.query_loaded
+        meta = meta or self.store.meta()
+        towers = loaded.engines if loaded is not None else planned_engines(
+            self.settings.model, meta.precision if meta else None)
+        return {**towers, "ingest": "torch"}
 
     def check(self, shown: int = 20) -> dict[str, Any]:
         """Read every stored vector and mark the damaged points, so the next ingest embeds their files again.
@@ -316,7 +332,7 @@ class Index:
 
 
 STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
-               "ocr")
+               "ocr", "engines")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

@@ -30,8 +30,12 @@ class ModelSettings(_Section):
     """A pretrained tag open_clip can download, a local checkpoint file, or "" for random weights."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when available, else the CPU; or cpu, cuda."""
-    precision: Literal["auto", "fp32", "int8", "fp16"] = "auto"
-    """auto: fp16 autocast on CUDA, int8 on CPU; fp32; int8 (CPU only); fp16 (CUDA only); retrieval.model.precision."""
+    precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
+    """auto: fp16 autocast on CUDA; on a CPU bf16 images where it has AMX, else int8 (texts int8); fp32; int8
+    (CPU only); bf16 (bf16 weights, fast with AMX only); fp16 (CUDA only); retrieval.model.precision."""
+    engine: Literal["auto", "onnx", "torch"] = "auto"
+    """What runs queries: auto = ONNX Runtime where the model exports (else torch, with one line saying why);
+    onnx = ONNX Runtime or an error; torch. Ingest runs on torch. See retrieval.model.loader."""
     batch_size: int = Field(64, ge=1, le=4096)
     """Images per encoder batch (ingest and eval)."""
     label: str = ""

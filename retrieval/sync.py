@@ -48,7 +48,7 @@ class Syncer:
         self.settings = settings
         self._cancel = threading.Event()
         store = cast(VectorStore, LockedStore(index.store, lock, self._cancel))
-        self.index = Index(index.settings, store, index.encoder)  # the server's model, loaded once
+        self.index = Index(index.settings, store, encoders=index.encoders)  # the server's models, loaded once
         self.watcher = FolderWatcher(self.roots, self.notify)
         self._cond = threading.Condition()
         self._queued: list[str] = list(self.roots)  # the initial sync

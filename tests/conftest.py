@@ -18,6 +18,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # (conftest can be imported twice, as `conftest` and as `tests.conftest`: make the folder once.)
 if not os.path.basename(os.environ.get("HF_HOME", "")).startswith("clipdex-test-hf-"):
     os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="clipdex-test-hf-")
+if not os.path.basename(os.environ.get("CLIPDEX_CACHE", "")).startswith("clipdex-test-cache-"):
+    os.environ["CLIPDEX_CACHE"] = tempfile.mkdtemp(prefix="clipdex-test-cache-")  # ONNX exports of hub models
 for _var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "OPEN_CLIP_CACHE"):
     os.environ.pop(_var, None)
 

@@ -86,7 +86,7 @@ def test_like_ranks_the_examples_near_duplicates_first(library: Library):
             assert next(h.score for h in hits if h.payload["path"] == str(example)) >= 0.999
             assert_same_ranking(ranked(hits), expected(index, index.stored_vectors([str(example)]),
                                                        np.zeros((0, 32), np.float32)))
-        assert index._encoder is None  # nothing was encoded: the model was never even loaded
+        assert index.encoders.query_loaded is None  # nothing was encoded: the model was never even loaded
 
 
 def test_unlike_pushes_a_class_down(library: Library):

@@ -148,7 +148,7 @@ def test_killed_encoder_actor_is_restarted_and_every_file_stored_once(cluster, t
 
     settings = _settings(tmp_path, tiny_model_dir, "kill")
     with Index.open(settings, create=True) as index:
-        encoder = index.encoder
+        encoder = index.ingest_encoder
         ident = encoder.identity
         index.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
         report = ingest_on_ray([str(root)], index.store, encoder, settings, address="local",
@@ -171,7 +171,7 @@ def test_rerun_after_a_crash_embeds_nothing_already_stored(cluster, tmp_path, ti
             raise KeyboardInterrupt  # what Ctrl-C does in the driver
 
     with Index.open(settings, create=True) as index:
-        encoder = index.encoder
+        encoder = index.ingest_encoder
         ident = encoder.identity
         index.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, weights=ident.weights))
         with pytest.raises(KeyboardInterrupt):

@@ -13,6 +13,7 @@ from retrieval.errors import ClipdexError, os_error_line
 # Subcommands register themselves on `cli` when their module is imported.
 from retrieval.cli import index_cmds  # noqa: E402,F401  isort: skip
 from retrieval.cli import learn_cmds  # noqa: E402,F401  isort: skip
+from retrieval.cli import model_cmds  # noqa: E402,F401  isort: skip
 from retrieval.cli import serve_cmd  # noqa: E402,F401  isort: skip
 
 

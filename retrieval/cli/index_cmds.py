@@ -176,6 +176,8 @@ def status(run: Run, check: bool) -> None:
         if info["student_of"]:
             echo(f"student of  {info['student_of']} (text queries use that teacher's text tower)")
         echo(f"store       {info['store']}")
+        engines = info["engines"]
+        echo(f"engines     text: {engines['text']}; image: {engines['image']}; ingest: {engines['ingest']}")
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"
             echo(f"root        {root['path']}  {root['points']:,} points  ({state})")

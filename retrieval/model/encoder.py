@@ -46,6 +46,8 @@ class Encoder(ABC):
     image_size: int
     """The side of the square images the image tower takes."""
     context_length: int
+    ingests: bool = False
+    """Can it embed ingest batches (``encode_images`` of preprocessed tensors)? The torch backend can."""
 
     def __init__(self) -> None:
         self._text_cache: OrderedDict[str, np.ndarray] = OrderedDict()
@@ -54,6 +56,11 @@ class Encoder(ABC):
     @property
     def dim(self) -> int:
         return self.identity.dim
+
+    @property
+    def engines(self) -> dict[str, str]:
+        """Which engine runs each tower (``{"image": "torch int8", "text": ...}``), as ``clipdex status`` shows."""
+        return dict.fromkeys(("image", "text"), f"{type(self).__name__} {self.precision}")
 
     @abstractmethod
     def encode_pil(self, images: Sequence[Image.Image]) -> np.ndarray:

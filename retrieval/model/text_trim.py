@@ -38,10 +38,15 @@ class TextTower:
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """Text features of ``tokens`` (padded rows), computed on the shortest exact prefix."""
         length = min(int(self.pooled_positions(tokens).max()) + 1, tokens.shape[1])
-        tower = self.owner
+        return self.encode_prefix(tokens[:, :length])
+
+    def encode_prefix(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Text features of rows already cut after their pooled token (any length up to the context; the
+        ONNX export traces this, with the length as a dynamic axis)."""
         from open_clip.transformer import text_global_pool
 
-        tokens = tokens[:, :length]
+        tower = self.owner
+        length = tokens.shape[1]
         cast = tower.transformer.get_cast_dtype()
         x = tower.token_embedding(tokens).to(cast) + tower.positional_embedding[:length].to(cast)
         x = tower.transformer(x, attn_mask=tower.attn_mask[:length, :length])

@@ -1,8 +1,8 @@
 """The torch backend: open_clip models on torch, any architecture and weights, images and texts.
 
 Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
-path (retrieval.model.precision): by default fp16 autocast on CUDA and dynamic int8 on CPU, with all
-cores (bf16 is many times slower on CPUs without native support, so it is never used there).
+path (retrieval.model.precision): by default fp16 autocast on CUDA; on a CPU, with all cores, bf16 image
+weights where it has AMX and dynamic int8 elsewhere (bf16 is many times slower without AMX), int8 texts.
 Texts are encoded at their real token length where that is exact (retrieval.model.text_trim), and the
 vectors of recent texts are kept in a small LRU cache (retrieval.model.encoder).
 """
@@ -26,9 +26,10 @@ from retrieval.errors import ClipdexError, first_line
 from retrieval.model import hub
 from retrieval.model import precision as precisions
 from retrieval.model.encoder import Encoder, ModelIdentity
+from retrieval.model.no_init import skipped_init
 from retrieval.model.source import CONFIG_NAME, check_source, open_clip_name, student_of
 from retrieval.model.text_trim import encode_text, text_tower
-from retrieval.model.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_fingerprint
+from retrieval.model.weights import LOCAL_DIR, WEIGHTS_NAME, source_label, weights_file, weights_fingerprint
 from retrieval.settings import ModelSettings
 
 __all__ = ["CONFIG_NAME", "LOCAL_DIR", "WEIGHTS_NAME", "ModelIdentity", "TorchEncoder", "image_size_of",
@@ -46,14 +47,24 @@ def pick_device(preference: str = "auto") -> torch.device:
 class TorchEncoder(Encoder):
     """An open_clip image/text encoder pair on torch, with its preprocessing and tokenizer."""
 
+    ingests = True
+
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                  tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
                  precision: str = "fp32"):
         super().__init__()
         self.precision: str = precisions.resolve(precision, device)
-        """The numeric path the towers run on: fp32, fp16 (CUDA autocast) or int8 (CPU)."""
+        """The image tower's numeric path (what a collection records): fp32, fp16 (CUDA autocast), int8 or
+        bf16 (CPU; bf16 weights)."""
+        self.text_precision: str = precisions.resolve_text(precision, device)
+        """The text tower's numeric path (``auto`` keeps it at int8 on a CPU even where images run bf16)."""
         self.model = model.eval().to(device)
-        self._unquantized = {"image", "text"} if self.precision == "int8" else set()
+        if self.text_precision == "bf16":
+            self.model.to(torch.bfloat16)  # both towers (bf16 text implies bf16 images: one setting)
+        elif self.precision == "bf16":
+            self.model.visual.to(torch.bfloat16)
+        self._image_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        self._unquantized = {t for t, p in (("image", self.precision), ("text", self.text_precision)) if p == "int8"}
         """Towers still to convert to int8: each is converted on its first use (a text search never
         converts the image tower)."""
         self._quantize_lock = threading.Lock()
@@ -77,7 +88,7 @@ class TorchEncoder(Encoder):
         schema = name.startswith((LOCAL_DIR, hub.HF_HUB))
         pretrained = None if schema else (settings.pretrained or None)
         try:
-            with quiet_open_clip():
+            with quiet_open_clip(), skipped_init(loads_weights(settings)):
                 model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
             tokenizer = open_clip.get_tokenizer(name)
         except ClipdexError:
@@ -90,6 +101,11 @@ class TorchEncoder(Encoder):
         identity = ModelIdentity(settings.name, source, dim, weights_fingerprint(settings) or "",
                                  student_of=student_of(settings))
         return cls(model, preprocess, tokenizer, identity, device, settings.precision)
+
+    @property
+    def engines(self) -> dict[str, str]:
+        where = "" if self.device.type == "cpu" else f" on {self.device.type}"
+        return dict.fromkeys(("image", "text"), f"torch {self.precision}{where}")
 
     def _ready(self, tower: str) -> None:
         """Convert ``tower`` ("image" or "text") to int8 on its first use, if the precision says so."""
@@ -112,7 +128,7 @@ class TorchEncoder(Encoder):
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         self._ready("image")
-        pixels = pixels.to(self.device, non_blocking=True)
+        pixels = pixels.to(self.device, dtype=self._image_dtype, non_blocking=True)
         with self._autocast():
             features = self.model.encode_image(pixels)
         return _unit(features)
@@ -125,15 +141,24 @@ class TorchEncoder(Encoder):
 
     @torch.inference_mode()
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
-        if self.precision == "int8" and len(texts) > 1:
-            # int8 scales activations per batch: one text at a time (each at its own real length) keeps a
-            # text's vector independent of its batch mates, so cached and fresh vectors always agree
+        if self.text_precision in ("int8", "bf16") and len(texts) > 1:
+            # int8 scales activations per batch (and bf16 rounds differently by batch shape): one text at a
+            # time (each at its own real length) keeps a text's vector independent of its batch mates, so
+            # cached and fresh vectors always agree
             return np.concatenate([self._encode_texts([text]) for text in texts])
         self._ready("text")
         tokens = self.tokenizer(texts).to(self.device)
         with self._autocast():
             features = encode_text(self.model, self.text_tower, tokens)
         return _unit(features)
+
+
+def loads_weights(settings: ModelSettings) -> bool:
+    """Will open_clip load a checkpoint over the whole model (so its random initialisation is wasted)?"""
+    file = weights_file(settings)
+    if file is not None:
+        return file.is_file()
+    return bool(settings.pretrained) and not settings.name.startswith((LOCAL_DIR, hub.HF_HUB))
 
 
 def _unit(features: torch.Tensor) -> np.ndarray:

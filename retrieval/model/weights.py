@@ -6,6 +6,8 @@ lives, so moving a checkout or mounting it elsewhere keeps its collections valid
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 
 from retrieval.model import hub
@@ -49,18 +51,60 @@ def source_label(settings: ModelSettings) -> str:
 
 
 _digests: dict[tuple[str, int, int], str] = {}
+REMEMBERED_BYTES = 64 << 20
+"""Files at least this big have their digest remembered across processes (:func:`digest_cache`)."""
+
+
+def digest_cache() -> Path:
+    """``$CLIPDEX_CACHE/digests.json`` (default under ``$XDG_CACHE_HOME/clipdex`` or ``~/.cache/clipdex``): the
+    digests of big weights files by path, size, mtime and inode, so a search does not read 600 MB to hash them."""
+    if os.environ.get("CLIPDEX_CACHE"):
+        return Path(os.environ["CLIPDEX_CACHE"]).expanduser() / "digests.json"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "clipdex" / "digests.json"
+
+
+def _remembered() -> dict[str, list]:
+    try:
+        data = json.loads(digest_cache().read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _remember(path: str, stamp: list, digest: str) -> None:
+    """Add one digest to the cache file (atomically; a read-only or broken cache is simply not used)."""
+    cache = digest_cache()
+    data = _remembered()
+    data[path] = [*stamp, digest]
+    tmp = cache.with_name(f".{cache.name}.tmp-{os.getpid()}")
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(dict(list(data.items())[-256:])), encoding="utf-8")
+        os.replace(tmp, cache)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def file_digest(path: Path) -> str:
-    """xxh3-64 of the file's bytes, remembered per (path, size, mtime) within a process."""
+    """xxh3-64 of the file's bytes, remembered per (path, size, mtime) within a process, and across processes
+    (with the inode too) for files of :data:`REMEMBERED_BYTES` or more."""
     import xxhash
 
     st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    resolved = str(path.resolve())
+    key = (resolved, st.st_size, st.st_mtime_ns)
+    stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+    if key not in _digests and st.st_size >= REMEMBERED_BYTES:
+        known = _remembered().get(resolved)
+        if isinstance(known, list) and len(known) == 4 and known[:3] == stamp and isinstance(known[3], str):
+            _digests[key] = known[3]
     if key not in _digests:
         digest = xxhash.xxh3_64()
         with path.open("rb") as fh:
             while chunk := fh.read(1 << 22):
                 digest.update(chunk)
         _digests[key] = digest.hexdigest()
+        if st.st_size >= REMEMBERED_BYTES:
+            _remember(resolved, stamp, _digests[key])
     return _digests[key]

@@ -1,0 +1,161 @@
+"""Which backend embeds what: queries on ONNX Runtime where the model exports (else torch), ingest on torch.
+
+``[model] engine``: ``auto`` (ONNX Runtime where the export exists or can be made, torch otherwise, with
+one line saying why), ``onnx`` (ONNX Runtime or an error) or ``torch``. The first query process of a
+model exports it (that process needs torch; ``clipdex model export`` does it ahead of time); later ones
+import no torch at all. Nothing here imports torch until a torch encoder or an export is needed.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from retrieval.errors import ClipdexError
+from retrieval.model.encoder import Encoder, ModelIdentity
+from retrieval.model.onnx_files import Export, ExportProblem, Unexportable, find_export
+from retrieval.model.precision import mixable
+from retrieval.model.source import check_source, student_of
+from retrieval.model.weights import source_label, weights_fingerprint
+from retrieval.settings import ModelSettings
+
+TOWERS = {"image": "visual", "text": "textual"}
+
+
+def note(line: str) -> None:
+    """One line on stderr (``clipdex: ...``): what the model loading chose, and why."""
+    print(f"clipdex: {line}", file=sys.stderr, flush=True)
+
+
+def onnx_precisions(settings: ModelSettings, built: str | None, export: Export) -> dict[str, str]:
+    """The exported variant each tower runs (``{"image": "int8", "text": "int8"}``) for a collection built at
+    ``built`` (None: no collection yet).
+
+    ``[model] precision`` fp32 or int8 asks for that one (the collection may then refuse it, as on torch);
+    anything else (auto, or an ingest precision such as fp16) prefers int8, which opens and runs faster,
+    where it mixes with the collection, else fp32. A tower without an int8 variant runs fp32."""
+    wanted = [settings.precision] if settings.precision in ("fp32", "int8") else ["int8", "fp32"]
+    for precision in wanted:
+        towers = {t: precision if precision in export.precisions(name) else "fp32" for t, name in TOWERS.items()}
+        if built is None or mixable(built, "int8" if "int8" in towers.values() else "fp32"):
+            return towers
+    return towers
+
+
+def identity(settings: ModelSettings, export: Export) -> ModelIdentity:
+    """The model's identity from its settings and export manifest, without loading it."""
+    return ModelIdentity(settings.name, source_label(settings), int(export.manifest["dim"]),
+                         weights_fingerprint(settings) or "", student_of=student_of(settings))
+
+
+def _export(settings: ModelSettings, log: Callable[[str], None]) -> Export:
+    from retrieval.model.export import export_model
+
+    return export_model(settings, log=log)
+
+
+def _usable_export(settings: ModelSettings, log: Callable[[str], None]) -> Export:
+    """The model's sound export, made (or made again) here where it is missing or incomplete."""
+    export = find_export(settings)  # Unexportable for random weights
+    if export is not None and export.unexportable:
+        raise Unexportable(export.unexportable)
+    damaged = export is not None and not export.sizes_ok()
+    if damaged:
+        log(f"the ONNX export in {export.folder} is incomplete or damaged; exporting it again")
+    if export is None or damaged:
+        check_source(settings)  # a bad model name is one line before anything slow
+        export = _export(settings, (lambda _line: None) if damaged else log)
+    if export.unexportable:
+        raise Unexportable(export.unexportable)
+    return export
+
+
+def load_query_encoder(settings: ModelSettings, built: str | None = None, *,
+                       log: Callable[[str], None] = note) -> Encoder:
+    """The encoder for queries: ONNX Runtime where possible (see the module doc), else torch."""
+    if settings.engine != "torch":
+        try:
+            export = _usable_export(settings, log)
+            towers = onnx_precisions(settings, built, export)
+            from retrieval.model.onnx_backend import OnnxEncoder
+
+            def repair(problem: str) -> Export:
+                log(f"{problem}; exporting it again")
+                fresh = _export(settings, lambda _line: None)
+                if fresh.unexportable:
+                    raise ClipdexError(f"model {settings.name} no longer exports to ONNX: {fresh.unexportable}")
+                return fresh
+
+            return OnnxEncoder(export, identity(settings, export), towers, repair=repair)
+        except Unexportable as exc:
+            if settings.engine == "onnx":
+                raise ClipdexError(f"model {settings.name} cannot run on ONNX Runtime: {exc} "
+                                   "(set model.engine = \"auto\" to search on torch)") from None
+            log(f"model {settings.name} cannot run on ONNX Runtime ({exc}); searching on torch")
+        except ExportProblem as exc:
+            if settings.engine == "onnx":
+                raise ClipdexError(str(exc)) from None
+            log(f"{exc}; searching on torch")
+    return load_ingest_encoder(settings)
+
+
+def load_ingest_encoder(settings: ModelSettings) -> Encoder:
+    """The encoder for ingest (and training, evaluation): open_clip on torch."""
+    from retrieval.model.torch_backend import TorchEncoder
+
+    return TorchEncoder.load(settings)
+
+
+def planned_engines(settings: ModelSettings, built: str | None) -> dict[str, str]:
+    """What each tower of a query would run on, read from the export without loading anything (status)."""
+    if settings.engine == "torch":
+        return dict.fromkeys(TOWERS, "torch")
+    try:
+        export = find_export(settings)
+    except Unexportable as exc:
+        return dict.fromkeys(TOWERS, f"torch ({exc})")
+    if export is None or not export.sizes_ok():
+        return dict.fromkeys(TOWERS, "onnxruntime (exported on the first search)")
+    if export.unexportable:
+        return dict.fromkeys(TOWERS, f"torch ({export.unexportable})")
+    towers = onnx_precisions(settings, built, export)
+    return {tower: f"onnxruntime {precision}" for tower, precision in towers.items()}
+
+
+class Encoders:
+    """The query and ingest encoders of one model setting, each loaded on first use and shared by every
+    ``Index`` over the same model (a server's searches and its watcher)."""
+
+    def __init__(self, settings: ModelSettings, encoder: Encoder | None = None):
+        """``encoder``: one already loaded (it serves queries, and ingest too if it can)."""
+        self.settings = settings
+        self._query: Encoder | None = encoder
+        self._ingest: Encoder | None = encoder if encoder is not None and encoder.ingests else None
+        self._query_lock, self._ingest_lock = threading.Lock(), threading.Lock()
+        """One per role, never both held: a server's search holds its store lock while asking for the query
+        encoder, and a sync asks the store (under that lock) while loading the ingest encoder."""
+
+    @property
+    def query_loaded(self) -> Encoder | None:
+        return self._query
+
+    def query(self, built: str | None, check: Callable[[Encoder], Any]) -> Encoder:
+        """The query encoder for a collection built at ``built``; ``check`` vets it before it is kept."""
+        if self._query is None:
+            with self._query_lock:
+                if self._query is None:
+                    encoder = self._ingest or load_query_encoder(self.settings, built)
+                    check(encoder)
+                    self._query = encoder
+        return self._query
+
+    def ingest(self, check: Callable[[Encoder], Any]) -> Encoder:
+        if self._ingest is None:
+            with self._ingest_lock:
+                if self._ingest is None:
+                    encoder = load_ingest_encoder(self.settings)
+                    check(encoder)
+                    self._ingest = encoder
+        return self._ingest
