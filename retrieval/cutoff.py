@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 
 import numpy as np
+from scipy import special
 
 SAMPLE = 2048
 """Stored vectors scored per query (a random sample, drawn once per open collection and size)."""
@@ -46,11 +47,14 @@ def _mixture(x: np.ndarray, k: int, iters: int = 300) -> tuple[np.ndarray, np.nd
     sd = np.full(k, x.std() / k + 1e-4)
     w = np.full(k, 1 / k)
     for _ in range(iters):
+        last = mu
         like = w / sd * np.exp(-0.5 * ((x[:, None] - mu) / sd) ** 2) + 1e-300
         resp = like / like.sum(axis=1, keepdims=True)
         n = resp.sum(axis=0) + 1e-12
         w, mu = n / len(x), (resp * x[:, None]).sum(axis=0) / n
         sd = np.sqrt((resp * (x[:, None] - mu) ** 2).sum(axis=0) / n) + 1e-4
+        if np.max(np.abs(mu - last)) < 1e-6 * (x.std() + 1e-12):
+            break  # converged: the means moved by under a millionth of the spread
     return w, mu, sd
 
 
@@ -67,19 +71,44 @@ def gmm(k: int) -> Callable[[np.ndarray], float]:
     return cut
 
 
-def mixture_f1(k: int) -> Callable[[np.ndarray], float]:
-    """``k`` Gaussians, the top one taken as the relevant images: the threshold that maximises the F1 this
-    fitted mixture expects (true positives = top weight × its tail; returned = the mixture's tail)."""
-    erfc = np.frompyfunc(math.erfc, 1, 1)
+def log_distance(scores: np.ndarray) -> np.ndarray:
+    """``-log(1 - cosine)``: stretches the top of the scale, where a relevant cluster's scores pile up
+    against 1 with a long lower tail, so a Gaussian fits it better (monotone: a cut here is a cut there)."""
+    return -np.log(np.maximum(1 - scores.astype(np.float64), 1e-6))
 
+
+def from_log_distance(z: float) -> float:
+    """The cosine whose :func:`log_distance` is ``z``."""
+    return float(1 - math.exp(-z))
+
+
+def _max_expected_f1(x: np.ndarray, k: int) -> float:
+    """Fit ``k`` Gaussians to ``x``; the top one taken as the relevant images, the threshold that maximises
+    the F1 the fitted mixture expects (true positives = top weight × its tail; returned = the mixture's tail)."""
+    w, mu, sd = _mixture(x, k)
+    top = int(np.argmax(mu))
+    grid = np.linspace(x.min(), x.max(), 2000)
+    tail = 0.5 * special.erfc((grid[:, None] - mu) / (sd * math.sqrt(2)))
+    expected = 2 * w[top] * tail[:, top] / ((w * tail).sum(axis=1) + w[top])
+    return float(grid[int(np.argmax(expected))])
+
+
+def mixture_f1(k: int, log: bool = False) -> Callable[[np.ndarray], float]:
+    """``k`` Gaussians over the scores (``log``: over their :func:`log_distance`), max expected F1."""
     def cut(scores: np.ndarray) -> float:
-        x = scores.astype(np.float64)
-        w, mu, sd = _mixture(x, k)
-        top = int(np.argmax(mu))
-        grid = np.linspace(x.min(), x.max(), 2000)
-        tail = 0.5 * erfc((grid[:, None] - mu) / (sd * math.sqrt(2))).astype(np.float64)
-        expected = 2 * w[top] * tail[:, top] / ((w * tail).sum(axis=1) + w[top])
-        return float(grid[int(np.argmax(expected))])
+        if log:
+            return from_log_distance(_max_expected_f1(log_distance(scores), k))
+        return _max_expected_f1(scores.astype(np.float64), k)
+    return cut
+
+
+def tail_f1(quantile: float, log: bool = False) -> Callable[[np.ndarray], float]:
+    """Two Gaussians fitted only to the scores above ``quantile`` (the relevant images assumed a minority
+    of the collection, so the bulk is dropped instead of modelled), max expected F1 on that upper part."""
+    def cut(scores: np.ndarray) -> float:
+        x = log_distance(scores) if log else scores.astype(np.float64)
+        t = _max_expected_f1(x[x >= np.quantile(x, quantile)], 2)
+        return from_log_distance(t) if log else t
     return cut
 
 
@@ -94,7 +123,9 @@ def knee(scores: np.ndarray) -> float:
 
 METHODS: dict[str, Callable[[np.ndarray], float]] = {
     "z2": zscore(2.0), "z2.5": zscore(2.5), "z3": zscore(3.0), "otsu": otsu, "knee": knee, "gmm2": gmm(2),
-    "gmm3": gmm(3), "mixture_f1_2": mixture_f1(2), "mixture_f1_3": mixture_f1(3), "mixture_f1_4": mixture_f1(4)}
+    "gmm3": gmm(3), "mixture_f1_2": mixture_f1(2), "mixture_f1_3": mixture_f1(3), "mixture_f1_4": mixture_f1(4),
+    "mixture_f1_3_log": mixture_f1(3, log=True), "mixture_f1_4_log": mixture_f1(4, log=True),
+    "tail_f1_75": tail_f1(0.75), "tail_f1_75_log": tail_f1(0.75, log=True), "tail_f1_80_log": tail_f1(0.80, log=True)}
 DEFAULT = "mixture_f1_3"
 
 

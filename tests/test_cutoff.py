@@ -34,6 +34,21 @@ def test_every_method_returns_a_threshold_within_the_scores(method: str) -> None
     assert np.isfinite(t) and scores.min() - 1e-6 <= t <= scores.max() + 1e-6
 
 
+def test_log_distance_is_a_monotone_map_the_threshold_comes_back_through() -> None:
+    scores = np.sort(np.random.default_rng(4).uniform(-0.9, 0.999, 200))
+    z = cutoff.log_distance(scores)
+    assert np.all(np.diff(z) > 0)  # order kept: a cut there is the same cut here
+    assert np.allclose([cutoff.from_log_distance(v) for v in z], scores, atol=1e-9)
+
+
+@pytest.mark.parametrize("method", ["mixture_f1_3_log", "tail_f1_75_log"])
+def test_the_log_scale_methods_separate_the_tail(method: str) -> None:
+    q = unit(np.random.default_rng(5).normal(0, 1, 32))
+    vectors = library(q, 40, 800, seed=5)
+    kept = np.nonzero(vectors @ q >= cutoff.threshold(q, vectors, method))[0]
+    assert set(range(40)) <= set(kept) and len(kept) < 60
+
+
 def test_the_default_separates_the_tail() -> None:
     q = unit(np.random.default_rng(2).normal(0, 1, 32))
     vectors = library(q, 40, 800)
