@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
 
@@ -84,6 +85,11 @@ def main() -> None:
         mask[list(auto_sets[c])] = True
         auto.append(f1(mask, truth[c]))
         per_class[name] = {"auto_f1": round(auto[-1], 4), "auto_returned": int(mask.sum())}
+    timings = []  # the default method's threshold for one query, as a --relevant search computes it
+    for c in range(len(prompts)):
+        start = time.perf_counter()
+        cutoff.METHODS[cutoff.DEFAULT](sample @ queries[c])
+        timings.append((time.perf_counter() - start) * 1000)
     methods = {}
     for m, fn in cutoff.METHODS.items():
         vals = [f1(scores[c] >= fn(sample @ queries[c]), truth[c]) for c in range(len(prompts))]
@@ -110,6 +116,7 @@ def main() -> None:
         "auto_mean_f1": round(float(np.mean(auto)), 4), "best_fixed_mean_f1": round(best_f1, 4),
         "best_fixed_threshold": round(best_t, 4), "best_topk_mean_f1": max(topk.values()),
         "topk_mean_f1": topk, "methods_mean_f1": methods, "auto_method": cutoff.DEFAULT,
+        "threshold_ms_p50": round(float(np.median(timings)), 2),
         "sample": int(len(sample)), "images": int(len(labels)), "template": args.template, "per_class": per_class,
         "cpu": cpu, "amx_bf16": "amx_bf16" in Path("/proc/cpuinfo").read_text(), "loadavg": os.getloadavg()[0]}))
 

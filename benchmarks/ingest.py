@@ -212,8 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from benchmarks.machine import machine
     from ingest.scan import scan
-    from retrieval.model.precision import machine
     from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import Settings
 

@@ -6,24 +6,23 @@ import os
 from pathlib import Path
 from typing import Any
 
+from retrieval.model.precision import cpu_flags, cpu_image_precision
+
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def machine() -> dict[str, Any]:
-    """``{"cpu": ..., "cpu_flags": [...], "cores": N, "loadavg": "..."}`` from /proc (empty where not Linux)."""
-    model, flags = "", set()
+    """The CPU model, its fast-path flags, what ``precision = "auto"`` picks on it, cores and load average."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name" and not model:
-                model = value.strip()
-            elif key.strip() == "flags" and not flags:
-                flags = set(value.split())
+        info = Path("/proc/cpuinfo").read_text(errors="replace")
     except OSError:
-        pass
+        info = ""
+    name = next((line.partition(":")[2].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = cpu_flags(info)
     try:
         load = Path("/proc/loadavg").read_text().split()[:3]
     except OSError:
         load = []
-    return {"cpu": model, "cpu_flags": [f for f in FLAGS if f in flags], "amx_bf16": "amx_bf16" in flags,
-            "cores": os.cpu_count(), "loadavg": " ".join(load)}
+    return {"cpu": name, "cpu_flags": [f for f in FLAGS if f in flags], "amx_bf16": "amx_bf16" in flags,
+            "avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags,
+            "auto_image_precision": cpu_image_precision(flags), "cores": os.cpu_count(), "loadavg": " ".join(load)}

@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.ingest import ensure_images
+    from benchmarks.machine import machine
     from retrieval.datasets import class_prompts, fashion_mnist
     from retrieval.evaluate import embed_images, embed_texts, label_metrics
-    from retrieval.model.precision import machine
     from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import ModelSettings
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from retrieval.model.precision import machine
+    from benchmarks.machine import machine
     from retrieval.model.torch_backend import TorchEncoder
     from retrieval.settings import ModelSettings
 

@@ -104,19 +104,3 @@ def mixes_with(built: str) -> list[str]:
     """The precisions whose queries may search a collection built at ``built``."""
     return [p for p in PRECISIONS if mixable(built, p)]
 
-
-def machine() -> dict[str, object]:
-    """What benchmarks print beside every figure: the CPU model, its bf16/AMX flags, ``auto``'s choice, load."""
-    try:
-        info = Path("/proc/cpuinfo").read_text(errors="replace")
-    except OSError:
-        info = ""
-    name = next((line.partition(":")[2].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags = cpu_flags(info)
-    try:
-        load = Path("/proc/loadavg").read_text().split()[:3]
-    except OSError:
-        load = []
-    return {"cpu": name, "amx_bf16": "amx_bf16" in flags, "avx512_bf16": "avx512_bf16" in flags,
-            "avx512_vnni": "avx512_vnni" in flags, "auto_image_precision": cpu_image_precision(flags),
-            "loadavg": " ".join(load)}
