@@ -1,4 +1,4 @@
-"""A headless Chromium for one test, started like tests/test_web_page.py's (skipped where it is missing)."""
+"""A headless Chromium for the page's tests (skipped where it is missing): one way to start it, for every module."""
 
 from __future__ import annotations
 
@@ -9,11 +9,16 @@ from typing import Any
 
 import pytest
 
-from tests.test_web_page import CHROME_ARGS, CHROMEDRIVER, CHROMIUM, TIMEOUT
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--window-size=1280,900")
+TIMEOUT = 30
 
 
 @contextmanager
-def browser_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def browser_session(tmp_path_factory: pytest.TempPathFactory, profile: str = "chromium-profile") -> Iterator[Any]:
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -24,7 +29,7 @@ def browser_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     options.binary_location = CHROMIUM
     for arg in CHROME_ARGS:
         options.add_argument(arg)
-    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-dups')}")
+    options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp(profile)}")
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:
         driver.set_page_load_timeout(TIMEOUT)

@@ -43,6 +43,18 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_model_folder(model, TINY_CFG, tmp_path_factory.mktemp("models") / "tiny", TINY_PREPROCESS)
 
 
+@pytest.fixture
+def forty(tmp_path: Path) -> Path:
+    """40 small, distinct images."""
+    from tests.images import pattern
+
+    folder = tmp_path / "forty"
+    folder.mkdir()
+    for i in range(40):
+        pattern(i, (24, 16)).save(folder / f"{i:02d}.png")
+    return folder
+
+
 def write_config(path: Path, model_dir: Path, store: Path, collection: str = "test", **ingest: object) -> Path:
     lines = ["[model]", f'name = "local-dir:{model_dir}"', 'pretrained = ""', "batch_size = 8",
              "[store]", f'path = "{store}"', f'collection = "{collection}"', "[ingest]", "workers = 0"]

@@ -105,7 +105,7 @@ def test_page_reviews_dismisses_and_moves(served: Served, tmp_path_factory: pyte
 
     from tests.test_web_page import wait
 
-    with browser_session(tmp_path_factory) as driver:
+    with browser_session(tmp_path_factory, "chromium-dups") as driver:
         driver.get(served.url + "/api/status")  # the cookie's origin, before the page loads
         driver.add_cookie({"name": "clipdex_key", "value": KEY, "path": "/"})
         driver.get(served.url + "/#duplicates")

@@ -87,17 +87,6 @@ def test_embedded_store_reopens_and_refuses_a_second_opener(tmp_path: Path):
 
 # -- metadata file lost or damaged: points are never dropped ----------------------------------------
 
-@pytest.fixture
-def forty(tmp_path: Path) -> Path:
-    """40 small, distinct images."""
-    from tests.images import pattern
-
-    folder = tmp_path / "forty"
-    folder.mkdir()
-    for i in range(40):
-        pattern(i, (24, 16)).save(folder / f"{i:02d}.png")
-    return folder
-
 
 def _meta_file(tmp_path: Path) -> Path:
     return tmp_path / "store" / "test" / "clipdex.json"  # tests/conftest.py: store path + collection "test"

@@ -19,17 +19,6 @@ from retrieval.store.server import ServerStore, collection_params, index_schemas
 OLD_STORE = Path(__file__).parent / "data" / "store-layout1.tar.gz"
 
 
-@pytest.fixture
-def forty(tmp_path: Path) -> Path:
-    """40 small, distinct images."""
-    from tests.images import pattern
-
-    folder = tmp_path / "forty"
-    folder.mkdir()
-    for i in range(40):
-        pattern(i, (24, 16)).save(folder / f"{i:02d}.png")
-    return folder
-
 
 @pytest.fixture
 def old_store(tmp_path: Path) -> tuple[Path, np.ndarray]:
