@@ -190,6 +190,8 @@ class Index:
         req = SearchRequest.of(request, **fields)
         if not req.has_query:
             raise ClipdexError("a search needs a text, an example image, or both")
+        if req.image is not None:
+            _check_query_image(os.fspath(req.image))  # before the model loads (a first search exports it)
         encoder = self.encoder
         texts = ([req.text] if req.text is not None else []) + list(req.negative)
         text_vectors = encoder.encode_texts(texts) if texts else np.zeros((0, encoder.dim), np.float32)
@@ -204,10 +206,7 @@ class Index:
         from ingest.query_image import query_image
 
         path = os.fspath(image)
-        if not Path(path).exists():
-            raise ClipdexError(f"query image not found: {path}")
-        if not Path(path).is_file():  # a folder, a FIFO, a device: never opened (a FIFO would block)
-            raise ClipdexError(f"query image is not a regular file: {path}")
+        _check_query_image(path)
         try:
             return query_image(path, size=self.encoder.image_size, max_megapixels=self.settings.ingest.max_megapixels)
         except DecodeError as exc:
@@ -340,6 +339,26 @@ class Index:
                 continue
             rows.append({"path": path, "points": points, "offline": root_error(path)})
         return rows
+
+
+def _check_query_image(path: str) -> None:
+    """One line for a query image that is missing, not a regular file (a FIFO would block: never opened) or not
+    an image at all (its header alone says so), before any model loads."""
+    from PIL import Image, UnidentifiedImageError
+
+    from ingest.decode import _sniff  # also registers the HEIC/AVIF openers
+
+    if not Path(path).exists():
+        raise ClipdexError(f"query image not found: {path}")
+    if not Path(path).is_file():
+        raise ClipdexError(f"query image is not a regular file: {path}")
+    try:
+        with Image.open(path):  # the header only; the real decode, with its limits, comes later
+            pass
+    except UnidentifiedImageError:
+        raise ClipdexError(f"cannot read query image {path}: {_sniff(path)}") from None
+    except Exception:  # noqa: BLE001  anything else (a bomb, a truncated header): the full decode names it
+        pass
 
 
 STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",

@@ -37,9 +37,9 @@ def _mount_tmpfs(folder: Path, size: str) -> None:
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 128 MiB tmpfs: room for a small collection (about 80 MiB there), not much more."""
+    """A 256 MiB tmpfs: room for a small collection (a layout-2 store asks for about 140 MiB there), not much more."""
     disk = tmp_path / "disk"
-    _mount_tmpfs(disk, "128m")
+    _mount_tmpfs(disk, "256m")
     yield disk
     subprocess.run(["umount", str(disk)], capture_output=True, timeout=30)
 

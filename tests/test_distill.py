@@ -119,7 +119,7 @@ def test_from_collection_gives_the_teacher_pass_targets(tmp_path: Path, few: Pat
     data, targets, _ = collection_targets(settings, "teach", teacher, lambda _m: None)
     assert len(data) == 24 and targets.shape == (24, 1, 128)
     passed = teacher_pass(teacher, data, view_params(len(data), cfg.model_copy(update={"views": 1})))
-    np.testing.assert_allclose(targets.numpy(), passed.numpy(), atol=1e-5)
+    np.testing.assert_allclose(targets.numpy(), passed.numpy(), atol=1e-3)  # the store keeps float16 vectors
     proc = clipdex("distill", "--config", str(_toml(tmp_path / "d.toml")), "--store", str(tmp_path / "store"),
                    "--from-collection", "teach", "-o", str(tmp_path / "student"), "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
