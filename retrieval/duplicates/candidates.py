@@ -19,10 +19,10 @@ from retrieval.store import SearchFilter, VectorStore
 
 FIELDS = ("path", "hash", "size", "width", "height", "format", "taken_at", "taken_ts", "root", "mtime")
 CHUNK = 256
+"""Points per store call (a server's lock is held for one call at a time)."""
 NEAR_EF = 32
 """HNSW candidates per query (at least twice the neighbours asked): duplicates lie very close, so the
 search needs far less than a text query's ``hnsw_ef``."""
-"""Points per store call (a server's lock is held for one call at a time)."""
 
 
 @dataclass(frozen=True)
