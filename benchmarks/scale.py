@@ -10,10 +10,14 @@ What is synthetic: the listing (``ScannedFile`` entries with realistic paths, si
 image file is written or walked, so ``scan`` and the reader's hashing/decoding are not exercised) and
 the encoder (a stand-in that returns clustered 512-d unit vectors, so no model time is counted).
 
-Then: 200 queries (data vectors plus noise), recall@10 against an exact numpy search over all N
-vectors (regenerated chunk by chunk, never held at once), latency percentiles, size on disk, close and
+Then: 200 queries (data vectors plus noise; one untimed pass first at the largest ef, whose p50 is
+``first_pass_p50_ms``: what the first searches after an ingest see), recall@10 against an exact numpy search over all N
+vectors (regenerated chunk by chunk, never held at once) and latency percentiles at each ``--ef`` of the
+sweep (``ef_sweep``; ``p50_ms`` / ``recall@10`` are at ``--hnsw-ef``, ``ef_at_recall99`` is the smallest
+swept ef whose recall@10 is at least 0.99, with its ``p50_at_recall99_ms``), size on disk, close and
 reopen time, and ``resync_s``: a second ingest of the unchanged N, which must upsert and delete nothing.
-Prints one JSON line; progress goes to stderr.
+Prints one JSON line with the machine (CPU, flags, load average at the start and at the end); progress
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -34,10 +38,11 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # first: benchmarks/ingest.py must not shadow the ingest package
 
+from benchmarks.machine import machine  # noqa: E402
 from ingest.bookkeeping import Bookkeeper  # noqa: E402
+from ingest.file_result import FileResult  # noqa: E402
 from ingest.finish import finish, start_report  # noqa: E402
 from ingest.plan import plan_ingest  # noqa: E402
-from ingest.reader import FileResult  # noqa: E402
 from ingest.records import point_id  # noqa: E402
 from ingest.scan import Listing, RootListing, ScannedFile  # noqa: E402
 from ingest.writer import AsyncUpserter  # noqa: E402
@@ -75,12 +80,43 @@ def log(msg: str) -> None:
           f"RSS {status_mb('VmRSS'):,} MB] {msg}", file=sys.stderr, flush=True)
 
 
-def watch_memory(every_s: float = 30.0) -> None:
-    """Log the peak RSS now and then (so a run stopped by a time limit still tells its memory)."""
+def rss_parts() -> dict[str, int]:
+    """This process's RSS in MB by what is mapped (``/proc/self/smaps``): the heap (``anon``), the store's
+    files by kind (``vectors``, ``payload``, ``payload_index``, ``graph``, ``wal``, the optimizer's
+    ``builder`` copy of the segment being sealed), ``libs`` and the rest."""
+    parts: dict[str, int] = {}
+    name = "other"
+    with open("/proc/self/smaps") as fh:
+        for line in fh:
+            head = line.split(None, 5)
+            if head and "-" in head[0] and not head[0].endswith(":"):
+                path = head[5].strip() if len(head) > 5 else ""
+                name = ("anon" if not path or path.startswith("[") else "builder" if "/temp_segments/" in path
+                        else "wal" if "/wal/" in path else "vectors" if "/vector_storage/" in path
+                        else "graph" if "/vector_index/" in path else "payload_index" if "/payload_index/" in path
+                        else "payload" if "/payload_storage/" in path else "libs" if ".so" in path else "other")
+            elif line.startswith("Rss:"):
+                parts[name] = parts.get(name, 0) + int(line.split()[1])
+    return {k: round(v / 1024) for k, v in sorted(parts.items(), key=lambda kv: -kv[1])}
+
+
+PEAK_PARTS: list[dict[str, int]] = [{}]  # [0]: replaced whole (the main thread may read it meanwhile)
+
+
+def watch_memory(every_s: float = 0.2, log_every_s: float = 30.0) -> None:
+    """Read the RSS every ``every_s``; at each new high, break it down by part (``PEAK_PARTS[0]``: what
+    the peak held, within the sampling interval). Log the peak RSS now and then (so a run stopped by a time
+    limit still tells its memory)."""
     def loop() -> None:
+        last_log, high = time.perf_counter(), 0
         while True:
             time.sleep(every_s)
-            log("…")
+            if (rss := status_mb("VmRSS")) > high + 8:  # a new high (by more than noise): where it sits
+                high = rss
+                PEAK_PARTS[0] = rss_parts()
+            if time.perf_counter() - last_log >= log_every_s:
+                last_log = time.perf_counter()
+                log("…")
 
     threading.Thread(target=loop, daemon=True).start()
 
@@ -226,17 +262,17 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, default=1000)
     parser.add_argument("--batch", type=int, default=256, help="files per bookkeeping batch (the runner's batch)")
     parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--hnsw-ef", type=int, default=256)
+    parser.add_argument("--hnsw-ef", type=int, default=128, help="the search setting the main figures use")
+    parser.add_argument("--ef", default="64,96,128,256", help="hnsw_ef values of the latency/recall sweep")
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construct", type=int, default=100)
     parser.add_argument("--quantization", choices=("none", "int8"), default="none")
     parser.add_argument("--on-disk", action="store_true", help="original vectors memory-mapped from disk")
     parser.add_argument("--index-threshold", type=int, default=20_000)
     parser.add_argument("--datatype", choices=("float16", "float32"), default="float16")
-    parser.add_argument("--segment-points", type=int, default=250_000)
-    parser.add_argument("--seal-points", type=int, default=100_000)
+    parser.add_argument("--segment-points", type=int, default=100_000)
     parser.add_argument("--layout", type=int, choices=(1, 2), default=2,
-                        help="1: the previous release's layout (float32, ancestors lists, no bulk mode)")
+                        help="1: stores made before layout 2 (float32, ancestors lists, one appendable segment)")
     parser.add_argument("--store", help="folder for the store (default: a temporary folder under .bench/)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", action="store_true", help="print the one JSON line (always printed)")
@@ -247,8 +283,8 @@ def main() -> None:
         "store": {"path": str(base), "collection": "scale", "hnsw_ef": args.hnsw_ef, "hnsw_m": args.m,
                   "hnsw_ef_construct": args.ef_construct, "quantization": args.quantization,
                   "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold,
-                  "vector_datatype": args.datatype, "segment_points": args.segment_points,
-                  "seal_points": args.seal_points}})
+                  "vector_datatype": args.datatype, "segment_points": args.segment_points}})
+    load_start = machine()["loadavg"]
     stand_in = StandIn(args.dim, args.clusters, args.seed)
     files = listing(args.points, "/home/user/Pictures")
     watch_memory()
@@ -270,20 +306,34 @@ def main() -> None:
     queries += rng.standard_normal(queries.shape, dtype=np.float32) * np.float32(0.4 / np.sqrt(args.dim))
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
     timed = queries[50:]
-    for q in queries[:50]:  # first queries after a build page the index in (not timed)
-        store.query(q, 10, SearchFilter())
-    latencies, hits = [], []
-    for q in timed:
+    sweep_efs = sorted({args.hnsw_ef, *(int(e) for e in args.ef.split(","))})
+    store.hnsw_ef = sweep_efs[-1]
+    cold = []
+    for q in [*queries[:50], *timed]:  # the first pass after a build pages the graphs and vectors in
         t = time.perf_counter()
-        found = store.query(q, 10, SearchFilter())
-        latencies.append((time.perf_counter() - t) * 1000)
-        hits.append({h.id for h in found})
+        store.query(q, 10, SearchFilter())
+        cold.append((time.perf_counter() - t) * 1000)
     truth = exact_top10(stand_in, args.points, timed)
     id_of = {number(files.files[i]): point_id(files.files[i].path) for i in set(truth.ravel().tolist())}
-    recall = float(np.mean([len(h & {id_of[int(i)] for i in row}) / 10 for h, row in zip(hits, truth, strict=True)]))
+    sweep = {}
+    for ef in sweep_efs:
+        store.hnsw_ef = ef
+        latencies, hits = [], []
+        for q in timed:
+            t = time.perf_counter()
+            found = store.query(q, 10, SearchFilter())
+            latencies.append((time.perf_counter() - t) * 1000)
+            hits.append({h.id for h in found})
+        sweep[ef] = {"ef": ef, "p50_ms": round(float(np.percentile(latencies, 50)), 2),
+                     "p95_ms": round(float(np.percentile(latencies, 95)), 2),
+                     "recall@10": round(float(np.mean([len(h & {id_of[int(i)] for i in row}) / 10
+                                                       for h, row in zip(hits, truth, strict=True)])), 4)}
+        log(f"hnsw_ef {ef}: {sweep[ef]}")
+    store.hnsw_ef = args.hnsw_ef
+    good = [row for row in sweep.values() if row["recall@10"] >= 0.99]
     filtered = {name: filtered_recall(store, stand_in, files, timed[:100], where, keep)
                 for name, (where, keep) in filters(args.points).items()}
-    log(f"recall {recall:.4f}; filtered {filtered}")
+    log(f"filtered {filtered}")
     store.close()
     disk_mb = sum(p.stat().st_size for p in base.rglob("*") if p.is_file()) / 2**20
 
@@ -297,8 +347,11 @@ def main() -> None:
     assert second["upserts"] == 0 and resync.deleted == 0 and resync.unchanged == args.points, resync
     store.close()
     row = {"points": args.points, "upsert_per_s": round(args.points / first["upsert_s"]),
-           "searchable_s": round(first["total_s"], 1), "p50_ms": round(float(np.percentile(latencies, 50)), 2),
-           "p95_ms": round(float(np.percentile(latencies, 95)), 2), "recall@10": round(recall, 4),
+           "searchable_s": round(first["total_s"], 1), "p50_ms": sweep[args.hnsw_ef]["p50_ms"],
+           "p95_ms": sweep[args.hnsw_ef]["p95_ms"], "recall@10": sweep[args.hnsw_ef]["recall@10"],
+           "first_pass_p50_ms": round(float(np.percentile(cold, 50)), 2),
+           "ef_at_recall99": good[0]["ef"] if good else None,
+           "p50_at_recall99_ms": good[0]["p50_ms"] if good else None, "ef_sweep": list(sweep.values()),
            "peak_rss_mb": peak_rss_mb(),
            "disk_mb": round(disk_mb), "reopen_s": round(reopen_s, 2), "resync_s": round(second["total_s"], 1),
            "resync_upserts": second["upserts"], "index_s": round(first["index_s"], 1),
@@ -306,20 +359,21 @@ def main() -> None:
            "upsert_cpu_s": round(first["upsert_cpu_s"], 1), "index_cpu_s": round(first["index_cpu_s"], 1),
            "resync_cpu_s": round(second["upsert_cpu_s"] + second["index_cpu_s"], 1),
            **{f"{k}_{name}": v for name, row in filtered.items() for k, v in row.items()},
-           "rss_anon_mb": status_mb("RssAnon"), "rss_anon_searchable_mb": searchable_anon,
+           "peak_rss_parts_mb": PEAK_PARTS[0], "rss_anon_mb": status_mb("RssAnon"),
+           "rss_anon_searchable_mb": searchable_anon,
            "rss_anon_peak_logged_mb": max(PEAK_ANON[0], searchable_anon), "segments": segments,
            "standin_s": round(first["standin_s"], 1), "layout": args.layout, "hnsw_ef": args.hnsw_ef, "m": args.m,
            "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk,
            "datatype": "float32" if args.layout == 1 else args.datatype, "index_threshold": args.index_threshold,
            "segment_points": None if args.layout == 1 else args.segment_points,
-           "seal_points": None if args.layout == 1 else args.seal_points}
+           **machine(), "loadavg_start": load_start}
     print(json.dumps(row), flush=True)
     if not args.store:
         shutil.rmtree(base, ignore_errors=True)
 
 
 def _layout1(store: Any, settings: Settings, dim: int) -> Any:
-    """A fresh store made as the previous release made them (float32, ancestors indexed, no bulk mode)."""
+    """A fresh store made as clipdex made them before layout 2 (float32, ancestors indexed, no segment size)."""
     import qdrant_edge as qe
 
     from retrieval.store.base import LEGACY_KEYWORD_FIELDS
@@ -344,7 +398,7 @@ def _layout1(store: Any, settings: Settings, dim: int) -> Any:
     _write_json(folder / SHARD_DIR / META_FILE, meta)
     _write_json(folder / META_FILE, meta)
     store.close()
-    return open_store(settings.with_overrides(store={"seal_points": 10**12}))
+    return open_store(settings.with_overrides(store={"segment_points": 10**12}))  # one appendable segment, as then
 
 
 def _bench_dir() -> str:

@@ -35,8 +35,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ingest.file_result import FileResult
 from ingest.plan import IngestPlan
-from ingest.reader import FileResult
 from ingest.records import path_key, point_id
 from ingest.report import IngestReport
 from ingest.scan import ScannedFile
@@ -83,8 +83,6 @@ class Bookkeeper:
         self._unflushed = False  # something this run embedded may not be stored yet
         # a sink that writes on another thread exposes the lock that serialises store calls
         self._lock: AbstractContextManager[Any] = getattr(sink, "lock", None) or nullcontext()
-        with self._lock:
-            store.begin_bulk(len(plan.todo))  # a large load defers the HNSW graph to finish()
 
     def mark_duplicates(self, results: Sequence[FileResult]) -> list[int]:
         """Turn "image" results whose hash was embedded before (this run) into "known" ones.

@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.bookkeeping import Bookkeeper
+from ingest.file_result import FileResult
 from ingest.finish import Progress, finish, start_report
 from ingest.pipeline import plan_roots
 from ingest.ray_stages import PortablePreprocess, decode_batch, encoder_stage, file_rows, results_of
-from ingest.reader import FileResult
 from ingest.report import IngestReport
 from ingest.scan import ScannedFile
 from ingest.writer import AsyncUpserter

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -13,25 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ingest.decode import DecodeError, content_hash, load_image, time_limit
 from ingest.exif import exif_payload, upright_size
+from ingest.file_result import FileResult
 from ingest.scan import ScannedFile
-
-
-@dataclass
-class FileResult:
-    """What a worker made of one file: pixels to embed, a known hash to reuse, or an error.
-
-    ``unreadable``: the bytes could not be read at all (permission, I/O error, timeout while hashing),
-    as opposed to bytes that were read but are not a usable image. A stored point is kept for the first
-    and dropped for the second.
-    """
-
-    file: ScannedFile
-    status: str  # "image" | "known" | "failed"
-    hash: str = ""
-    error: str = ""
-    meta: dict[str, Any] = field(default_factory=dict)
-    pixels: torch.Tensor | None = None
-    unreadable: bool = False
 
 
 @dataclass

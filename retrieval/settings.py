@@ -73,12 +73,13 @@ class StoreSettings(_Section):
     those points are searched exactly (a full scan of the small unindexed segments)."""
     vector_datatype: Literal["float16", "float32"] = "float16"
     """How a new collection stores its vectors: float16 halves their memory and disk (cosines within 5e-4)."""
-    segment_points: int = Field(250_000, ge=1000)
-    """A new collection's segments hold at most this many points (each gets its own HNSW graph)."""
-    seal_points: int = Field(100_000, ge=1000)
-    """Embedded store, loads of at least this many new points: the graph waits for the end of the load
-    (m = 0 meanwhile) and every this many points the appendable segment is sealed (its payload indexes
-    then leave RAM). See docs/scale.md."""
+    segment_points: int = Field(100_000, ge=1000)
+    """A new collection's segments hold at most this many points. The embedded store seals a segment
+    and builds its HNSW graph as soon as it is full, so an ingest keeps one segment's payload indexes in
+    RAM at most (see docs/scale.md)."""
+    seal_points: int | None = Field(None, ge=1000)
+    """No longer used (segments are sealed when full, see ``segment_points``); accepted so that configs
+    written for the previous release still load."""
     shard_number: int = Field(0, ge=0, le=1024)
     """Qdrant server/cluster: shards of a new collection (0 = the server's default: one per node)."""
     replication_factor: int = Field(0, ge=0, le=64)

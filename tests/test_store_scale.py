@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import tarfile
@@ -13,7 +14,7 @@ import pytest
 from qdrant_client import models
 
 from retrieval.store import LAYOUT, CollectionMeta, IndexConfig, SearchFilter
-from retrieval.store.edge import BULK_FILE, NEW_DIR, OLD_DIR, SHARD_DIR, EdgeStore
+from retrieval.store.edge import BULK_FILE, NEW_DIR, OLD_DIR, SHARD_DIR, EdgeStore, _with_hnsw
 from retrieval.store.server import ServerStore, collection_params, index_schemas
 
 OLD_STORE = Path(__file__).parent / "data" / "store-layout1.tar.gz"
@@ -86,7 +87,7 @@ def test_a_store_of_the_previous_release_opens_searches_and_ingests_unchanged(ol
 
 def test_rebuild_rewrites_an_old_store_in_the_new_layout_with_the_same_points(old_store):
     folder, vectors = old_store
-    store = EdgeStore(folder, config=IndexConfig(index_threshold=10, seal_points=1000))
+    store = EdgeStore(folder, config=IndexConfig(index_threshold=10, segment_points=1000))
     try:
         before_ids = set(_all(store))
         before = {i: [h.id for h in store.query(vectors[i], 10, SearchFilter())] for i in range(0, 60, 7)}
@@ -141,35 +142,41 @@ def _clustered(n: int, dim: int, seed: int) -> np.ndarray:
     return (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).astype(np.float32)
 
 
-BULK = IndexConfig(m=16, ef_construct=64, full_scan_threshold=1, index_threshold=500, seal_points=1000,
-                   segment_points=1500)
+BULK = IndexConfig(m=16, ef_construct=64, full_scan_threshold=1, index_threshold=500, segment_points=1000)
 
 
-def _bulk_load(store: EdgeStore, vectors: np.ndarray) -> list[str]:
-    ids = [str(uuid.UUID(int=i + 1)) for i in range(len(vectors))]
-    store.begin_bulk(len(vectors))
+def _bulk_load(store: EdgeStore, vectors: np.ndarray, start: int = 0) -> list[str]:
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(start, start + len(vectors))]
     for lo in range(0, len(vectors), 256):
         store.upsert(ids[lo:lo + 256], vectors[lo:lo + 256],
                      [{"path": f"/p/{i % 7}/{i}.jpg", "hash": f"h{i}", "taken_ts": float(i)}
-                      for i in range(lo, min(lo + 256, len(vectors)))])
+                      for i in range(start + lo, start + min(lo + 256, len(vectors)))])
     return ids
 
 
-def test_a_bulk_load_then_the_index_build_gives_the_exact_top10(tmp_path):
+def _graph_segments(shard: Path) -> list[int]:
+    """Per segment folder with an HNSW graph of real links (m > 0): the bytes of its links file."""
+    sizes = []
+    for segment in (shard / "segments").iterdir():
+        config = json.loads((segment / "segment.json").read_text())["config"]["vector_data"][""]["index"]
+        if config["type"] == "hnsw" and config["options"]["m"] > 0:
+            sizes.append(sum(f.stat().st_size for f in (segment / "vector_index").glob("links*")))
+    return sizes
+
+
+def test_a_large_load_seals_each_full_segment_with_its_graph_and_gives_the_exact_top10(tmp_path):
     vectors = _clustered(4000, 32, 1)
     store = EdgeStore(tmp_path / "s", hnsw_ef=256, config=BULK)
     store.create(CollectionMeta("m", "", 32))
     ids = _bulk_load(store, vectors)
     shard = tmp_path / "s" / SHARD_DIR
-    assert (shard / BULK_FILE).exists() and store.unindexed() == 4000  # sealed, but no graph yet
-    assert json.loads((shard / "edge_config.json").read_text())["hnsw_config"]["m"] == 0
-    assert store.shard.info().segments_count > 1
+    # every 1000 points (4 batches of 256) a segment was sealed with its graph; the rest is appendable
+    assert len(_graph_segments(shard)) == 3 and store.unindexed() == 4000 - 3 * 1024
+    assert json.loads((shard / "edge_config.json").read_text())["hnsw_config"]["m"] == 16  # never m = 0
+    assert not (shard / BULK_FILE).exists()
     stored = vectors.astype(np.float16).astype(np.float32)  # what the store keeps
-    during = store.query(vectors[9], 10, SearchFilter(folder="/p/3"))  # searches stay exact meanwhile
-    assert [h.id for h in during] == [ids[i] for i in np.argsort(-(stored @ vectors[9])) if i % 7 == 3][:10]
     store.optimize()
-    assert not (shard / BULK_FILE).exists() and store.unindexed() == 0
-    assert json.loads((shard / "edge_config.json").read_text())["hnsw_config"]["m"] == 16
+    assert store.unindexed() == 0 and len(_graph_segments(shard)) == 4
     rng = np.random.default_rng(2)
     overlap = []
     for q in rng.integers(0, 4000, 20):
@@ -186,38 +193,60 @@ def test_a_bulk_load_then_the_index_build_gives_the_exact_top10(tmp_path):
     store.close()
 
 
-def test_a_bulk_load_that_died_gets_its_graph_from_the_next_ingest(tmp_path):
+def test_a_load_smaller_than_a_segment_stays_appendable_and_an_interrupted_one_counts_on_reopen(tmp_path):
+    vectors = _clustered(1500, 32, 3)
+    store = EdgeStore(tmp_path / "s", hnsw_ef=256, config=BULK)
+    store.create(CollectionMeta("m", "", 32))
+    ids = _bulk_load(store, vectors[:768])
+    shard = tmp_path / "s" / SHARD_DIR
+    assert _graph_segments(shard) == [] and store.unindexed() == 768  # searched exactly meanwhile
+    stored = vectors[:768].astype(np.float16).astype(np.float32)
+    assert [h.id for h in store.query(vectors[5], 10, SearchFilter())] == [
+        ids[i] for i in np.argsort(-(stored @ vectors[5]))[:10]]
+    store.close()  # no optimize(): as if the ingest had died
+    store = EdgeStore(tmp_path / "s", config=BULK)
+    _bulk_load(store, vectors[768:], start=768)  # its first batch makes 768 + 256 >= 1000: sealed then
+    assert len(_graph_segments(shard)) == 1 and store.unindexed() == 1500 - 1024 and store.count() == 1500
+    store.close()
+
+
+def test_a_store_seals_at_its_own_segment_size_whatever_the_settings_say_now(tmp_path):
+    vectors = _clustered(1536, 32, 5)
+    made = EdgeStore(tmp_path / "s", config=dataclasses.replace(BULK, segment_points=2000))
+    made.create(CollectionMeta("m", "", 32))
+    made.close()
+    store = EdgeStore(tmp_path / "s", config=BULK)  # [store] segment_points is 1000 now
+    _bulk_load(store, vectors)
+    assert _graph_segments(tmp_path / "s" / SHARD_DIR) == [] and store.unindexed() == 1536  # no seal under 2000
+    store.close()
+
+
+def test_a_bulk_load_of_the_previous_release_that_died_gets_its_graph_from_the_next_ingest(tmp_path):
     vectors = _clustered(2500, 32, 3)
     store = EdgeStore(tmp_path / "s", config=BULK)
     store.create(CollectionMeta("m", "", 32))
-    _bulk_load(store, vectors)
-    store.close()  # no optimize(): as if the process had died after its upserts
     shard = tmp_path / "s" / SHARD_DIR
+    # what that release left: bulk.json with the real HNSW settings, the shard reopened with m = 0, sealed
+    hnsw = json.loads((shard / "edge_config.json").read_text())["hnsw_config"]
+    (shard / BULK_FILE).write_text(json.dumps(hnsw))
+    store._reload(_with_hnsw(shard, {**hnsw, "m": 0}))
+    store._seal_every = 10**9
+    _bulk_load(store, vectors)
+    store.shard.flush()
+    store.shard.optimize()  # m = 0: sealed segments without a graph
+    store.close()
     store = EdgeStore(tmp_path / "s", config=BULK)
     assert json.loads((shard / "edge_config.json").read_text())["hnsw_config"]["m"] == 16  # restored at open
-    assert store.unindexed() == 2500 and store.count() == 2500
-    store.optimize()  # a last segment under index_threshold stays searched exactly, as in any store
-    assert store.unindexed() < BULK.index_threshold and not (shard / BULK_FILE).exists()
+    assert store.unindexed() == 2500 and store.count() == 2500 and _graph_segments(shard) == []
+    store.optimize()
+    assert store.unindexed() == 0 and not (shard / BULK_FILE).exists() and _graph_segments(shard)
     store.close()
-
-
-def test_small_loads_and_m0_stores_never_enter_bulk_mode(tmp_path):
-    store = EdgeStore(tmp_path / "s", config=BULK)
-    store.create(CollectionMeta("m", "", 8))
-    store.begin_bulk(999)  # below seal_points
-    assert not (tmp_path / "s" / SHARD_DIR / BULK_FILE).exists()
-    store.close()
-    flat = EdgeStore(tmp_path / "f", config=IndexConfig(m=0, seal_points=1000, index_threshold=10))
-    flat.create(CollectionMeta("m", "", 8))
-    flat.begin_bulk(10_000)
-    assert not (tmp_path / "f" / SHARD_DIR / BULK_FILE).exists()
-    flat.close()
 
 
 def test_the_server_gets_the_new_layout_and_an_old_collection_keeps_its_own(tmp_path):
     params = collection_params(CollectionMeta("m", "", 512), IndexConfig())
     assert params["vectors_config"].datatype == models.Datatype.FLOAT16
-    assert params["optimizers_config"].max_segment_size == 250_000 * 512 * 2 // 1024
+    assert params["optimizers_config"].max_segment_size == 100_000 * 512 * 2 // 1024
     assert params["hnsw_config"].m == 16 and params["metadata"]["layout"] == LAYOUT
     schemas = dict(index_schemas())
     assert "ancestors" not in schemas and schemas["path"].prefix is True

@@ -19,7 +19,7 @@ def index_config(settings: Settings) -> IndexConfig:
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
                        on_disk=s.on_disk_vectors, index_threshold=s.index_threshold, datatype=s.vector_datatype,
-                       segment_points=s.segment_points, seal_points=s.seal_points, shards=s.shard_number,
+                       segment_points=s.segment_points, shards=s.shard_number,
                        replicas=s.replication_factor, write_consistency=s.write_consistency_factor)
 
 

@@ -103,8 +103,7 @@ class IndexConfig:
     full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
     index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
     datatype: str = "float16"  # "float16" | "float32": how a new collection stores its vectors
-    segment_points: int = 250_000  # a new collection's segments hold at most this many points
-    seal_points: int = 100_000  # a bulk load seals its appendable segment (no graph yet) every this many points
+    segment_points: int = 100_000  # a new collection's segments hold at most this many points (sealed when full)
     shards: int = 0  # Qdrant server/cluster: shard_number (0 = the server's default)
     replicas: int = 0  # Qdrant cluster: replication_factor (0 = the server's default)
     write_consistency: int = 0  # Qdrant cluster: write_consistency_factor (0 = the server's default)
@@ -197,10 +196,6 @@ class VectorStore(Protocol):
     def set_root(self, root: str) -> None:
         """Give points at or below ``root`` that have no ``root`` field yet that value."""
 
-    def begin_bulk(self, points: int) -> None:
-        """``points`` new points are about to be upserted: a large load may defer the HNSW graph to
-        :meth:`optimize` (Qdrant's bulk-upload recipe, m = 0 meanwhile). Searches stay exact."""
-
     def layout(self) -> int:
         """The collection's store layout (:data:`LAYOUT` for new ones; 1 for those of older clipdex)."""
 
@@ -211,7 +206,8 @@ class VectorStore(Protocol):
         """Points not yet in an HNSW index (searched exactly until :meth:`optimize`)."""
 
     def optimize(self) -> None:
-        """Build indexes after a bulk load (may take a while)."""
+        """Build the HNSW graph of the points that have none yet, once they are over ``index_threshold``
+        (may take a while; the embedded store also does it by itself for each full segment)."""
 
     def close(self) -> None: ...
 

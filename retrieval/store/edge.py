@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import dataclasses
 import json
 import logging
 import os
@@ -41,8 +40,9 @@ META_FILE = "clipdex.json"
 SHARD_DIR = "shard"
 NEW_DIR, OLD_DIR = "shard.new", "shard.old"  # a rebuild's copy, and the shard it replaced, while it switches
 BULK_FILE = "bulk.json"
-"""Inside the shard folder while a bulk load runs with m = 0: the HNSW settings :meth:`EdgeStore.optimize`
-restores (also after a crash: the next open restores them and the next ingest builds the graph)."""
+"""Left inside the shard folder by a bulk load of the previous release (m = 0 during the load) that died:
+the HNSW settings the next open restores (and the next :meth:`EdgeStore.optimize` builds the graph with).
+This release never writes it: each segment gets its graph as soon as it is full (:meth:`EdgeStore.upsert`)."""
 
 
 def _below(folder: str, layout: int) -> Any:
@@ -89,7 +89,8 @@ class EdgeStore(EdgeTextMixin):
         self._meta: CollectionMeta | None = None
         self._lock: StoreLock | None = None
         self._layout = LAYOUT
-        self._since_seal = 0  # points upserted since the last seal of a bulk load
+        self._since_seal = 0  # points in the appendable segment (no graph yet), as far as this process knows
+        self._seal_every = self.config.segment_points  # the shard's own segment size once it is open
         self._damaged: set[str] = set()  # ids whose vectors searches found damaged (retrieval.store.health)
         self._written = False  # tmpfs: allocate what the next open reads when closing (retrieval.store.space)
         if folder.is_dir():
@@ -113,6 +114,8 @@ class EdgeStore(EdgeTextMixin):
         else:
             self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
         self._layout = 1 if set(LEGACY_KEYWORD_FIELDS) & set(self._shard.info().payload_schema or {}) else LAYOUT
+        self._since_seal = self.unindexed()  # an ingest that died left them: they count towards the next seal
+        self._seal_every = _segment_points(shard_dir) or self.config.segment_points
         main, main_problem = _read_meta(self.folder / META_FILE)
         copy, _ = _read_meta(shard_dir / META_FILE)
         if main is not None:
@@ -149,8 +152,7 @@ class EdgeStore(EdgeTextMixin):
         new_dir, total = self.folder / NEW_DIR, self.count()
         if new_dir.exists():
             shutil.rmtree(new_dir)  # an unfinished earlier rebuild: a partial copy, never the only one
-        final = _edge_config(meta.dim, self.config)
-        new = qe.EdgeShard.create(str(new_dir), _edge_config(meta.dim, dataclasses.replace(self.config, m=0)))
+        new = qe.EdgeShard.create(str(new_dir), _edge_config(meta.dim, self.config))
         try:
             _index_fields(new, LAYOUT)
             copied, since_seal, offset = 0, 0, None
@@ -162,18 +164,14 @@ class EdgeStore(EdgeTextMixin):
                 if points:
                     new.update(qe.UpdateOperation.upsert_points(points))
                 copied, since_seal = copied + len(points), since_seal + len(points)
-                if since_seal >= self.config.seal_points:
-                    new.flush()
-                    new.optimize()
+                if since_seal >= self.config.segment_points:  # a full segment gets its graph now
+                    _seal(new)
                     since_seal = 0
-                    _trim_heap()
                 if progress:
                     progress(copied, total)
                 if offset is None:
                     break
-            new.close()
-            new = qe.EdgeShard.load(str(new_dir), final)  # m back: every sealed segment gets its graph once
-            new.optimize()
+            _seal(new)
             if _ids(new) != _ids(self._shard):
                 raise ClipdexError(f"rebuild of {self.folder}: the copy does not hold the same points; "
                                    "the store is unchanged")
@@ -225,6 +223,7 @@ class EdgeStore(EdgeTextMixin):
         self._written = True
         config = _edge_config(meta.dim, self.config)
         self._layout = LAYOUT
+        self._seal_every = self.config.segment_points
         self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
         self._index_payload_fields()
         _write_json(shard_dir / META_FILE, meta.as_dict())
@@ -241,6 +240,9 @@ class EdgeStore(EdgeTextMixin):
         return self._layout
 
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
+        """Store points. Once the appendable segment holds ``segment_points`` points it is sealed with its
+        HNSW graph (:meth:`optimize`): a large load keeps one segment's payload indexes in RAM at most, and
+        builds each segment's graph once, holding no other segment twice (see docs/scale.md)."""
         rows = zip(ids, vectors, layout_payloads(payloads, self._layout), strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
@@ -248,34 +250,11 @@ class EdgeStore(EdgeTextMixin):
                        f"store {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self._since_seal += len(points)
-            if self._since_seal >= self.config.seal_points and self._bulk_file().exists():
-                self._seal()
+            if self._since_seal >= self._seal_every:
+                self.optimize()
 
     def _bulk_file(self) -> Path:
         return self.folder / SHARD_DIR / BULK_FILE
-
-    def begin_bulk(self, points: int) -> None:
-        """Enter bulk mode for a load of ``points`` (at least ``seal_points`` and ``index_threshold``):
-        the shard is reopened with m = 0, so each seal (every ``seal_points`` upserts) turns the appendable
-        segment into a sealed one with memory-mapped payload indexes and no graph; :meth:`optimize`
-        restores m and builds every segment's graph once."""
-        if self._shard is None or self._bulk_file().exists():
-            return
-        if points < max(self.config.seal_points, self.config.index_threshold, 1):
-            return
-        shard_dir = self.folder / SHARD_DIR
-        hnsw = _persisted(shard_dir).get("hnsw_config")
-        if not isinstance(hnsw, dict) or not hnsw.get("m"):
-            return  # a shard made with m = 0 on purpose, or a config this clipdex cannot rebuild
-        bulk = {**hnsw, "m": 0}
-        try:
-            config = _with_hnsw(shard_dir, bulk)
-        except ValueError as exc:
-            log.info("%s: no bulk mode (%s)", self.folder, exc)
-            return
-        _write_json(shard_dir / BULK_FILE, hnsw)  # first: a crash from here on restores these settings
-        self._reload(config)
-        self._since_seal = 0
 
     def _reload(self, config: qe.EdgeConfig) -> None:
         """Close the shard and open it again with ``config`` (written to its edge_config.json)."""
@@ -284,13 +263,6 @@ class EdgeStore(EdgeTextMixin):
         self.shard.close()
         self._shard = None
         self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir), config))
-
-    def _seal(self) -> None:
-        """Bulk mode: turn full appendable segments into sealed ones (m = 0: no graph is built)."""
-        self.shard.flush()
-        self.shard.optimize()
-        self._since_seal = 0
-        _trim_heap()
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
@@ -401,7 +373,7 @@ class EdgeStore(EdgeTextMixin):
         if self._shard is None:
             return 0
         info = self._shard.info()
-        if self._bulk_file().exists():  # sealed m = 0 segments count as "indexed" but have no graph
+        if self._bulk_file().exists():  # the previous release's m = 0 segments count as "indexed", with no graph
             return int(info.points_count)
         return max(0, int(info.points_count) - int(info.indexed_vectors_count))
 
@@ -409,15 +381,15 @@ class EdgeStore(EdgeTextMixin):
         if self._shard is None:
             return
         dim = self._meta.dim if self._meta else 0
-        self._room(space.optimize_bytes(self.count(), dim, self.config.m), "build the search index")
+        rewritten = min(self.count(), max(self.unindexed(), self._seal_every))  # one segment at most
+        self._room(space.optimize_bytes(rewritten, dim, self.config.m), "build the search index")
         bulk = _read_bulk(self.folder / SHARD_DIR)
-        if bulk is not None:  # end of a bulk load: m back, then every segment gets its graph once
+        if bulk is not None:  # a bulk load of the previous release died: its m back, then the graphs
             self._reload(_with_hnsw(self.folder / SHARD_DIR, bulk))
-        self._shard.optimize()
+        _seal(self.shard)
         if bulk is not None:
             self._bulk_file().unlink(missing_ok=True)
-        self._since_seal = 0
-        _trim_heap()
+        self._since_seal = self.unindexed()  # a last segment under index_threshold stays appendable
 
     def flush(self) -> None:
         if self._shard is not None:
@@ -460,6 +432,14 @@ def _index_fields(shard: qe.EdgeShard, layout: int) -> bool:
     if missing:
         shard.flush()
     return bool(missing)
+
+
+def _seal(shard: qe.EdgeShard) -> None:
+    """Run the engine's optimizers (an appendable segment over ``index_threshold`` becomes a sealed one with
+    its HNSW graph and memory-mapped payload indexes), then hand the freed heap back."""
+    shard.flush()
+    shard.optimize()
+    _trim_heap()
 
 
 def _ids(shard: qe.EdgeShard) -> set[str]:
@@ -611,6 +591,19 @@ def _with_hnsw(shard_dir: Path, hnsw: dict[str, Any]) -> qe.EdgeConfig:
                                        max_indexing_threads=int(hnsw.get("max_indexing_threads", 0))),
         on_disk_payload=data.get("on_disk_payload"),
         payload_memory=_MEMORY[data["payload_memory"]] if "payload_memory" in data else None)
+
+
+def _segment_points(shard_dir: Path) -> int | None:
+    """Points per segment the shard was made with (its ``max_segment_size``, in KB of stored vectors), or
+    None (a store made before segments had a size: then ``[store] segment_points`` decides the seals)."""
+    data = _persisted(shard_dir)
+    try:
+        vec = data["vectors"][""]
+        size_kb = int(data["optimizers"]["max_segment_size"])
+        element = 2 if vec.get("datatype") == "float16" else 4
+        return max(1, size_kb * 1024 // (int(vec["size"]) * element))
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _read_bulk(shard_dir: Path) -> dict[str, Any] | None:

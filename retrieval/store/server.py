@@ -174,10 +174,6 @@ class ServerStore(ServerTextMixin):
         self.client.create_collection(self.collection, **collection_params(meta, self.config))
         self._layout = LAYOUT
 
-    def begin_bulk(self, points: int) -> None:
-        """A server builds its graphs in the background while points arrive: nothing to defer here
-        (``hnsw_m`` is the collection's; see docs/scale.md for the m = 0 recipe on a server)."""
-
     def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
         if ids:
             rows = list(layout_payloads(payloads, self._layout))
