@@ -31,8 +31,9 @@ class ModelSettings(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when available, else the CPU; or cpu, cuda."""
     precision: Literal["auto", "fp32", "int8", "bf16", "fp16"] = "auto"
-    """auto: fp16 autocast on CUDA; on a CPU bf16 images where it has AMX, else int8 (texts int8); fp32; int8
-    (CPU only); bf16 (bf16 weights, fast with AMX only); fp16 (CUDA only); retrieval.model.precision."""
+    """auto: fp16 autocast on CUDA; on a CPU bf16 images where it has AMX or AVX512-BF16, else int8 (texts
+    int8); fp32; int8 (CPU only); bf16 (bf16 weights, fast with AMX or AVX512-BF16 only); fp16 (CUDA only);
+    retrieval.model.precision."""
     engine: Literal["auto", "onnx", "torch"] = "auto"
     """What runs queries: auto = ONNX Runtime where the model exports (else torch, with one line saying why);
     onnx = ONNX Runtime or an error; torch. Ingest runs on torch. See retrieval.model.loader."""

@@ -6,10 +6,10 @@
 * ``fp16``: fp16 autocast (CUDA only; fp16/bf16 matmuls are many times slower on CPUs without native support).
 * ``int8``: dynamic int8 quantization of every Linear layer of both towers (CPU only), the attention
   projections included (retrieval.model.quantize).
-* ``bf16``: both towers' weights cast to bfloat16 (``model.to(torch.bfloat16)``), bf16 inputs. Fast only
-  where oneDNN runs bf16 on AMX tiles; correct (but slow) on any CPU.
+* ``bf16``: both towers' weights cast to bfloat16 (``model.to(torch.bfloat16)``), bf16 inputs. Fast where
+  the CPU has native bf16 dot products (AMX tiles, or AVX512-BF16); correct (but slow) on any CPU.
 * ``auto``: fp16 on CUDA; on a CPU the image tower at :func:`cpu_image_precision` of the CPU's flags
-  (bf16 with AMX, int8 elsewhere) and the text tower at int8 (short query texts: int8 beats bf16 even
+  (bf16 with AMX or AVX512-BF16, int8 elsewhere) and the text tower at int8 (short query texts: int8 beats bf16 even
   with AMX). Measured in docs/benchmarks.md, "Engine: precision and ingest".
 
 A collection records the precision of its image vectors (the image tower's); queries of another precision
@@ -31,10 +31,12 @@ Precision = Literal["auto", "fp32", "int8", "fp16", "bf16"]
 PRECISIONS = ("fp32", "int8", "bf16", "fp16")
 
 CPU_AUTO: str = "int8"
-"""``auto``'s choice on a CPU without AMX: int8 lost at most 0.3 points on any eval metric (quality table);
-bf16 there is 3.6x (AVX512-BF16 without AMX) to 25x (AVX2) slower than int8 for a ViT-B-32 image tower."""
+"""``auto``'s choice on a CPU without native bf16 (AVX2 only): int8 lost at most 0.3 points on any eval
+metric (quality table); bf16 there is about 25x slower than int8 for a ViT-B-32 image tower."""
 AMX_FLAGS = frozenset({"amx_bf16", "amx_tile"})
-"""The /proc/cpuinfo flags under which bf16 weights are ``auto``'s image precision (2.3-2.7x int8 there)."""
+"""/proc/cpuinfo flags under which bf16 weights are ``auto``'s image precision: 2.3-2.7x int8 with AMX."""
+AVX512_BF16 = "avx512_bf16"
+"""The other such flag (e.g. AMD Zen 4/5): bf16 1.12-1.56x int8 on a 2-core EPYC with it and no AMX."""
 TEXT_AUTO: str = "int8"
 """``auto``'s text tower on any CPU: a one-query text is 2-5x slower in bf16 than in int8, even with AMX."""
 
@@ -64,8 +66,10 @@ def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
 
 
 def cpu_image_precision(flags: Iterable[str]) -> str:
-    """``auto``'s image-tower precision for a CPU with these flags: bf16 with AMX, int8 otherwise."""
-    return "bf16" if set(flags) >= AMX_FLAGS else CPU_AUTO
+    """``auto``'s image-tower precision for a CPU with these flags: bf16 where it has native bf16 dot products
+    (AMX tiles, or AVX512-BF16), int8 otherwise."""
+    have = set(flags)
+    return "bf16" if have >= AMX_FLAGS or AVX512_BF16 in have else CPU_AUTO
 
 
 def resolve(precision: str, device: torch.device, flags: Iterable[str] | None = None) -> str:

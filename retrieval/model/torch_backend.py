@@ -2,7 +2,7 @@
 
 Vectors come back as L2-normalised float32 numpy arrays. ``[model] precision`` picks the numeric
 path (retrieval.model.precision): by default fp16 autocast on CUDA; on a CPU, with all cores, bf16 image
-weights where it has AMX and dynamic int8 elsewhere (bf16 is many times slower without AMX), int8 texts.
+weights where it has AMX or AVX512-BF16, dynamic int8 elsewhere (bf16 is many times slower there), int8 texts.
 Texts are encoded at their real token length where that is exact (retrieval.model.text_trim), and the
 vectors of recent texts are kept in a small LRU cache (retrieval.model.encoder).
 """
