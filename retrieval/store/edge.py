@@ -250,7 +250,7 @@ class EdgeStore(EdgeTextMixin):
                        f"store {len(points)} points")
             self.shard.update(qe.UpdateOperation.upsert_points(points))
             self._since_seal += len(points)
-            if self._since_seal >= self._seal_every:
+            if self._since_seal >= max(self._seal_every, self.config.index_threshold):  # else nothing to seal
                 self.optimize()
 
     def _bulk_file(self) -> Path:
