@@ -267,7 +267,8 @@ def main() -> None:
     parser.add_argument("--m", type=int, default=16)
     parser.add_argument("--ef-construct", type=int, default=100)
     parser.add_argument("--quantization", choices=("none", "int8"), default="none")
-    parser.add_argument("--on-disk", action="store_true", help="original vectors memory-mapped from disk")
+    parser.add_argument("--in-ram", action="store_true",
+                        help="on_disk_vectors = false: vectors loaded whole at open (the default maps them)")
     parser.add_argument("--index-threshold", type=int, default=20_000)
     parser.add_argument("--datatype", choices=("float16", "float32"), default="float16")
     parser.add_argument("--segment-points", type=int, default=100_000)
@@ -282,7 +283,7 @@ def main() -> None:
     settings = Settings.model_validate({
         "store": {"path": str(base), "collection": "scale", "hnsw_ef": args.hnsw_ef, "hnsw_m": args.m,
                   "hnsw_ef_construct": args.ef_construct, "quantization": args.quantization,
-                  "on_disk_vectors": args.on_disk, "index_threshold": args.index_threshold,
+                  "on_disk_vectors": not args.in_ram, "index_threshold": args.index_threshold,
                   "vector_datatype": args.datatype, "segment_points": args.segment_points}})
     load_start = machine()["loadavg"]
     stand_in = StandIn(args.dim, args.clusters, args.seed)
@@ -364,7 +365,7 @@ def main() -> None:
            "rss_anon_searchable_mb": searchable_anon,
            "rss_anon_peak_logged_mb": max(PEAK_ANON[0], searchable_anon), "segments": segments,
            "standin_s": round(first["standin_s"], 1), "layout": args.layout, "hnsw_ef": args.hnsw_ef, "m": args.m,
-           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": args.on_disk,
+           "ef_construct": args.ef_construct, "quantization": args.quantization, "on_disk": not args.in_ram,
            "datatype": "float32" if args.layout == 1 else args.datatype, "index_threshold": args.index_threshold,
            "segment_points": None if args.layout == 1 else args.segment_points,
            **machine(), "loadavg_start": load_start}

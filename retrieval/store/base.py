@@ -99,7 +99,7 @@ class IndexConfig:
     quantization: str = "none"  # "none" | "int8" (scalar quantization, 4x smaller vectors in RAM)
     rescore: bool = True  # re-rank quantized candidates with the original vectors
     oversampling: float = 2.0  # quantized candidates fetched per requested hit before rescoring
-    on_disk: bool = False  # original vectors memory-mapped from disk instead of held in RAM
+    on_disk: bool = True  # original vectors memory-mapped and read on demand instead of loaded at open
     full_scan_threshold: int = 10000  # (KB) below this a filtered search scans instead of walking HNSW
     index_threshold: int = 20000  # unindexed points a segment gathers before it gets an HNSW index
     datatype: str = "float16"  # "float16" | "float32": how a new collection stores its vectors
