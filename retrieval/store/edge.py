@@ -600,7 +600,7 @@ def _segment_points(shard_dir: Path) -> int | None:
     try:
         vec = data["vectors"][""]
         size_kb = int(data["optimizers"]["max_segment_size"])
-        element = 2 if vec.get("datatype") == "float16" else 4
+        element = IndexConfig(datatype=vec.get("datatype", "float32")).element_bytes  # max_segment_kb, inverted
         return max(1, size_kb * 1024 // (int(vec["size"]) * element))
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
