@@ -30,6 +30,7 @@ from ingest.records import fs_path, point_id
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index, hit_row
 from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.serving import browse as browse_routes
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse
@@ -50,6 +51,7 @@ from retrieval.store.health import StoreDamaged
 from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
+ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 MAX_UPLOAD_BYTES = 64 << 20
 FORM_FIELDS_BYTES = 64 << 10
 """Room for the other form fields beside an upload: a request body may be this much over the upload limit."""
@@ -108,7 +110,9 @@ class Service:
             if self._last_status is None:  # nothing read yet: wait for the store after all
                 with self.lock:
                     self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
-        return self._last_status | {"sync": sync, "busy": busy}
+        settings = self.index.settings  # the page's hints name the settings this server runs with
+        return self._last_status | {"sync": sync, "busy": busy, "config": settings.config_path or None,
+                                    "can_move": bool(settings.duplicates.move_to)}
 
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
@@ -275,6 +279,8 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             service.decoders.close()
 
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    assets = {p.name: (p.read_bytes(), ASSET_TYPES[p.suffix]) for p in sorted(WEB_DIR.iterdir())
+              if p.suffix in ASSET_TYPES}
     # No Swagger/ReDoc pages: they load from a CDN, so offline they are blank.
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
                   docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -296,11 +302,21 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     def home() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        """The page's scripts (ES modules) and style sheet: only the files shipped beside index.html."""
+        if name not in assets:
+            raise ApiError(404, "no such file")
+        data, kind = assets[name]
+        return Response(data, media_type=kind, headers={"Cache-Control": "no-cache",
+                                                        "X-Content-Type-Options": "nosniff"})
+
     @app.get("/api/status")
     def api_status() -> dict[str, Any]:
         """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
         the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
-        else null) and ``busy`` (true: the store was busy, the collection figures are the last ones read)."""
+        else null), ``busy`` (true: the store was busy, the collection figures are the last ones read),
+        ``config`` (the server's config file, or null) and ``can_move`` (``[duplicates] move_to`` is set)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
@@ -347,5 +363,6 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             if thumb is not None:
                 opened.close()
 
-    duplicate_routes.add_routes(app, service)
+    browse = browse_routes.add_routes(app, service)
+    duplicate_routes.add_routes(app, service, on_change=browse.invalidate)
     return app

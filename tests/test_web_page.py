@@ -76,7 +76,8 @@ def test_search_page_end_to_end(live: Live, browser: webdriver.Chrome, tmp_path:
     wait(driver, lambda d: len(cards(d)) == min(limit, len(live.good)), "result cards never appeared")
     shown = cards(driver)
     assert [c.get_attribute("data-path") for c in shown] == [path for path, _ in expected]
-    assert shown[0].find_element(By.CSS_SELECTOR, ".path").text == expected[0][0]
+    assert shown[0].find_element(By.CSS_SELECTOR, ".name").text == Path(expected[0][0]).name
+    assert shown[0].find_element(By.CSS_SELECTOR, ".folder").get_attribute("title") == str(Path(expected[0][0]).parent)
     assert [c.find_element(By.CSS_SELECTOR, ".score").text for c in shown] == [f"{s:.4f}" for _, s in expected]
     wait(driver, lambda d: d.execute_script(ALL_THUMBS_LOADED), "thumbnails did not load")
     widths = driver.execute_script("return [...document.querySelectorAll('#results img')].map(i => i.naturalWidth)")
