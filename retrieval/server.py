@@ -111,8 +111,16 @@ class Service:
                 with self.lock:
                     self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
         settings = self.index.settings  # the page's hints name the settings this server runs with
-        return self._last_status | {"sync": sync, "busy": busy, "config": settings.config_path or None,
-                                    "can_move": bool(settings.duplicates.move_to)}
+        return self._last_status | {"sync": sync, "busy": busy, "can_move": bool(settings.duplicates.move_to),
+                                    "settings": self.settings_flags()}
+
+    def settings_flags(self) -> list[str]:
+        """The CLI flags that name this server's store and collection (``--config``, ``--store`` or
+        ``--qdrant-url``, ``--collection``): the page's hints carry them, as a bare command could write elsewhere."""
+        settings = self.index.settings
+        flags = ["--config", os.path.abspath(settings.config_path)] if settings.config_path else []
+        flags += ["--qdrant-url", settings.store.url] if settings.store.url else ["--store", str(settings.store_path)]
+        return flags + ["--collection", settings.store.collection]
 
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
@@ -316,7 +324,8 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
         the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
         else null), ``busy`` (true: the store was busy, the collection figures are the last ones read),
-        ``config`` (the server's config file, or null) and ``can_move`` (``[duplicates] move_to`` is set)."""
+        ``can_move`` (``[duplicates] move_to`` is set) and ``settings`` (the CLI flags naming this server's
+        config, store and collection, for commands the page suggests)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)

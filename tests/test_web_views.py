@@ -30,7 +30,7 @@ from tests.test_duplicates import make_library
 from tests.test_server import assert_error, serving
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (pip install selenium)")
-from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException  # noqa: E402
 from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
 from selenium.webdriver.common.actions.action_builder import ActionBuilder  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
@@ -38,6 +38,7 @@ from selenium.webdriver.common.keys import Keys  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 WIDTHS = (1280, 420)
+SCROLL_ON = "const y = scrollY; scrollBy(0, innerHeight * 0.8); return scrollY === y"  # true: at the end
 DEEP = "a-rather-long-folder-name-for-the-summer-holidays"
 HOSTILE = "<img src=x onerror=alert(1)>.jpg"  # a legal file name: it must show as text
 DATED = {"2023-08-14": (640, 480), "2023-08-02": (300, 600), "2023-05-20": (640, 360), "2021-12-31": (480, 480)}
@@ -134,7 +135,7 @@ def library_walk(driver: webdriver.Chrome) -> tuple[list[str], list[list[str]], 
         cards.update({pos: (top, left, path) for pos, top, left, path in now})
         heads.update({top: text.split("\n") for top, text in driver.execute_script(
             "return [...document.querySelectorAll('#library .section')].map(h => [h.offsetTop, h.innerText])")})
-        if driver.execute_script("const y = scrollY; scrollBy(0, innerHeight * 0.8); return scrollY === y"):
+        if driver.execute_script(SCROLL_ON):
             break
         time.sleep(0.05)
     order = [cards[i] for i in sorted(cards)]
@@ -143,15 +144,20 @@ def library_walk(driver: webdriver.Chrome) -> tuple[list[str], list[list[str]], 
     return [path for _, _, path in order], [heads[t] for t in sorted(heads)], most
 
 
-def find_card(driver: webdriver.Chrome, path: str):  # noqa: ANN201
-    """The library's card of ``path``, scrolled into the DOM."""
-    driver.execute_script("window.scrollTo(0, 0)")
-    while True:
-        found = [c for c in driver.find_elements(By.CSS_SELECTOR, "#library .card") if c.get_attribute("data-path") == path]
-        if found:
-            return found[0]
-        assert not driver.execute_script("const y = scrollY; scrollBy(0, innerHeight * 0.8); return scrollY === y"), path
-        time.sleep(0.1)
+def scroll_until(driver: webdriver.Chrome, css: str):  # noqa: ANN201
+    """The element ``css`` of the virtualised library, scrolled (from the top) until it is made."""
+    def made(timeout: float) -> bool:
+        try:
+            WebDriverWait(driver, timeout).until(lambda d: d.find_elements(By.CSS_SELECTOR, css))
+            return True
+        except TimeoutException:
+            return False
+
+    if not made(1):
+        driver.execute_script("window.scrollTo(0, 0)")
+        while not made(0.5):
+            assert not driver.execute_script(SCROLL_ON), css
+    return driver.find_element(By.CSS_SELECTOR, css)
 
 
 def browse_all(http: httpx.Client, by: str) -> dict:
@@ -225,10 +231,11 @@ def test_library_by_date_and_by_folder(served: Served, browser: webdriver.Chrome
     if width < 800:  # two columns: the cards far from the viewport are not in the DOM
         assert most < expected["total"]
     driver.execute_script("window.scrollTo(0, 0)")
-    first, row = driver.find_element(By.CSS_SELECTOR, "#library .card[data-position=\"0\"]"), expected["items"][0]
+    first, row = scroll_until(driver, '#library .card[data-position="0"]'), expected["items"][0]
     assert first.text.split("\n") == [Path(row["path"]).name, time.strftime("%Y-%m-%d", time.gmtime(row["mtime"])),
                                       row["folder"]]  # no EXIF: the file's date
-    iphone = find_card(driver, next(r["path"] for r in expected["items"] if r.get("taken_at", "").startswith("2023-08-14")))
+    iphone = next(i for i, r in enumerate(expected["items"]) if r.get("taken_at", "").startswith("2023-08-14"))
+    iphone = scroll_until(driver, f'#library .card[data-position="{iphone}"]')
     assert iphone.text.split("\n")[1:] == ["2023-08-14 · Apple iPhone 14", str(served.lib / "2023" / DEEP)]
     driver.execute_script("window.scrollTo(0, 0)")
     # uniform cards; thumbnails fitted whole (contain) on a neutral background, not a chequerboard
@@ -264,13 +271,7 @@ def row_at(http: httpx.Client, by: str, position: int) -> dict:
 
 def click_card(driver: webdriver.Chrome, position: int, part: str = ".thumb", **keys: bool) -> None:
     """Click a library card's thumbnail (or ``.pick``), holding shift or ctrl when asked."""
-    css = f'#library .card[data-position="{position}"] {part}'
-    if not driver.find_elements(By.CSS_SELECTOR, css):  # virtualised: scroll until it is made
-        driver.execute_script("window.scrollTo(0, 0)")
-        while not driver.find_elements(By.CSS_SELECTOR, css):
-            assert not driver.execute_script("const y = scrollY; scrollBy(0, innerHeight * 0.8); return scrollY === y")
-            time.sleep(0.1)
-    node = driver.find_element(By.CSS_SELECTOR, css)
+    node = scroll_until(driver, f'#library .card[data-position="{position}"] {part}')
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", node)
     chain = ActionChains(driver)
     held = [k for k, on in (("shift", keys.get("shift")), ("ctrl", keys.get("ctrl"))) if on]
@@ -334,7 +335,8 @@ def test_viewer_steps_with_arrows_and_closes_with_esc(served: Served, browser: w
     wait(driver, lambda d: not d.find_element(By.ID, "viewer").is_displayed(), "Esc did not close the viewer")
     focused = driver.switch_to.active_element  # focus is on the card of the photo last shown
     assert focused.get_attribute("class") == "thumb"
-    assert driver.execute_script("return arguments[0].closest('.card').dataset.path", focused) == items[portrait]["path"]
+    assert driver.execute_script("return arguments[0].closest('.card').dataset.path", focused) == \
+        items[portrait]["path"]
 
     # "/" focuses the search field; "find duplicates of this" on an original with copies
     driver.find_element(By.TAG_NAME, "body").send_keys("/")

@@ -135,7 +135,7 @@ function renderEmpty(s) {
   box.hidden = Boolean(s.points);
   if (s.points) return;
   // the commands carry this server's settings: a bare `clipdex ingest` would write to another store
-  const settings = [...(s.config ? ["--config", sh(s.config)] : []), "--store", sh(s.store)].join(" ");
+  const settings = (s.settings || []).map(sh).join(" ");
   $("empty-ingest").textContent = `clipdex ingest ~/Pictures ${settings}`;
   $("empty-watch").textContent = `clipdex serve --watch ~/Pictures ${settings}`;
   const watching = s.sync && s.sync.roots.length;
