@@ -530,3 +530,45 @@ def test_duplicates_view_without_move_to_says_why(served: Served, browser: webdr
         assert not driver.find_element(By.ID, "sel-move").is_enabled()
         assert "move_to" in driver.find_element(By.ID, "sel-reason").text
         driver.find_element(By.ID, "sel-clear").click()
+
+
+CSP = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; media-src 'self'"
+
+
+def with_csp(app):  # noqa: ANN001, ANN201
+    """``app`` answering with a strict Content-Security-Policy (as the server's security middleware will)."""
+    async def wrapped(scope, receive, send):  # noqa: ANN001, ANN202
+        async def send_with_csp(message):  # noqa: ANN001, ANN202
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"content-security-policy", CSP.encode())]
+            await send(message)
+        await app(scope, receive, send_with_csp if scope["type"] == "http" else send)
+    return wrapped
+
+
+def test_page_works_under_a_strict_csp_and_in_dark_mode(served: Served, browser: webdriver.Chrome, tmp_path: Path):
+    """No inline script or style: every view works under script-src/style-src 'self', nothing is refused;
+    and the colours follow the system's dark mode."""
+    app = create_app(served.index)
+    app.state.service.lock = served.lock
+    driver = browser
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+        "window.__csp = []; document.addEventListener('securitypolicyviolation', "
+        "e => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));")})
+    driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": [{"name": "prefers-color-scheme",
+                                                                          "value": "dark"}]})
+    try:
+        with serving(with_csp(app)) as url:
+            open_page(driver, url + "/#library", 1280)
+            assert driver.execute_script("return document.head.querySelector('style, script:not([src])')") is None
+            click_card(driver, 0)
+            wait(driver, lambda d: d.find_element(By.ID, "viewer").is_displayed(), "no viewer under the CSP")
+            driver.find_element(By.ID, "viewer-close").click()
+            driver.get(url + "/#duplicates")
+            wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".dup-group"), "no duplicates under the CSP")
+            assert driver.execute_script("return window.__csp") == []
+            background = driver.execute_script("return getComputedStyle(document.body).backgroundColor")
+            assert sum(int(c) for c in background[4:-1].split(",")[:3]) < 3 * 60  # dark
+            shot(driver, tmp_path, "duplicates-dark-1280")
+    finally:
+        driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
