@@ -324,10 +324,14 @@ def test_viewer_steps_with_arrows_and_closes_with_esc(served: Served, browser: w
     wait(driver, lambda d: d.execute_script(
         "const i = document.querySelector('#viewer-media img'); return i.complete && i.naturalWidth === 300"),
          "the full image never loaded")
-    box = driver.execute_script("const r = document.querySelector('#viewer-media img').getBoundingClientRect(); "
-                                "const s = document.querySelector('#viewer .stage').getBoundingClientRect(); "
-                                "return [r.width / r.height, r.top >= s.top - 1, r.bottom <= s.bottom + 1]")
-    assert abs(box[0] - 0.5) < 0.02 and box[1] and box[2]  # aspect kept, nothing cut off
+    # fitted to the stage (scaled up or down), its aspect kept: the picture drawn inside the img's box
+    fit = driver.execute_script(
+        "const i = document.querySelector('#viewer-media img'), r = i.getBoundingClientRect(), "
+        "s = document.querySelector('#viewer .stage').getBoundingClientRect(), "
+        "k = Math.min(r.width / i.naturalWidth, r.height / i.naturalHeight); return [getComputedStyle(i).objectFit, "
+        "r.left >= s.left - 1 && r.right <= s.right + 1 && r.top >= s.top - 1 && r.bottom <= s.bottom + 1, "
+        "Math.max(k * i.naturalWidth / r.width, k * i.naturalHeight / r.height)]")
+    assert fit[0] == "contain" and fit[1] and fit[2] > 0.99  # whole, inside the stage, touching two sides
     assert serious_violations(driver, axe) == []
     shot(driver, tmp_path, f"viewer-{width}")
 

@@ -71,7 +71,8 @@ async function show(index) {
   $("viewer-media").replaceChildren(media);
   $("viewer-title").replaceChildren(...wrapAtSlashes(nameOf(row.path)));
   const size = row.width && row.height ? `${row.width} × ${row.height}` : "";
-  const bytes = typeof row.size === "number" ? `${(row.size / (1 << 20)).toFixed(row.size < 1 << 20 ? 2 : 1)} MB` : "";
+  const bytes = typeof row.size !== "number" ? "" : row.size < 1 << 20 ? `${(row.size / 1024).toFixed(1)} KiB`
+    : `${(row.size / (1 << 20)).toFixed(1)} MiB`;
   const concepts = Array.isArray(row.concepts) ? row.concepts.map((c) => (typeof c === "string" ? c : c.name || JSON.stringify(c))) : [];
   $("viewer-info").replaceChildren(
     ...fact("Taken", row.taken_at ? String(row.taken_at).replace("T", " ") : "no EXIF date"),
