@@ -2,8 +2,8 @@
 
 The page's library views are virtualised: they need the whole shape of the library (how many photos in each
 month or folder) up front and any page of it on demand. One scroll of the store's light payload fields
-(``path``, ``folder``, ``taken_ts``, ``mtime``) builds both orders; they are kept in memory (about 100 bytes a
-point) and built again when the collection's point count changes, a page move or undo happened, or
+(``path``, ``folder``, ``taken_ts``, ``mtime``) builds both orders; they are kept in memory (two lists of point
+ids) and built again when the collection's point count changes, a page move or undo happened, or
 :data:`MAX_AGE_S` passed. A page's full payloads are then read by id, one store call under the server's lock.
 The cursor is the position in that order: a collection that changes between two pages may shift its rows.
 """
