@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query
 
-from retrieval.index import hit_row
+from retrieval.search.run import hit_row
 from retrieval.store.base import Hit
 
 MAX_AGE_S = 60.0
