@@ -355,7 +355,11 @@ def test_viewer_steps_with_arrows_and_closes_with_esc(served: Served, browser: w
     wait(driver, lambda d: d.find_element(By.ID, "viewer-dup-status").text.startswith(
         f"Duplicates: kept in a group of {len(group[0]['files'])} (near); {len(group[0]['duplicates'])} duplicates"),
         "the duplicate status never came")
-    driver.find_element(By.ID, "viewer-close").click()
+    driver.find_element(By.ID, "viewer-like").click()  # "more like this": a search by its stored vector
+    wait(driver, lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-view") == "search"
+         and original in shown(d, "#results .card")[:2], "more like this never searched")  # (or its PNG twin)
+    assert driver.execute_script("return new URLSearchParams(location.search).getAll('like')") == [original]
+    assert not driver.find_element(By.ID, "viewer").is_displayed()
 
 
 @pytest.mark.parametrize("width", WIDTHS)

@@ -22,6 +22,7 @@ from fastapi import FastAPI, Query
 
 from retrieval.search.run import hit_row
 from retrieval.store.base import Hit
+from retrieval.store.shared import LockedStore
 
 MAX_AGE_S = 60.0
 MAX_PAGE = 500
@@ -98,9 +99,8 @@ class BrowseCache:
                 count = store.count() if store.meta() is not None else 0
             if self.orders is None or self.key != count or time.monotonic() - self.made > MAX_AGE_S:
                 points: list[tuple[str, dict[str, Any]]] = []
-                if count:
-                    with self.service.lock:
-                        points = list(store.payloads(LIGHT_FIELDS))
+                if count:  # the lock is held for each step of the scroll, not the whole: searches go on meanwhile
+                    points = list(LockedStore(store, self.service.lock).payloads(LIGHT_FIELDS))
                 self.orders = build_orders(points)
                 self.key, self.made = count, time.monotonic()
             return self.orders
