@@ -569,6 +569,22 @@ def test_page_works_under_a_strict_csp_and_in_dark_mode(served: Served, browser:
         with serving(with_csp(app)) as url:
             open_page(driver, url + "/#library", 1280)
             assert driver.execute_script("return document.head.querySelector('style, script:not([src])')") is None
+            # the extension point for concept feedback: a registered card action shows on every card while its
+            # condition holds, and gets the card's row when clicked
+            driver.execute_async_script(
+                "const done = arguments[0]; import('/static/extensions.js').then(m => { m.cardActions.push({"
+                "id: 'yes', label: '✓', title: (row, ctx) => `yes: ${ctx.concept}`, when: (row, ctx) => "
+                "Boolean(ctx.concept), run: (row) => { window.__clicked = row.path; } }); m.context.concept = "
+                "'beach'; m.refreshCards(); done(); })")
+            wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#library .card .card-action"), "no card action")
+            cards = driver.find_elements(By.CSS_SELECTOR, "#library .card")
+            assert all(c.find_element(By.CSS_SELECTOR, ".card-action").text == "✓" for c in cards)
+            first = scroll_until(driver, '#library .card[data-position="0"]')
+            first.find_element(By.CSS_SELECTOR, ".card-action").click()
+            assert driver.execute_script("return window.__clicked") == first.get_attribute("data-path")
+            assert first.find_element(By.CSS_SELECTOR, ".card-action").get_attribute("title") == "yes: beach"
+            driver.execute_script("window.scrollTo(0, 0)")
+            shot(driver, tmp_path, "library-card-actions-dark-1280")
             click_card(driver, 0)
             wait(driver, lambda d: d.find_element(By.ID, "viewer").is_displayed(), "no viewer under the CSP")
             driver.find_element(By.ID, "viewer-close").click()

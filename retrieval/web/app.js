@@ -174,16 +174,18 @@ async function loadStatus() {
 }
 
 // -- search ----------------------------------------------------------------------------------------------------
+let lastSearch = { what: "", ms: 0 };
 function render(rows, started, what) {
   searchRows = rows;
   const seq = arraySequence(rows);
   results.replaceChildren(...rows.map((row, i) => card(row, { sequence: seq, index: i, rank: i + 1 })));
-  const ms = Math.round(performance.now() - started);
+  const ms = started === null ? lastSearch.ms : Math.round(performance.now() - started);
+  lastSearch = { what, ms };
   summary.textContent = rows.length
     ? `${rows.length} result${rows.length === 1 ? "" : "s"} for ${what} in ${ms} ms`
     : `no results for ${what}`;
 }
-onRefresh(() => { if (searchRows.length) render(searchRows, performance.now(), summary.textContent.replace(/^\d+ results? for | in \d+ ms$/g, "")); });
+onRefresh(() => { if (searchRows.length) render(searchRows, null, lastSearch.what); });
 
 function filterValues() {
   return Object.fromEntries(FILTERS.map((name) => [name, $(name).value.trim()]).filter(([, v]) => v));

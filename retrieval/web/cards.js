@@ -96,7 +96,8 @@ export function card(row, { sequence, index, rank, tag = "li" }) {
   pickButton.addEventListener("click", (event) => pick(sequence, index, row, event));
   node.classList.toggle("selected", selected);
   node.append(thumb, pickButton);
-  if (isVideo(row) && row.start_s !== undefined) node.append(el("span", { className: "badge", textContent: `▶ ${clock(row.start_s)}` }));
+  // a video moment: its time on the thumbnail
+  if (isVideo(row) && row.start_s !== undefined) thumb.append(el("span", { className: "badge", textContent: `▶ ${clock(row.start_s)}` }));
 
   const meta = el("div", { className: "meta" });
   if (rank !== undefined) {
@@ -121,8 +122,7 @@ export function card(row, { sequence, index, rank, tag = "li" }) {
     button.addEventListener("click", () => action.run(row, context, button));
     actions.append(button);
   }
-  meta.append(actions);
-  node.append(meta);
+  node.append(meta, actions);  // the actions float over the thumbnail's corner: every card keeps its height
   return node;
 }
 
