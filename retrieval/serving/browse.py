@@ -11,6 +11,7 @@ The cursor is the position in that order: a collection that changes between two 
 from __future__ import annotations
 
 import bisect
+import functools
 import posixpath
 import threading
 import time
@@ -43,9 +44,15 @@ def _month(ts: float | None) -> tuple[str, str]:
     if ts is None:
         return "", "No date"
     try:
-        when = datetime.fromtimestamp(ts, UTC)
+        return _month_of_day(int(ts // 86400))
     except (OverflowError, OSError, ValueError):
         return "", "No date"
+
+
+@functools.lru_cache(maxsize=65536)
+def _month_of_day(day: int) -> tuple[str, str]:
+    """(key, label) of the month of a day since 1970 (cached: a library has far fewer days than photos)."""
+    when = datetime.fromtimestamp(day * 86400, UTC)
     return when.strftime("%Y-%m"), when.strftime("%B %Y")
 
 
