@@ -8,6 +8,7 @@ last); then the most EXIF fields; then the oldest capture date; then the path, s
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,8 @@ from typing import Any
 from PIL import Image
 
 from ingest.decode import FORMATS
+from ingest.records import fs_path
+from retrieval.inside import open_regular
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class Candidate:
     format: str
     exif_fields: int
     taken_ts: float | None
+    hash: str = ""  # the content hash the group was built from (checked again before any move)
+    root: str = ""  # the ingested root it was found under (a path key)
 
     @property
     def pixels(self) -> int:
@@ -46,9 +51,13 @@ class Candidate:
 
 
 def exif_fields(path: str) -> int:
-    """How many EXIF tags the file carries (IFD0, Exif and GPS IFDs); 0 when it has none or is unreadable."""
+    """How many EXIF tags the file carries (IFD0, Exif and GPS IFDs); 0 when it has none or is unreadable.
+
+    ``path`` is a stored path key; only a regular file is read, opened without blocking (a FIFO put at a
+    photo's path counts as unreadable instead of hanging the search)."""
     try:
-        with Image.open(path, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
+        with open_regular(fs_path(path), shown=path) as opened, os.fdopen(os.dup(opened.fd), "rb") as fh, \
+                Image.open(fh, formats=[f for f in FORMATS if f in Image.OPEN]) as im:
             exif = im.getexif()
             return len(exif) + sum(len(exif.get_ifd(ifd)) for ifd in (0x8769, 0x8825))
     except Exception:
@@ -61,7 +70,8 @@ def candidate(payload: dict[str, Any]) -> Candidate:
     taken = payload.get("taken_ts")
     return Candidate(path, int(payload.get("width") or 0), int(payload.get("height") or 0),
                      int(payload.get("size") or 0), str(payload.get("format") or ""), exif_fields(path),
-                     float(taken) if isinstance(taken, (int, float)) and math.isfinite(taken) else None)
+                     float(taken) if isinstance(taken, (int, float)) and math.isfinite(taken) else None,
+                     str(payload.get("hash") or ""), str(payload.get("root") or ""))
 
 
 def _older(c: Candidate) -> float:
