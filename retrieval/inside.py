@@ -207,10 +207,12 @@ def open_folder_inside(folder: str, roots: Iterable[str], *, create: bool = Fals
         here = start
         for part in parts:
             here = os.path.join(here, part)
-            fd = _step(fd, part, here, create, created, lambda nfd, shown: _check_inside(nfd, reals, shown))
+            handed, fd = fd, -1  # _step closes it
+            fd = _step(handed, part, here, create, created, lambda nfd, shown: _check_inside(nfd, reals, shown))
         return fd
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
 
 
@@ -225,10 +227,12 @@ def open_folder_below(base: str, rel: str, *, create: bool = False, created: lis
         here = base
         for part in _parts(rel, os.path.join(base, rel)):
             here = os.path.join(here, part)
-            fd = _step(fd, part, here, create, created, None)
+            handed, fd = fd, -1  # _step closes it
+            fd = _step(handed, part, here, create, created, None)
         return fd
     except BaseException:
-        os.close(fd)
+        if fd >= 0:
+            os.close(fd)
         raise
 
 

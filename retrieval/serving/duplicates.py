@@ -100,17 +100,24 @@ def add_routes(app: FastAPI, service: Any) -> None:
         future.set_result(found)
 
     def start_or_join(options: dups.Options) -> Future[dups.Found]:
+        """The running search's future (joined), or a new search's; counted in ``waiting`` (see :func:`left`)."""
         with cache.lock:
             if cache.running is not None:
                 if cache.running[0] != options:
                     raise _busy(503, "a duplicates search with other settings is running; try again when it is done")
                 if cache.waiting >= MAX_WAITING:
                     raise _busy(429, f"{MAX_WAITING} requests already wait for the duplicates search; try again later")
+                cache.waiting += 1
                 return cache.running[1]
             future: Future[dups.Found] = Future()
             cache.running = (options, future)
+            cache.waiting += 1
         threading.Thread(target=search, args=(options, future), name="clipdex-duplicates", daemon=True).start()
         return future
+
+    def left() -> None:
+        with cache.lock:
+            cache.waiting -= 1
 
     async def groups(options: dups.Options, refresh: bool) -> dups.Found:
         if not refresh:
@@ -120,13 +127,10 @@ def add_routes(app: FastAPI, service: Any) -> None:
                         and time.monotonic() - cache.made < MAX_AGE_S):
                     return cache.found
         future = start_or_join(options)
-        with cache.lock:
-            cache.waiting += 1
         try:
             return await asyncio.wrap_future(future)
         finally:
-            with cache.lock:
-                cache.waiting -= 1
+            left()
 
     @app.get("/api/duplicates")
     async def api_duplicates(offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
@@ -147,7 +151,11 @@ def add_routes(app: FastAPI, service: Any) -> None:
         with cache.lock:
             found = cache.found
         if found is None:  # nothing searched since the server started: search now (joining one running)
-            found = start_or_join(dups.options_of(index.settings)).result()
+            future = start_or_join(dups.options_of(index.settings))
+            try:
+                found = future.result()
+            finally:
+                left()
         wanted = {keep, *paths}
         for group in found.groups:
             if wanted <= {group.keep.path, *(d.path for d in group.duplicates)}:
