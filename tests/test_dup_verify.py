@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from retrieval.duplicates.keeper import Candidate, candidate, choose
 from retrieval.duplicates.verify import DEFAULT_MIN_SIMILARITY, look_of, same_photo
@@ -64,3 +65,40 @@ def test_exif_fields_read_from_the_file(tmp_path: Path):
     with_exif = candidate({"path": str(original), "width": 1, "height": 1, "size": 1})
     without = candidate({"path": str(copies[0]), "width": 1, "height": 1, "size": 1})
     assert with_exif.exif_fields >= 3 and without.exif_fields == 0
+
+
+def test_keeper_is_the_source_not_a_lossless_re_encode(tmp_path: Path):
+    """Issue 23 item 7: a PNG exported from a JPEG is larger and holds nothing more; its pixels carry the
+    JPEG's 8x8 block grid, so the JPEG is kept."""
+    from tests.photos import render
+
+    jpeg, png = tmp_path / "original.jpg", tmp_path / "export.png"
+    render(3, size=SMALL).save(jpeg, "JPEG", quality=80)  # no EXIF, no date: nothing else tells them apart
+    with Image.open(jpeg) as im:
+        im.save(png)
+    members = [candidate({"path": str(p), "width": SMALL[0], "height": SMALL[1], "size": p.stat().st_size,
+                          "format": fmt, "hash": p.name}) for p, fmt in ((png, "PNG"), (jpeg, "JPEG"))]
+    assert members[0].size > members[1].size
+    keep, why = choose(members)
+    assert keep.path == str(jpeg) and "re-encoded from a JPEG" in why
+    native = tmp_path / "native.png"  # a PNG never JPEG'd is no re-encode: size across formats decides as before
+    render(3, size=SMALL).save(native)
+    plain = [candidate({"path": str(p), "width": SMALL[0], "height": SMALL[1], "size": p.stat().st_size,
+                        "format": fmt, "hash": p.name}) for p, fmt in ((native, "PNG"), (jpeg, "JPEG"))]
+    assert choose(plain)[0].path == str(native)
+
+
+def test_keeper_is_the_source_not_an_edit_that_clips(tmp_path: Path):
+    from PIL import ImageEnhance
+
+    from tests.photos import render
+
+    original, edit = tmp_path / "original.jpg", tmp_path / "edit.jpg"
+    scene = render(0, size=SMALL)
+    scene.save(original, "JPEG", quality=85)
+    ImageEnhance.Brightness(scene).enhance(1.3).save(edit, "JPEG", quality=97)  # larger file, same format
+    members = [candidate({"path": str(p), "width": SMALL[0], "height": SMALL[1], "size": p.stat().st_size,
+                          "format": "JPEG", "hash": p.name}) for p in (edit, original)]
+    assert members[0].size > members[1].size  # "largest file" alone would keep the edit
+    keep, why = choose(members)
+    assert keep.path == str(original) and "highlights clip" in why
