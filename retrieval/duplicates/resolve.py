@@ -408,36 +408,47 @@ def _aside(manifest_dir: str, back: _Back) -> tuple[int, str]:
     return open_folder_below(manifest_dir, folder), name
 
 
-def _status(manifest_dir: str, back: _Back, fs_roots: list[str]) -> tuple[bool, bool, str]:
-    """(the moved file is there with its recorded bytes, something is at the old path, a conflict or "")."""
+_Ident = tuple[int, int, int, int]
+
+
+def _ident(st: os.stat_result) -> _Ident:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _status(manifest_dir: str, back: _Back, fs_roots: list[str]) -> tuple[_Ident | None, bool, str]:
+    """(the identity of the moved file when it is there with its recorded bytes, something is at the old path,
+    a conflict or "")."""
     m = back.move
-    here = False
+    here: _Ident | None = None
     try:
         dir_fd, name = _aside(manifest_dir, back)
         try:
             with open_regular(name, dir_fd=dir_fd, follow=False, shown=m.target) as opened:
-                here = True
                 if opened.size != m.size or hash_fd(opened.fd) != m.hash:
-                    return True, _exists_at_home(m, fs_roots), f"changed since the move: {m.target}"
+                    return None, False, f"changed since the move: {m.target}"
+                here = _ident(opened.st)
         finally:
             os.close(dir_fd)
     except Refused as exc:
         if not str(exc).startswith("gone from disk"):
-            return False, False, str(exc)
-    return here, _exists_at_home(m, fs_roots), ""
+            return None, False, str(exc)
+    home, conflict = _at_home(m, fs_roots)
+    return here, home, conflict
 
 
-def _exists_at_home(m: Move, fs_roots: list[str]) -> bool:
+def _at_home(m: Move, fs_roots: list[str]) -> tuple[bool, str]:
+    """(something is at the file's old path, a conflict: the way there leads outside the roots, or "")."""
     source = fs_path(m.source)
     try:
         fd = open_folder_inside(os.path.dirname(source), fs_roots)
-    except Refused:
-        return os.path.lexists(source)
+    except Refused as exc:
+        text = str(exc)
+        return False, "" if text.startswith("gone from disk") else text.replace(source, m.source)
     try:
         os.lstat(os.path.basename(source), dir_fd=fd)
-        return True
+        return True, ""
     except OSError:
-        return False
+        return False, ""
     finally:
         os.close(fd)
 
@@ -460,7 +471,7 @@ def undo(manifest: str, roots: Sequence[str]) -> tuple[list[Move], list[Move], s
         fs_roots = _fs_roots(roots)
         backs = _vet(moves, manifest_dir, roots)
         conflicts: list[str] = []
-        todo: list[_Back] = []
+        todo: list[tuple[_Back, _Ident]] = []
         already: list[Move] = []
         for b in backs:
             here, home, conflict = _status(manifest_dir, b, fs_roots)
@@ -474,17 +485,19 @@ def undo(manifest: str, roots: Sequence[str]) -> tuple[list[Move], list[Move], s
             elif home:
                 conflicts.append(f"something is in the way at {m.source}")
             else:
-                todo.append(b)
+                todo.append((b, here))
         if conflicts:
             more = f" (and {len(conflicts) - 1} more)" if len(conflicts) > 1 else ""
             raise ClipdexError(f"nothing moved back: {conflicts[0]}{more}")
         restored: list[Move] = []
-        for b in todo:
+        for b, ident in todo:
             m = b.move
             source = fs_path(m.source)
             src_fd = dst_fd = -1
             try:
                 src_fd, name = _aside(manifest_dir, b)
+                if _ident(os.lstat(name, dir_fd=src_fd)) != ident:  # swapped since it was hashed
+                    raise Refused(f"changed while the undo ran: {m.target}")
                 dst_fd = open_folder_inside(os.path.dirname(source), fs_roots, create=True)
                 rename_noreplace(name, os.path.basename(source), src_dir_fd=src_fd, dst_dir_fd=dst_fd)
             except (Refused, OSError) as exc:
