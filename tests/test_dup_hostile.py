@@ -248,7 +248,7 @@ def test_resolve_moves_only_files_of_one_found_group(tmp_path, tiny_model_dir, c
 
 # -- case 6: --undo trusts nothing in the manifest -----------------------------------------------------------
 
-@pytest.mark.parametrize("attack", ["into-home", "from-elsewhere", "dot-dot"])
+@pytest.mark.parametrize("attack", ["into-home", "from-elsewhere", "dot-dot", "inside-library"])
 def test_undo_moves_only_from_the_manifest_folder_into_a_root(tmp_path, tiny_model_dir, capfd, attack):
     lib, aside, home = tmp_path / "lib", tmp_path / "aside", tmp_path / "home"
     photos(lib / "a", range(2), lib / "b")
@@ -266,16 +266,23 @@ def test_undo_moves_only_from_the_manifest_folder_into_a_root(tmp_path, tiny_mod
     elif attack == "from-elsewhere":
         row |= {"from": str(lib / "a" / "x.jpg"), "to": str(elsewhere), "size": elsewhere.stat().st_size,
                 "hash": content_hash(str(elsewhere))}
-    else:
+    elif attack == "dot-dot":
         row |= {"from": str(lib / ".." / "home" / "authorized_keys"), "to": str(planted)}
     doc = json.loads(manifest.read_text())
-    doc["moves"].append(row)
+    if attack == "inside-library":  # a manifest planted in the library, moving one of its photos elsewhere in it
+        photo = lib / "a" / "photo0.jpg"
+        doc["moves"] = [{"from": str(lib / "renamed" / "x.jpg"), "to": str(photo), "root": str(lib),
+                         "size": photo.stat().st_size, "hash": content_hash(str(photo))}]
+        manifest = lib / "a" / "clipdex-moves-planted.json"
+    else:
+        doc["moves"].append(row)
     manifest.write_text(json.dumps(doc))
     aside_before, lib_before = tree(aside), tree(lib)
     result = run(capfd, config, "duplicates", "--undo", manifest)
     one_line_error(result, "nothing moved back")
-    assert not home.exists() and elsewhere.exists() and planted.exists()
-    assert tree(aside) == aside_before and tree(lib) == lib_before
+    assert not home.exists() and elsewhere.exists() and planted.exists() and not (lib / "renamed").exists()
+    assert tree(aside) == aside_before
+    assert tree(lib) == lib_before
 
 
 # -- case 7: JSON bodies are capped while they stream in -----------------------------------------------------

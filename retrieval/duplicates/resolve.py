@@ -385,6 +385,11 @@ class _Back:
 def _vet(moves: Sequence[Move], manifest_dir: str, roots: Sequence[str]) -> list[_Back]:
     """Every move, checked to go from below the manifest's folder to below a known root; else refused whole."""
     dir_key = path_key(manifest_dir).rstrip("/") or "/"
+    real = os.path.realpath(manifest_dir)
+    for root in real_roots(_fs_roots(roots)):
+        if inside(real, root):  # --move-to is always outside them: this manifest is no clipdex move's
+            raise ClipdexError(f"nothing moved back: the manifest lies inside the ingested folder {path_key(root)}, "
+                               "where clipdex never writes one")
     out = []
     for m in moves:
         if not is_below(m.target, dir_key) or m.target == dir_key or _odd(m.target):
