@@ -138,9 +138,19 @@ def test_a_root_and_its_alias_never_lose_a_file(tmp_path, tiny_model_dir, capfd)
     alias = tmp_path / "alias"
     alias.symlink_to(lib, target_is_directory=True)
     before = tree(lib)
-    config = setup(tmp_path, tiny_model_dir, capfd, lib, alias)
+    config = setup(tmp_path, tiny_model_dir, capfd, lib)
+    points = run(capfd, config, "status", "--json").json()["points"]
+    one_line_error(run(capfd, config, "ingest", alias), "reached through a link")  # a root is its real folder
+    assert run(capfd, config, "status", "--json").json()["points"] == points
+    # the same files under a second name all the same (hard links; or a store an older clipdex filled through
+    # a link): a file is never a copy of itself, and its one other name is never moved with it
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for file in sorted(lib.iterdir()):
+        os.link(file, mirror / file.name)
+    assert run(capfd, config, "ingest", mirror).code == 0
     doc = run(capfd, config, "duplicates", "--json").json()
-    for group in doc["groups"]:  # no file is its own copy
+    for group in doc["groups"]:
         files = [group["keep"], *group["duplicates"]]
         assert len({os.stat(f).st_ino for f in files}) == len(files), group
     assert len(doc["groups"]) == 1 and len(doc["groups"][0]["duplicates"]) == 1
