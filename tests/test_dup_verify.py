@@ -102,3 +102,25 @@ def test_keeper_is_the_source_not_an_edit_that_clips(tmp_path: Path):
     assert members[0].size > members[1].size  # "largest file" alone would keep the edit
     keep, why = choose(members)
     assert keep.path == str(original) and "highlights clip" in why
+
+
+def test_not_duplicates_over_many_files_is_one_group_and_old_pairs_still_read(tmp_path: Path):
+    """Issue 26: --not-duplicates over 1,000 files stored 499,500 pairs (38 MB). Now one group; pairs written by
+    older versions are still honoured, and --forget-decision drops what involves a file."""
+    import json
+
+    from retrieval.duplicates.decisions import Decisions
+
+    file = tmp_path / "duplicates.json"
+    file.write_text(json.dumps({"not_duplicates": [["old-a", "old-b"], ["same", "same"]]}))  # an older file
+    hashes = [f"h{i:04d}" for i in range(1000)]
+    decisions = Decisions(file)
+    assert decisions.add(hashes) == 499_500
+    assert file.stat().st_size < 50_000
+    again = Decisions(file)  # read back from disk
+    assert again.dismissed("h0001", "h0999") and again.dismissed("h0999", "h0001")
+    assert again.dismissed("old-a", "old-b") and again.dismissed("same", "same")
+    assert not again.dismissed("h0001", "old-a") and not again.dismissed("h0001", "h0001")
+    assert again.add(hashes[:10]) == 0  # nothing new: not stored again
+    assert again.forget(["h0005"]) == 1 and not Decisions(file).dismissed("h0001", "h0002")
+    assert Decisions(file).dismissed("old-a", "old-b")
