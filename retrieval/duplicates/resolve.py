@@ -162,6 +162,7 @@ def plan(groups: Sequence[GroupMove], dest: Path, roots: Sequence[str]) -> tuple
             skipped += [(key, why) for key, _, _ in group.files]
             continue
         usable.append(group)
+    kept_paths = {g.keep for g in usable}
     checked: list[_Checked] = []
     seen: set[tuple[int, int]] = set()
     taken: set[str] = set()
@@ -170,6 +171,9 @@ def plan(groups: Sequence[GroupMove], dest: Path, roots: Sequence[str]) -> tuple
         for key, own_root, expected in group.files:
             if key == group.keep:
                 skipped.append((key, "it is the file to keep"))
+                continue
+            if key in kept_paths:
+                skipped.append((key, "it is the file kept for another group in this run (run again to resolve it)"))
                 continue
             try:
                 with open_inside(fs_path(key), fs_roots, follow=False) as opened:
