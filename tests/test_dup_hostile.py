@@ -210,6 +210,27 @@ def test_stale_groups_move_nothing_wrong(tmp_path, tiny_model_dir, capfd):
     assert Path(second["duplicates"][0]).exists() and Path(first["duplicates"][0]).exists()
 
 
+def test_a_selection_moves_through_the_same_checks(tmp_path, tiny_model_dir, capfd):
+    """A user's own selection (the page's "move aside", no duplicate group): the same mover, manifest and undo;
+    a selected file swapped for a link to outside, or changed since it was indexed, stays."""
+    from retrieval import duplicates as dups
+
+    lib, aside, outside = tmp_path / "lib", tmp_path / "aside", tmp_path / "outside"
+    made = [o for o, _ in photos(lib / "a", range(3))]
+    config = setup(tmp_path, tiny_model_dir, capfd, lib)
+    outside.mkdir()
+    shutil.copyfile(made[1], outside / "x.jpg")
+    made[1].unlink()
+    made[1].symlink_to(outside / "x.jpg")
+    render(55, size=(12, 12)).save(made[2], "JPEG")
+    with Index.open(load_settings(config)) as index:
+        result = dups.move_files(index, dups.selection_moves(index, [str(p) for p in made]), str(aside))
+    assert [m["from"] for m in result["moved"]] == [str(made[0])]
+    assert {row["path"] for row in result["skipped"]} == {str(made[1]), str(made[2])}
+    assert (outside / "x.jpg").exists() and made[2].exists() and not made[0].exists()
+    assert run(capfd, config, "duplicates", "--undo", result["manifest"]).code == 0 and made[0].exists()
+
+
 def test_cli_rechecks_each_group_at_move_time(tmp_path, tiny_model_dir, capfd):
     """The CLI's search and move are one run; a file changed between them is caught by the move's own hash."""
     from retrieval import duplicates as dups
@@ -249,7 +270,13 @@ def test_resolve_moves_only_files_of_one_found_group(tmp_path, tiny_model_dir, c
         for body in attacks:
             answer = http.post("/api/duplicates/resolve", json={"action": "move", **body})
             assert answer.status_code in (409, 422), (body, answer.text)
+        mixed = {"action": "move", "groups": [{"keep": g2["keep"], "paths": g2["duplicates"]},
+                                              {"keep": g1["keep"], "paths": [str(lone)]}]}
+        assert http.post("/api/duplicates/resolve", json=mixed).status_code == 409  # one bad group: nothing moves
         assert tree(lib) == before and not aside.exists()
+        both = http.post("/api/duplicates/resolve", json={"action": "move", "groups": [
+            {"keep": g2["keep"], "paths": g2["duplicates"]}]})
+        assert both.status_code == 200 and [m["from"] for m in both.json()["moved"]] == g2["duplicates"]
         swapped = http.post("/api/duplicates/resolve", json={"action": "move", "keep": g1["duplicates"][0],
                                                              "paths": [g1["keep"]]})  # the user picks the keeper
         assert swapped.status_code == 200 and [m["from"] for m in swapped.json()["moved"]] == [g1["keep"]]

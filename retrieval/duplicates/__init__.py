@@ -23,7 +23,7 @@ from retrieval.settings import Settings
 from retrieval.store import VectorStore
 
 __all__ = ["DEFAULT_NEIGHBOURS", "DEFAULT_THRESHOLD", "Found", "Group", "Options", "dismiss", "find_in", "forget",
-           "group_moves", "move_files", "options_of", "undo_moves"]
+           "group_moves", "move_files", "selection_moves", "options_of", "undo_moves"]
 
 
 def _store(index: Index, lock: AbstractContextManager[Any] | None) -> VectorStore:
@@ -86,6 +86,15 @@ def group_moves(groups: Sequence[Group]) -> list[resolve.GroupMove]:
     """What the mover needs of found groups: each keeper and duplicate with the hash the group was built from."""
     return [resolve.GroupMove(g.keep.path, g.keep.hash, tuple((d.path, d.root, d.hash) for d in g.duplicates))
             for g in groups]
+
+
+def selection_moves(index: Index, keys: Sequence[str],
+                    lock: AbstractContextManager[Any] | None = None) -> list[resolve.GroupMove]:
+    """The move of indexed files a user selected (path keys), not a duplicate group: no keeper, each file
+    checked like any duplicate (inside a root, a regular file, the bytes the collection holds for it)."""
+    payloads = _indexed(index, list(dict.fromkeys(keys)), lock, keys=True)
+    return [resolve.GroupMove("", "", tuple((key, str(p.get("root") or ""), str(p.get("hash") or ""))
+                                            for key, p in payloads.items()))]
 
 
 def move_files(index: Index, groups: Sequence[resolve.GroupMove], move_to: str,

@@ -70,7 +70,8 @@ class Move:
 @dataclass(frozen=True)
 class GroupMove:
     """One group to resolve: the file kept, and the duplicates to move, each with the content hash the group
-    was built from (path keys)."""
+    was built from (path keys). ``keep`` "": files a user selected to move aside, not a duplicate group (no
+    keeper to check; see :func:`retrieval.duplicates.selection_moves`)."""
 
     keep: str
     keep_hash: str
@@ -151,6 +152,9 @@ def plan(groups: Sequence[GroupMove], dest: Path, roots: Sequence[str]) -> tuple
     usable: list[GroupMove] = []
     skipped: list[tuple[str, str]] = []
     for group in groups:
+        if not group.keep:  # an explicit selection (no group): no keeper, every other check the same
+            usable.append(group)
+            continue
         try:
             with open_inside(fs_path(group.keep), fs_roots) as kept:
                 if group.keep_hash and hash_fd(kept.fd) != group.keep_hash:
@@ -162,7 +166,7 @@ def plan(groups: Sequence[GroupMove], dest: Path, roots: Sequence[str]) -> tuple
             skipped += [(key, why) for key, _, _ in group.files]
             continue
         usable.append(group)
-    kept_paths = {g.keep for g in usable}
+    kept_paths = {g.keep for g in usable if g.keep}
     checked: list[_Checked] = []
     seen: set[tuple[int, int]] = set()
     taken: set[str] = set()

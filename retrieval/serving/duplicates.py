@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -43,15 +43,38 @@ RESOLVE_WAIT_S = 30.0
 """How long a resolve waits for the one before it; then 503 with Retry-After."""
 
 
+PathText = Annotated[str, Field(min_length=1, max_length=4096)]
+
+
+class GroupBody(BaseModel):
+    """One group of a multi-group ``move``: the file that stays, and its duplicates to move."""
+
+    model_config = ConfigDict(extra="forbid")
+    keep: PathText
+    paths: list[PathText] = Field(min_length=1, max_length=MAX_PATHS)
+
+
 class ResolveRequest(BaseModel):
     """``move``: move ``paths`` (duplicates of one group) into ``[duplicates] move_to``, ``keep`` (a file of the
-    same group) staying; ``not-duplicates`` / ``keep-all``: remember that ``paths`` and ``keep`` are not
-    duplicates. Paths are as ``GET /api/duplicates`` gave them."""
+    same group) staying, or several such groups at once as ``groups`` (one manifest); ``not-duplicates`` /
+    ``keep-all``: remember that ``paths`` and ``keep`` are not duplicates. Paths are as ``GET /api/duplicates``
+    gave them (path keys). At most :data:`MAX_PATHS` paths in all."""
 
     model_config = ConfigDict(extra="forbid")
     action: Literal["move", "not-duplicates", "keep-all"]
-    paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=MAX_PATHS)
-    keep: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    paths: list[PathText] | None = Field(None, min_length=1, max_length=MAX_PATHS)
+    keep: PathText | None = None
+    groups: list[GroupBody] | None = Field(None, min_length=1, max_length=MAX_PATHS)
+
+    @model_validator(mode="after")
+    def _shape(self) -> ResolveRequest:
+        if (self.paths is None) == (self.groups is None):
+            raise ValueError("give either paths (with keep) or groups")
+        if self.groups is not None and (self.action != "move" or self.keep is not None):
+            raise ValueError("groups go with action move only, each with its own keep")
+        if self.groups is not None and sum(len(g.paths) for g in self.groups) > MAX_PATHS:
+            raise ValueError(f"at most {MAX_PATHS} paths in all")
+        return self
 
 
 class _Cache:
@@ -168,19 +191,23 @@ def add_routes(app: FastAPI, service: Any) -> None:
         if not move_to:
             raise HTTPException(409, "this server has no [duplicates] move_to folder; set it to move files from "
                                      "the page, or use `clipdex duplicates --move-to DIR`")
-        if body.keep is None:
-            raise HTTPException(422, "keep: a move needs the file that stays (keep)")
-        if body.keep in body.paths:
-            raise HTTPException(422, "the file to keep is also among the paths to move")
-        group = known_group(body.keep, list(body.paths))
-        members = {c.path: c for c in [group.keep, *group.duplicates]}
-        kept = members[body.keep]
-        plan = dups.resolve.GroupMove(kept.path, kept.hash, tuple(
-            (members[p].path, members[p].root, members[p].hash) for p in dict.fromkeys(body.paths)))
-        result = dups.move_files(index, [plan], move_to, service.lock)
+        asked = [(g.keep, g.paths) for g in body.groups] if body.groups else [(body.keep, body.paths or [])]
+        plans, found = [], []
+        for keep, paths in asked:
+            if keep is None:
+                raise HTTPException(422, "keep: a move needs the file that stays (keep)")
+            if keep in paths:
+                raise HTTPException(422, "the file to keep is also among the paths to move")
+            group = known_group(keep, list(paths))
+            members = {c.path: c for c in [group.keep, *group.duplicates]}
+            kept = members[keep]
+            plans.append(dups.resolve.GroupMove(kept.path, kept.hash, tuple(
+                (members[p].path, members[p].root, members[p].hash) for p in dict.fromkeys(paths))))
+            found.append(group)
+        result = dups.move_files(index, plans, move_to, service.lock)
         moved = {row["from"] for row in result["moved"]}
         with cache.lock:
-            if moved:
+            for group in found:
                 group.duplicates = [d for d in group.duplicates if d.path not in moved]
                 if cache.found is not None and not group.duplicates:
                     cache.found.groups = [g for g in cache.found.groups if g is not group]
@@ -199,8 +226,8 @@ def add_routes(app: FastAPI, service: Any) -> None:
             if body.action == "move":
                 result = move(body)
             else:
-                result = dups.dismiss(index, [*body.paths, *([body.keep] if body.keep else [])], service.lock,
-                                      keys=True)
+                result = dups.dismiss(index, [*(body.paths or []), *([body.keep] if body.keep else [])],
+                                      service.lock, keys=True)
                 with cache.lock:
                     cache.stale = True
         finally:
