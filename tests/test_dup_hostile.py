@@ -373,6 +373,10 @@ def test_a_fifo_at_an_indexed_path_hangs_nothing(tmp_path, tiny_model_dir, capfd
     with served(config) as http:
         response = http.get("/api/duplicates", params={"refresh": "true"}, timeout=60)
         assert response.status_code == 200
+    os.mkfifo(Path(run(capfd, config, "status", "--json").json()["store"]) / "duplicates.json")  # the decisions
+    refused = cli_process(config)
+    assert refused.returncode == 1 and "not a regular file" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
 
 
 # -- case 9: refreshes coalesce, the queue is bounded, searches stay free ------------------------------------
@@ -523,6 +527,18 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         yield mount
     finally:
         subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_before_the_manifest_moves_nothing(tmp_path, tiny_model_dir, capfd, small_disk):
+    lib, aside = small_disk / "lib", small_disk / "aside"
+    photos(lib / "a", range(2), lib / "b")
+    config = setup(tmp_path, tiny_model_dir, capfd, lib)
+    before = tree(lib)
+    stats = os.statvfs(small_disk)
+    with (small_disk / "filler").open("wb") as fh:  # not one page left
+        fh.write(b"\0" * (stats.f_bavail * stats.f_frsize))
+    one_line_error(run(capfd, config, "duplicates", "--move-to", aside), "nothing moved", "cannot write the manifest")
+    assert tree(lib) == before and not aside.exists()
 
 
 def test_a_move_that_fills_the_disk_says_what_happened(tmp_path, tiny_model_dir, capfd, small_disk):

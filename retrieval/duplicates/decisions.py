@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from retrieval.errors import ClipdexError
+from retrieval.inside import Refused, open_regular
 from retrieval.settings import Settings
 
 FILE = "duplicates.json"
@@ -37,9 +38,13 @@ class Decisions:
         self.groups: list[frozenset[str]] = []
         self._member: dict[str, set[int]] = {}
         try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return
+            with open_regular(str(file)) as opened:  # never blocks: a FIFO there is refused, not waited on
+                data = json.loads(os.pread(opened.fd, opened.size + 1, 0).decode("utf-8"))
+        except Refused as exc:
+            if str(exc).startswith("gone from disk"):
+                return
+            raise ClipdexError(f"cannot read the duplicates decisions: {exc}; fix or move that file "
+                               "(nothing was changed)") from None
         except (OSError, ValueError) as exc:
             raise ClipdexError(f"cannot read the duplicates decisions in {file}: {exc}; fix or move that file "
                                "(nothing was changed)") from None
