@@ -304,7 +304,7 @@ async function moveSelected() {
   const paths = [...selection.rows.keys()];
   clearError();
   try {
-    const result = await api("/api/duplicates/resolve", { json: { action: "move", paths } });
+    const result = await api("/api/duplicates/resolve", { json: { action: "move", paths, selection: true } });
     clearSelection();
     notice(`moved ${plural(result.moved.length, "file")} aside (manifest ${result.manifest})`, undoLast);
     results.replaceChildren(...[...results.children].filter((c) => !paths.includes(c.dataset.path)));
