@@ -596,3 +596,17 @@ def test_page_works_under_a_strict_csp_and_in_dark_mode(served: Served, browser:
             shot(driver, tmp_path, "duplicates-dark-1280")
     finally:
         driver.execute_cdp_cmd("Emulation.setEmulatedMedia", {"features": []})
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    ({"action": "move", "paths": ["/a.jpg"], "selection": True, "keep": "/b.jpg"}, 422, "selection"),
+    ({"action": "not-duplicates", "paths": ["/a.jpg", "/b.jpg"], "selection": True}, 422, "selection"),
+    ({"action": "move", "paths": ["/not/indexed.jpg"], "selection": True}, 400, "not an indexed file"),
+    ({"action": "move", "paths": ["/a.jpg"], "selection": [1]}, 422, "selection"),
+])
+def test_selection_moves_are_checked(served: Served, body: dict, status: int, needle: str):
+    before = sorted(p.name for p in served.lib.rglob("*"))
+    assert_error(served.http.post("/api/duplicates/resolve", json=body), status, needle)
+    assert_error(served.http.post("/api/duplicates/undo", headers={"Origin": "http://evil.example"}), 403,
+                 "cross-site")
+    assert sorted(p.name for p in served.lib.rglob("*")) == before
