@@ -281,6 +281,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.decoders.warm, daemon=True).start()  # the first thumbnail is quick
+        threading.Thread(target=app.state.browse.warm, daemon=True).start()  # and the library's first page
         if service.syncer:
             service.syncer.start()
         try:
@@ -377,6 +378,6 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             if thumb is not None:
                 opened.close()
 
-    browse = browse_routes.add_routes(app, service)
+    browse = app.state.browse = browse_routes.add_routes(app, service)
     duplicate_routes.add_routes(app, service, on_change=browse.invalidate)
     return app

@@ -11,6 +11,7 @@ The cursor is the position in that order: a collection that changes between two 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import functools
 import posixpath
 import threading
@@ -98,6 +99,11 @@ class BrowseCache:
     def invalidate(self) -> None:
         with self.busy:
             self.orders = None
+
+    def warm(self) -> None:
+        """Build the orders ahead of the first request (at start-up); a failure is left to that request."""
+        with contextlib.suppress(Exception):
+            self.get()
 
     def get(self) -> dict[str, Order]:
         store = self.service.index.store
