@@ -26,6 +26,7 @@ _LIBRARY_FAMILIES: tuple[tuple[str, str], ...] = (
                      "`clipdex status --check` finds and sets aside the damaged part"),
     ("onnxruntime", "ONNX Runtime failed: {line} (a damaged or foreign .onnx file? `clipdex model export` "
                     "writes the model's again)"),
+    ("rapidocr_onnxruntime", "OCR failed: {line}"),
     ("safetensors", "cannot read model weights: {line}"),
     ("http", "a malformed HTTP answer: {line}"),
     ("qdrant_client", "the Qdrant server: {line}"),
