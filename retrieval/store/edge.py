@@ -152,31 +152,46 @@ class EdgeStore(EdgeTextMixin):
         new_dir, total = self.folder / NEW_DIR, self.count()
         if new_dir.exists():
             shutil.rmtree(new_dir)  # an unfinished earlier rebuild: a partial copy, never the only one
+        # The copy is written through memory maps: a disk that fills mid-way would end in SIGBUS, no message,
+        # and the copy left behind. So the whole copy's room is checked first (the store is untouched when it
+        # does not fit), and each page and each index build is checked again before it is written.
+        what = "rebuild the store (a full copy is written beside it, then switched)"
+        segment, m = self.config.segment_points, self.config.m
+        # (tmpfs: the first open of the copy allocates its holes only after the switch has freed the old shard)
+        space.require(self.folder, space.rebuild_bytes(total, meta.dim, self._payload_bytes(total), m, segment), what)
         new = qe.EdgeShard.create(str(new_dir), _edge_config(meta.dim, self.config))
         try:
-            _index_fields(new, LAYOUT)
-            copied, since_seal, offset = 0, 0, None
-            while True:
-                records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=1024, with_payload=True,
-                                                                      with_vector=True))
-                payloads = layout_payloads([dict(r.payload or {}) for r in records], LAYOUT)
-                points = [qe.Point(r.id, _dense(r.vector), p) for r, p in zip(records, payloads, strict=True)]
-                if points:
-                    new.update(qe.UpdateOperation.upsert_points(points))
-                copied, since_seal = copied + len(points), since_seal + len(points)
-                if since_seal >= self.config.segment_points:  # a full segment gets its graph now
-                    _seal(new)
-                    since_seal = 0
-                if progress:
-                    progress(copied, total)
-                if offset is None:
-                    break
-            _seal(new)
-            if _ids(new) != _ids(self._shard):
-                raise ClipdexError(f"rebuild of {self.folder}: the copy does not hold the same points; "
-                                   "the store is unchanged")
-        finally:
-            new.close()
+            try:
+                _index_fields(new, LAYOUT)
+                copied, since_seal, offset = 0, 0, None
+                while True:
+                    records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=1024,
+                                                                          with_payload=True, with_vector=True))
+                    payloads = layout_payloads([dict(r.payload or {}) for r in records], LAYOUT)
+                    points = [qe.Point(r.id, _dense(r.vector), p) for r, p in zip(records, payloads, strict=True)]
+                    if points:
+                        space.require(self.folder, space.upsert_bytes(len(points), meta.dim, len(
+                            json.dumps(payloads, default=str))) + space.optimize_bytes(since_seal, meta.dim, m), what)
+                        new.update(qe.UpdateOperation.upsert_points(points))
+                    copied, since_seal = copied + len(points), since_seal + len(points)
+                    if since_seal >= segment:  # a full segment gets its graph now
+                        space.require(self.folder, space.optimize_bytes(since_seal, meta.dim, m), what)
+                        _seal(new)
+                        since_seal = 0
+                    if progress:
+                        progress(copied, total)
+                    if offset is None:
+                        break
+                space.require(self.folder, space.optimize_bytes(since_seal, meta.dim, m), what)
+                _seal(new)
+                if _ids(new) != _ids(self._shard):
+                    raise ClipdexError(f"rebuild of {self.folder}: the copy does not hold the same points; "
+                                       "the store is unchanged")
+            finally:
+                new.close()
+        except BaseException:
+            shutil.rmtree(new_dir, ignore_errors=True)  # our own partial copy: the store is the old shard still
+            raise
         _write_json(new_dir / META_FILE, meta.as_dict())
         self._shard.close()
         self._shard = None
@@ -186,6 +201,16 @@ class EdgeStore(EdgeTextMixin):
         _finish_switch(self.folder)
         self._load()
         return copied
+
+    def _payload_bytes(self, total: int, sample: int = 256) -> int:
+        """An estimate of the JSON size of all ``total`` payloads, from the first ``sample`` points'."""
+        if self._shard is None or not total:
+            return 0
+        records, _ = self._shard.scroll(qe.ScrollRequest(limit=sample, with_payload=True, with_vector=False))
+        if not records:
+            return 0
+        size = len(json.dumps([dict(r.payload or {}) for r in records], default=str))
+        return size * total // len(records)
 
     def _open(self, opener: Any) -> qe.EdgeShard:
         try:
