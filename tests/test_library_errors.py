@@ -62,3 +62,37 @@ def test_a_library_error_is_one_line_in_the_users_terms(case: str):
 def test_our_own_bugs_stay_internal_errors():
     for exc in (KeyError("x"), TypeError("y"), AttributeError("z"), ValueError("w")):
         assert library_error_line(exc) is None
+
+
+def test_a_rust_panic_of_the_store_engine_is_one_line(tmp_path, capfd: pytest.CaptureFixture[str]):  # noqa: ANN001
+    """A real panic: qdrant-edge loading a sealed segment whose id mappings are all ones (``capacity overflow``).
+    clipdex's own open checks the file first (tests/test_damaged_segments.py); the engine called directly
+    panics, its backtrace is held back, and the panic reads as one line about the store's files."""
+    import uuid
+
+    import numpy as np
+    import qdrant_edge as qe
+
+    from retrieval.store.base import CollectionMeta, IndexConfig
+    from retrieval.store.edge import EdgeStore
+    from retrieval.store.segments import engine_stderr
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(1000, 8)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = EdgeStore(tmp_path / "s", config=IndexConfig(segment_points=1000, index_threshold=1000))
+    try:
+        store.create(CollectionMeta("m", "", 8))
+        store.upsert([str(uuid.UUID(int=i + 1)) for i in range(1000)], vectors,
+                     [{"path": f"/p/{i}"} for i in range(1000)])
+    finally:
+        store.close()
+    (mappings,) = (tmp_path / "s" / "shard" / "segments").glob("*/id_tracker.mappings")
+    mappings.write_bytes(b"\xff" * mappings.stat().st_size)
+    capfd.readouterr()
+    with pytest.raises(BaseException) as caught, engine_stderr():
+        qe.EdgeShard.load(str(tmp_path / "s" / "shard"))
+    assert type(caught.value).__name__ == "PanicException"
+    assert "panicked" not in capfd.readouterr().err  # held back
+    line = library_error_line(caught.value)
+    assert line is not None and "damaged store files" in line and "\n" not in line

@@ -18,6 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from retrieval.errors import library_error_line
+
 log = logging.getLogger("clipdex.serve")
 
 
@@ -50,7 +52,9 @@ class ErrorBoundary:
 
         try:
             await self.app(scope, receive, watch_start)
-        except Exception:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise  # cancellation, exit; a Rust panic of the store's engine is answered like an error
             request_id = uuid.uuid4().hex[:16]
             log.exception("internal error, request id %s: %s %s", request_id, scope.get("method"),
                           scope.get("path"))
@@ -58,6 +62,8 @@ class ErrorBoundary:
                 return
             if cause := self.explain():
                 await error_response(503, cause)(scope, receive, send)
+            elif type(exc).__name__ == "PanicException":  # the store's files, not the client's request
+                await error_response(503, library_error_line(exc) or "the store's engine stopped")(scope, receive, send)
             else:
                 response = JSONResponse(
                     {"error": f"internal error (request id {request_id}; the server log has the details)",
