@@ -35,12 +35,15 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
     if ctx.store.meta() is None:
         raise ClipdexError(f"collection '{ctx.settings.store.collection}' is empty or missing at "
                            f"{ctx.store.location} (run `clipdex ingest DIR` first)")
+    if req.has_concept:
+        from retrieval.search import concept
+
+        return concept.search(ctx, req, _where(req), _limit(ctx, req))
     if not req.has_query and not req.like and req.text_in_image is None:
         raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))
-    limit = ctx.settings.search.limit if req.limit is None else req.limit
-    where = SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
-                         before=req.before, camera=req.camera)
+    limit = _limit(ctx, req)
+    where = _where(req)
     if not req.like and not req.unlike:
         return hybrid.search(ctx, req, where, limit)  # CLIP, and the recognised text where there is some
     if req.text_in_image is not None:
@@ -57,6 +60,15 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
         negatives = np.vstack([negatives, ctx.encoder.encode_texts(list(req.negative))])
     recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
     return ctx.store.recommend(positives, negatives, limit, where, req.min_score)
+
+
+def _limit(ctx: SearchContext, req: SearchRequest) -> int:
+    return ctx.settings.search.limit if req.limit is None else req.limit
+
+
+def _where(req: SearchRequest) -> SearchFilter:
+    return SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
+                        before=req.before, camera=req.camera)
 
 
 def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
@@ -85,7 +97,8 @@ def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
 def hit_row(hit: Hit) -> dict[str, Any]:
     """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
     row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
-           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr")}}
+           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr", "concepts_at")}}
+    row["concepts"] = list(hit.payload.get("concepts") or [])
     if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
         row["ocr_text"] = hit.payload.get("ocr_text") or ""
     return row

@@ -66,7 +66,9 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
     must += edge_text_conditions(where)
-    return qe.Filter(must=must)
+    must += [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.concepts]
+    must_not = [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.not_concepts]
+    return qe.Filter(must=must or None, must_not=must_not or None)
 
 
 class EdgeStore(EdgeTextMixin):
@@ -281,6 +283,31 @@ class EdgeStore(EdgeTextMixin):
                 qe.ScrollRequest(offset=offset, limit=2048, with_payload=list(fields), with_vector=False))
             for record in records:
                 yield str(record.id), dict(record.payload or {})
+            if offset is None:
+                return
+
+    def scroll_vectors(self, fields: Sequence[str], *, missing: str | None = None,
+                       having: tuple[str, str] | None = None, vectors: bool = True,
+                       page: int = 4096) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+        """Pages of (ids, vectors as rows, payloads with ``fields``): every point, or only those whose payload
+        field ``missing`` is empty, or whose keyword field ``having[0]`` holds ``having[1]``. ``vectors``: False
+        gives a (n, 0) array."""
+        if self._shard is None:
+            return
+        must: list[Any] = []
+        if missing is not None:
+            must.append(qe.IsEmptyCondition(missing))
+        if having is not None:
+            must.append(qe.FieldCondition(key=having[0], match=qe.MatchValue(having[1])))
+        wanted = qe.Filter(must=must) if must else None
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=page, with_payload=list(fields), with_vector=vectors, filter=wanted))
+            if records:
+                rows = (np.asarray([_dense(r.vector) for r in records], np.float32) if vectors
+                        else np.zeros((len(records), 0), np.float32))
+                yield [str(r.id) for r in records], rows, [dict(r.payload or {}) for r in records]
             if offset is None:
                 return
 
