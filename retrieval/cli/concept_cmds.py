@@ -160,3 +160,38 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
     doc = {"answered": session.answered, **(result.as_dict() if result else {"name": name})}
     run.emit(doc, lambda: echo(f"\n{session.answered} answers; concept {name}: "
                                f"{doc.get('members', session.concept.members):,} members"))
+
+
+@concept.command()
+@click.option("--clusters", "k", type=int, default=None, help="How many clusters (2-50) [default: from the size].")
+@click.option("--accept", "number", type=int, default=None, metavar="N",
+              help="Turn suggestion N into a concept (with --name), its typical photos as examples.")
+@click.option("--name", default=None, help="The new concept's name (with --accept).")
+@common_options
+def suggest(run: Run, k: int | None, number: int | None, name: str | None) -> None:
+    """Clusters of the photos no concept covers yet, each with typical photos and a guessed name."""
+    from retrieval.concepts.suggest import accept
+    from retrieval.concepts.suggest import suggest as do_suggest
+
+    if (number is None) != (name is None):
+        raise click.UsageError("--accept N and --name NAME go together")
+    with Index.open(run.settings) as index:
+        if number is not None and name is not None:
+            doc = accept(index, number, name, k).as_dict()
+            run.emit(doc, lambda: echo(f"concept {doc['name']}: {doc['members']:,} members from suggestion "
+                                       f"{number}"))
+            return
+        results = do_suggest(index, k)
+    doc = results.as_dict()
+
+    def human() -> None:
+        echo(f"{doc['uncovered']:,} photos in no concept; {len(doc['clusters'])} clusters")
+        for c in doc["clusters"]:
+            words = f"  text: {' '.join(c['words'])}" if c["words"] else ""
+            echo(f"#{c['number']}  {c['size']:,} photos  looks like: {c['name']} ({c['name_score']:.2f}){words}")
+            for path in c["typical"][:4]:
+                echo(f"      {path}")
+        if doc["clusters"]:
+            echo("turn one into a concept: clipdex concept suggest --accept N --name NAME")
+
+    run.emit(doc, human)
