@@ -31,6 +31,7 @@ from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.run import hit_row
+from retrieval.serving import concepts as concept_routes
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse
@@ -349,4 +350,5 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
                 opened.close()
 
     duplicate_routes.add_routes(app, service)
+    concept_routes.add_routes(app, service)
     return app

@@ -177,3 +177,40 @@ def test_bad_input_one_line_nothing_changed(cx: Callable[..., Result], library: 
     shutil.copy(book, tmp_path / "store" / "other" / "concepts.json")
     refused = cx("search", "--concept", "rex", config_file=other)
     assert refused.code == 1 and "was taught on model" in refused.err and len(refused.err.splitlines()) == 1
+
+
+def test_http_api(cx: Callable[..., Result], library: Path, tmp_path: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from retrieval import Index, load_settings
+    from retrieval.server import create_app
+
+    bags = [str(b) for b in _bags(library)]
+    with Index.open(load_settings(_config(tmp_path))) as index, TestClient(create_app(index)) as client:
+        taught = client.post("/api/concepts/rex", json={"examples": bags[:2]})
+        assert taught.status_code == 200, taught.text
+        assert [c["name"] for c in client.get("/api/concepts").json()] == ["rex"]
+        hits = client.get("/api/search", params={"concept": "rex", "limit": 4}).json()
+        assert hits and all("concepts" in h for h in hits)
+        review = client.get("/api/concepts/rex/review", params={"n": 3}).json()["candidates"]
+        assert len(review) == 3
+        answered = client.post("/api/concepts/rex/answer", json={"ref": review[0]["path"], "answer": "n"})
+        assert answered.status_code == 200, answered.text
+        assert review[0]["path"] in client.get("/api/concepts/rex").json()["non_examples"]
+        assert review[0]["path"] not in client.get("/api/concepts/rex/members").json()["paths"]
+        suggestions = client.get("/api/concept-suggestions", params={"clusters": 2}).json()
+        assert suggestions["uncovered"] >= 1 and suggestions["clusters"]
+        bad = {
+            "unknown": client.get("/api/concepts/nobody"),
+            "path characters": client.post("/api/concepts/a..b%5Cc", json={"examples": bags[:1]}),
+            "not indexed": client.post("/api/concepts/fido", json={"examples": [str(tmp_path / "x.png")]}),
+            "too many": client.post("/api/concepts/rex", json={"examples": bags[:1] * 1001}),
+            "both": client.post("/api/concepts/rex", json={"examples": bags[2:3], "non_examples": bags[2:3]}),
+            "bad answer": client.post("/api/concepts/rex/answer", json={"ref": bags[3], "answer": "maybe"}),
+            "cross-site": client.delete("/api/concepts/rex", headers={"origin": "http://evil.example"}),
+        }
+        for what, response in bad.items():
+            assert 400 <= response.status_code < 500, (what, response.status_code, response.text)
+            assert response.json()["error"] and "\n" not in response.json()["error"], what
+        assert client.delete("/api/concepts/rex").status_code == 200
+        assert client.get("/api/concepts").json() == []

@@ -34,7 +34,12 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 _.'+-]*")
 
 
 class ConceptError(ClipdexError):
-    """A concept request that cannot be done (unknown concept, bad name, too many examples...)."""
+    """A concept request that cannot be done (unknown concept, bad name, too many examples...); ``status`` is
+    the HTTP answer's (404: no such concept or photo)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 def name_problem(name: str) -> str:
@@ -145,7 +150,7 @@ class ConceptBook:
         concept = self.concepts.get(name)
         if concept is None:
             known = ", ".join(sorted(self.concepts)[:5]) or "none yet"
-            raise ConceptError(f"no concept named {name!r} in this collection (concepts: {known})")
+            raise ConceptError(f"no concept named {name!r} in this collection (concepts: {known})", 404)
         return concept
 
     def usable(self, name: str, meta: CollectionMeta | None) -> Concept:

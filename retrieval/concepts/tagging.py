@@ -37,6 +37,34 @@ def members(judge: Judge, vectors: np.ndarray, payloads: list[dict[str, Any]]) -
     return inside
 
 
+def tag_rows(store: Any, judges: Mapping[str, Judge], ids: list[str], vectors: np.ndarray,
+             payloads: list[dict[str, Any]], forget: Iterable[str] = ()) -> dict[str, Any]:
+    """Tag these points (their vectors and payloads with :data:`FIELDS` in hand); write only changed lists.
+    ``payloads`` are updated in place to what was written."""
+    counts = dict.fromkeys(judges, 0)
+    gone = set(forget)
+    inside = {name: members(judge, vectors, payloads) for name, judge in judges.items()}
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i, payload in enumerate(payloads):
+        old = payload.get(FIELD) or []
+        new = {c for c in old if c not in judges and c not in gone}
+        for name, flags in inside.items():
+            if flags[i]:
+                new.add(name)
+                counts[name] += 1
+        if sorted(new) != sorted(old) or MARK not in payload:
+            groups[tuple(sorted(new))].append(i)
+    written = 0
+    for value, rows in groups.items():
+        for start in range(0, len(rows), 4096):
+            chunk = rows[start:start + 4096]
+            store.set_payload([ids[i] for i in chunk], {FIELD: list(value), MARK: 1})
+            for i in chunk:
+                payloads[i].update({FIELD: list(value), MARK: 1})
+        written += len(rows)
+    return {"scanned": len(ids), "written": written, "members": counts}
+
+
 def tag_vectors_store(store: Any, judges: Mapping[str, Judge], *, only_new: bool = False,
                       forget: Iterable[str] = ()) -> dict[str, Any]:
     """Score every point (``only_new``: those without the marker) against ``judges`` and write what changed.
@@ -44,27 +72,14 @@ def tag_vectors_store(store: Any, judges: Mapping[str, Judge], *, only_new: bool
     ``forget``: concept names to take off every point (a forgotten concept). Returns counts: points scanned,
     points written, members per concept.
     """
-    scanned = written = 0
-    counts = dict.fromkeys(judges, 0)
-    gone = set(forget)
+    total: dict[str, Any] = {"scanned": 0, "written": 0, "members": dict.fromkeys(judges, 0)}
     for ids, vectors, payloads in store.scroll_vectors(FIELDS, missing=MARK if only_new else None):
-        scanned += len(ids)
-        inside = {name: members(judge, vectors, payloads) for name, judge in judges.items()}
-        groups: dict[tuple[str, ...], list[str]] = defaultdict(list)
-        for i, (pid, payload) in enumerate(zip(ids, payloads, strict=True)):
-            old = payload.get(FIELD) or []
-            new = {c for c in old if c not in judges and c not in gone}
-            for name, flags in inside.items():
-                if flags[i]:
-                    new.add(name)
-                    counts[name] += 1
-            if sorted(new) != sorted(old) or MARK not in payload:
-                groups[tuple(sorted(new))].append(pid)
-        for value, group in groups.items():
-            for start in range(0, len(group), 4096):
-                store.set_payload(group[start:start + 4096], {FIELD: list(value), MARK: 1})
-            written += len(group)
-    return {"scanned": scanned, "written": written, "members": counts}
+        page = tag_rows(store, judges, ids, vectors, payloads, forget)
+        total["scanned"] += page["scanned"]
+        total["written"] += page["written"]
+        for name, n in page["members"].items():
+            total["members"][name] += n
+    return total
 
 
 def untag(store: Any, name: str) -> int:

@@ -47,9 +47,10 @@ def _meta(ctx: SearchContext) -> Any:
     return meta
 
 
-def resolve(ctx: SearchContext, refs: Sequence[str]) -> list[Example]:
+def resolve(ctx: SearchContext, refs: Sequence[str], *, indexed_only: bool = False) -> list[Example]:
     """Examples for paths or point ids: an indexed file gives its stored vector; any other image file is
-    encoded once (and its content hash kept, so the file counts as the example once it is indexed)."""
+    encoded once (and its content hash kept, so the file counts as the example once it is indexed).
+    ``indexed_only``: refuse files that are not indexed (the HTTP API never reads a path a client names)."""
     from retrieval.search.run import point_ref
 
     wanted = [point_ref(os.fspath(r)) for r in refs]
@@ -64,8 +65,8 @@ def resolve(ctx: SearchContext, refs: Sequence[str]) -> list[Example]:
                 raise ClipdexError(f"the stored vector of {ref} is damaged; ingest that file again")
             out.append(Example(vector.astype(np.float32), pid, str(payload.get("path", "")),
                                str(payload.get("hash", ""))))
-        elif key is None:
-            raise ConceptError(f"not in the collection: {ref}")
+        elif key is None or indexed_only:
+            raise ConceptError(f"not in the collection: {ref}", 404)
         else:
             out.append(Example(np.zeros(0, np.float32), "", key, ""))
             to_encode.append((i, os.fspath(ref)))
@@ -136,7 +137,7 @@ def _merge(current: list[Example], new: list[Example]) -> list[Example]:
 
 
 def teach(ctx: SearchContext, name: str, examples: Sequence[str] = (), non_examples: Sequence[str] = (), *,
-          resolved: tuple[list[Example], list[Example]] | None = None) -> TeachResult:
+          resolved: tuple[list[Example], list[Example]] | None = None, indexed_only: bool = False) -> TeachResult:
     """Create concept ``name`` from example paths (indexed files or any image files), or add to its examples and
     non-examples; fit it, save it, and tag the collection (only changed points are written)."""
     check_name(name)
@@ -152,7 +153,8 @@ def teach(ctx: SearchContext, name: str, examples: Sequence[str] = (), non_examp
         raise ConceptError(f"concept {name!r} is new: it needs at least one --example")
     elif len(shelf.concepts) >= MAX_CONCEPTS:
         raise ConceptError(f"this collection already has {MAX_CONCEPTS} concepts; forget one first")
-    pos, neg = resolved if resolved is not None else (resolve(ctx, examples), resolve(ctx, non_examples))
+    pos, neg = resolved if resolved is not None else (resolve(ctx, examples, indexed_only=indexed_only),
+                                                      resolve(ctx, non_examples, indexed_only=indexed_only))
     both = {e.key for e in pos} & {e.key for e in neg}
     if both:
         raise ConceptError(f"{sorted(both)[0]} is given both as an example and as a non-example")
