@@ -181,6 +181,32 @@ def tagging(dim: int, points: int) -> dict:
     return {"points": points, "load_s": round(load_s, 1), "tag_s": round(tag_s, 1), **report}
 
 
+def clustering(vectors: np.ndarray, labels: np.ndarray) -> dict:
+    """``concept suggest``'s candidates on one domain: NMI and purity against the classes, seconds, clusters."""
+    from sklearn.cluster import HDBSCAN
+    from sklearn.metrics import normalized_mutual_info_score
+
+    from retrieval.concepts.suggest import default_k, kmeans
+
+    def scored(found: np.ndarray, seconds: float) -> dict:
+        kept = found >= 0
+        purity = sum(np.bincount(labels[kept & (found == c)]).max() for c in np.unique(found[kept])) / len(found)
+        return {"nmi": round(float(normalized_mutual_info_score(labels, found)), 4), "purity": round(float(purity), 4),
+                "clusters": int(len(np.unique(found[kept]))), "noise": round(float(np.mean(~kept)), 4),
+                "seconds": round(seconds, 2)}
+
+    out = {}
+    for k in (len(np.unique(labels)), default_k(len(vectors))):
+        t0 = time.perf_counter()
+        found, _ = kmeans(vectors, k)
+        out[f"kmeans_k{k}"] = scored(found, time.perf_counter() - t0)
+    for size in (25, 100):
+        t0 = time.perf_counter()
+        found = HDBSCAN(min_cluster_size=size).fit(vectors).labels_
+        out[f"hdbscan_min{size}"] = scored(found, time.perf_counter() - t0)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.toml"))
@@ -191,9 +217,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--tag-points", type=int, default=1_000_000)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--only-suggest", action="store_true", help="only the clustering of concept suggest")
     args = parser.parse_args()
     z = embedded(args.config, Path(args.cache), args.data)
     out: dict = {"method": "ridge head vs library sample + text prior when the word is known + example cache"}
+    if args.only_suggest:
+        out = {"suggest": {"fashion_mnist": clustering(z["fm_vectors"], z["fm_labels"]),
+                           "glyphs": clustering(z["gl_vectors"], z["gl_labels"])}}
+        print(json.dumps(out))
+        return
     if not args.skip_quality:
         out["fashion_mnist"] = domain(z["fm_vectors"], z["fm_labels"], z["fm_names"], z["fm_zero_shot"], args.draws)
         gl = domain(z["gl_vectors"], z["gl_labels"], z["gl_names"], z["gl_names"], args.draws)

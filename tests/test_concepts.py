@@ -214,3 +214,20 @@ def test_http_api(cx: Callable[..., Result], library: Path, tmp_path: Path) -> N
             assert response.json()["error"] and "\n" not in response.json()["error"], what
         assert client.delete("/api/concepts/rex").status_code == 200
         assert client.get("/api/concepts").json() == []
+
+
+def test_suggest_clusters_what_no_concept_covers(cx: Callable[..., Result], library: Path) -> None:
+    bags = _bags(library)
+    assert cx("concept", "teach", "rex", "--example", bags[0], "--example", bags[1]).code == 0
+    members = set(cx("concept", "export", "rex").out.splitlines())
+    found = cx("concept", "suggest", "--clusters", "2", "--json")
+    assert found.code == 0, found.err
+    doc = found.json()
+    assert doc["uncovered"] == 16 - len(members) and len(doc["clusters"]) == 2
+    assert not {p for c in doc["clusters"] for p in c["typical"]} & members  # only what rex does not cover
+    assert all(c["name"] and c["typical"] for c in doc["clusters"])
+    first = doc["clusters"][0]
+    accepted = cx("concept", "suggest", "--clusters", "2", "--accept", "1", "--name", "cluster one", "--json")
+    assert accepted.code == 0, accepted.err
+    assert sorted(accepted.json()["examples"]) == sorted(first["typical"])
+    assert cx("concept", "suggest", "--accept", "1").code == 2  # --accept without --name: a usage error

@@ -71,7 +71,7 @@ class ReviewSession:
 
     def answer(self, ref: str, yes: bool) -> None:
         """``ref`` (a point id or indexed path) is a member (``yes``) or not; refit at once."""
-        from retrieval.search.run import point_ref
+        from retrieval.search.refs import point_ref
 
         pid, key = point_ref(ref)
         try:

@@ -51,7 +51,7 @@ def resolve(ctx: SearchContext, refs: Sequence[str], *, indexed_only: bool = Fal
     """Examples for paths or point ids: an indexed file gives its stored vector; any other image file is
     encoded once (and its content hash kept, so the file counts as the example once it is indexed).
     ``indexed_only``: refuse files that are not indexed (the HTTP API never reads a path a client names)."""
-    from retrieval.search.run import point_ref
+    from retrieval.search.refs import point_ref
 
     wanted = [point_ref(os.fspath(r)) for r in refs]
     found = ctx.store.points([pid for pid, _ in wanted])

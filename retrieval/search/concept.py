@@ -30,7 +30,7 @@ OVERSAMPLE = 4
 def search(ctx: SearchContext, req: SearchRequest, where: SearchFilter, limit: int) -> list[Hit]:
     """Hits for a request that names a concept (see the module docstring)."""
     from retrieval.concepts.teach import book, head_of
-    from retrieval.search import run
+    from retrieval.search.refs import stored_vectors
     from retrieval.search.vector import query_vector
     from retrieval.words import split_joined
 
@@ -53,8 +53,8 @@ def search(ctx: SearchContext, req: SearchRequest, where: SearchFilter, limit: i
     away = heads[req.not_concept].direction if req.not_concept else None
     toward = heads[req.concept] if req.concept else None
     if req.like or req.unlike:
-        positives = run.stored_vectors(ctx, req.like)
-        negatives = run.stored_vectors(ctx, req.unlike)
+        positives = stored_vectors(ctx, req.like)
+        negatives = stored_vectors(ctx, req.unlike)
         extra = [query_vector(ctx, req)] if req.has_query else []
         extra += [toward.direction] if toward is not None else []
         if extra:
