@@ -134,10 +134,9 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
 
     with Index.open(run.settings) as index:
         session = ReviewSession(index, name)
-        skipped: set[str] = set()
         asked = 0
         while asked < most:
-            candidate = next((c for c in session.candidates(batch + len(skipped)) if c.id not in skipped), None)
+            candidate = next(iter(session.candidates(batch)), None)
             if candidate is None:
                 break
             if run.json:
@@ -155,7 +154,7 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
             if key in ("y", "n"):
                 session.answer(candidate.id, key == "y")
             else:
-                skipped.add(candidate.id)
+                session.skip(candidate.id)
         result = session.finish() if session.answered else None
     doc = {"answered": session.answered, **(result.as_dict() if result else {"name": name})}
     run.emit(doc, lambda: echo(f"\n{session.answered} answers; concept {name}: "

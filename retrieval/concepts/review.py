@@ -53,6 +53,7 @@ class ReviewSession:
         self.library = library(ctx)
         self.text = name_vector(ctx, self.concept.name)
         self.answered = 0
+        self.skipped: set[int] = set()
         self._fit()
 
     def _fit(self) -> None:
@@ -61,7 +62,7 @@ class ReviewSession:
 
     def _labelled(self) -> np.ndarray:
         known = {e.key for e in self.concept.examples} | {e.key for e in self.concept.non_examples}
-        return np.array([i for i, k in enumerate(self.keys) if k in known], np.int64)
+        return np.array(sorted({i for i, k in enumerate(self.keys) if k in known} | self.skipped), np.int64)
 
     def candidates(self, n: int = 10) -> list[Candidate]:
         """The ``n`` photos whose answers teach the concept most now."""
@@ -69,17 +70,26 @@ class ReviewSession:
         return [Candidate(self.ids[i], str(self.payloads[i].get("path", "")), float(self.scores[i]),
                           bool(self.scores[i] >= self.cut)) for i in rows]
 
-    def answer(self, ref: str, yes: bool) -> None:
-        """``ref`` (a point id or indexed path) is a member (``yes``) or not; refit at once."""
+    def _row(self, ref: str) -> int:
         from retrieval.search.refs import point_ref
 
         pid, key = point_ref(ref)
         try:
             i = self.ids.index(pid)
         except ValueError:
-            raise ConceptError(f"not in the collection: {ref}") from None
+            raise ConceptError(f"not in the collection: {ref}", 404) from None
         if key is not None and self.payloads[i].get("path") != key:
-            raise ConceptError(f"not in the collection: {ref}")
+            raise ConceptError(f"not in the collection: {ref}", 404)
+        return i
+
+    def skip(self, ref: str) -> None:
+        """Not asked about ``ref`` again in this session."""
+        self.skipped.add(self._row(ref))
+
+    def answer(self, ref: str, yes: bool) -> None:
+        """``ref`` (a point id or indexed path) is a member (``yes``) or not; refit at once."""
+        i = self._row(ref)
+        pid = self.ids[i]
         example = Example(self.vectors[i].copy(), pid, str(self.payloads[i].get("path", "")), self.keys[i])
         mine, other = ((self.concept.examples, self.concept.non_examples) if yes
                        else (self.concept.non_examples, self.concept.examples))

@@ -231,7 +231,13 @@ def tag_new(ctx: SearchContext) -> dict[str, Any] | None:
     folder = getattr(ctx.store, "folder", None)
     if folder is None:
         return None
-    shelf = ConceptBook(folder)
+    try:
+        shelf = ConceptBook(folder)
+    except ConceptError as exc:  # a damaged concepts.json never fails the ingest that stored the photos
+        import logging
+
+        logging.getLogger("clipdex.concepts").warning("new photos not tagged: %s", exc)
+        return {"error": str(exc)}
     if not shelf.concepts:
         return None
     meta = _meta(ctx)

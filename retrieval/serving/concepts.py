@@ -157,7 +157,9 @@ def add_routes(app: FastAPI, service: Any) -> None:
         review = session(name)
         started = time.perf_counter()
         result = None
-        if body.answer != "s":
+        if body.answer == "s":
+            call(review.skip, body.ref)
+        else:
             call(review.answer, body.ref, body.answer == "y")
             result = call(review.finish)
             sessions[name] = ((index.store.count(), review.concept.updated), review)
