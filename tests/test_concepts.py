@@ -58,11 +58,15 @@ def _bags(library: Path) -> list[Path]:
     return sorted((library / "bag").iterdir())
 
 
-def _payload_concepts(tmp_path: Path, collection: str = "fm") -> dict[str, list[str]]:
+def _payloads(tmp_path: Path, collection: str = "fm") -> dict[str, dict]:
     from retrieval import Index, load_settings
 
     with Index.open(load_settings(_config(tmp_path, collection))) as index:
-        return {p["path"]: p.get("concepts") or [] for _, p in index.store.payloads(["path", "concepts"])}
+        return {p["path"]: p for _, p in index.store.payloads(["path", "concepts", "concepts_at"])}
+
+
+def _payload_concepts(tmp_path: Path, collection: str = "fm") -> dict[str, list[str]]:
+    return {path: p.get("concepts") or [] for path, p in _payloads(tmp_path, collection).items()}
 
 
 def test_teach_search_export_forget(cx: Callable[..., Result], library: Path, tmp_path: Path) -> None:
@@ -91,7 +95,7 @@ def test_teach_search_export_forget(cx: Callable[..., Result], library: Path, tm
 
     forgot = cx("concept", "forget", "rex")
     assert forgot.code == 0, forgot.err
-    assert not any("rex" in c for c in _payload_concepts(tmp_path).values())
+    assert all(set(p) == {"path"} for p in _payloads(tmp_path).values())  # the last concept: no field left
     gone = cx("search", "--concept", "rex")
     assert gone.code == 1 and "no concept named 'rex'" in gone.err and len(gone.err.splitlines()) == 1
 

@@ -191,6 +191,8 @@ def forget(ctx: SearchContext, name: str) -> dict[str, Any]:
     untagged = tagging.untag(ctx.store, name)
     del shelf.concepts[name]
     shelf.save()
+    if not shelf.concepts:  # the last one: no trace of concepts left in any payload
+        ctx.store.drop_fields((tagging.FIELD, tagging.MARK))  # type: ignore[attr-defined]
     ctx.store.flush()
     return {"name": name, "untagged": untagged}
 

@@ -371,6 +371,13 @@ class EdgeStore(EdgeTextMixin):
             self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
             self._damaged.difference_update(ids)
 
+    def drop_fields(self, keys: Sequence[str]) -> None:
+        """Remove these payload fields from every point that has one of them."""
+        if self._shard is not None and keys:
+            having = qe.Filter(should=[qe.Filter(must_not=[qe.IsEmptyCondition(k)]) for k in keys])
+            self._room(space.small_write_bytes(self.count()), f"remove {', '.join(keys)} from the points")
+            self._shard.update(qe.UpdateOperation.delete_payload_by_filter(having, list(keys)))
+
     def problems(self) -> list[str]:
         return health.file_problems(self.folder)
 
