@@ -20,7 +20,8 @@ min(100, members not yet labelled), on what is not labelled, of
 
 Timing (``--points``, default 100,000 random unit vectors of the model's width): teach (fit + threshold + scoring
 every point) and refit after one answer, p50 of ``--repeats``. Tagging (``--tag-points``, default 1,000,000
-synthetic points in a real embedded store, 0 to skip): :func:`retrieval.concepts.tagging.tag` of one concept.
+synthetic points in a real embedded store loaded without HNSW graphs, 0 to skip): one concept tagged over every
+point (:func:`retrieval.concepts.tagging.tag_vectors_store`: scroll with vectors, score, write what changed).
 
 Prints one JSON line.
 """
@@ -166,11 +167,13 @@ def tagging(dim: int, points: int) -> dict:
     """Seconds to tag one concept over ``points`` synthetic points in a real embedded store."""
     from retrieval.concepts.tagging import tag_vectors_store
     from retrieval.store import CollectionMeta
+    from retrieval.store.base import IndexConfig
     from retrieval.store.edge import EdgeStore
 
     rng = np.random.default_rng(1)
     with tempfile.TemporaryDirectory(prefix="clipdex-concepts-") as tmp:
-        store = EdgeStore(Path(tmp) / "c")
+        # no HNSW graph is built while loading (tagging scrolls every point and never searches the graph)
+        store = EdgeStore(Path(tmp) / "c", config=IndexConfig(index_threshold=10**9, segment_points=10**9))
         store.create(CollectionMeta("synthetic", "", dim))
         t0 = time.perf_counter()
         import uuid

@@ -114,6 +114,7 @@ def test_survives_rebuild_and_keeps_renamed_and_new_files(cx: Callable[..., Resu
     assert report["concepts"]["scanned"] >= 2  # only the new and moved points were scored
     exported = set(cx("concept", "export", "rex").out.splitlines())
     assert str(moved) in exported and str(copy) in exported and str(bags[0]) not in exported
+    assert cx("concept", "show", "rex", "--json").json()["members"] == len(exported)  # counted from the tags now
 
 
 def test_review_takes_one_keystroke_per_answer(cx: Callable[..., Result], library: Path,

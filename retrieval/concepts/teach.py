@@ -210,13 +210,23 @@ def rename(ctx: SearchContext, name: str, new: str) -> Concept:
     return refit(ctx, concept, shelf).concept
 
 
+def _live(ctx: SearchContext, found: list[Concept]) -> list[Concept]:
+    """``found`` with their member counts read from the payload tags now (ingest adds members by itself)."""
+    if found:
+        counts = ctx.store.facet_counts(tagging.FIELD, MAX_CONCEPTS + 10)
+        for concept in found:
+            concept.members = int(counts.get(concept.name, 0))
+    return found
+
+
 def concepts(ctx: SearchContext) -> list[Concept]:
-    """Every concept of the collection, by name."""
-    return [shelf_concept for _, shelf_concept in sorted(book(ctx).concepts.items())]
+    """Every concept of the collection, by name, with its members now."""
+    return _live(ctx, [shelf_concept for _, shelf_concept in sorted(book(ctx).concepts.items())])
 
 
 def show(ctx: SearchContext, name: str) -> Concept:
-    return book(ctx).get(name)
+    """One concept, with its members now."""
+    return _live(ctx, [book(ctx).get(name)])[0]
 
 
 def member_paths(ctx: SearchContext, name: str) -> list[str]:
