@@ -148,6 +148,8 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
             if not line:
                 break
             key = line.strip().lower()[:1]
+            if not run.json and not sys.stdin.isatty():
+                click.echo(key)  # answers from a pipe: each on its candidate's line
             if key == "q":
                 break
             asked += 1
@@ -157,7 +159,7 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
                 session.skip(candidate.id)
         result = session.finish() if session.answered else None
     doc = {"answered": session.answered, **(result.as_dict() if result else {"name": name})}
-    run.emit(doc, lambda: echo(f"\n{session.answered} answers; concept {name}: "
+    run.emit(doc, lambda: echo(f"{session.answered} answers; concept {name}: "
                                f"{doc.get('members', session.concept.members):,} members"))
 
 
