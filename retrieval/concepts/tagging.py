@@ -37,31 +37,33 @@ def members(judge: Judge, vectors: np.ndarray, payloads: list[dict[str, Any]]) -
     return inside
 
 
-def tag_rows(store: Any, judges: Mapping[str, Judge], ids: list[str], vectors: np.ndarray,
+def tag_rows(store: Any, judges: Mapping[str, Judge], ids: list[Any], vectors: np.ndarray,
              payloads: list[dict[str, Any]], forget: Iterable[str] = ()) -> dict[str, Any]:
     """Tag these points (their vectors and payloads with :data:`FIELDS` in hand); write only changed lists.
     ``payloads`` are updated in place to what was written."""
-    counts = dict.fromkeys(judges, 0)
     gone = set(forget)
-    inside = {name: members(judge, vectors, payloads) for name, judge in judges.items()}
+    olds = [p.get(FIELD) or [] for p in payloads]
+    changed = np.array([MARK not in p for p in payloads], bool)
+    if gone:
+        changed |= np.array([bool(gone.intersection(old)) for old in olds], bool)
+    inside = {}
+    for name, judge in judges.items():
+        inside[name] = members(judge, vectors, payloads)
+        changed |= inside[name] != np.array([name in old for old in olds], bool)
     groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
-    for i, payload in enumerate(payloads):
-        old = payload.get(FIELD) or []
-        new = {c for c in old if c not in judges and c not in gone}
-        for name, flags in inside.items():
-            if flags[i]:
-                new.add(name)
-                counts[name] += 1
-        if sorted(new) != sorted(old) or MARK not in payload:
-            groups[tuple(sorted(new))].append(i)
+    for i in np.flatnonzero(changed):
+        new = {c for c in olds[i] if c not in judges and c not in gone}
+        new.update(name for name, flags in inside.items() if flags[i])
+        groups[tuple(sorted(new))].append(int(i))
     written = 0
     for value, rows in groups.items():
-        for start in range(0, len(rows), 4096):
-            chunk = rows[start:start + 4096]
+        for start in range(0, len(rows), 8192):
+            chunk = rows[start:start + 8192]
             store.set_payload([ids[i] for i in chunk], {FIELD: list(value), MARK: 1})
             for i in chunk:
                 payloads[i].update({FIELD: list(value), MARK: 1})
         written += len(rows)
+    counts = {name: int(flags.sum()) for name, flags in inside.items()}
     return {"scanned": len(ids), "written": written, "members": counts}
 
 
@@ -73,7 +75,7 @@ def tag_vectors_store(store: Any, judges: Mapping[str, Judge], *, only_new: bool
     points written, members per concept.
     """
     total: dict[str, Any] = {"scanned": 0, "written": 0, "members": dict.fromkeys(judges, 0)}
-    for ids, vectors, payloads in store.scroll_vectors(FIELDS, missing=MARK if only_new else None):
+    for ids, vectors, payloads in store.scroll_vectors(FIELDS, missing=MARK if only_new else None, raw_ids=True):
         page = tag_rows(store, judges, ids, vectors, payloads, forget)
         total["scanned"] += page["scanned"]
         total["written"] += page["written"]

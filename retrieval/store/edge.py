@@ -287,11 +287,12 @@ class EdgeStore(EdgeTextMixin):
                 return
 
     def scroll_vectors(self, fields: Sequence[str], *, missing: str | None = None,
-                       having: tuple[str, str] | None = None, vectors: bool = True,
-                       page: int = 4096) -> Iterator[tuple[list[str], np.ndarray, list[dict[str, Any]]]]:
+                       having: tuple[str, str] | None = None, vectors: bool = True, page: int = 8192,
+                       raw_ids: bool = False) -> Iterator[tuple[list[Any], np.ndarray, list[dict[str, Any]]]]:
         """Pages of (ids, vectors as rows, payloads with ``fields``): every point, or only those whose payload
         field ``missing`` is empty, or whose keyword field ``having[0]`` holds ``having[1]``. ``vectors``: False
-        gives a (n, 0) array."""
+        gives a (n, 0) array. ``raw_ids``: the engine's id objects (which :meth:`set_payload` takes as they are)
+        instead of strings."""
         if self._shard is None:
             return
         must: list[Any] = []
@@ -307,7 +308,8 @@ class EdgeStore(EdgeTextMixin):
             if records:
                 rows = (np.asarray([_dense(r.vector) for r in records], np.float32) if vectors
                         else np.zeros((len(records), 0), np.float32))
-                yield [str(r.id) for r in records], rows, [dict(r.payload or {}) for r in records]
+                ids = [r.id for r in records] if raw_ids else [str(r.id) for r in records]
+                yield ids, rows, [dict(r.payload or {}) for r in records]
             if offset is None:
                 return
 
@@ -368,8 +370,9 @@ class EdgeStore(EdgeTextMixin):
     def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
-            self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
-            self._damaged.difference_update(ids)
+            self.shard.update(qe.UpdateOperation.set_payload(
+                [uuid.UUID(i) if isinstance(i, str) else i for i in ids], values))
+            self._damaged.difference_update(str(i) for i in ids)
 
     def drop_fields(self, keys: Sequence[str]) -> None:
         """Remove these payload fields from every point that has one of them."""
