@@ -15,6 +15,7 @@ Searching with a concept is :mod:`retrieval.search.concept`.
 
 from retrieval.concepts.book import MAX_EXAMPLES, MAX_NAME_CHARS, Concept, ConceptError
 from retrieval.concepts.review import Candidate, ReviewSession
+from retrieval.concepts.suggest import Cluster, SuggestResults, accept, suggest
 from retrieval.concepts.teach import (
     TeachResult,
     concepts,
@@ -26,5 +27,6 @@ from retrieval.concepts.teach import (
     teach,
 )
 
-__all__ = ["MAX_EXAMPLES", "MAX_NAME_CHARS", "Candidate", "Concept", "ConceptError", "ReviewSession",
-           "TeachResult", "concepts", "forget", "member_paths", "rename", "show", "tag_new", "teach"]
+__all__ = ["MAX_EXAMPLES", "MAX_NAME_CHARS", "Candidate", "Cluster", "Concept", "ConceptError", "ReviewSession",
+           "SuggestResults", "TeachResult", "accept", "concepts", "forget", "member_paths", "rename", "show", "suggest",
+           "tag_new", "teach"]
