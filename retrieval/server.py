@@ -32,6 +32,7 @@ from retrieval.index import STATUS_KEYS, Index
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.run import hit_row
 from retrieval.serving import browse as browse_routes
+from retrieval.serving import concepts as concept_routes
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse
@@ -383,4 +384,5 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
 
     browse = app.state.browse = browse_routes.add_routes(app, service)
     duplicate_routes.add_routes(app, service, on_change=browse.invalidate)
+    concept_routes.add_routes(app, service)
     return app
