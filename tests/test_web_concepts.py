@@ -101,10 +101,21 @@ def test_teach_mark_rename_and_forget_a_concept(served: Served, browser: webdriv
     assert serious_violations(driver, axe) == []
     shot(driver, tmp_path, f"concept-results-{width}")
 
+    # the viewer: "Not NAME" answers for the photo shown
+    other = next(p for p in ranked if p not in after_no["examples"] + after_no["non_examples"])
+    card(driver, other).find_element(By.CSS_SELECTOR, ".thumb").click()
+    wait(driver, lambda d: d.find_element(By.ID, "viewer-concept").is_displayed(), "no concept buttons in the viewer")
+    assert driver.find_element(By.ID, "viewer-concept-yes").text == f"Add to {name}"
+    driver.find_element(By.ID, "viewer-concept-no").click()
+    wait(driver, lambda d: answers(d) == "3", "the viewer's answer never finished")
+    assert other in served.http.get(f"/api/concepts/{name}").json()["non_examples"]
+    driver.find_element(By.TAG_NAME, "body").send_keys(Keys.ESCAPE)
+    wait(driver, lambda d: not d.find_element(By.ID, "viewer").is_displayed(), "the viewer never closed")
+
     # the panel: its member count; members; rename; forget
     driver.find_element(By.ID, "tab-concepts").click()
     wait(driver, lambda d: name in panel_rows(d), "the panel never listed the concept")
-    assert panel_rows(driver)[name] == f"{after_no['members']:,}"
+    assert panel_rows(driver)[name] == f"{served.http.get(f'/api/concepts/{name}').json()['members']:,}"
     assert serious_violations(driver, axe) == []
     shot(driver, tmp_path, f"concepts-panel-{width}")
     row = driver.find_element(By.CSS_SELECTOR, "#concept-list tr.concept")
