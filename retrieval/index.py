@@ -20,6 +20,7 @@ import numpy as np
 from ingest.ocr_engine import split_joined
 from ingest.records import path_key, point_id
 from ingest.scan import root_error
+from ingest.video.counts import video_counts
 from retrieval import hybrid
 from retrieval.errors import ClipdexError
 from retrieval.model.loader import Encoders, planned_engines
@@ -164,7 +165,7 @@ class Index:
         else:
             report = ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                             batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
-                            index_threshold=self.settings.store.index_threshold)
+                            index_threshold=self.settings.store.index_threshold, video=self.settings.video)
         if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
             report.ocr = self.read_text(progress=progress).as_dict()
         return report
@@ -281,7 +282,7 @@ class Index:
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed(), "problems": self.store.problems(),
-                "ocr": self.ocr_status(), "engines": self.engines(meta),
+                "ocr": self.ocr_status(), "engines": self.engines(meta), **video_counts(self.store),
                 "layout": self.store.layout() if meta else LAYOUT}
 
     def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
@@ -362,7 +363,7 @@ def _check_query_image(path: str) -> None:
 
 
 STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
-               "ocr", "engines", "layout")
+               "ocr", "engines", "layout", "videos", "moments")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 

@@ -29,17 +29,19 @@ from retrieval.store import LAYOUT
               help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
 @click.option("--ocr/--no-ocr", default=None,
               help="Then read the text in the images (an OCR pass after the CLIP pass) [default: [ocr] enabled].")
+@click.option("--video/--no-video", default=None,
+              help="Also ingest videos, one point per moment [default: [ingest] video, on].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
               help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
                    "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool, ocr: bool | None, ray_address: str | None) -> None:
-    """Embed the images below FOLDERS; re-runs only do what changed."""
+           prune: bool, ocr: bool | None, video: bool | None, ray_address: str | None) -> None:
+    """Embed the images and videos below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
-        "skip_hidden": None if hidden is None else not hidden, "workers": workers})
+        "skip_hidden": None if hidden is None else not hidden, "workers": workers, "video": video})
     with Index.open(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
         if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
@@ -53,7 +55,8 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
 
     def human() -> None:
         echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
-                   f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}")
+                   f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}"
+             + (f", videos {report.videos} ({report.moments} moments)" if report.videos else ""))
         for item in report.failed:
             echo(f"  failed: {item['path']}: {item['error']}")
         if report.ocr is not None:
@@ -182,6 +185,8 @@ def status(run: Run, check: bool) -> None:
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"
             echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+        if info.get("videos"):
+            echo(f"videos      {info['videos']:,} ({info['moments']:,} moments)")
         if info["points"]:
             echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
         if info["unindexed"]:

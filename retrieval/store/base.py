@@ -15,7 +15,7 @@ import numpy as np
 
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
-KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root")
+KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "media")
 FLOAT_FIELDS = ("taken_ts",)
 LAYOUT = 2
 """The store layout this clipdex writes. 1 (clipdex before 0.x of issue 18): float32 vectors, a keyword
