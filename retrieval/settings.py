@@ -130,7 +130,7 @@ class VideoSettings(_Section):
     keyframe_gap_s: float = Field(2.0, ge=0, le=60)
     """Decode keyframes only when no two keyframes are further apart than this (else every frame is decoded
     and one per ``probe_s`` compared)."""
-    cut_threshold: float = Field(0.12, gt=0, le=1)
+    cut_threshold: float = Field(0.08, gt=0, le=1)
     """A shot cut: the mean absolute difference of two small grey frames (0..1) above this."""
     merge_cosine: float = Field(0.97, ge=0, le=1.0001)
     """Neighbouring moments whose vectors are at least this similar become one moment."""

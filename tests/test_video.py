@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import av
+import numpy as np
 import pytest
 
 from tests.images import pattern
-from tests.videos import solid, write_video
+from tests.videos import absurd_duration, patch_bytes, write_audio_only, write_vfr, write_video
 
 SCENES = [(pattern(1), 3.0), (pattern(2), 2.0), (pattern(3), 3.0)]  # cuts at 3 s and 5 s
 
@@ -93,3 +93,97 @@ def test_no_video_flag(clipdex, config: Path, library: Path) -> None:
     report = clipdex("ingest", library, "--no-video", "--json").json()
     assert report["indexed"] == 1 and report["videos"] == 0
     assert {p["path"] for p in stored(config)} == {str(library / "photo.png")}
+
+
+def test_hostile_files_each_bounded(clipdex, config: Path, tmp_path: Path) -> None:
+    """Each hostile file gives one failed line or a bounded result; the run goes on and is quick."""
+    lib = tmp_path / "hostile"
+    lib.mkdir()
+    (lib / "empty.mp4").write_bytes(b"")
+    (lib / "text.mp4").write_text("this is not a video\n" * 20)
+    whole = write_video(tmp_path / "whole.mp4", [(pattern(1), 2.0), (pattern(2), 2.0)])
+    (lib / "truncated.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])  # no index at the end
+    stream = write_video(tmp_path / "whole.mkv", [(pattern(1), 2.0), (pattern(2), 2.0)])
+    (lib / "truncated.mkv").write_bytes(stream.read_bytes()[: stream.stat().st_size * 6 // 10])  # streamable
+    write_audio_only(lib / "audio.mp4")
+    patch_bytes(write_video(lib / "codec.mp4", [(pattern(3), 1.0)]), b"avc1", b"zzzz")  # a codec nobody knows
+    absurd_duration(write_video(lib / "absurd.mp4", [(pattern(3), 2.0)]))
+    write_video(lib / "tenbit.mp4", [(pattern(4), 2.0)], pix_fmt="yuv420p10le")
+    write_vfr(lib / "vfr.mp4", [pattern(i // 3) for i in range(9)], [0, 0.1, 0.2, 1.5, 1.6, 3.0, 4.0, 6.5, 6.6])
+    start = time.monotonic()
+    r = clipdex("ingest", lib, "--json")
+    assert r.code == 0, r.err
+    report = r.json()
+    assert time.monotonic() - start < 60
+    failed = {Path(f["path"]).name: f["error"] for f in report["failed"]}
+    assert set(failed) == {"empty.mp4", "text.mp4", "truncated.mp4", "audio.mp4", "codec.mp4"}, failed
+    assert "audio only" in failed["audio.mp4"] and "codec" in failed["codec.mp4"]
+    assert all("\n" not in e and len(e) < 300 for e in failed.values())
+    assert report["videos"] == 4
+    points = {Path(p["path"]).name: p for p in stored(config)}
+    assert points["absurd.mp4"]["duration_s"] == pytest.approx(2.0, abs=0.2)  # measured, not the header's
+    assert points["tenbit.mp4"]["codec"] == "h264"
+    assert points["vfr.mp4"]["duration_s"] == pytest.approx(6.6, abs=0.2)
+    vfr = sorted(p["start_s"] for p in stored(config) if p["path"].endswith("vfr.mp4"))
+    assert vfr == pytest.approx([0.0, 1.5, 4.0], abs=0.01)  # cuts found at the variable frame times
+
+
+@pytest.mark.parametrize("cap", [{"max_frames": 5}, {"max_seconds": 1.0}, {"time_s": 1e-6},
+                                 {"max_gigapixels": 1e-5}, {"max_moments": 1}])
+def test_caps_keep_a_bounded_result(tmp_path: Path, cap: dict) -> None:
+    from ingest.scan import ScannedFile
+    from ingest.video.run import read_video
+    from retrieval.settings import VideoSettings
+
+    video = write_video(tmp_path / "v.mp4", SCENES)
+    file = ScannedFile(str(video), video.stat().st_size, video.stat().st_mtime_ns)
+    result = read_video(file, lambda segs: np.eye(8, dtype=np.float32)[: len(segs)], VideoSettings(**cap), size=32,
+                        max_megapixels=64, batch_size=8)
+    assert result.status == "video" and result.meta["truncated"].startswith("[video] " + next(iter(cap)))
+    assert result.moments and result.moments[-1].end_s <= 8.0
+    assert len(result.moments) < 3
+
+
+def _store_versions(config: Path, name: str) -> dict[str, list[dict]]:
+    """The stored moments of ``name`` grouped by content version (hash)."""
+    out: dict[str, list[dict]] = {}
+    for p in stored(config):
+        if p["path"].endswith(name):
+            out.setdefault(p["hash"], []).append(p)
+    return out
+
+
+def test_kill_mid_video_leaves_whole_versions(clipdex, config: Path, tmp_path: Path) -> None:
+    """kill -9 while a changed video is read and stored: each stored version of it is whole; a re-run keeps
+    exactly the new one."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    scenes = [(pattern(20 + i), 1.0) for i in range(12)]
+    write_video(lib / "a.mp4", [(pattern(1), 1.0)])
+    write_video(lib / "b.mp4", scenes, size=(320, 240), fps=30)
+    with config.open("a") as fh:  # every frame a moment: b.mp4 takes a while to read and embed
+        fh.write("[video]\nprobe_s = 0.001\nmax_gap_s = 0.01\nmerge_cosine = 1.0001\n")
+    assert clipdex("ingest", lib, "--json").code == 0
+    old = _store_versions(config, "b.mp4")
+    assert len(old) == 1
+    write_video(lib / "a.mp4", [(pattern(2), 1.0)])
+    write_video(lib / "b.mp4", scenes[::-1], size=(320, 240), fps=30)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "retrieval.cli", "ingest", str(lib), "--progress", "--config",
+                             str(config)], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env, text=True)
+    assert proc.stderr is not None
+    deadline = time.monotonic() + 60
+    for line in proc.stderr:  # the first video is done: the second is being read
+        if "video 1/2" in line or time.monotonic() > deadline:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    versions = _store_versions(config, "b.mp4")  # mostly the old version: b.mp4 takes over a second
+    assert versions and all(len(v) == v[0]["video_points"] for v in versions.values()), \
+        {h: (len(v), v[0]["video_points"]) for h, v in versions.items()}
+    r = clipdex("ingest", lib, "--json")
+    assert r.code == 0, r.err
+    final = _store_versions(config, "b.mp4")
+    assert len(final) == 1 and set(final) != set(old)
+    (moments,) = final.values()
+    assert len(moments) == moments[0]["video_points"]

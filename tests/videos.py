@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -20,8 +21,8 @@ def write_video(path: Path, scenes: Sequence[tuple[Image.Image, float]], *, size
                 options: dict[str, str] | None = None) -> Path:
     """Encode ``scenes`` (picture, seconds) one after another into ``path`` (container from the suffix).
 
-    Each scene shows its picture letterboxed on black, drifting a pixel per frame when ``motion`` (so
-    frames of a shot differ a little, as in real footage). ``rotation``: display rotation in degrees
+    Each scene shows its picture letterboxed on black, shaking by a pixel when ``motion`` (so frames of a
+    shot differ a little, as in real footage). ``rotation``: display rotation in degrees
     (counter-clockwise, as a phone writes it). ``gop``: keyframe interval in frames (None: the codec's).
     """
     suffix = path.suffix.lstrip(".").lower()
@@ -44,7 +45,7 @@ def write_video(path: Path, scenes: Sequence[tuple[Image.Image, float]], *, size
         for picture, seconds in scenes:
             canvas = _canvas(picture, width, height)
             for i in range(max(1, round(seconds * fps))):
-                frame = np.roll(canvas, i % 8, axis=1) if motion else canvas
+                frame = np.roll(canvas, (i // 3) % 2, axis=1) if motion else canvas
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
                     out.mux(packet)
         for packet in stream.encode():
@@ -66,3 +67,59 @@ def _canvas(picture: Image.Image, width: int, height: int) -> np.ndarray:
 def solid(colour: tuple[int, int, int], size: tuple[int, int] = (64, 48)) -> Image.Image:
     """One flat colour."""
     return Image.new("RGB", size, colour)
+
+
+def write_audio_only(path: Path, seconds: float = 1.0) -> Path:
+    """A file with one AAC audio stream and no video (named like a video by the caller)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("aac", rate=16000)
+        samples = int(16000 * seconds)
+        tone = (np.sin(np.arange(samples) * 0.1) * 3000).astype(np.int16)[None, :]
+        frame = av.AudioFrame.from_ndarray(tone, format="s16", layout="mono")
+        frame.sample_rate = 16000
+        for packet in stream.encode(frame):
+            out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def write_vfr(path: Path, pictures: Sequence[Image.Image], times_s: Sequence[float],
+              size: tuple[int, int] = (64, 48)) -> Path:
+    """Variable frame rate: frame i shows ``pictures[i]`` at ``times_s[i]`` (irregular gaps)."""
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=30)
+        stream.width, stream.height, stream.pix_fmt = size[0], size[1], "yuv420p"
+        stream.codec_context.time_base = Fraction(1, 1000)
+        stream.options = {"preset": "ultrafast"}
+        for picture, t in zip(pictures, times_s, strict=True):
+            frame = av.VideoFrame.from_ndarray(_canvas(picture, *size), format="rgb24")
+            frame.pts, frame.time_base = round(t * 1000), Fraction(1, 1000)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def patch_bytes(path: Path, old: bytes, new: bytes) -> Path:
+    """Replace every ``old`` by ``new`` (same length) in the file: a damaged header."""
+    data = path.read_bytes()
+    assert old in data and len(old) == len(new)
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+def absurd_duration(path: Path) -> Path:
+    """An mp4 whose movie and media headers claim about 136 years (duration fields set to 2^32 - 1)."""
+    data = bytearray(path.read_bytes())
+    for box in (b"mvhd", b"mdhd", b"tkhd"):
+        at = data.find(box)
+        while at >= 0:
+            version = data[at + 4]
+            offset = {b"mvhd": 16, b"mdhd": 16, b"tkhd": 20}[box] if version == 0 else None
+            if offset is not None:
+                data[at + 4 + offset:at + 8 + offset] = b"\xff\xff\xff\xff"
+            at = data.find(box, at + 4)
+    path.write_bytes(bytes(data))
+    return path

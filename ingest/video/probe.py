@@ -46,9 +46,12 @@ def open_video(path: str) -> av.container.InputContainer:
 
 def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream:
     """The first video stream, ready to decode; an audio-only file or an unknown codec raises VideoError."""
+    if not container.streams.video:
+        raise VideoError("no video stream (audio only?)")
     streams = [s for s in container.streams.video if s.codec_context is not None]
     if not streams:
-        raise VideoError("no video stream (audio only?)")
+        tag = getattr(container.streams.video[0], "codec_tag", "") or "unknown"
+        raise VideoError(f"cannot decode its video codec ({tag})")
     stream = streams[0]
     if stream.codec_context.codec is None or not stream.codec_context.codec.is_decoder:
         raise VideoError(f"cannot decode codec {stream.codec_context.name!r}")

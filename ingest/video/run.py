@@ -81,6 +81,8 @@ def read_video(file: ScannedFile, encode: Callable[[list[Segment]], np.ndarray],
                     break
             if pending:
                 merger.add(pending, encode(pending))
+            if len(merger.moments) > settings.max_moments:
+                sampler.stats.truncated = f"[video] max_moments ({settings.max_moments})"
     except (VideoError, DecodeError) as exc:
         return VideoResult(file, "failed", hash=digest, error=str(exc), unreadable=not digest)
     except OSError as exc:

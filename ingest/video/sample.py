@@ -73,7 +73,7 @@ class VideoSampler:
                 stream.codec_context.skip_frame = "NONKEY"
             segmenter = Segmenter(self.settings.cut_threshold, self.settings.max_gap_s)
             next_probe = -1.0
-            step = 1.0 / float(stream.average_rate) if stream.average_rate else 0.04
+            step = min(0.1, 1.0 / float(stream.average_rate)) if stream.average_rate else 0.04  # one frame
             frames = _decode(container, stream)
             try:
                 for frame in frames:
