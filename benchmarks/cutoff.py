@@ -5,8 +5,8 @@ images); the vectors go into a real embedded store. For each of the 10 class pro
 {class}.") the returned set is compared with the class's 1,000 true members (F1):
 
 * ``auto``: ``Index.search(text=prompt, relevant=True, limit=10000)``, the product path (a random sample
-  of the store scored against the query, :data:`retrieval.cutoff.DEFAULT`);
-* each candidate method of :data:`retrieval.cutoff.METHODS` on the same sample (``methods``);
+  of the store scored against the query, :data:`retrieval.search.cutoff.DEFAULT`);
+* each candidate method of :data:`retrieval.search.cutoff.METHODS` on the same sample (``methods``);
 * top-k for several k (``topk``), and the single fixed cosine threshold chosen in hindsight with the
   labels, the best over all thresholds for the mean F1 of the 10 prompts (``best_fixed``).
 
@@ -30,10 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "benchmarks"]  # benchmarks/ingest.py
 sys.path.insert(0, str(REPO))  # would shadow the ingest package
 
-from retrieval import Index, cutoff, load_settings  # noqa: E402
+from retrieval import Index, load_settings  # noqa: E402
 from retrieval.datasets import FMNIST_CLASSES, FMNIST_TEMPLATES, fashion_mnist  # noqa: E402
 from retrieval.evaluate import embed_images  # noqa: E402
 from retrieval.model.torch_backend import TorchEncoder  # noqa: E402
+from retrieval.search import cutoff  # noqa: E402
 from retrieval.store import CollectionMeta  # noqa: E402
 
 TOPK = (10, 100, 500, 1000, 2000)

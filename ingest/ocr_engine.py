@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from retrieval.settings import OcrSettings
+from retrieval.words import split_joined
 
 MIN_SIDE = 32
 """Both sides of what the detector sees are at least this (1×N strips are padded, never resized to 0)."""
@@ -90,16 +91,6 @@ class OcrEngine:
 
 
 _WORDCHARS = re.compile(r"[^\W_]")
-_JOINED = re.compile(r"(?<=[^\W\d_])(?=\d)|(?<=\d)(?=[^\W\d_])")
-
-
-def split_joined(text: str) -> str:
-    """A space between letters and digits that touch ("Total42.50" → "Total 42.50").
-
-    The recogniser often drops the space there; applied to the stored text *and* to every phrase searched,
-    so "A4" still finds "A4" (both become "A 4").
-    """
-    return _JOINED.sub(" ", text)
 
 
 def split_words(crop: np.ndarray, gap: float = 0.4) -> list[np.ndarray]:

@@ -8,28 +8,23 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.ocr_engine import split_joined
-from ingest.records import path_key, point_id
 from ingest.scan import root_error
 from ingest.video.counts import video_counts
-from retrieval import hybrid
 from retrieval.errors import ClipdexError
 from retrieval.model.loader import Encoders, planned_engines
 from retrieval.model.precision import mixable, mixes_with
 from retrieval.model.weights import weights_fingerprint
-from retrieval.query import combine, recommend_vector
-from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.search import run
+from retrieval.search.request import SearchParams, SearchRequest
+from retrieval.search.vector import query_vector
 from retrieval.settings import Settings
-from retrieval.store import LAYOUT, CollectionMeta, Hit, MetadataLost, SearchFilter, VectorStore, open_store
+from retrieval.store import LAYOUT, CollectionMeta, Hit, MetadataLost, VectorStore, open_store
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
     from ingest.finish import Progress
@@ -184,92 +179,30 @@ class Index:
 
     # -- search --------------------------------------------------------------------------------
     def query_vector(self, request: SearchParams | str | None = None, /, **fields: Any) -> np.ndarray:
-        """The unit vector of a request's text, example image and negative prompts (retrieval.query.combine).
+        """The unit vector of a request's text, example image and negative prompts (retrieval.search.vector).
 
         Takes a :class:`SearchRequest` or its fields as keywords, like :meth:`search`.
         """
-        req = SearchRequest.of(request, **fields)
-        if not req.has_query:
-            raise ClipdexError("a search needs a text, an example image, or both")
-        if req.image is not None:
-            _check_query_image(os.fspath(req.image))  # before the model loads (a first search exports it)
-        encoder = self.encoder
-        texts = ([req.text] if req.text is not None else []) + list(req.negative)
-        text_vectors = encoder.encode_texts(texts) if texts else np.zeros((0, encoder.dim), np.float32)
-        text_vec = text_vectors[0] if req.text is not None else None
-        negatives = text_vectors[1:] if req.text is not None else text_vectors
-        image_vec = encoder.encode_pil([self._query_image(req.image)])[0] if req.image is not None else None
-        return combine(text_vec, image_vec, negatives, text_weight=req.text_weight, image_weight=req.image_weight,
-                       negative_weight=req.negative_weight)
-
-    def _query_image(self, image: str | os.PathLike[str]) -> Any:
-        from ingest.decode import DecodeError
-        from ingest.query_image import query_image
-
-        path = os.fspath(image)
-        _check_query_image(path)
-        try:
-            return query_image(path, size=self.encoder.image_size, max_megapixels=self.settings.ingest.max_megapixels)
-        except DecodeError as exc:
-            raise ClipdexError(f"cannot read query image {path}: {exc}") from None
+        return query_vector(self, SearchRequest.of(request, **fields))
 
     def search(self, request: SearchParams | str | None = None, /, **fields: Any) -> list[Hit]:
         """Ranked hits, best first: ``search(SearchRequest(...))`` or ``search(text=..., image=..., limit=...)``.
 
-        The fields and their limits are :class:`retrieval.request.SearchRequest`'s; a field beyond a limit
-        raises :class:`retrieval.request.SearchRequestError`. ``folder`` restricts to a subtree inside Qdrant.
-        ``like``/``unlike`` (indexed paths or point ids) search by the stored vectors, nothing is decoded or
-        encoded for them (Qdrant's average_vector recommendation); with a text or image too, that query
-        vector is one more positive example; with neither, negative prompts are unlike examples.
+        The fields and their limits are :class:`retrieval.search.request.SearchRequest`'s; a field beyond a
+        limit raises :class:`retrieval.search.request.SearchRequestError`. ``folder`` restricts to a subtree
+        inside Qdrant. ``like``/``unlike`` (indexed paths or point ids) search by the stored vectors, nothing is
+        decoded or encoded for them (Qdrant's average_vector recommendation); with a text or image too, that
+        query vector is one more positive example; with neither, negative prompts are unlike examples.
+        How a search runs: the ``retrieval.search`` package (``run.search``).
         """
-        req = SearchRequest.of(request, **fields)
-        if self.store.meta() is None:
-            raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
-                               f"{self.store.location} (run `clipdex ingest DIR` first)")
-        if not req.has_query and not req.like and req.text_in_image is None:
-            raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
-                               + (" (unlike only pushes results away from examples)" if req.unlike else ""))
-        limit = self.settings.search.limit if req.limit is None else req.limit
-        where = SearchFilter(folder=_folder_key(req.folder) if req.folder else None, after=req.after,
-                             before=req.before, camera=req.camera)
-        if not req.like and not req.unlike:
-            return hybrid.search(self, req, where, limit)  # CLIP, and the recognised text where there is some
-        if req.text_in_image is not None:
-            hybrid.check_phrase(self, req.text_in_image)
-            where = dataclasses.replace(where, text=split_joined(req.text_in_image))
-        liked = {_point_ref(ref)[0] for ref in req.like}
-        both = [ref for ref in req.unlike if _point_ref(ref)[0] in liked]
-        if both:
-            raise SearchRequestError("unlike", f"{both[0]} is both a like and an unlike example")
-        positives, negatives = self.stored_vectors(req.like), self.stored_vectors(req.unlike)
-        if req.has_query:
-            positives = np.vstack([self.query_vector(req)[None], positives])
-        elif req.negative:  # no text or image to steer: negative prompts count as unlike examples
-            negatives = np.vstack([negatives, self.encoder.encode_texts(list(req.negative))])
-        recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
-        return self.store.recommend(positives, negatives, limit, where, req.min_score)
+        return run.search(self, request, **fields)
 
     def stored_vectors(self, refs: Sequence[str]) -> np.ndarray:
         """The stored vectors of indexed paths or point ids (rows, in order), read from the store as they are.
 
-        Raises :class:`retrieval.request.UnknownPointError` naming what is not in the collection.
+        Raises :class:`retrieval.search.request.UnknownPointError` naming what is not in the collection.
         """
-        if not refs:
-            meta = self.store.meta()
-            return np.zeros((0, meta.dim if meta else 0), np.float32)
-        wanted = [_point_ref(ref) for ref in refs]
-        found = self.store.points([pid for pid, _ in wanted])
-        missing = [ref for ref, (pid, key) in zip(refs, wanted, strict=True)
-                   if pid not in found or (key is not None and found[pid][1].get("path") != key)]
-        if missing:
-            more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-            raise UnknownPointError(f"not in the collection: {', '.join(missing[:3])}{more}")
-        vectors = np.stack([found[pid][0] for pid, _ in wanted]).astype(np.float32)
-        norms = np.linalg.norm(vectors, axis=1)
-        for ref, norm in zip(refs, norms, strict=True):
-            if not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
-                raise ClipdexError(f"the stored vector of {ref} is damaged (norm {norm:.3g}); ingest that file again")
-        return vectors
+        return run.stored_vectors(self, refs)
 
     # -- status --------------------------------------------------------------------------------
     def status(self) -> dict[str, Any]:
@@ -342,38 +275,9 @@ class Index:
         return rows
 
 
-def _check_query_image(path: str) -> None:
-    """One line for a query image that is missing, not a regular file (a FIFO would block: never opened) or not
-    an image at all (its header alone says so), before any model loads."""
-    from PIL import Image, UnidentifiedImageError
-
-    from ingest.decode import _sniff  # also registers the HEIC/AVIF openers
-
-    if not Path(path).exists():
-        raise ClipdexError(f"query image not found: {path}")
-    if not Path(path).is_file():
-        raise ClipdexError(f"query image is not a regular file: {path}")
-    try:
-        with Image.open(path):  # the header only; the real decode, with its limits, comes later
-            pass
-    except UnidentifiedImageError:
-        raise ClipdexError(f"cannot read query image {path}: {_sniff(path)}") from None
-    except Exception:  # noqa: BLE001  anything else (a bomb, a truncated header): the full decode names it
-        pass
-
-
 STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
                "ocr", "engines", "layout", "videos", "moments")
 """What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
-
-
-def hit_row(hit: Hit) -> dict[str, Any]:
-    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
-    row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
-           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr")}}
-    if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
-        row["ocr_text"] = hit.payload.get("ocr_text") or ""
-    return row
 
 
 def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
@@ -390,16 +294,3 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
                           weights=weights_fingerprint(model) or "", student_of=student_of(model))
     return (f"if the configured model ({model.name}) built them, write this line to {lost.meta_file}: "
             f"{json.dumps(meta.as_dict())}; else restore that file from a backup")
-
-
-def _folder_key(folder: str) -> str:
-    return path_key(os.path.abspath(os.path.expanduser(folder))).rstrip("/") or "/"
-
-
-def _point_ref(ref: str) -> tuple[str, str | None]:
-    """(point id, path key or None) of a like/unlike example: a point id, or an indexed file's path."""
-    try:
-        return str(uuid.UUID(ref)), None
-    except ValueError:
-        key = path_key(os.path.abspath(os.path.expanduser(ref)))
-        return point_id(key), key

@@ -28,8 +28,9 @@ from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
 from ingest.records import fs_path, point_id
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.index import STATUS_KEYS, Index
+from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.search.run import hit_row
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse

@@ -178,7 +178,7 @@ class SearchSettings(_Section):
     """``clipdex search --image URL``: the time limit of the whole fetch."""
     cutoff: Literal["none", "auto"] = "none"
     """auto: return only the hits that stand out from the query's own score distribution (``--relevant``,
-    retrieval/cutoff.py); none: the ``limit`` best."""
+    retrieval/search/cutoff.py); none: the ``limit`` best."""
     hybrid: bool = True
     """On a collection with OCR text, fuse CLIP with BM25 over the recognised text (``--no-ocr``: CLIP only)."""
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from retrieval import load_settings
 from retrieval.index import Index
-from retrieval.query import combine
+from retrieval.search.vector import combine
 from tests.images import write_library
 
 

@@ -1,4 +1,4 @@
-"""The adaptive relevance cutoff (retrieval.cutoff) on tiny data the test makes: a tail of vectors near
+"""The adaptive relevance cutoff (retrieval.search.cutoff) on tiny data the test makes: a tail of vectors near
 the query among unrelated ones, through the real tiny CLIP and the real embedded store."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import Index, cutoff, load_settings
+from retrieval import Index, load_settings
+from retrieval.search import cutoff
 from retrieval.store import CollectionMeta
 from tests.conftest import write_config
 

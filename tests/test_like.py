@@ -20,12 +20,13 @@ import pytest
 from ingest.records import path_key, point_id
 from retrieval import ClipdexError, load_settings
 from retrieval.cli import main
-from retrieval.index import Index, hit_row
-from retrieval.query import recommend_vector
-from retrieval.request import MAX_EXAMPLES, SearchRequestError, UnknownPointError
+from retrieval.index import Index
+from retrieval.search.request import MAX_EXAMPLES, SearchRequestError, UnknownPointError
+from retrieval.search.run import hit_row
 from retrieval.store import CollectionMeta, SearchFilter
 from retrieval.store.edge import EdgeStore
 from retrieval.store.server import ServerStore
+from retrieval.vectors import recommend_vector
 from tests.conftest import write_config
 from tests.images import write_near_duplicates
 

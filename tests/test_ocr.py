@@ -21,7 +21,7 @@ from PIL import Image
 
 from retrieval import Index, load_settings
 from retrieval.errors import ClipdexError
-from retrieval.request import MAX_PHRASE_CHARS, SearchRequestError
+from retrieval.search.request import MAX_PHRASE_CHARS, SearchRequestError
 from tests.conftest import write_config
 from tests.ocr_images import sign, textured
 

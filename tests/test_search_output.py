@@ -256,7 +256,7 @@ def test_the_server_module_does_not_import_the_fetcher():
     import sys
 
     code = ("import sys, retrieval.server, retrieval.cli.serve_cmd, retrieval.index; "
-            "print(json.dumps('retrieval.fetch' in sys.modules))")
+            "print(json.dumps('retrieval.search.fetch' in sys.modules))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True,
                          timeout=120, check=True).stdout
     assert json.loads(out) is False

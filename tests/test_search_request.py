@@ -1,4 +1,4 @@
-"""One search request (retrieval.request) with the same limits in the library, the CLI and HTTP."""
+"""One search request (retrieval.search.request) with the same limits in the library, the CLI and HTTP."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from ingest.exif import parse_date
 from retrieval import load_settings
 from retrieval.index import Index
-from retrieval.request import MAX_NEGATIVES, MAX_TEXT_CHARS, SearchRequest, SearchRequestError
+from retrieval.search.request import MAX_NEGATIVES, MAX_TEXT_CHARS, SearchRequest, SearchRequestError
 
 # (field, value, what the error names): each breaks exactly one limit.
 BAD_FIELDS = [

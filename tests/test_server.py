@@ -30,7 +30,7 @@ from retrieval import load_settings
 from retrieval.cli import main
 from retrieval.cli.serve_cmd import listen
 from retrieval.index import Index
-from retrieval.request import MAX_NEGATIVES, MAX_TEXT_CHARS
+from retrieval.search.request import MAX_NEGATIVES, MAX_TEXT_CHARS
 from retrieval.server import create_app
 from retrieval.serving.protocol import uvicorn_config
 from tests.conftest import write_config

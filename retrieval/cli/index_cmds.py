@@ -11,8 +11,9 @@ import click
 from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index, hit_row
-from retrieval.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
+from retrieval.index import STATUS_KEYS, Index
+from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
+from retrieval.search.run import hit_row
 from retrieval.store import LAYOUT
 
 
@@ -124,7 +125,7 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     url = _image_url(request.image)
     with ExitStack() as stack:
         if url:
-            from retrieval.fetch import fetched
+            from retrieval.search.fetch import fetched
 
             limits = run.settings.search
             local = stack.enter_context(
@@ -156,7 +157,7 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
 
 def _image_url(image: str | None) -> str | None:
     """``--image`` when it names an http(s) URL (other schemes are refused), else None."""
-    from retrieval.fetch import is_url
+    from retrieval.search.fetch import is_url
 
     return image if image and is_url(image) else None
 

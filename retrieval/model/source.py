@@ -30,7 +30,7 @@ def check_source(settings: ModelSettings) -> None:
         if hub.cached_snapshot(repo) is None:
             hub.require_download(repo, f"weights of {name}", hub.CONFIG_FILE)
         return
-    from retrieval.model.torch_backend import open_clip
+    import open_clip  # importable: retrieval/__init__.py ran the torchvision shim first
 
     if name.replace("/", "-") not in open_clip.list_models():
         raise ClipdexError(f"unknown open_clip architecture '{name}' (see open_clip.list_models(), "

@@ -176,7 +176,7 @@ class VectorStore(Protocol):
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
         """Points like ``positives`` and unlike ``negatives`` (stored vectors, rows), by Qdrant's
-        ``average_vector`` strategy (see retrieval.query.recommend_vector); scores are cosines."""
+        ``average_vector`` strategy (see retrieval.vectors.recommend_vector); scores are cosines."""
 
     def by_hash(self, hashes: Sequence[str]) -> dict[str, tuple[str, np.ndarray, dict[str, Any]]]:
         """For each content hash stored, one point holding it: hash -> (id, vector, payload)."""

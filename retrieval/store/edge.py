@@ -17,7 +17,6 @@ import numpy as np
 import qdrant_edge as qe
 
 from retrieval.errors import ClipdexError
-from retrieval.query import recommend_vector
 from retrieval.store import health, space
 from retrieval.store.base import (
     FLOAT_FIELDS,
@@ -33,6 +32,7 @@ from retrieval.store.base import (
 )
 from retrieval.store.edge_text import EdgeTextMixin, edge_text_conditions
 from retrieval.store.lock import StoreLock
+from retrieval.vectors import recommend_vector
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-from scipy import special
 
 SAMPLE = 2048
 """Stored vectors scored per query (a random sample, drawn once per open collection and size)."""
@@ -88,6 +87,8 @@ def _max_expected_f1(x: np.ndarray, k: int) -> float:
     w, mu, sd = _mixture(x, k)
     top = int(np.argmax(mu))
     grid = np.linspace(x.min(), x.max(), 2000)
+    from scipy import special  # only --relevant needs it: kept out of every other search's start-up
+
     tail = 0.5 * special.erfc((grid[:, None] - mu) / (sd * math.sqrt(2)))
     expected = 2 * w[top] * tail[:, top] / ((w * tail).sum(axis=1) + w[top])
     return float(grid[int(np.argmax(expected))])
