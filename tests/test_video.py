@@ -187,3 +187,59 @@ def test_kill_mid_video_leaves_whole_versions(clipdex, config: Path, tmp_path: P
     assert len(final) == 1 and set(final) != set(old)
     (moments,) = final.values()
     assert len(moments) == moments[0]["video_points"]
+
+
+FMNIST = Path(__file__).resolve().parent.parent / "samples" / "fashion-mnist"
+CLASSES = ["bag", "trouser", "sneaker", "dress", "ankle_boot"]
+
+
+@pytest.fixture
+def fmnist_run(tmp_path: Path, capfd: pytest.CaptureFixture[str]):
+    """The real CLI on the bundled Fashion-MNIST model (it knows clothing words), with its own store."""
+    from retrieval.cli import main
+    from tests.conftest import Result, write_config
+
+    model = Path(__file__).resolve().parent.parent / "models" / "fmnist-tiny"
+    config = write_config(tmp_path / "fm.toml", model, tmp_path / "fm-store")
+
+    def run(*args: object) -> Result:
+        capfd.readouterr()
+        code = main([str(a) for a in args] + ["--config", str(config)])
+        out = capfd.readouterr()
+        return Result(code, out.out, out.err)
+
+    return run
+
+
+def test_search_lands_on_the_moment(fmnist_run, tmp_path: Path) -> None:
+    from PIL import Image
+
+    lib = tmp_path / "show"
+    lib.mkdir()
+    scenes = [(Image.open(sorted((FMNIST / c).glob("*.png"))[0]), 2.0) for c in CLASSES]  # scene i: [2i, 2i+2)
+    video = write_video(lib / "show.mp4", scenes, size=(128, 96))
+    Image.open(sorted((FMNIST / "coat").glob("*.png"))[0]).save(lib / "coat.png")
+    assert fmnist_run("ingest", lib, "--json").code == 0
+    for i, name in enumerate(CLASSES):  # text: the top moment lies inside the scene of that class
+        (hit,) = fmnist_run("search", f"a photo of a {name.replace('_', ' ')}", "--media", "video", "-k", "1",
+                            "--json").json()
+        assert hit["media"] == "video" and 2 * i <= hit["start_s"] <= hit["time_s"] < hit["end_s"] <= 2 * i + 2.01
+    query = sorted((FMNIST / "sneaker").glob("*.png"))[1]  # another sneaker than the one in the video
+    (hit,) = fmnist_run("search", "--image", query, "--media", "video", "-k", "1", "--json").json()
+    assert 4 <= hit["time_s"] < 6
+    rows = fmnist_run("search", "a photo of a bag", "--json", "-k", "5").json()
+    assert [r["media"] for r in rows].count("video") == 1  # one hit per video by default
+    assert {r["path"] for r in rows} == {str(video), str(lib / "coat.png")}
+    several = fmnist_run("search", "a photo of a bag", "--moments", "3", "--media", "video", "--json").json()
+    assert len(several) == 3 and len({r["time_s"] for r in several}) == 3
+    paths = fmnist_run("search", "a photo of a bag", "--paths", "-k", "2").out.split()
+    assert f"{video}#t={rows[0]['time_s']:g}" in paths or f"{video}#t=0.5" in paths
+    assert str(lib / "coat.png") in paths
+    assert fmnist_run("search", "a photo of a coat", "--media", "image", "--paths").out.split() == [
+        str(lib / "coat.png")]
+    like = fmnist_run("search", "--like", f"{video}#t=8.7", "--moments", "5", "--media", "video", "--json").json()
+    assert 8 <= like[0]["time_s"] < 10  # the liked moment itself first
+    human = fmnist_run("search", "a photo of a dress", "--media", "video", "-k", "1").out
+    assert " at 0:06 (0:06-0:08)" in human
+    missing = fmnist_run("search", "--like", f"{lib / 'none.mp4'}#t=1")
+    assert missing.code != 0 and "not in the collection" in missing.err

@@ -12,7 +12,8 @@ from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
 from retrieval.index import STATUS_KEYS, Index
-from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
+from retrieval.search.moments import fragment, mmss
+from retrieval.search.request import MAX_LIMIT, MAX_MOMENTS, MAX_WEIGHT, SearchRequest, SearchRequestError
 from retrieval.search.run import hit_row
 from retrieval.store import LAYOUT
 
@@ -114,6 +115,10 @@ def search_request(**options: Any) -> SearchRequest:
               help="Fuse CLIP with BM25 over recognised text where the collection has some [default: on].")
 @click.option("--relevant/--all", default=None,
               help="Only the hits that stand out from this query's score distribution [default: [search] cutoff].")
+@click.option("--media", type=click.Choice(["image", "video"]), default=None,
+              help="Only photos, or only moments of videos.")
+@click.option("--moments", type=int, default=None, metavar="N",
+              help=f"Up to N moments of one video (1-{MAX_MOMENTS}) [default: 1, its best].")
 @click.option("--paths", "paths_only", is_flag=True,
               help="Print only the matching paths, one per line (for xargs -d '\\n', feh -f -).")
 @common_options
@@ -139,8 +144,8 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
                 raise
             raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
     rows = [hit_row(h) for h in hits]
-    if paths_only:
-        if left_out := echo_paths(rows):
+    if paths_only:  # a moment as path#t=SECONDS
+        if left_out := echo_paths([{**row, "path": fragment(row)} for row in rows]):
             raise ClipdexError(f"{left_out} matching path(s) left out of --paths: they hold control characters")
         return
 
@@ -148,7 +153,9 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
         if not rows:
             echo("no results")
         for row in rows:
-            echo(f"{row['score']:.4f}  {row['path']}")
+            at = f"  at {mmss(row['time_s'])} ({mmss(row['start_s'])}-{mmss(row['end_s'])})" \
+                if row.get("media") == "video" and "time_s" in row else ""
+            echo(f"{row['score']:.4f}  {row['path']}{at}")
             if row.get("ocr_text"):
                 echo("        text: " + " / ".join(row["ocr_text"].splitlines())[:200])
 

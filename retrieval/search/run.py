@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.records import path_key, point_id
+from ingest.scan import is_video_name
 from retrieval.errors import ClipdexError
-from retrieval.search import hybrid
+from retrieval.search import hybrid, moments
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.vector import query_vector
 from retrieval.store import Hit, SearchFilter
@@ -40,9 +41,9 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))
     limit = ctx.settings.search.limit if req.limit is None else req.limit
     where = SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
-                         before=req.before, camera=req.camera)
-    if not req.like and not req.unlike:
-        return hybrid.search(ctx, req, where, limit)  # CLIP, and the recognised text where there is some
+                         before=req.before, camera=req.camera, media=req.media)
+    if not req.like and not req.unlike:  # CLIP, and the recognised text where there is some
+        return moments.fetch_collapsed(lambda k: hybrid.search(ctx, req, where, k), limit, req.moments)
     if req.text_in_image is not None:
         hybrid.check_phrase(ctx, req.text_in_image)
         where = dataclasses.replace(where, text=split_joined(req.text_in_image))
@@ -56,7 +57,8 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
     elif req.negative:  # no text or image to steer: negative prompts count as unlike examples
         negatives = np.vstack([negatives, ctx.encoder.encode_texts(list(req.negative))])
     recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
-    return ctx.store.recommend(positives, negatives, limit, where, req.min_score)
+    return moments.fetch_collapsed(lambda k: ctx.store.recommend(positives, negatives, k, where, req.min_score),
+                                   limit, req.moments)
 
 
 def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
@@ -67,7 +69,7 @@ def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
     if not refs:
         meta = ctx.store.meta()
         return np.zeros((0, meta.dim if meta else 0), np.float32)
-    wanted = [point_ref(ref) for ref in refs]
+    wanted = [_moment_ref(ctx, ref) or point_ref(ref) for ref in refs]
     found = ctx.store.points([pid for pid, _ in wanted])
     missing = [ref for ref, (pid, key) in zip(refs, wanted, strict=True)
                if pid not in found or (key is not None and found[pid][1].get("path") != key)]
@@ -82,10 +84,27 @@ def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
     return vectors
 
 
+def _moment_ref(ctx: SearchContext, ref: str) -> tuple[str, str] | None:
+    """(point id, path key) of the moment a ``path#t=SECONDS`` example names (or a video's first moment for its
+    plain path); None when ``ref`` names no stored video."""
+    path, seconds = moments.split_fragment(ref)
+    try:
+        uuid.UUID(path)
+        return None
+    except ValueError:
+        pass
+    key = path_key(os.path.abspath(os.path.expanduser(path)))
+    if seconds is None and not is_video_name(key):
+        return None
+    hit = moments.moment_at(ctx.store, key, seconds)
+    return (hit.id, key) if hit is not None else None
+
+
 def hit_row(hit: Hit) -> dict[str, Any]:
-    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
-    row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
-           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr")}}
+    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it: the payload, with
+    ``media`` ("image" or "video"; a moment also has ``time_s``, ``start_s`` and ``end_s``)."""
+    row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6), "media": "image",
+           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr", "video_points")}}
     if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
         row["ocr_text"] = hit.payload.get("ocr_text") or ""
     return row

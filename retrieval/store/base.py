@@ -131,11 +131,13 @@ class SearchFilter:
     before: float | None = None  # taken_ts < before
     camera: str | None = None  # camera_make or camera_model equals this
     text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
+    media: str | None = None  # "image" (points without ``media`` too) or "video" (moments), see ingest.video
+    path: str | None = None  # exactly this file (a video's moments)
 
     @property
     def empty(self) -> bool:
         return (self.folder is None and self.after is None and self.before is None and self.camera is None
-                and not self.text)
+                and not self.text and self.media is None and self.path is None)
 
 
 @dataclass(frozen=True)

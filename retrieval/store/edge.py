@@ -66,6 +66,12 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
     must += edge_text_conditions(where)
+    if where.path is not None:
+        must.append(qe.FieldCondition(key="path", match=qe.MatchValue(where.path)))
+    if where.media == "video":
+        must.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
+    elif where.media is not None:  # images: points stored before ``media`` existed are images too
+        must.append(qe.Filter(must_not=[qe.FieldCondition(key="media", match=qe.MatchValue("video"))]))
     return qe.Filter(must=must)
 
 

@@ -51,6 +51,13 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> models.Filter | None:
             models.FieldCondition(key="camera_model", match=models.MatchValue(value=where.camera)),
         ]))
     must += server_text_conditions(where)
+    if where.path is not None:
+        must.append(models.FieldCondition(key="path", match=models.MatchValue(value=where.path)))
+    if where.media == "video":
+        must.append(models.FieldCondition(key="media", match=models.MatchValue(value="video")))
+    elif where.media is not None:  # images: points stored before ``media`` existed are images too
+        must.append(models.Filter(must_not=[models.FieldCondition(key="media",
+                                                                  match=models.MatchValue(value="video"))]))
     return models.Filter(must=must)
 
 
