@@ -243,3 +243,56 @@ def test_search_lands_on_the_moment(fmnist_run, tmp_path: Path) -> None:
     assert " at 0:06 (0:06-0:08)" in human
     missing = fmnist_run("search", "--like", f"{lib / 'none.mp4'}#t=1")
     assert missing.code != 0 and "not in the collection" in missing.err
+
+
+def test_media_ranges_and_moment_thumbnails(clipdex, config: Path, library: Path, tmp_path: Path) -> None:
+    """``/api/media`` streams an ingested video with Range support; ``/api/image`` makes a moment's frame."""
+    from io import BytesIO
+
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from retrieval import load_settings
+    from retrieval.index import Index
+    from retrieval.server import create_app
+
+    assert clipdex("ingest", library, "--json").code == 0
+    video = library / "scenes.mp4"
+    data = video.read_bytes()
+    outside = write_video(tmp_path / "outside.mp4", [(pattern(1), 1.0)])
+    with Index.open(load_settings(config)) as index, TestClient(create_app(index)) as client:
+        whole = client.get("/api/media", params={"path": str(video)})
+        assert whole.status_code == 200 and whole.content == data
+        assert whole.headers["content-type"] == "video/mp4" and whole.headers["accept-ranges"] == "bytes"
+        part = client.get("/api/media", params={"path": str(video)}, headers={"Range": "bytes=100-199"})
+        assert part.status_code == 206 and part.content == data[100:200]
+        assert part.headers["content-range"] == f"bytes 100-199/{len(data)}"
+        tail = client.get("/api/media", params={"path": str(video)}, headers={"Range": "bytes=-10"})
+        assert tail.status_code == 206 and tail.content == data[-10:]
+        rest = client.get("/api/media", params={"path": str(video)}, headers={"Range": f"bytes={len(data) - 5}-"})
+        assert rest.status_code == 206 and rest.content == data[-5:]
+        past = client.get("/api/media", params={"path": str(video)}, headers={"Range": f"bytes={len(data)}-"})
+        assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(data)}"
+        for ignored in ("bytes=0-1,5-9", "items=0-5", "bytes=9-3", "bytes=" + "9" * 40 + "-"):
+            answer = client.get("/api/media", params={"path": str(video)}, headers={"Range": ignored})
+            assert answer.status_code == 200 and answer.content == data, ignored
+        photo = client.get("/api/media", params={"path": str(library / "photo.png")})
+        assert photo.status_code == 200 and photo.headers["content-type"] == "image/png"
+        for path in (str(outside), "/etc/passwd", str(library)):
+            assert client.get("/api/media", params={"path": path}).status_code == 404
+        frames = []
+        for t in (1.0, 4.0, 6.5):  # the three scenes
+            answer = client.get("/api/image", params={"path": str(video), "thumb": 64, "t": t})
+            assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"
+            assert answer.headers["x-cache"] == "MISS"
+            frames.append(np.asarray(Image.open(BytesIO(answer.content)).convert("L"), dtype=np.float32))
+        again = client.get("/api/image", params={"path": str(video), "thumb": 64, "t": 4.0})
+        assert again.headers["x-cache"] == "HIT"
+        assert np.abs(frames[0] - frames[1]).mean() > 10 and np.abs(frames[1] - frames[2]).mean() > 10
+        portrait = client.get("/api/image", params={"path": str(library / "portrait.mp4"), "thumb": 64})
+        assert Image.open(BytesIO(portrait.content)).size == (48, 64)  # upright
+        assert client.get("/api/image", params={"path": str(video), "t": "nan"}).status_code in (400, 422)
+        hits = client.get("/api/search", params={"q": "anything", "limit": 20}).json()
+        moments = [h for h in hits if h["media"] == "video"]
+        assert moments and all({"time_s", "start_s", "end_s"} <= set(h) for h in moments)
+        assert len({h["path"] for h in moments}) == len(moments)  # one per video

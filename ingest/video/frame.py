@@ -6,6 +6,8 @@ within a decoded-frame cap and the caller's wall-time limit (:func:`ingest.decod
 
 from __future__ import annotations
 
+from typing import BinaryIO
+
 import av
 from PIL import Image
 
@@ -14,12 +16,13 @@ from ingest.video.probe import VideoError, _reason, open_video, probe, video_str
 MAX_DECODED = 2000  # frames decoded after the seek at most (a keyframe interval of a minute at 30 fps)
 
 
-def frame_at(path: str, time_s: float, *, max_side: int, max_megapixels: float) -> Image.Image:
-    """The frame at ``time_s`` seconds (the last one if the video is shorter), scaled to fit ``max_side``."""
+def frame_at(path: str | BinaryIO, time_s: float, *, max_side: int, max_megapixels: float) -> Image.Image:
+    """The frame at ``time_s`` seconds (the last one if the video is shorter), scaled to fit ``max_side``.
+
+    ``path``: a file name or an open binary file (a server's descriptor, see ingest.decode_pool)."""
     with open_video(path) as container:
         stream = video_stream(container)
         probe(container, stream, max_megapixels)
-        stream.thread_type = "AUTO"
         target = max(0.0, float(time_s))
         if target > 0 and stream.time_base:
             try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import av
 
@@ -34,8 +34,8 @@ class VideoInfo:
     taken_at: str = ""  # the container's creation time, ISO 8601 UTC ("" when absent)
 
 
-def open_video(path: str) -> av.container.InputContainer:
-    """Open ``path`` for reading; a file FFmpeg cannot open raises :class:`VideoError`."""
+def open_video(path: str | BinaryIO) -> av.container.InputContainer:
+    """Open ``path`` (or an open binary file) for reading; a file FFmpeg cannot open raises :class:`VideoError`."""
     try:
         return av.open(path, mode="r", metadata_errors="ignore")
     except av.error.FFmpegError as exc:
