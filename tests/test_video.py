@@ -296,3 +296,20 @@ def test_media_ranges_and_moment_thumbnails(clipdex, config: Path, library: Path
         moments = [h for h in hits if h["media"] == "video"]
         assert moments and all({"time_s", "start_s", "end_s"} <= set(h) for h in moments)
         assert len({h["path"] for h in moments}) == len(moments)  # one per video
+
+
+def test_frames_of_one_video_are_never_duplicates(clipdex, config: Path, tmp_path: Path) -> None:
+    """A video whose shots look alike (black, black again) and its moments sharing one hash give no group."""
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_video(lib / "dark.mp4", [(pattern(1), 2.0), (pattern(2), 2.0), (pattern(1), 2.0)])
+    write_video(lib / "dark2.mp4", [(pattern(3), 2.0), (pattern(1), 2.0)])
+    pattern(5).save(lib / "a.png")
+    pattern(5).save(lib / "b.png")  # a real duplicate pair beside them
+    assert clipdex("ingest", lib, "--json").code == 0
+    r = clipdex("duplicates", "--json")
+    assert r.code == 0, r.err
+    groups = r.json()["groups"] if isinstance(r.json(), dict) else r.json()
+    members = [Path(p).name for g in groups for p in [g["keep"], *g["duplicates"]]]
+    assert not [m for m in members if m.endswith(".mp4")]
+    assert sorted(members) == ["a.png", "b.png"]
