@@ -2,7 +2,8 @@
 
 * A demux pass (no decoding) finds the keyframes. Where no two are further apart than
   ``[video] keyframe_gap_s`` (phones, cameras: about one a second) only keyframes are decoded
-  (``skip_frame = NONKEY``); otherwise every frame is decoded and one per ``probe_s`` compared.
+  (``skip_frame = NONKEY``); otherwise every reference frame is decoded (``NONREF``: B-frames nothing
+  refers to are skipped) and one per ``probe_s`` compared.
 * FFmpeg decodes on its own threads (``thread_type = AUTO``); a compared frame is scaled down by swscale to a
   tiny grey frame (the cut test) and a small RGB one (short side = the model's input size), made upright from
   the display matrix (a portrait phone video stays portrait).
@@ -69,8 +70,9 @@ class VideoSampler:
             stream = video_stream(container)
             self.info = probe(container, stream, self.max_megapixels)
             stream.thread_type = "AUTO"
-            if stats.keyframes_only:
-                stream.codec_context.skip_frame = "NONKEY"
+            # keyframes only where they are dense; else every frame other frames refer to (B-frames nothing
+            # refers to are skipped: measured about twice as fast on x264 footage, and one per probe_s is enough)
+            stream.codec_context.skip_frame = "NONKEY" if stats.keyframes_only else "NONREF"
             segmenter = Segmenter(self.settings.cut_threshold, self.settings.max_gap_s)
             next_probe = -1.0
             step = min(0.1, 1.0 / float(stream.average_rate)) if stream.average_rate else 0.04  # one frame
