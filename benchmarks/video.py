@@ -57,7 +57,7 @@ def write_scenes(path: Path, video: int, size: tuple[int, int], scene_s: float, 
     w, h = size
     fps = 30
 
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", format="mp4") as out:
         stream = out.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         params = {"preset": "veryfast", "crf": "23"}
@@ -93,7 +93,7 @@ def videos(data: Path, minutes: int, scene_s: float, gop: int) -> dict[str, list
             path.parent.mkdir(parents=True, exist_ok=True)
             size = (1280, 720) if name == "720p" else (1920, 1080)
             started = time.perf_counter()
-            tmp = path.with_suffix(".part.mp4")
+            tmp = path.with_name(path.name + ".part")  # not a video name: an ingest never picks up a half file
             write_scenes(tmp, i, size, scene_s, None if name.endswith("long-gop") else gop)
             tmp.rename(path)
             log(f"wrote {path} in {time.perf_counter() - started:.0f} s")

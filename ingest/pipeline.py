@@ -41,7 +41,7 @@ def plan_roots(roots: Sequence[str], store: VectorStore, settings: IngestSetting
     listing = scan_roots([_absolute(r) for r in roots], include=settings.include, exclude=settings.exclude,
                          follow_symlinks=settings.follow_symlinks, skip_hidden=settings.skip_hidden,
                          video=settings.video)
-    return plan_ingest(listing, store)
+    return plan_ingest(listing, store, videos=settings.video)
 
 
 def run_local(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, settings: IngestSettings, *,

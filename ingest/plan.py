@@ -64,8 +64,12 @@ class IngestPlan:
         return next((r for r in self.roots if is_below(key, r.path)), None)
 
 
-def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
-    """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points."""
+def plan_ingest(listing: Listing, store: VectorStore, *, videos: bool = True) -> IngestPlan:
+    """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points.
+
+    ``videos``: whether the listing includes videos; without them, stored videos are left as they are
+    (not listed is not gone).
+    """
     roots = [RootPlan(path_key(r.path), offline=r.error, is_file=r.is_file) for r in listing.roots]
     listed: dict[str, ScannedFile] = {path_key(f.path): f for f in listing.files}
     for root in roots:
@@ -74,13 +78,13 @@ def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
             root.offline = EMPTY  # only matters if the store holds points below it
     problem_paths = {path_key(p.path) for p in listing.problems}
     plan = IngestPlan(roots, [], 0, listing.problems, {}, set(), set(listed), {}, set())
-    videos: dict[str, dict[str, _Version]] = {}  # key -> content hash -> its stored moments
+    stored_videos: dict[str, dict[str, _Version]] = {}  # key -> content hash -> its stored moments
     for pid, payload in store.payloads(STORED_FIELDS):
         key, digest = payload.get("path"), payload.get("hash") or ""
         if not isinstance(key, str):
             continue
         if payload.get("media") == "video":
-            version = videos.setdefault(key, {}).setdefault(digest, _Version(payload))
+            version = stored_videos.setdefault(key, {}).setdefault(digest, _Version(payload))
             version.ids.append(pid)
             continue
         if digest:
@@ -97,8 +101,9 @@ def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
                 plan.previous[key] = digest
             continue
         _place_unlisted(plan, key, digest, problem_paths)
-    for key, versions in videos.items():
-        _place_video(plan, key, versions, listed, problem_paths)
+    for key, versions in stored_videos.items():
+        if videos:
+            _place_video(plan, key, versions, listed, problem_paths)
     plan.todo = [f for f in listed.values() if not is_video_name(f.path)]  # new and changed images, in path order
     plan.videos = [f for f in listed.values() if is_video_name(f.path)]
     _check_roots(listing, roots)
@@ -171,4 +176,4 @@ def _check_roots(listing: Listing, roots: list[RootPlan]) -> None:
     if not listing.files and not any(r.points for r in roots):
         where = ", ".join(r.path for r in listing.roots)
         unreadable = f" ({len(listing.problems)} unreadable)" if listing.problems else ""
-        raise ClipdexError(f"no image or video files found in {where}{unreadable}")
+        raise ClipdexError(f"no image files (or videos) found in {where}{unreadable}")

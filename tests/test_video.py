@@ -93,6 +93,10 @@ def test_no_video_flag(clipdex, config: Path, library: Path) -> None:
     report = clipdex("ingest", library, "--no-video", "--json").json()
     assert report["indexed"] == 1 and report["videos"] == 0
     assert {p["path"] for p in stored(config)} == {str(library / "photo.png")}
+    assert clipdex("ingest", library, "--json").json()["videos"] == 5
+    before = len(stored(config))
+    again = clipdex("ingest", library, "--no-video", "--json").json()  # videos not listed are not gone
+    assert again["deleted"] == 0 and len(stored(config)) == before
 
 
 def test_hostile_files_each_bounded(clipdex, config: Path, tmp_path: Path) -> None:
