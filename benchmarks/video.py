@@ -2,8 +2,8 @@
 
 The script writes its own videos with PyAV (cached in ``--data``): H.264 (libx264 ``veryfast``, CABAC,
 B-frames), 30 fps, each one minute of ten scenes of ``--scene-s`` seconds, one per Fashion-MNIST class
-(``samples/fashion-mnist``, a different sample per video), the item large on black (as in the data set), panning a pixel
-a frame. By default the keyframe interval is one second (``--gop 30``, as phones and cameras write); one
+(``samples/fashion-mnist``, a different sample per video), the item as tall as the frame on black (as in the data set),
+panning a pixel a frame. By default the keyframe interval is one second (``--gop 30``, as phones and cameras write); one
 more 1080p video with x264's default interval (250 frames, cuts detected by x264) measures the
 every-frame path.
 
@@ -14,6 +14,8 @@ every-frame path.
 * ``accuracy``: for each video and class, the text query "a photo of a CLASS" (and, separately, an image
   query: another sample of that class) restricted to that video: is its top moment inside the scene of
   that class?
+* ``model_on_pictures_*``: the same queries against the ten scenes' frames as rendered, before any video
+  encoding: what the model itself gets right, the ceiling of the accuracy above;
 * ``points_per_min`` and ``peak_rss_mb`` (this process, everything included: model, store, decoder).
 
 ``--rounds`` repeats the sample measurement (alternating resolutions) and reports every round.
@@ -50,8 +52,16 @@ def sample_image(cls: str, index: int) -> Image.Image:
     return Image.open(files[index % len(files)]).convert("RGB")
 
 
+def render(picture: Image.Image, w: int, h: int) -> Image.Image:
+    """A scene's frame: the picture as tall as the frame (as in the data set), centred on black."""
+    item = picture.resize((h, h), Image.Resampling.BILINEAR)
+    canvas = Image.new("RGB", (w, h))
+    canvas.paste(item, ((w - h) // 2, 0))
+    return canvas
+
+
 def write_scenes(path: Path, video: int, size: tuple[int, int], scene_s: float, gop: int | None) -> None:
-    """One minute-ish video: ten scenes, one per class (sample ``video``), large on black, panning."""
+    """One minute-ish video: ten scenes, one per class (sample ``video``), :func:`render`-ed, panning."""
     import av
 
     w, h = size
@@ -65,10 +75,7 @@ def write_scenes(path: Path, video: int, size: tuple[int, int], scene_s: float, 
             params["x264-params"] = f"keyint={gop}:min-keyint={gop}"
         stream.options = params
         for cls in CLASSES:
-            item = sample_image(cls, video).resize((h * 5 // 6, h * 5 // 6), Image.Resampling.BILINEAR)
-            canvas = np.zeros((h, w, 3), np.uint8)  # Fashion-MNIST's black background
-            x0, y0 = (w - item.width) // 2, (h - item.height) // 2
-            canvas[y0:y0 + item.height, x0:x0 + item.width] = np.asarray(item)
+            canvas = np.asarray(render(sample_image(cls, video), w, h))
             for i in range(round(scene_s * fps)):
                 frame = np.roll(canvas, i - 90, axis=1)  # a slow pan, a pixel a frame
                 for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -81,11 +88,11 @@ def videos(data: Path, minutes: int, scene_s: float, gop: int) -> dict[str, list
     """The videos the measurements use (written once, then reused)."""
     data.mkdir(parents=True, exist_ok=True)
     sets: dict[str, list[Path]] = {"1080p": [], "720p": [], "1080p-long-gop": []}
-    tag = f"s{scene_s:g}-g{gop}-black"
+    tag = f"s{scene_s:g}-g{gop}-full"
     for v in range(minutes):
         sets["1080p"].append(data / f"lib1080-{tag}" / f"v{v:02d}.mp4")
     sets["720p"].append(data / f"v720-{tag}.mp4")
-    sets["1080p-long-gop"].append(data / f"v1080-s{scene_s:g}-gop250-black.mp4")
+    sets["1080p-long-gop"].append(data / f"v1080-s{scene_s:g}-gop250-full.mp4")
     for name, paths in sets.items():
         for i, path in enumerate(paths):
             if path.exists():
@@ -132,22 +139,27 @@ def ingest_and_query(lib: Path, scene_s: float) -> dict[str, Any]:
             report = index.ingest([str(lib)])
             wall = time.perf_counter() - started
             text_ok = image_ok = total = 0
+            ceiling_text = ceiling_image = 0  # the same queries against the ten pictures themselves
             files = sorted(lib.glob("*.mp4"))
+            texts = index.encoder.encode_texts([f"a photo of a {c.replace('_', ' ')}" for c in CLASSES])
             for v, video in enumerate(files):
                 where = SearchFilter(path=path_key(str(video)), media="video")
-                for scene, cls in enumerate(CLASSES):
+                pictures = index.encoder.encode_pil([render(sample_image(c, v), 1920, 1080) for c in CLASSES])
+                others = index.encoder.encode_pil([sample_image(c, v + 7) for c in CLASSES])  # not the ones shown
+                for scene in range(len(CLASSES)):
                     total += 1
-                    text = index.encoder.encode_texts([f"a photo of a {cls.replace('_', ' ')}"])[0]
-                    top = index.store.query(text, 1, where)
+                    top = index.store.query(texts[scene], 1, where)
                     text_ok += bool(top) and scene_of(float(top[0].payload["time_s"]), scene_s) == scene
-                    other = sample_image(cls, v + 7)  # another sample of the class than the one shown
-                    query = index.encoder.encode_pil([other])[0]
-                    top = index.store.query(query, 1, where)
+                    top = index.store.query(others[scene], 1, where)
                     image_ok += bool(top) and scene_of(float(top[0].payload["time_s"]), scene_s) == scene
+                    ceiling_text += int(np.argmax(pictures @ texts[scene])) == scene
+                    ceiling_image += int(np.argmax(pictures @ others[scene])) == scene
             seconds = len(files) * len(CLASSES) * scene_s
         return {"ingest_wall_s": round(wall, 2), "ingest_x": round(seconds / wall, 1), "videos": report.videos,
                 "moments": report.moments, "points_per_min": round(report.moments / (seconds / 60), 1),
                 "accuracy_text": round(text_ok / total, 3), "accuracy_image": round(image_ok / total, 3),
+                "model_on_pictures_text": round(ceiling_text / total, 3),
+                "model_on_pictures_image": round(ceiling_image / total, 3),
                 "queries": total, "failed": report.failed}
     finally:
         shutil.rmtree(store, ignore_errors=True)
@@ -159,11 +171,14 @@ def main() -> None:
     parser.add_argument("--scene-s", type=float, default=6.0, help="seconds per scene (ten scenes a video)")
     parser.add_argument("--gop", type=int, default=30, help="keyframe interval in frames (30 = 1 s)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of the sampling measurement")
+    parser.add_argument("--write-only", action="store_true", help="write the videos, measure nothing")
     parser.add_argument("--data", type=Path, default=Path(tempfile.gettempdir()) / "clipdex-video-bench")
     args = parser.parse_args()
     from benchmarks.machine import machine
 
     sets = videos(args.data, args.minutes, args.scene_s, args.gop)
+    if args.write_only:
+        return
     rounds: list[dict[str, Any]] = []
     for r in range(args.rounds):
         row = {name: sample_speed(paths[0]) for name, paths in sets.items()}
