@@ -317,3 +317,33 @@ def test_frames_of_one_video_are_never_duplicates(clipdex, config: Path, tmp_pat
     members = [Path(p).name for g in groups for p in [g["keep"], *g["duplicates"]]]
     assert not [m for m in members if m.endswith(".mp4")]
     assert sorted(members) == ["a.png", "b.png"]
+
+
+_RSS_PROBE = """
+import re, sys
+def peak():  # KiB; VmHWM is this process's own (ru_maxrss can carry the forking parent's across exec)
+    return int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1))
+from ingest.video.sample import VideoSampler
+from retrieval.settings import VideoSettings
+before = peak()  # PyAV and the settings imported, nothing decoded
+segments = sum(1 for _ in VideoSampler(sys.argv[1], VideoSettings(max_gap_s=1.0), size=224, max_megapixels=64))
+print(segments, peak() - before)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmHWM from /proc")
+def test_memory_does_not_grow_with_the_duration(tmp_path: Path) -> None:
+    """Sampling a video ten times longer (every frame decoded: no keyframe path) takes no more memory."""
+    shot = [(pattern(i), 2.0) for i in range(4)]
+    short = write_video(tmp_path / "short.mp4", shot, size=(640, 360), fps=15, gop=1000)
+    long = write_video(tmp_path / "long.mp4", shot * 10, size=(640, 360), fps=15, gop=1000)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    grown = {}
+    for video in (short, long):
+        out = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(video)], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        segments, kb = map(int, out.stdout.split())
+        grown[video.name] = (segments, kb)
+    assert grown["long.mp4"][0] >= 8 * grown["short.mp4"][0]  # it really read ten times more
+    assert grown["short.mp4"][1] > 0 and grown["long.mp4"][1] - grown["short.mp4"][1] < 16 * 1024, grown  # KiB
