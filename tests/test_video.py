@@ -347,3 +347,17 @@ def test_memory_does_not_grow_with_the_duration(tmp_path: Path) -> None:
         grown[video.name] = (segments, kb)
     assert grown["long.mp4"][0] >= 8 * grown["short.mp4"][0]  # it really read ten times more
     assert grown["short.mp4"][1] > 0 and grown["long.mp4"][1] - grown["short.mp4"][1] < 16 * 1024, grown  # KiB
+
+
+def test_ocr_reads_a_videos_middle_frame(clipdex, config: Path, tmp_path: Path) -> None:
+    """``--ocr`` reads the words on a video's middle frame; ``--text-in-image`` then finds its moments."""
+    from tests.ocr_images import sign
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_video(lib / "shop.mp4", [(pattern(1), 1.0), (sign("PHARMACY"), 2.0), (pattern(2), 1.0)], size=(320, 240),
+                motion=False)
+    report = clipdex("ingest", lib, "--ocr", "--json").json()
+    assert report["videos"] == 1 and report["ocr"]["failed"] == []
+    hits = clipdex("search", "--text-in-image", "pharmacy", "--json").json()
+    assert hits and {h["path"] for h in hits} == {str(lib / "shop.mp4")} and hits[0]["media"] == "video"
