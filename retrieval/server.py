@@ -43,7 +43,9 @@ from retrieval.serving.middleware import (
     ErrorBoundary,
     HeadAsGet,
     JsonBodyLimit,
+    SecurityHeaders,
     UploadSlots,
+    content_security_policy,
     field_message,
     validation_detail,
 )
@@ -318,6 +320,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)
+    app.add_middleware(SecurityHeaders, csp=content_security_policy(page))  # outermost: on every answer
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:

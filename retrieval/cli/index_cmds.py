@@ -212,10 +212,18 @@ def status(run: Run, check: bool) -> None:
                  + (" (marked: the next `clipdex ingest` embeds their files again)" if checked["damaged"] else ""))
             for item in checked["examples"]:
                 echo(f"  damaged: {item['path']}: {item['reason']}")
+            files = checked.get("files")
+            if files and files["expected"] is not None:
+                echo(f"files       the store's records say {files['expected']:,} points, the engine serves "
+                     f"{files['served']:,}" + (f": {files['lost']:,} lost to damaged store files; the next "
+                                               "`clipdex ingest` of their folders embeds them again"
+                                               if files["lost"] else ""))
+            for item in (files or {}).get("set_aside", []):
+                echo(f"  set aside: {item['segment']}: {item['reason']}")
 
     doc = {k: info[k] for k in STATUS_KEYS}
     run.emit(doc | ({"check": checked} if checked is not None else {}), human)
-    if checked is not None and (checked["damaged"] or checked["problems"]):
+    if checked is not None and (checked["damaged"] or checked["problems"] or (checked["files"] or {}).get("lost")):
         raise click.exceptions.Exit(1)
 
 
