@@ -142,13 +142,13 @@ class VideoSettings(_Section):
     """A shot cut: the mean absolute difference of two small grey frames (0..1) above this."""
     merge_cosine: float = Field(0.97, ge=0, le=1.0001)
     """Neighbouring moments whose vectors are at least this similar become one moment."""
-    max_seconds: float = Field(14400.0, gt=0)
+    max_seconds: float = Field(14400.0, gt=0, le=1e7)
     """Only the first this many seconds of a video are sampled (a longer one is kept, marked truncated)."""
-    max_frames: int = Field(200_000, ge=1)
+    max_frames: int = Field(200_000, ge=1, le=10**9)
     """Decoded frames per file at most (the moments up to there are kept, marked truncated)."""
-    max_gigapixels: float = Field(400.0, gt=0)
+    max_gigapixels: float = Field(400.0, gt=0, le=1e6)
     """Decoded pixels per file at most, in 10^9 (the moments up to there are kept, marked truncated)."""
-    time_s: float = Field(600.0, gt=0)
+    time_s: float = Field(600.0, gt=0, le=86400)
     """Wall time per file at most (the moments up to there are kept, marked truncated)."""
     max_moments: int = Field(2000, ge=1, le=100_000)
     """Moments per video at most (all of a video's moments are written in one store request)."""
