@@ -89,6 +89,25 @@ def test_rerun_touch_and_change(clipdex, config: Path, library: Path) -> None:
     assert gone["deleted"] == 1 and not [p for p in stored(config) if p["path"] == str(video)]
 
 
+def test_an_incomplete_set_is_read_again(clipdex, config: Path, library: Path) -> None:
+    """A video whose stored moments are fewer than its ``video_points`` (a partly applied write) is read again."""
+    from retrieval.settings import load_settings
+    from retrieval.store import open_store
+
+    assert clipdex("ingest", library, "--json").code == 0
+    video = str(library / "scenes.mp4")
+    store = open_store(load_settings(config))
+    try:
+        ids = [pid for pid, p in store.payloads(("path",)) if p["path"] == video]
+        store.delete(ids[:1])
+    finally:
+        store.close()
+    assert len([p for p in stored(config) if p["path"] == video]) == len(ids) - 1
+    report = clipdex("ingest", library, "--json").json()
+    assert report["videos"] == 1 and report["unchanged"] == 5
+    assert len([p for p in stored(config) if p["path"] == video]) == len(ids)
+
+
 def test_no_video_flag(clipdex, config: Path, library: Path) -> None:
     report = clipdex("ingest", library, "--no-video", "--json").json()
     assert report["indexed"] == 1 and report["videos"] == 0

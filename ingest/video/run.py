@@ -161,6 +161,8 @@ def record_video(plan: IngestPlan, book: Bookkeeper, result: VideoResult) -> Non
     ids, vectors, payloads = moment_payloads(result)
     book.sink.put(ids, vectors, payloads)  # one store request: the whole version or nothing
     new = set(ids)
+    if plan.superseded:  # an incomplete set of these very bytes is rewritten now under the same ids: keep them
+        plan.superseded[:] = [pid for pid in plan.superseded if pid not in new]
     plan.superseded += [pid for pid in old if pid not in new]
     report.videos += 1
     report.moments += len(ids)
