@@ -380,3 +380,37 @@ def test_ocr_reads_a_videos_middle_frame(clipdex, config: Path, tmp_path: Path) 
     assert report["videos"] == 1 and report["ocr"]["failed"] == []
     hits = clipdex("search", "--text-in-image", "pharmacy", "--json").json()
     assert hits and {h["path"] for h in hits} == {str(lib / "shop.mp4")} and hits[0]["media"] == "video"
+
+
+def test_chromium_plays_a_moment_from_api_media(clipdex, config: Path, tmp_path: Path,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A real browser plays ``<video src="/api/media?path=…">`` from a moment's ``start_s`` (Range requests)."""
+    from retrieval import load_settings
+    from retrieval.index import Index
+    from retrieval.server import create_app
+    from tests.chromium import browser_session
+    from tests.test_server import serving
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    video = write_video(lib / "clip.webm", [(pattern(1), 2.0), (pattern(2), 3.0)], size=(160, 120))
+    assert clipdex("ingest", lib, "--json").code == 0
+    moment = max((p for p in stored(config) if p["path"] == str(video)), key=lambda p: p["start_s"])
+    assert moment["start_s"] == pytest.approx(2.0, abs=0.01)
+    with Index.open(load_settings(config)) as index, serving(create_app(index)) as url, \
+            browser_session(tmp_path_factory) as browser:
+        browser.get(url + "/")
+        state = browser.execute_async_script("""
+            const [path, start, done] = arguments;
+            const v = document.createElement("video");
+            v.muted = true;
+            v.addEventListener("loadedmetadata", () => { v.currentTime = start; });
+            v.addEventListener("seeked", () => v.play().then(
+                () => setTimeout(() => done({t: v.currentTime, ready: v.readyState, err: null}), 300),
+                (e) => done({t: v.currentTime, ready: v.readyState, err: String(e)})));
+            v.addEventListener("error", () => done({t: -1, ready: 0, err: String(v.error && v.error.code)}));
+            v.src = "/api/media?path=" + encodeURIComponent(path);
+            document.body.appendChild(v);
+        """, str(video), moment["start_s"])
+    assert state["err"] is None and state["ready"] >= 2, state
+    assert moment["start_s"] <= state["t"] < moment["end_s"], state

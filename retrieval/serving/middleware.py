@@ -246,13 +246,15 @@ def inline_hashes(page: str) -> dict[str, list[str]]:
 def content_security_policy(page: str) -> str:
     """The page's CSP: its own inline blocks (by hash) and same-origin files; nothing from elsewhere, no framing.
 
-    Images may also be ``blob:`` (the preview of a chosen upload) and ``data:`` (the empty favicon)."""
+    Images may also be ``blob:`` (the preview of a chosen upload) and ``data:`` (the empty favicon); media
+    (videos) are same-origin only."""
     hashes = inline_hashes(page)
     return "; ".join([
         "default-src 'none'",
         " ".join(["script-src 'self'", *hashes["script"]]),
         " ".join(["style-src 'self'", *hashes["style"]]),
         "img-src 'self' blob: data:",
+        "media-src 'self'",  # <video src="/api/media?path=…"> (a video's moments, docs/video.md)
         "connect-src 'self'",
         "font-src 'self'",
         "manifest-src 'self'",
