@@ -31,13 +31,15 @@ class IngestReport:
     moments: int = 0  # their points
     truncated: list[dict[str, str]] = field(default_factory=list)  # videos sampled up to a cap: {"path", "cap"}
     ocr: dict[str, Any] | None = None  # the OCR pass's report (ingest.ocr.OcrReport.as_dict) when it ran
+    concepts: dict[str, Any] | None = None  # new points tagged with the collection's concepts (retrieval.concepts)
 
     def as_dict(self) -> dict[str, Any]:
         return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
                 "moved": self.moved, "duplicates": self.duplicates, "failed": self.failed,
                 "offline": self.offline, "kept": self.kept, "held_back": self.held_back,
                 "index_built": self.index_built, "videos": self.videos, "moments": self.moments,
-                "truncated": self.truncated, **({"ocr": self.ocr} if self.ocr is not None else {})}
+                "truncated": self.truncated, **({"ocr": self.ocr} if self.ocr is not None else {}),
+                **({"concepts": self.concepts} if self.concepts is not None else {})}
 
     def notices(self) -> list[str]:
         """One line per root or folder whose points were kept or whose deletions were held back."""

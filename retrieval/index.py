@@ -163,6 +163,9 @@ class Index:
                             index_threshold=self.settings.store.index_threshold, video=self.settings.video)
         if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
             report.ocr = self.read_text(progress=progress).as_dict()
+        from retrieval.concepts.teach import tag_new
+
+        report.concepts = tag_new(self)  # new and moved files join the concepts they belong to
         return report
 
     def read_text(self, *, progress: bool | Progress = False) -> OcrReport:

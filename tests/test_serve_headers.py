@@ -59,14 +59,15 @@ def test_every_answer_carries_the_security_headers(live: Live):
     assert answers["the page"].status_code == 200 and answers["an image"].status_code == 200
     for what, response in answers.items():
         assert_protected(response, what)
-    # The page's CSP allows exactly its own inline blocks, by hash, and nothing inline besides.
+    # The page has no inline blocks (its scripts and style sheet are served from /static/): its CSP allows
+    # same-origin files only, no hash, nothing inline; the static files carry the headers too.
     page = answers["the page"].text
     csp = answers["the page"].headers["content-security-policy"]
-    hashes = inline_hashes(page)
-    assert hashes["script"] and hashes["style"], "the page has inline blocks today; the test must see them"
-    for source in hashes["script"] + hashes["style"]:
-        assert source in csp
+    assert inline_hashes(page) == {"script": [], "style": []}
+    assert "script-src 'self';" in csp and "style-src 'self';" in csp and "sha256" not in csp
     assert csp == content_security_policy((WEB_DIR / "index.html").read_text(encoding="utf-8"))
+    for asset in ("app.js", "app.css"):
+        assert_protected(live.http.get(f"/static/{asset}"), asset)
 
 
 @pytest.mark.parametrize("site", ["cross-site", "same-site", "CROSS-SITE"])

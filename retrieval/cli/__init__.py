@@ -16,6 +16,7 @@ from retrieval.cli import learn_cmds  # noqa: E402,F401  isort: skip
 from retrieval.cli import model_cmds  # noqa: E402,F401  isort: skip
 from retrieval.cli import serve_cmd  # noqa: E402,F401  isort: skip
 from retrieval.cli import dup_cmds  # noqa: E402,F401  isort: skip
+from retrieval.cli import concept_cmds  # noqa: E402,F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -114,7 +114,11 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--ocr/--no-ocr", default=None,
               help="Fuse CLIP with BM25 over recognised text where the collection has some [default: on].")
 @click.option("--relevant/--all", default=None,
-              help="Only the hits that stand out from this query's score distribution [default: [search] cutoff].")
+              help="Only the hits that stand out from this query's score distribution [default: [search] cutoff]; "
+                   "with --concept: its members only.")
+@click.option("--concept", metavar="NAME", help="Rank by this concept (alone, or with TEXT/--image/--like).")
+@click.option("--not-concept", metavar="NAME", help="Steer away from this concept.")
+@click.option("--in-concept", metavar="NAME", help="Only members of this concept.")
 @click.option("--media", type=click.Choice(["image", "video"]), default=None,
               help="Only photos, or only moments of videos.")
 @click.option("--moments", type=int, default=None, metavar="N",

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.records import path_key, point_id
-from ingest.scan import is_video_name
+from ingest.records import path_key
 from retrieval.errors import ClipdexError
 from retrieval.search import hybrid, moments
-from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.search.refs import point_ref, stored_vectors
+from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError
 from retrieval.search.vector import query_vector
 from retrieval.store import Hit, SearchFilter
 from retrieval.vectors import recommend_vector
@@ -36,12 +34,16 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
     if ctx.store.meta() is None:
         raise ClipdexError(f"collection '{ctx.settings.store.collection}' is empty or missing at "
                            f"{ctx.store.location} (run `clipdex ingest DIR` first)")
+    if req.has_concept:
+        from retrieval.search import concept
+
+        return moments.fetch_collapsed(lambda k: concept.search(ctx, req, _where(req), k), _limit(ctx, req),
+                                       req.moments)
     if not req.has_query and not req.like and req.text_in_image is None:
         raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))
-    limit = ctx.settings.search.limit if req.limit is None else req.limit
-    where = SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
-                         before=req.before, camera=req.camera, media=req.media)
+    limit = _limit(ctx, req)
+    where = _where(req)
     if not req.like and not req.unlike:  # CLIP, and the recognised text where there is some
         return moments.fetch_collapsed(lambda k: hybrid.search(ctx, req, where, k), limit, req.moments)
     if req.text_in_image is not None:
@@ -61,50 +63,22 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
                                    limit, req.moments)
 
 
-def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
-    """The stored vectors of indexed paths or point ids (rows, in order), read from the store as they are.
-
-    Raises :class:`retrieval.search.request.UnknownPointError` naming what is not in the collection.
-    """
-    if not refs:
-        meta = ctx.store.meta()
-        return np.zeros((0, meta.dim if meta else 0), np.float32)
-    wanted = [_moment_ref(ctx, ref) or point_ref(ref) for ref in refs]
-    found = ctx.store.points([pid for pid, _ in wanted])
-    missing = [ref for ref, (pid, key) in zip(refs, wanted, strict=True)
-               if pid not in found or (key is not None and found[pid][1].get("path") != key)]
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise UnknownPointError(f"not in the collection: {', '.join(missing[:3])}{more}")
-    vectors = np.stack([found[pid][0] for pid, _ in wanted]).astype(np.float32)
-    norms = np.linalg.norm(vectors, axis=1)
-    for ref, norm in zip(refs, norms, strict=True):
-        if not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
-            raise ClipdexError(f"the stored vector of {ref} is damaged (norm {norm:.3g}); ingest that file again")
-    return vectors
+def _limit(ctx: SearchContext, req: SearchRequest) -> int:
+    return ctx.settings.search.limit if req.limit is None else req.limit
 
 
-def _moment_ref(ctx: SearchContext, ref: str) -> tuple[str, str] | None:
-    """(point id, path key) of the moment a ``path#t=SECONDS`` example names (or a video's first moment for its
-    plain path); None when ``ref`` names no stored video."""
-    path, seconds = moments.split_fragment(ref)
-    try:
-        uuid.UUID(path)
-        return None
-    except ValueError:
-        pass
-    key = path_key(os.path.abspath(os.path.expanduser(path)))
-    if seconds is None and not is_video_name(key):
-        return None
-    hit = moments.moment_at(ctx.store, key, seconds)
-    return (hit.id, key) if hit is not None else None
+def _where(req: SearchRequest) -> SearchFilter:
+    return SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
+                        before=req.before, camera=req.camera, media=req.media)
 
 
 def hit_row(hit: Hit) -> dict[str, Any]:
     """One search result as ``clipdex search --json`` and ``GET /api/search`` return it: the payload, with
     ``media`` ("image" or "video"; a moment also has ``time_s``, ``start_s`` and ``end_s``)."""
     row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6), "media": "image",
-           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr", "video_points")}}
+           **{k: v for k, v in hit.payload.items()
+              if k not in ("path", "ancestors", "ocr", "concepts_at", "video_points")}}
+    row["concepts"] = list(hit.payload.get("concepts") or [])
     if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
         row["ocr_text"] = hit.payload.get("ocr_text") or ""
     return row
@@ -113,12 +87,3 @@ def hit_row(hit: Hit) -> dict[str, Any]:
 def folder_key(folder: str) -> str:
     """The path key of a ``folder`` filter (absolute, no trailing separator)."""
     return path_key(os.path.abspath(os.path.expanduser(folder))).rstrip("/") or "/"
-
-
-def point_ref(ref: str) -> tuple[str, str | None]:
-    """(point id, path key or None) of a like/unlike example: a point id, or an indexed file's path."""
-    try:
-        return str(uuid.UUID(ref)), None
-    except ValueError:
-        key = path_key(os.path.abspath(os.path.expanduser(ref)))
-        return point_id(key), key

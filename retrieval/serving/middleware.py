@@ -254,7 +254,7 @@ def content_security_policy(page: str) -> str:
         " ".join(["script-src 'self'", *hashes["script"]]),
         " ".join(["style-src 'self'", *hashes["style"]]),
         "img-src 'self' blob: data:",
-        "media-src 'self'",  # <video src="/api/media?path=…"> (a video's moments, docs/video.md)
+        "media-src 'self'",  # a video moment plays from /api/media in the page's viewer
         "connect-src 'self'",
         "font-src 'self'",
         "manifest-src 'self'",

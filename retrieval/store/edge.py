@@ -67,13 +67,15 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
     must += edge_text_conditions(where)
+    must += [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.concepts]
+    must_not = [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.not_concepts]
     if where.path is not None:
         must.append(qe.FieldCondition(key="path", match=qe.MatchValue(where.path)))
     if where.media == "video":
         must.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
     elif where.media is not None:  # images: points stored before ``media`` existed are images too
-        must.append(qe.Filter(must_not=[qe.FieldCondition(key="media", match=qe.MatchValue("video"))]))
-    return qe.Filter(must=must)
+        must_not.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
+    return qe.Filter(must=must or None, must_not=must_not or None)
 
 
 class EdgeStore(EdgeTextMixin):
@@ -355,6 +357,33 @@ class EdgeStore(EdgeTextMixin):
             if offset is None:
                 return
 
+    def scroll_vectors(self, fields: Sequence[str], *, missing: str | None = None,
+                       having: tuple[str, str] | None = None, vectors: bool = True, page: int = 8192,
+                       raw_ids: bool = False) -> Iterator[tuple[list[Any], np.ndarray, list[dict[str, Any]]]]:
+        """Pages of (ids, vectors as rows, payloads with ``fields``): every point, or only those whose payload
+        field ``missing`` is empty, or whose keyword field ``having[0]`` holds ``having[1]``. ``vectors``: False
+        gives a (n, 0) array. ``raw_ids``: the engine's id objects (which :meth:`set_payload` takes as they are)
+        instead of strings."""
+        if self._shard is None:
+            return
+        must: list[Any] = []
+        if missing is not None:
+            must.append(qe.IsEmptyCondition(missing))
+        if having is not None:
+            must.append(qe.FieldCondition(key=having[0], match=qe.MatchValue(having[1])))
+        wanted = qe.Filter(must=must) if must else None
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=page, with_payload=list(fields), with_vector=vectors, filter=wanted))
+            if records:
+                rows = (np.asarray([_dense(r.vector) for r in records], np.float32) if vectors
+                        else np.zeros((len(records), 0), np.float32))
+                ids = [r.id for r in records] if raw_ids else [str(r.id) for r in records]
+                yield ids, rows, [dict(r.payload or {}) for r in records]
+            if offset is None:
+                return
+
     def points(self, ids: Sequence[str]) -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
         if not ids or self._shard is None:
             return {}
@@ -412,8 +441,16 @@ class EdgeStore(EdgeTextMixin):
     def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
-            self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
-            self._damaged.difference_update(ids)
+            self.shard.update(qe.UpdateOperation.set_payload(
+                [uuid.UUID(i) if isinstance(i, str) else i for i in ids], values))
+            self._damaged.difference_update(str(i) for i in ids)
+
+    def drop_fields(self, keys: Sequence[str]) -> None:
+        """Remove these payload fields from every point that has one of them."""
+        if self._shard is not None and keys:
+            having = qe.Filter(should=[qe.Filter(must_not=[qe.IsEmptyCondition(k)]) for k in keys])
+            self._room(space.small_write_bytes(self.count()), f"remove {', '.join(keys)} from the points")
+            self._shard.update(qe.UpdateOperation.delete_payload_by_filter(having, list(keys)))
 
     def problems(self) -> list[str]:
         return health.file_problems(self.folder)

@@ -51,14 +51,15 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> models.Filter | None:
             models.FieldCondition(key="camera_model", match=models.MatchValue(value=where.camera)),
         ]))
     must += server_text_conditions(where)
+    must += [models.FieldCondition(key="concepts", match=models.MatchValue(value=n)) for n in where.concepts]
+    must_not = [models.FieldCondition(key="concepts", match=models.MatchValue(value=n)) for n in where.not_concepts]
     if where.path is not None:
         must.append(models.FieldCondition(key="path", match=models.MatchValue(value=where.path)))
     if where.media == "video":
         must.append(models.FieldCondition(key="media", match=models.MatchValue(value="video")))
     elif where.media is not None:  # images: points stored before ``media`` existed are images too
-        must.append(models.Filter(must_not=[models.FieldCondition(key="media",
-                                                                  match=models.MatchValue(value="video"))]))
-    return models.Filter(must=must)
+        must_not.append(models.FieldCondition(key="media", match=models.MatchValue(value="video")))
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 def _quantization(config: IndexConfig) -> models.ScalarQuantization | None:
