@@ -17,7 +17,9 @@ REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # Each field's docstring is its documentation: retrieval.config_doc reads them from the source (pydantic's
+    # use_attribute_docstrings would parse the source at every start of every command).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSettings(_Section):

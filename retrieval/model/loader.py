@@ -88,7 +88,7 @@ def load_query_encoder(settings: ModelSettings, built: str | None = None, *,
                     raise ClipdexError(f"model {settings.name} no longer exports to ONNX: {fresh.unexportable}")
                 return fresh
 
-            return OnnxEncoder(export, identity(settings, export), towers, repair=repair)
+            return OnnxEncoder(export, identity(settings, export), towers, repair=repair, log=log)
         except Unexportable as exc:
             if settings.engine == "onnx":
                 raise ClipdexError(f"model {settings.name} cannot run on ONNX Runtime: {exc} "

@@ -10,6 +10,7 @@ opens the image tower), with intra-op threads = cores and sequential execution.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +38,10 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+def _stderr(line: str) -> None:
+    print(f"clipdex: {line}", file=sys.stderr, flush=True)
+
+
 class OnnxEncoder(Encoder):
     """Both towers of an exported model on ONNX Runtime (CPU)."""
 
@@ -44,9 +49,10 @@ class OnnxEncoder(Encoder):
     """Ingest keeps its torch encoder (retrieval.model.loader)."""
 
     def __init__(self, export: Export, identity: ModelIdentity, precision: dict[str, str],
-                 repair: Callable[[str], Export] | None = None):
+                 repair: Callable[[str], Export] | None = None, log: Callable[[str], None] | None = None):
         """``precision``: per tower ("image", "text") the exported variant to run (fp32 or int8).
-        ``repair(problem)``: called with a one-line problem when a file turns out damaged; returns a new export."""
+        ``repair(problem)``: called with a one-line problem when a file turns out damaged; returns a new export.
+        ``log(line)``: says a damaged optimised-graph cache (retrieval.model.ort_cache) being made again."""
         super().__init__()
         from retrieval.model.preprocess import Preprocess
         from retrieval.model.tokenizer import load_tokenizer
@@ -68,6 +74,7 @@ class OnnxEncoder(Encoder):
         self.trim = bool(text.get("trim")) and bool(manifest["towers"]["textual"].get("dynamic_length"))
         self.pool, self.eos_id = str(text.get("pool") or ""), text.get("eos_id")
         self._repair = repair
+        self._log = log or _stderr
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -84,17 +91,24 @@ class OnnxEncoder(Encoder):
         return self._sessions[tower]
 
     def _open(self, tower: str) -> Any:
-        import onnxruntime as ort
+        from retrieval.model.ort_cache import cached_session
 
         name, precision = TOWER_OF[tower], self.tower_precision[tower]
-        try:
-            data = self.export.read(name, precision)
-        except ExportProblem as problem:
-            if self._repair is None:
-                raise
-            self.export = self._repair(str(problem))
-            data = self.export.read(name, precision)
-        return ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+
+        def source() -> bytes:
+            try:
+                return self.export.read(name, precision)
+            except ExportProblem as problem:
+                if self._repair is None:
+                    raise
+                self.export = self._repair(str(problem))
+                return self.export.read(name, precision)
+
+        if not self.export.sizes_ok():  # a damaged export is repaired before its cached graph is trusted
+            source()
+        entry = self.export.entry(name, precision)
+        return cached_session(source, str(entry["xxh3"]), self.export.folder, f"{name}-{precision}",
+                              session_options, log=self._log)
 
     def _run(self, tower: str, array: np.ndarray) -> np.ndarray:
         sess = self._session(tower)
