@@ -101,6 +101,39 @@ def load_query_encoder(settings: ModelSettings, built: str | None = None, *,
     return load_ingest_encoder(settings)
 
 
+def open_text_ahead(settings: ModelSettings, texts: list[str]) -> None:
+    """Start, in a background thread, what a one-shot text search will need: the tokenizer and the text tower's
+    ONNX Runtime session (retrieval.model.ort_cache.open_ahead), while the process goes on importing and
+    opening the store. Does nothing where the model has no sound export yet (the search exports it), where
+    the texts' vectors are cached on disk (retrieval.model.text_cache), or where the engine is torch. The
+    tower precision is guessed without the collection (as for a new one); a wrong guess costs only that thread."""
+    if settings.engine == "torch" or not texts:
+        return
+
+    def work() -> None:
+        from retrieval.model import text_cache
+        from retrieval.model.onnx_backend import TOWER_OF, session_options, tokenizer_of
+        from retrieval.model.ort_cache import open_ahead
+
+        try:
+            export = find_export(settings)
+            if export is None or export.unexportable or not export.sizes_ok():
+                return
+            precision = onnx_precisions(settings, None, export)["text"]
+            folder = text_cache.folder_for(str(export.manifest["key"]), precision) if text_cache.enabled() else None
+            dim = int(export.manifest["dim"])
+            if folder is not None and all(text_cache.get(folder, t, dim) is not None for t in texts):
+                return
+            name = TOWER_OF["text"]
+            open_ahead(lambda: export.read(name, precision), str(export.entry(name, precision)["xxh3"]),
+                       export.folder, f"{name}-{precision}", session_options, log=note)
+            tokenizer_of(export.manifest)
+        except Exception:  # noqa: BLE001  only a head start: the search itself says what is wrong
+            return
+
+    threading.Thread(target=work, name="clipdex-text-ahead").start()
+
+
 def load_ingest_encoder(settings: ModelSettings) -> Encoder:
     """The encoder for ingest (and training, evaluation): open_clip on torch."""
     from retrieval.model.torch_backend import TorchEncoder

@@ -38,6 +38,24 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+_tokenizers: dict[str, Any] = {}
+_tokenizers_lock = threading.Lock()
+
+
+def tokenizer_of(manifest: dict[str, Any]) -> Any:
+    """The torch-free tokenizer of an export (built once per process: reading the BPE merges takes 0.1 s)."""
+    import json
+
+    from retrieval.model.tokenizer import load_tokenizer
+
+    args = (manifest["open_clip_name"], manifest.get("model_cfg") or None, int(manifest["context_length"]))
+    key = json.dumps(args, sort_keys=True, default=str)
+    with _tokenizers_lock:
+        if key not in _tokenizers:
+            _tokenizers[key] = load_tokenizer(*args)
+        return _tokenizers[key]
+
+
 def _stderr(line: str) -> None:
     print(f"clipdex: {line}", file=sys.stderr, flush=True)
 
@@ -55,7 +73,6 @@ class OnnxEncoder(Encoder):
         ``log(line)``: says a damaged optimised-graph cache (retrieval.model.ort_cache) being made again."""
         super().__init__()
         from retrieval.model.preprocess import Preprocess
-        from retrieval.model.tokenizer import load_tokenizer
 
         manifest = export.manifest
         self.export = export
@@ -66,7 +83,7 @@ class OnnxEncoder(Encoder):
         self.image_size = int(manifest["image_size"])
         self.context_length = int(manifest["context_length"])
         self.preprocess = Preprocess.from_config(manifest["preprocess_cfg"])
-        tokenizer = load_tokenizer(manifest["open_clip_name"], manifest.get("model_cfg") or None, self.context_length)
+        tokenizer = tokenizer_of(manifest)
         if tokenizer is None:
             raise ExportProblem("the export's tokenizer cannot be read without torch")
         self.tokenizer = tokenizer
@@ -125,9 +142,40 @@ class OnnxEncoder(Encoder):
         return self._run("image", pixels)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        folder = self._text_folder()
+        if folder is None:
+            return self._encode_texts_now(texts)
+        from retrieval.model import text_cache
+
+        found = {t: v for t in texts if (v := text_cache.get(folder, t, self.dim)) is not None}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            for text, vector in zip(missing, self._encode_texts_now(missing), strict=True):
+                text_cache.put(folder, text, vector)
+                found[text] = vector
+        return np.stack([found[t] for t in texts])
+
+    def _text_folder(self) -> Any:
+        """Where this process keeps text vectors on disk (retrieval.model.text_cache), or None."""
+        from retrieval.model import text_cache
+
+        if not text_cache.enabled():
+            return None
+        return text_cache.folder_for(str(self.export.manifest["key"]), self.tower_precision["text"])
+
+    def open_ahead(self, tower: str) -> None:
+        """Start opening ``tower``'s session in the background (retrieval.model.ort_cache.open_ahead)."""
+        from retrieval.model.ort_cache import open_ahead
+
+        name, precision = TOWER_OF[tower], self.tower_precision[tower]
+        if self.export.sizes_ok():
+            open_ahead(lambda: self.export.read(name, precision), str(self.export.entry(name, precision)["xxh3"]),
+                       self.export.folder, f"{name}-{precision}", session_options, log=self._log)
+
+    def _encode_texts_now(self, texts: list[str]) -> np.ndarray:
         if self.tower_precision["text"] == "int8" and len(texts) > 1:
             # int8 scales activations per batch: one text at a time keeps a text's vector independent of its batch
-            return np.concatenate([self._encode_texts([text]) for text in texts])
+            return np.concatenate([self._encode_texts_now([text]) for text in texts])
         return self._run("text", self.cut(self.tokenizer(texts)))
 
     def cut(self, tokens: np.ndarray) -> np.ndarray:

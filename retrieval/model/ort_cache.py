@@ -7,15 +7,18 @@ int8 matmuls). The first session of a tower saves ORT's optimised graph
 the ONNX Runtime version, the execution provider and the CPU's flags (an ``ORT_ENABLE_ALL`` graph may hold
 kernels laid out for this CPU). It lives in ``optimized/`` beside the export (or in the cache folder where
 that is read-only), written through a temporary file and ``os.replace``; its side file ``<name>.json``,
-written last, names its size and xxh3 hash, so a partial or damaged file is recognised, said in one line
-and rebuilt. No torch here.
+written last, names its size, modification time and xxh3 hash: a file of another size, or whose time changed
+and whose content no longer has that hash, is recognised as damaged, said in one line and rebuilt (as is one ORT
+cannot load). ORT reads the file from its path (half the CPU of handing it the bytes). No torch here.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -46,49 +49,91 @@ def cache_folder(export_folder: Path) -> Path:
     return cache_root().parent / "onnx-optimized" / export_folder.name
 
 
-def _read_cached(path: Path, key: str) -> tuple[bytes | None, str]:
-    """The cached graph's bytes if its side file names this key and the bytes match; else (None, why).
-    ``why`` is "" where there simply is no cached graph yet (nothing to say)."""
+def _check_cached(path: Path, key: str) -> tuple[bool, str]:
+    """Is the cached graph there, this key's and whole? (ok, why not). ``why`` is "" where there simply is no
+    graph for this key yet (nothing to say). A file with the recorded size and modification time is taken as
+    written; one whose time changed is hashed and must match the recorded xxh3."""
     import xxhash
 
     side = path.with_name(path.name + ".json")
     try:
         meta = json.loads(side.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return None, ""
+        return False, ""
     except (OSError, ValueError):
-        return None, f"the optimised graph's record {side} cannot be read"
+        return False, f"the optimised graph's record {side} cannot be read"
     if not isinstance(meta, dict) or meta.get("key") != key:
-        return None, ""  # another ORT, CPU or export: made again for this one
+        return False, ""  # another ORT, CPU or export: made again for this one
     try:
-        data = path.read_bytes()
+        stat = path.stat()
+        if stat.st_size != meta.get("bytes"):
+            return False, f"the optimised graph {path} is damaged ({stat.st_size:,} bytes, its record says " \
+                          f"{meta.get('bytes')})"
+        if stat.st_mtime_ns == meta.get("mtime_ns"):
+            return True, ""
+        if xxhash.xxh3_64(path.read_bytes()).hexdigest() != meta.get("xxh3"):
+            return False, f"the optimised graph {path} is damaged (its content hash differs from its record)"
     except OSError as exc:
-        return None, f"the optimised graph {path} cannot be read ({exc.strerror or exc})"
-    if len(data) != meta.get("bytes") or xxhash.xxh3_64(data).hexdigest() != meta.get("xxh3"):
-        return None, f"the optimised graph {path} is damaged"
-    return data, ""
+        return False, f"the optimised graph {path} cannot be read ({exc.strerror or exc})"
+    return True, ""
+
+
+_ahead: dict[tuple[str, str, str], Future[Any]] = {}
+_ahead_lock = threading.Lock()
+
+
+def open_ahead(source: Callable[[], bytes], source_xxh3: str, export_folder: Path, name: str,
+               options: Callable[[], Any], *, log: Callable[[str], None] | None = None) -> None:
+    """Start :func:`cached_session` in a background thread; the :func:`cached_session` call for the same graph
+    then takes its session instead of making one (ORT builds a session without holding the GIL, so a cold
+    search overlaps it with its imports and the store's opening). A failure there is left to that call."""
+    key = (str(export_folder), name, source_xxh3)
+    with _ahead_lock:
+        if key in _ahead:
+            return
+        future: Future[Any] = Future()
+        _ahead[key] = future
+
+    def work() -> None:
+        try:
+            future.set_result(cached_session(source, source_xxh3, export_folder, name, options, log=log,
+                                             ahead=False))
+        except BaseException as exc:  # noqa: BLE001  handed to the caller, which tries again itself
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name=f"clipdex-open-{name}").start()
 
 
 def cached_session(source: Callable[[], bytes], source_xxh3: str, export_folder: Path, name: str,
-                   options: Callable[[], Any], *, log: Callable[[str], None] | None = None) -> Any:
+                   options: Callable[[], Any], *, log: Callable[[str], None] | None = None,
+                   ahead: bool = True) -> Any:
     """An ``onnxruntime.InferenceSession`` for one exported graph, through the optimised-graph cache.
 
     ``source()`` gives the exported graph's (checked) bytes, read only where the cache misses;
     ``source_xxh3`` is its manifest hash; ``name`` names the file (``textual-int8``); ``options()`` makes fresh
     SessionOptions. A damaged cached file is said in one line through ``log`` and made again; a cache that
-    cannot be written only costs the optimisation each time."""
+    cannot be written only costs the optimisation each time. ``ahead``: take the session :func:`open_ahead`
+    started for this graph, if any."""
+    if ahead:
+        with _ahead_lock:
+            future = _ahead.pop((str(export_folder), name, source_xxh3), None)
+        if future is not None:
+            try:
+                return future.result()
+            except Exception:  # noqa: BLE001  made again here, where a damaged export is repaired
+                pass
     import onnxruntime as ort
     import xxhash
 
     key = graph_key(source_xxh3, ort.__version__)
     folder = cache_folder(export_folder)
     path = folder / f"{name}.onnx"
-    data, problem = _read_cached(path, key)
-    if data is not None:
+    ok, problem = _check_cached(path, key)
+    if ok:
         opts = options()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        try:
-            return ort.InferenceSession(data, opts, providers=[PROVIDER])
+        try:  # from the path: ORT reads it itself, half the CPU of handing it bytes
+            return ort.InferenceSession(str(path), opts, providers=[PROVIDER])
         except Exception as exc:  # ORT's own errors (Fail, InvalidGraph): a file it cannot load is made again
             problem = f"the optimised graph {path} cannot be loaded ({str(exc).splitlines()[0][:200]})"
     if problem and log is not None:
@@ -105,10 +150,11 @@ def cached_session(source: Callable[[], bytes], source_xxh3: str, export_folder:
     if tmp is not None:
         try:
             optimised = tmp.read_bytes()
-            side = {"key": key, "bytes": len(optimised), "xxh3": xxhash.xxh3_64(optimised).hexdigest(),
-                    "source_xxh3": source_xxh3, "onnxruntime": ort.__version__, "provider": PROVIDER}
             path.with_name(path.name + ".json").unlink(missing_ok=True)  # no record names a file being replaced
             os.replace(tmp, path)
+            side = {"key": key, "bytes": len(optimised), "xxh3": xxhash.xxh3_64(optimised).hexdigest(),
+                    "mtime_ns": path.stat().st_mtime_ns, "source_xxh3": source_xxh3,
+                    "onnxruntime": ort.__version__, "provider": PROVIDER}
             write_atomic(path.with_name(path.name + ".json"), json.dumps(side).encode())
         except OSError:
             pass  # a read-only or full disk: this process ran fine, the next one optimises again
