@@ -5,7 +5,8 @@ config, default ``.bench/query-ViT-B-32-auto-auto.toml``; run query.py once firs
 CPU seconds:
 
 * ``python``: an empty interpreter (``python -c pass``): the floor of any process;
-* ``import``: ``import retrieval.cli`` and, as the search command does, its search module;
+* ``import_cli``: ``import retrieval.cli`` and, as the search command does, its search module;
+* ``import_index``: ``retrieval.index`` (the stores, the model loader, the search package);
 * ``settings``: reading the config;
 * ``open_store``: ``Index.open`` (the embedded store, its collection metadata);
 * ``encoder``: the query encoder (the export's manifest, the tokenizer);
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,8 +44,9 @@ def mark(name):
     marks.append((name, time.perf_counter(), time.process_time()))
 mark("start")
 import retrieval.cli, retrieval.cli.index_cmds
-mark("import")
+mark("import_cli")
 from retrieval.index import Index
+mark("import_index")
 from retrieval.settings import load_settings
 settings = load_settings(sys.argv[1])
 mark("settings")
@@ -67,11 +70,19 @@ def log(msg: str) -> None:
     print(f"[cold-bench] {msg}", file=sys.stderr, flush=True)
 
 
-def run(cmd: list[str], tree: Path = REPO) -> tuple[float, str]:
+CPU: dict[str, list[float]] = {}
+"""CPU seconds (user + system) of each kind of whole process, steadier than wall time on a loaded machine."""
+
+
+def run(cmd: list[str], tree: Path = REPO, what: str = "") -> tuple[float, str]:
     env = {**os.environ, "PYTHONPATH": str(tree)}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
     dt = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if what:
+        CPU.setdefault(what, []).append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:4])} failed: {proc.stderr.strip()[-400:]}")
     return dt, proc.stdout
@@ -112,14 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             if what == "base":
                 if args.baseline is not None:
                     base.append(run([py, "-m", "retrieval.cli", "search", text + " b", "--config",
-                                     str(args.config.resolve())], args.baseline.resolve())[0])
+                                     str(args.config.resolve())], args.baseline.resolve(), "baseline")[0])
                 continue
             if what == "phases":
                 phases.append(json.loads(run([py, "-c", PHASES, str(args.config), text + " p"])[1]))
             elif what == "whole":
-                whole.append(run([py, "-m", "retrieval.cli", "search", text, "--config", str(args.config)])[0])
+                whole.append(run([py, "-m", "retrieval.cli", "search", text, "--config", str(args.config)],
+                                 what="whole")[0])
             else:
-                empty.append(run([py, "-c", "pass"])[0])
+                empty.append(run([py, "-c", "pass"], what="python")[0])
         log(f"round {r + 1}: whole {whole[-1]:.3f} s, " + (f"baseline {base[-1]:.3f} s, " if base else "")
             + f"python {empty[-1]:.3f} s, "
             + ", ".join(f"{k} {v[0]:.3f}" for k, v in phases[-1].items()))
@@ -133,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_runs_s": [round(x, 3) for x in base] or None,
         "round_ratios": [round(w / b, 3) for w, b in zip(whole, base, strict=False)] or None,
         "python_s": round(statistics.median(empty), 3),
+        "cpu_s": {k: round(statistics.median(v), 3) for k, v in CPU.items()},
+        "cpu_runs_s": {k: [round(x, 3) for x in v] for k, v in CPU.items()},
+        "cpu_ratios": [round(w / b, 3) for w, b in zip(CPU.get("whole", []), CPU.get("baseline", []), strict=False)]
+        or None,
         "phase_wall_s": {n: round(statistics.median(p[n][0] for p in phases), 4) for n in names},
         "phase_cpu_s": {n: round(statistics.median(p[n][1] for p in phases), 4) for n in names},
         "phase_runs": phases, **machine(),

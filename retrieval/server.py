@@ -266,6 +266,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.decoders.warm, daemon=True).start()  # the first thumbnail is quick
+        threading.Thread(target=index.store.warm, daemon=True).start()  # the first searches read no pages from disk
         if service.syncer:
             service.syncer.start()
         try:
