@@ -243,6 +243,7 @@ class EdgeStore(EdgeTextMixin):
         """Store points. Once the appendable segment holds ``segment_points`` points it is sealed with its
         HNSW graph (:meth:`optimize`): a large load keeps one segment's payload indexes in RAM at most, and
         builds each segment's graph once, holding no other segment twice (see docs/scale.md)."""
+        self._wrote()
         rows = zip(ids, vectors, layout_payloads(payloads, self._layout), strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
@@ -265,6 +266,7 @@ class EdgeStore(EdgeTextMixin):
         self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir), config))
 
     def delete(self, ids: Sequence[str]) -> None:
+        self._wrote()
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"delete {len(ids)} points")
             self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
@@ -339,6 +341,7 @@ class EdgeStore(EdgeTextMixin):
         return found
 
     def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        self._wrote()
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
             self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
@@ -360,6 +363,7 @@ class EdgeStore(EdgeTextMixin):
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
     def set_root(self, root: str) -> None:
+        self._wrote()
         if self._shard is not None:
             untagged = qe.Filter(should=[_below(root, self._layout),
                                          qe.FieldCondition(key="path", match=qe.MatchValue(root))],
