@@ -16,8 +16,9 @@ CPU seconds:
 * ``whole_process``: a whole ``clipdex search TEXT`` process, timed from outside (new text each round;
   ``--repeat-text`` uses the same text, which the on-disk text cache then answers).
 
-Rounds alternate between the phase runner and the whole process. Prints one JSON line (per-phase medians and
-every round); progress goes to stderr.
+Rounds alternate between the phase runner and the whole process. ``--baseline DIR`` times another checkout's
+whole process and phases (``PYTHONPATH=DIR``) in the same rounds: before/after, side by side. Prints one JSON
+line (per-phase medians and every round); progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -113,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     phases: list[dict[str, list[float]]] = []
     whole: list[float] = []
     base: list[float] = []
+    base_phases: list[dict[str, list[float]]] = []
     empty: list[float] = []
     for r in range(args.rounds):
         text = "a photo of a dog" if args.repeat_text else f"a photo of a dog number {r} {time.time_ns()}"
@@ -124,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
                 if args.baseline is not None:
                     base.append(run([py, "-m", "retrieval.cli", "search", text + " b", "--config",
                                      str(args.config.resolve())], args.baseline.resolve(), "baseline")[0])
+                    base_phases.append(json.loads(run([py, "-c", PHASES, str(args.config.resolve()), text + " bp"],
+                                                      args.baseline.resolve())[1]))
                 continue
             if what == "phases":
                 phases.append(json.loads(run([py, "-c", PHASES, str(args.config), text + " p"])[1]))
@@ -151,7 +155,12 @@ def main(argv: list[str] | None = None) -> int:
         or None,
         "phase_wall_s": {n: round(statistics.median(p[n][0] for p in phases), 4) for n in names},
         "phase_cpu_s": {n: round(statistics.median(p[n][1] for p in phases), 4) for n in names},
-        "phase_runs": phases, **machine(),
+        "phase_runs": phases,
+        "baseline_phase_wall_s": {n: round(statistics.median(p[n][0] for p in base_phases), 4) for n in names}
+        if base_phases else None,
+        "baseline_phase_cpu_s": {n: round(statistics.median(p[n][1] for p in base_phases), 4) for n in names}
+        if base_phases else None,
+        "baseline_phase_runs": base_phases or None, **machine(),
     }
     print(json.dumps(result), flush=True)
     return 0

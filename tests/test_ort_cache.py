@@ -129,3 +129,22 @@ def test_damaged_cached_graph_is_rebuilt_with_one_line(model: Path, damage: str)
     lines.clear()
     _vectors(_encoder(model, lines))
     assert lines == []  # repaired for good
+
+
+def test_a_session_opened_ahead_is_the_one_the_encoder_uses(model: Path, monkeypatch: pytest.MonkeyPatch):
+    from retrieval.model.loader import open_text_ahead
+
+    lines: list[str] = []
+    want = _encoder(model, lines).encode_texts(["a red square"])
+    made: list[str] = []
+    original = ort.InferenceSession
+
+    def counting(*args, **kwargs):
+        made.append(str(args[0]))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counting)
+    open_text_ahead(_settings(model), ["a red square"])  # a background thread, as `clipdex search` starts it
+    got = _encoder(model, lines).encode_texts(["a red square"])
+    assert len(made) == 1 and not ort_cache._ahead  # taken by the encoder, not made twice
+    assert np.allclose(got, want, atol=1e-6) and lines == []
