@@ -297,6 +297,7 @@ class EdgeStore(EdgeTextMixin):
               min_score: float | None = None) -> list[Hit]:
         nearest = qe.Query.Nearest(vector.astype(np.float32).tolist())
         acorn = _ACORN if self._layout >= 2 and not where.empty else None
+        ef = self.hnsw_ef if acorn is None else min(self.hnsw_ef, FILTERED_EF)
 
         def search(k: int, exclude: frozenset[str]) -> list[Hit]:
             wanted = _filter(where, self._layout)
@@ -306,7 +307,7 @@ class EdgeStore(EdgeTextMixin):
             request = qe.QueryRequest(
                 limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
                 with_vector=False,
-                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config),
+                params=qe.SearchParams(hnsw_ef=max(ef, k), quantization=_quantization_params(self.config),
                                        acorn=acorn))
             try:
                 points = self.shard.query(request)
@@ -581,6 +582,12 @@ def _persisted(shard_dir: Path) -> dict[str, Any]:
 
 _ACORN = qe.AcornSearchParams(enable=True)
 """Filtered graph walks look two hops ahead (ACORN): layout 2 builds no per-value graphs to lean on."""
+FILTERED_EF = 24
+"""The ``hnsw_ef`` of a filtered (ACORN) graph walk, when ``[store] hnsw_ef`` is larger. ACORN looks at the
+neighbours' neighbours, so each candidate costs many times a plain step: at a camera filter holding a quarter of
+60k points, ef 128 took 72-90 ms per search with recall@10 1.0, ef 24 took 3-4 ms with 0.998 (a folder holding a
+fifth: 6-9 ms, 0.994; a plain walk without ACORN: 2 ms but 0.86, and still 0.97 at ef 1024); docs/benchmarks.md,
+"Engine, second pass". Filters matching few points are answered exactly from the payload index anyway."""
 _MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
 _DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}
