@@ -1,15 +1,20 @@
-"""``clipdex duplicates``: find near-duplicates, move them aside, undo a move, dismiss a group."""
+"""``clipdex duplicates``: find near-duplicates, move them aside, undo a move, dismiss a group (or forget that).
+
+Every line of text output goes through :func:`retrieval.cli.common.echo` (file names, EXIF values and
+reasons can hold newlines or terminal escapes); ``--json`` prints exact values.
+"""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
 
 from retrieval import duplicates as dups
-from retrieval.cli.common import Run, cli, common_options
-from retrieval.errors import ClipdexError
+from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.index import Index
+from retrieval.settings import Settings
 
 _UNIT = click.FloatRange(0.0, 1.0, min_open=True)
 
@@ -27,25 +32,32 @@ _UNIT = click.FloatRange(0.0, 1.0, min_open=True)
               help="Move every group's duplicates into DIR (relative paths kept) and write a manifest there.")
 @click.option("--undo", "undo", default=None, metavar="MANIFEST", help="Put back the files a --move-to moved.")
 @click.option("--not-duplicates", is_flag=True, help="Remember that the files PATHS are not duplicates.")
+@click.option("--forget-decision", is_flag=True,
+              help="Forget every --not-duplicates decision that involves one of the files PATHS.")
 @common_options
 def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: float | None,
                min_similarity: float | None, neighbours: int | None, move_to: str | None, undo: str | None,
-               not_duplicates: bool) -> None:
+               not_duplicates: bool, forget_decision: bool) -> None:
     """Find near-duplicate images (checked pixel by pixel) and resolve them without deleting anything."""
-    if sum(bool(x) for x in (move_to, undo, not_duplicates)) > 1:
-        raise click.UsageError("--move-to, --undo and --not-duplicates do not go together")
-    if paths and not not_duplicates:
-        raise click.UsageError("file arguments go with --not-duplicates only")
+    if sum(bool(x) for x in (move_to, undo, not_duplicates, forget_decision)) > 1:
+        raise click.UsageError("--move-to, --undo, --not-duplicates and --forget-decision do not go together")
+    if paths and not (not_duplicates or forget_decision):
+        raise click.UsageError("file arguments go with --not-duplicates or --forget-decision only")
     with Index.open(run.settings) as index:
         if undo is not None:
             result = dups.undo_moves(index, undo)
-            run.emit(result, lambda: click.echo(f"put back {len(result['restored'])} files "
-                                                f"({len(result['already_back'])} were back already)"))
+            run.emit(result, lambda: echo(f"put back {len(result['restored'])} files "
+                                          f"({len(result['already_back'])} were back already)"))
             return
         if not_duplicates:
             result = dups.dismiss(index, list(paths))
-            run.emit(result, lambda: click.echo(f"remembered: {len(result['not_duplicates'])} files are not "
-                                                "duplicates of each other"))
+            run.emit(result, lambda: echo(f"remembered: {len(result['not_duplicates'])} files are not duplicates of "
+                                          "each other (undo with --forget-decision)"))
+            return
+        if forget_decision:
+            result = dups.forget(index, list(paths))
+            run.emit(result, lambda: echo(f"forgot {result['forgotten']} decisions; those files can be grouped "
+                                          "again"))
             return
         options = dups.options_of(index.settings, folder=folder, threshold=threshold, neighbours=neighbours,
                                   min_similarity=min_similarity)
@@ -55,28 +67,51 @@ def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: 
         if move_to is None:
             run.emit(found.as_dict(), lambda: _table(found))
             return
-        files = [d.path for g in found.groups for d in g.duplicates]
-        if not files:
-            raise ClipdexError("no duplicates found; nothing moved")
-        result = dups.move_files(index, files, move_to)
-        run.emit(result | {"groups": len(found.groups)},
-                 lambda: click.echo(f"moved {len(result['moved'])} files; undo with: clipdex duplicates "
-                                    f"--undo {result['manifest']}"))
+        if not any(g.duplicates for g in found.groups):
+            run.emit({"manifest": "", "moved": [], "skipped": [], "points_dropped": 0, "groups": 0},
+                     lambda: echo(f"no duplicates among {found.checked:,} files; nothing moved"))
+            return
+        result = dups.move_files(index, dups.group_moves(found.groups), move_to)
+        run.emit(result | {"groups": len(found.groups), "undo": undo_command(run.settings, result["manifest"])},
+                 lambda: _moved(run.settings, result))
+
+
+def undo_command(settings: Settings, manifest: str) -> str:
+    """The command that undoes a move, with the settings this run used (it works as printed, from anywhere)."""
+    words = ["clipdex", "duplicates", "--undo", manifest]
+    if settings.config_path:
+        words += ["--config", settings.config_path]
+    if settings.store.url:
+        words += ["--qdrant-url", settings.store.url]
+    else:
+        words += ["--store", str(settings.store_path)]
+    words += ["--collection", settings.store.collection]
+    return shlex.join(words)
+
+
+def _moved(settings: Settings, result: dict[str, Any]) -> None:
+    echo(f"moved {len(result['moved'])} files; undo with: {undo_command(settings, result['manifest'])}")
+    for row in result["skipped"][:20]:
+        echo(f"  not moved: {row['path']}: {row['reason']}")
+    if len(result["skipped"]) > 20:
+        echo(f"  not moved: {len(result['skipped']) - 20} more files")
+    if result.get("warning"):
+        echo(f"clipdex: warning: {result['warning']}", err=True)
 
 
 def _table(found: dups.Found) -> None:
     if not found.groups:
-        click.echo(f"no duplicates among {found.checked:,} files")
+        echo(f"no duplicates among {found.checked:,} files")
         return
     for n, group in enumerate(found.groups, 1):
-        click.echo(f"group {n} ({group.reason}, similarity {group.similarity:.3f})")
-        click.echo(f"  keep  {_file(group.keep.row())}   [{group.keep_reason}]")
+        echo(f"group {n} ({group.reason}, similarity {group.similarity:.3f})")
+        echo(f"  keep  {_file(group.keep.row())}   [{group.keep_reason}]")
         for dup in group.duplicates:
-            click.echo(f"  dup   {_file(dup.row())}")
+            echo(f"  dup   {_file(dup.row())}")
     dupes = sum(len(g.duplicates) for g in found.groups)
-    click.echo(f"{len(found.groups)} groups, {dupes} duplicates among {found.checked:,} files")
+    echo(f"{len(found.groups)} groups, {dupes} duplicates among {found.checked:,} files")
     if found.unreadable:
-        click.echo(f"unreadable now (skipped): {len(found.unreadable)} files, e.g. {found.unreadable[0]}")
+        echo(f"unreadable now (skipped): {len(found.unreadable)} files, e.g. {found.unreadable[0]}")
 
 
 def _file(row: dict[str, Any]) -> str:
