@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,8 @@ def _cached(folder: Path, name: str = "textual-fp32") -> tuple[Path, dict]:
 
 
 @pytest.fixture
-def model(tiny_model_dir: Path, tmp_path: Path) -> Path:
+def model(tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CLIPDEX_TEXT_CACHE", "0")  # every encode here runs the tower (retrieval.model.text_cache)
     folder = shutil.copytree(tiny_model_dir, tmp_path / "m", ignore=shutil.ignore_patterns("onnx"))
     export_model(_settings(folder))  # ahead of time, as `clipdex model export` does
     return folder
@@ -145,6 +147,9 @@ def test_a_session_opened_ahead_is_the_one_the_encoder_uses(model: Path, monkeyp
 
     monkeypatch.setattr(ort, "InferenceSession", counting)
     open_text_ahead(_settings(model), ["a red square"])  # a background thread, as `clipdex search` starts it
+    for thread in threading.enumerate():  # `clipdex search` imports and opens the store meanwhile (0.3 s)
+        if thread.name == "clipdex-text-ahead":
+            thread.join(timeout=120)
     got = _encoder(model, lines).encode_texts(["a red square"])
     assert len(made) == 1 and not ort_cache._ahead  # taken by the encoder, not made twice
     assert np.allclose(got, want, atol=1e-6) and lines == []

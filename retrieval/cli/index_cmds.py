@@ -134,6 +134,7 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
         from retrieval.model.loader import open_text_ahead
 
         text_cache.enable()
+        click.get_current_context().call_on_close(lambda: text_cache.enable(False))  # this command only
         open_text_ahead(run.settings.model, texts)
     url = _image_url(request.image)
     with ExitStack() as stack:

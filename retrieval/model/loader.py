@@ -106,7 +106,8 @@ def open_text_ahead(settings: ModelSettings, texts: list[str]) -> None:
     ONNX Runtime session (retrieval.model.ort_cache.open_ahead), while the process goes on importing and
     opening the store. Does nothing where the model has no sound export yet (the search exports it), where
     the texts' vectors are cached on disk (retrieval.model.text_cache), or where the engine is torch. The
-    tower precision is guessed without the collection (as for a new one); a wrong guess costs only that thread."""
+    tower precision is guessed without the collection (as for a new one); a wrong guess costs only that thread,
+    as does a search that needs the session before the thread has started it (it then makes its own)."""
     if settings.engine == "torch" or not texts:
         return
 
