@@ -8,7 +8,7 @@ import sys
 import click
 
 from retrieval.cli.common import cli, echo
-from retrieval.errors import ClipdexError, os_error_line
+from retrieval.errors import ClipdexError, library_error_line, os_error_line
 
 # Subcommands register themselves on `cli` when their module is imported: the group imports a command's
 # module only when that command runs (retrieval.cli.common.COMMANDS), so a search pays for no other command.
@@ -38,9 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("clipdex: interrupted", err=True)
         return 130
-    except Exception as exc:  # last resort: still one line unless debugging
+    except BaseException as exc:  # last resort: still one line unless debugging
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise  # SystemExit, GeneratorExit; a Rust panic (pyo3's PanicException) is answered below
         if os.environ.get("CLIPDEX_DEBUG"):
             raise
+        if said := library_error_line(exc):  # a library about the user's data or surroundings, not our bug
+            echo(f"clipdex: error: {said} (CLIPDEX_DEBUG=1 shows the traceback)", err=True)
+            return 1
         line = str(exc).splitlines()[0] if str(exc) else ""
         echo(f"clipdex: internal error: {type(exc).__name__}: {line} (CLIPDEX_DEBUG=1 shows the traceback)",
                    err=True)

@@ -62,7 +62,7 @@ def json_text(obj: Any) -> str:
 COMMANDS: dict[str, str] = {
     "ingest": "index_cmds", "search": "index_cmds", "status": "index_cmds", "rebuild": "index_cmds",
     "train": "learn_cmds", "distill": "learn_cmds", "eval": "learn_cmds", "model": "model_cmds",
-    "serve": "serve_cmd", "duplicates": "dup_cmds"}
+    "serve": "serve_cmd", "duplicates": "dup_cmds", "concept": "concept_cmds"}
 """Which module of retrieval.cli defines each subcommand: imported only when that command runs (or for the
 full --help), so `clipdex search` does not pay for the imports of training, serving or duplicates."""
 

@@ -14,6 +14,10 @@ or its decisions changed, a resolve happened, ``refresh=true`` asks, or :data:`M
 - Resolving is a write: the API key covers it like every ``/api/`` route, and a request from another
   site's page is refused, like ``POST /api/ingest``. Its JSON body is capped while it streams in
   (:class:`retrieval.serving.middleware.JsonBodyLimit`).
+- ``move`` with ``selection: true`` moves files a user selected on the page (no group, no keeper), each
+  checked like a duplicate (:func:`retrieval.duplicates.selection_moves`).
+- ``POST /api/duplicates/undo`` puts back the files of the last move this server made (only manifests it
+  wrote itself, newest first; never a path the client names).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -65,11 +70,15 @@ class ResolveRequest(BaseModel):
     paths: list[PathText] | None = Field(None, min_length=1, max_length=MAX_PATHS)
     keep: PathText | None = None
     groups: list[GroupBody] | None = Field(None, min_length=1, max_length=MAX_PATHS)
+    selection: bool = False
+    """``move`` only: ``paths`` are files selected on the page, not a group (no ``keep``)."""
 
     @model_validator(mode="after")
     def _shape(self) -> ResolveRequest:
         if (self.paths is None) == (self.groups is None):
             raise ValueError("give either paths (with keep) or groups")
+        if self.selection and (self.action != "move" or self.keep is not None or self.groups is not None):
+            raise ValueError("selection goes with action move and paths only, without keep")
         if self.groups is not None and (self.action != "move" or self.keep is not None):
             raise ValueError("groups go with action move only, each with its own keep")
         if self.groups is not None and sum(len(g.paths) for g in self.groups) > MAX_PATHS:
@@ -95,10 +104,18 @@ def _busy(status: int, message: str) -> HTTPException:
     return HTTPException(status, message, headers={"Retry-After": str(RETRY_AFTER_S)})
 
 
-def add_routes(app: FastAPI, service: Any) -> None:
-    """Register the duplicates routes on ``app`` (``service``: the server's ``Service``)."""
+def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None = None) -> None:
+    """Register the duplicates routes on ``app`` (``service``: the server's ``Service``; ``on_change``:
+    called after files were moved or put back, e.g. to rebuild the library's orders)."""
     index = service.index
     cache = _Cache()
+    manifests: list[str] = []  # the moves this server made, oldest first (undo takes the last)
+
+    def changed() -> None:
+        with cache.lock:
+            cache.stale = True
+        if on_change is not None:
+            on_change()
 
     def state() -> tuple[int, float]:
         with service.lock:
@@ -161,13 +178,18 @@ def add_routes(app: FastAPI, service: Any) -> None:
                              folder: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
                              threshold: Annotated[float | None, Query(gt=0, le=1)] = None,
                              min_similarity: Annotated[float | None, Query(gt=0, le=1)] = None,
+                             path: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
                              refresh: bool = False) -> dict[str, Any]:
-        """Groups as ``clipdex duplicates --json`` prints them, ``limit`` from ``offset``, and ``total``."""
+        """Groups as ``clipdex duplicates --json`` prints them, ``limit`` from ``offset``, and ``total``;
+        ``path``: only the group holding that file (none: it has no duplicates); ``can_undo``: a move made
+        through this server can be put back (``POST /api/duplicates/undo``)."""
         options = dups.options_of(index.settings, folder=folder, threshold=threshold, min_similarity=min_similarity)
         found = await groups(options, refresh)
-        rows = [g.row() for g in found.groups[offset:offset + limit]]
-        return {"groups": rows, "checked": found.checked, "total": len(found.groups), "offset": offset,
-                "limit": limit, "can_move": bool(index.settings.duplicates.move_to)}
+        chosen = found.groups if path is None else [
+            g for g in found.groups if path in (g.keep.path, *(d.path for d in g.duplicates))]
+        rows = [g.row() for g in chosen[offset:offset + limit]]
+        return {"groups": rows, "checked": found.checked, "total": len(chosen), "offset": offset,
+                "limit": limit, "can_move": bool(index.settings.duplicates.move_to), "can_undo": bool(manifests)}
 
     def known_group(keep: str, paths: list[str]) -> dups.Group:
         """The group the server found that holds ``keep`` and every one of ``paths`` (409 if none does)."""
@@ -191,6 +213,12 @@ def add_routes(app: FastAPI, service: Any) -> None:
         if not move_to:
             raise HTTPException(409, "this server has no [duplicates] move_to folder; set it to move files from "
                                      "the page, or use `clipdex duplicates --move-to DIR`")
+        if body.selection:  # files selected on the page: no group, no keeper; each checked like a duplicate
+            result = dups.move_files(index, dups.selection_moves(index, body.paths or [], service.lock),
+                                     move_to, service.lock)
+            with cache.lock:
+                cache.stale = True
+            return result
         asked = [(g.keep, g.paths) for g in body.groups] if body.groups else [(body.keep, body.paths or [])]
         plans, found = [], []
         for keep, paths in asked:
@@ -224,7 +252,12 @@ def add_routes(app: FastAPI, service: Any) -> None:
             raise _busy(503, "another resolve is still running; try again in a moment")
         try:
             if body.action == "move":
-                result = move(body)
+                try:
+                    result = move(body)
+                finally:
+                    changed()
+                if result.get("manifest"):
+                    manifests.append(str(result["manifest"]))
             else:
                 result = dups.dismiss(index, [*(body.paths or []), *([body.keep] if body.keep else [])],
                                       service.lock, keys=True)
@@ -233,3 +266,24 @@ def add_routes(app: FastAPI, service: Any) -> None:
         finally:
             cache.resolving.release()
         return {"action": body.action} | result
+
+    @app.post("/api/duplicates/undo")
+    def api_undo(request: Request) -> dict[str, Any]:
+        """Put back the files of the last move made through this server (its manifest; nothing overwritten)
+        and ingest them again, as ``clipdex duplicates --undo MANIFEST`` does."""
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            raise HTTPException(403, "cross-site request refused (another site's page may not move or dismiss files)")
+        if not cache.resolving.acquire(timeout=RESOLVE_WAIT_S):
+            raise _busy(503, "another resolve is still running; try again in a moment")
+        try:
+            if not manifests:
+                raise HTTPException(409, "nothing to undo: this server has moved no files since it started")
+            try:
+                result = dups.undo_moves(index, manifests[-1], service.lock)
+            finally:
+                changed()
+            manifests.pop()
+        finally:
+            cache.resolving.release()
+        return result | {"can_undo": bool(manifests)}
