@@ -146,6 +146,7 @@ def test_a_session_opened_ahead_is_the_one_the_encoder_uses(model: Path, monkeyp
         return original(*args, **kwargs)
 
     monkeypatch.setattr(ort, "InferenceSession", counting)
+    monkeypatch.setenv("CLIPDEX_OPEN_AHEAD", "1")
     open_text_ahead(_settings(model), ["a red square"])  # a background thread, as `clipdex search` starts it
     for thread in threading.enumerate():  # `clipdex search` imports and opens the store meanwhile (0.3 s)
         if thread.name == "clipdex-text-ahead":

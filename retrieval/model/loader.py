@@ -8,6 +8,7 @@ import no torch at all. Nothing here imports torch until a torch encoder or an e
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -108,8 +109,8 @@ def open_text_ahead(settings: ModelSettings, texts: list[str]) -> None:
     the texts' vectors are cached on disk (retrieval.model.text_cache), or where the engine is torch. The
     tower precision is guessed without the collection (as for a new one); a wrong guess costs only that thread,
     as does a search that needs the session before the thread has started it (it then makes its own)."""
-    if settings.engine == "torch" or not texts:
-        return
+    if settings.engine == "torch" or not texts or os.environ.get("CLIPDEX_OPEN_AHEAD") != "1":
+        return  # off unless CLIPDEX_OPEN_AHEAD=1: on a busy 2-core machine it measured no faster (benchmarks.md)
 
     def work() -> None:
         from retrieval.model import text_cache
