@@ -306,6 +306,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.decoders.warm, daemon=True).start()  # the first thumbnail is quick
+        threading.Thread(target=index.store.warm, daemon=True).start()  # the first searches read no pages from disk
         threading.Thread(target=app.state.browse.warm, daemon=True).start()  # and the library's first page
         if service.syncer:
             service.syncer.start()

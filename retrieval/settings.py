@@ -22,7 +22,9 @@ ChannelStd = Annotated[float, Field(gt=0, le=10)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True, allow_inf_nan=False)
+    # Each field's docstring is its documentation: retrieval.config_doc reads them from the source (pydantic's
+    # use_attribute_docstrings would parse the source at every start of every command).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     """``allow_inf_nan=False``: every float setting, in every section and in lists, refuses ``inf``, ``-inf``
     and ``nan`` (TOML has all three). Every number also has an upper bound (tests/test_settings.py checks that
     each one has), so ``1e308`` cannot switch a cap off either."""

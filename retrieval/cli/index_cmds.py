@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index
-from retrieval.search.moments import fragment, mmss
 from retrieval.search.request import MAX_LIMIT, MAX_MOMENTS, MAX_WEIGHT, SearchRequest, SearchRequestError
-from retrieval.search.run import hit_row
-from retrieval.store import LAYOUT
+
+if TYPE_CHECKING:
+    from retrieval.index import Index
+    from retrieval.settings import Settings
+
+
+def open_index(settings: Settings, **kwargs: Any) -> Index:
+    """``Index.open``, with retrieval.index (the stores, the model loader: 0.3 s) imported only when a command
+    runs, so that a search starts its text tower's session first (retrieval.model.loader.open_text_ahead)."""
+    from retrieval.index import Index
+
+    return Index.open(settings, **kwargs)
 
 
 @cli.command()
@@ -44,7 +52,7 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers, "video": video})
-    with Index.open(settings, create=True) as index:
+    with open_index(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
         if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
             ray_address = settings.ray.address
@@ -131,6 +139,14 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     if paths_only and run.json:
         raise click.UsageError("--paths and --json: choose one")
     request = search_request(**options)  # bad input is refused before any fetch
+    texts = [t for t in (request.text, *request.negative) if t is not None]
+    if texts:  # a one-shot process: texts' vectors kept on disk, the text tower opened while the store opens
+        from retrieval.model import text_cache
+        from retrieval.model.loader import open_text_ahead
+
+        text_cache.enable()
+        click.get_current_context().call_on_close(lambda: text_cache.enable(False))  # this command only
+        open_text_ahead(run.settings.model, texts)
     url = _image_url(request.image)
     with ExitStack() as stack:
         if url:
@@ -141,12 +157,15 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
                 fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s))
             request = search_request(**(options | {"image": local}))
         try:
-            with Index.open(run.settings) as index:
+            with open_index(run.settings) as index:
                 hits = index.search(request)
         except ClipdexError as exc:
             if not url:
                 raise
             raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
+    from retrieval.search.moments import fragment, mmss
+    from retrieval.search.run import hit_row
+
     rows = [hit_row(h) for h in hits]
     if paths_only:  # a moment as path#t=SECONDS
         if left_out := echo_paths([{**row, "path": fragment(row)} for row in rows]):
@@ -180,7 +199,10 @@ def _image_url(image: str | None) -> str | None:
 @common_options
 def status(run: Run, check: bool) -> None:
     """Show the collection, its size, its model and where it is stored."""
-    with Index.open(run.settings) as index:
+    from retrieval.index import STATUS_KEYS
+    from retrieval.store import LAYOUT
+
+    with open_index(run.settings) as index:
         info = index.status()
         checked = index.check() if check else None
 
@@ -235,7 +257,9 @@ def status(run: Run, check: bool) -> None:
 @common_options
 def rebuild(run: Run) -> None:
     """Rewrite the embedded store in the current layout (a copy beside it, switched atomically)."""
-    with Index.open(run.settings) as index:
+    from retrieval.store import LAYOUT
+
+    with open_index(run.settings) as index:
         before = index.status()["layout"]
 
         def progress(done: int, total: int) -> None:

@@ -214,6 +214,10 @@ class VectorStore(Protocol):
         """Build the HNSW graph of the points that have none yet, once they are over ``index_threshold``
         (may take a while; the embedded store also does it by itself for each full segment)."""
 
+    def warm(self) -> int:
+        """Read the stored vectors, graphs and payloads into the page cache ahead of the searches of a
+        long-lived process (a server), so its first searches read no pages from disk; returns the bytes read."""
+
     def close(self) -> None: ...
 
 

@@ -301,5 +301,9 @@ class ServerStore(ServerTextMixin):
     def flush(self) -> None:
         """Writes are acknowledged with wait=True."""
 
+    def warm(self) -> int:
+        """The server keeps its own memory."""
+        return 0
+
     def close(self) -> None:
         self.client.close()
