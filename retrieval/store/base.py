@@ -15,7 +15,7 @@ import numpy as np
 
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
-KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts")
+KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts", "media")
 FLOAT_FIELDS = ("taken_ts",)
 LAYOUT = 2
 """The store layout this clipdex writes. 1 (clipdex before 0.x of issue 18): float32 vectors, a keyword
@@ -133,11 +133,14 @@ class SearchFilter:
     text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
     concepts: tuple[str, ...] = ()  # a member of each of these concepts (payload ``concepts``, retrieval.concepts)
     not_concepts: tuple[str, ...] = ()  # a member of none of these
+    media: str | None = None  # "image" (points without ``media`` too) or "video" (moments), see ingest.video
+    path: str | None = None  # exactly this file (a video's moments)
 
     @property
     def empty(self) -> bool:
         return (self.folder is None and self.after is None and self.before is None and self.camera is None
-                and not self.text and not self.concepts and not self.not_concepts)
+                and not self.text and not self.concepts and not self.not_concepts and self.media is None
+                and self.path is None)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,12 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
     must += edge_text_conditions(where)
     must += [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.concepts]
     must_not = [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.not_concepts]
+    if where.path is not None:
+        must.append(qe.FieldCondition(key="path", match=qe.MatchValue(where.path)))
+    if where.media == "video":
+        must.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
+    elif where.media is not None:  # images: points stored before ``media`` existed are images too
+        must_not.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
