@@ -308,6 +308,8 @@ function selectionBar() {
   $("sel-reason").textContent = canMove ? "" : "move aside is off: set [duplicates] move_to in the server's config";
   $("sel-like").disabled = count > 64;
   $("sel-like").title = count > 64 ? "at most 64 examples" : "search for photos like all of these";
+  $("sel-teach").disabled = count > 500;
+  $("sel-teach").title = count > 500 ? "at most 500 examples at once" : "teach a concept from these photos";
 }
 selection.listeners.add(selectionBar);
 

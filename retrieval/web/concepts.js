@@ -155,7 +155,7 @@ async function teach(event) {
   if (!name || !paths.length) return;
   if (badName(name)) { showError(badName(name)); return; }
   try {
-    const result = await api(url(name), { json: { examples: paths.slice(0, 500) } });
+    const result = await api(url(name), { json: { examples: paths } });
     $("teach-form").hidden = true;
     $("teach-name").value = "";
     conceptHooks.clear();
