@@ -66,6 +66,9 @@ def test_known_word_keeps_the_raw_space_and_its_prior() -> None:
     head = learner.fit(vectors[pos], vectors[:0], vectors[:1024], text)
     assert member[pos].all() and head.knows >= learner.KNOWS_AT and head.whiten is None
     assert float(head.direction @ text) > 0.5  # the prior holds
+    x = vectors[:500]
+    want = x @ head.w + head.alpha * np.exp(-head.beta * (1 - x @ head.positives.T)).mean(1)
+    assert np.allclose(head.score(x), want, atol=1e-4)  # the folded score is the formula
 
 
 def test_review_asks_nearest_the_threshold() -> None:
@@ -73,3 +76,18 @@ def test_review_asks_nearest_the_threshold() -> None:
     asked = learner.uncertain(scores, 0.0, np.array([3], np.int64), 3)
     assert list(asked) == [2, 6, 4]  # the labelled row 3 is never asked; nor the best (0, 1) by default
     assert list(learner.uncertain(scores, 0.0, np.zeros(0, np.int64), 3, top=1)) == [0, 3, 2]
+
+
+def test_whitened_scores_fold_the_whitening_and_match_the_whitened_rows() -> None:
+    vectors, member = _domain()
+    rng = np.random.default_rng(2)
+    pos, neg = np.flatnonzero(member)[:5], np.flatnonzero(~member)[:7]
+    head = learner.fit(vectors[pos], vectors[neg], vectors[rng.choice(len(vectors), 1024, replace=False)], None)
+    assert head.shift is not None and head.whiten is not None
+    e = learner.whitened(vectors, head.shift, head.whiten)  # every row whitened: what the fold stands for
+    want = (e @ head.w + head.alpha * np.exp(-head.beta * (1 - e @ head.positives.T)).mean(1)
+            - head.alpha * np.exp(-head.beta * (1 - e @ head.negatives.T)).mean(1))
+    first = head.score(vectors)
+    assert np.allclose(first, want, atol=1e-4)
+    assert np.array_equal(head.score(vectors), first)  # the second call reads the kept row norms
+    assert np.allclose(head.score(vectors[:100].copy()), want[:100], atol=1e-4)  # another array: computed anew

@@ -24,6 +24,9 @@ membership threshold (:func:`threshold`); examples are members and non-examples 
 
 from __future__ import annotations
 
+import hashlib
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,8 +52,8 @@ def name_prompts(name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Head:
-    """A fitted concept: score(x) = e(x).w + cache(e(x)), ``e`` the whitening (or the identity): ``positives``,
-    ``negatives`` and ``w`` live in the space of ``e``."""
+    """A fitted concept: score(x) = e(x).w + cache(e(x)), ``e`` the whitening (:func:`whitened`) or the identity:
+    ``positives``, ``negatives`` and ``w`` live in the space of ``e``."""
 
     w: np.ndarray
     positives: np.ndarray
@@ -61,22 +64,45 @@ class Head:
     shift: np.ndarray | None = None
     whiten: np.ndarray | None = None
 
-    def embed(self, vectors: np.ndarray) -> np.ndarray:
-        """Rows of unit vectors in the head's space (themselves when it is not whitened)."""
-        x = np.asarray(vectors, np.float32)
-        if self.whiten is None or self.shift is None:
-            return x
-        return whitened(x, self.shift, self.whiten)
-
     def score(self, vectors: np.ndarray) -> np.ndarray:
-        """Scores of rows of unit vectors (higher: more likely a member)."""
-        x = self.embed(vectors)
-        s = x @ self.w
-        if self.alpha and len(self.positives):
-            s = s + self.alpha * np.exp(-self.beta * (1 - x @ self.positives.T)).mean(1)
-        if self.alpha and len(self.negatives):
-            s = s - self.alpha * np.exp(-self.beta * (1 - x @ self.negatives.T)).mean(1)
+        """Scores of rows of unit vectors (higher: more likely a member): one ``x @ F`` product whose columns are the
+        linear part and every labelled example (the whitening and the cache's sharpness folded into ``F``), then
+        one exp and one product with the cache's weights."""
+        x = np.asarray(vectors, np.float32)
+        fold, offset, cut, bias, coef = self._fold()
+        z = x @ fold
+        z -= offset
+        if self.whiten is not None and self.shift is not None:
+            z *= inverse_whitened_norms(x, self.shift, self.whiten)[:, None]
+        s = z[:, 0] + bias
+        if len(coef):
+            cache = z[:, 1:]
+            cache -= cut
+            np.exp(cache, out=cache)
+            s += cache @ coef
         return s.astype(np.float32)
+
+    def _fold(self) -> tuple[np.ndarray, np.ndarray, np.float32, np.float32, np.ndarray]:
+        """``F``, the offsets to take off ``x @ F`` before the norm, the cache's constant, the intercept, and the
+        cache's weights (+alpha / examples, -alpha / non-examples) such that the score is
+        ``z[:, 0] + bias + exp(z[:, 1:] - cut) @ coef`` with ``z = (x @ F - offset) / norm``:
+
+        * raw: the cache term is ``exp(-beta (1 - x.p)) = exp(beta x.p - beta)``;
+        * whitened (e(x) = [u / sqrt 2, 1 / sqrt 2], u the whitened row at unit length, examples stored as
+          e(p)): ``e(x).w = (u.w[:-1] + w[-1]) / sqrt 2`` and ``e(x).e(p) = u.e(p)[:-1] / sqrt 2 + 1 / 2``, u.v
+          being ``((x - shift) W v) / ||(x - shift) W||``."""
+        labelled = np.vstack([self.positives, self.negatives]) if self.alpha else self.positives[:0]
+        coef = np.r_[np.full(len(self.positives), self.alpha / max(len(self.positives), 1)),
+                     np.full(len(self.negatives), -self.alpha / max(len(self.negatives), 1))][:len(labelled)]
+        if self.whiten is None or self.shift is None:
+            fold = np.hstack([self.w[:, None], self.beta * labelled.T])
+            return (fold.astype(np.float32), np.zeros(fold.shape[1], np.float32), np.float32(self.beta),
+                    np.float32(0.0), coef.astype(np.float32))
+        half = 1 / np.sqrt(2)
+        inner = np.hstack([half * self.w[:-1, None], self.beta * half * labelled[:, :-1].T])
+        fold = (self.whiten.astype(np.float64) @ inner).astype(np.float32)
+        return (fold, (self.shift @ fold).astype(np.float32), np.float32(self.beta / 2),
+                np.float32(self.w[-1] * half), coef.astype(np.float32))
 
     @property
     def direction(self) -> np.ndarray:
@@ -86,15 +112,57 @@ class Head:
         return (w / max(float(np.linalg.norm(w)), 1e-12)).astype(np.float32)
 
 
+_NORMS: OrderedDict[tuple, tuple[weakref.ref, weakref.ref, np.ndarray]] = OrderedDict()
+NORMS_KEPT = 4
+NORMS_CHUNK = 65_536
+
+
+def inverse_whitened_norms(x: np.ndarray, shift: np.ndarray, whiten: np.ndarray) -> np.ndarray:
+    """1 / ||(x - shift) whiten|| per row, the one dim x dim cost of a whitened head (a second at 100,000 x 512),
+    kept for the last few (vectors array, whitening) pairs: a review session refits over the same vectors with
+    the same library sample after every answer."""
+    key = (id(x), x.shape, id(whiten), whiten.shape)
+    hit = _NORMS.get(key)
+    if hit is not None and hit[0]() is x and hit[1]() is whiten:
+        return hit[2]
+    out = np.empty(len(x), np.float32)
+    for i in range(0, len(x), NORMS_CHUNK):
+        z = (x[i:i + NORMS_CHUNK] - shift) @ whiten
+        out[i:i + NORMS_CHUNK] = np.sqrt(np.einsum("ij,ij->i", z, z))
+    np.maximum(out, 1e-12, out=out)
+    np.divide(1, out, out=out)
+    try:
+        _NORMS[key] = (weakref.ref(x), weakref.ref(whiten), out)
+        _NORMS.move_to_end(key)
+        while len(_NORMS) > NORMS_KEPT:
+            _NORMS.popitem(last=False)
+    except TypeError:  # not weak-referenceable: not kept
+        pass
+    return out
+
+
+_WHITENINGS: OrderedDict[bytes, tuple[np.ndarray, np.ndarray]] = OrderedDict()
+
+
 def whitening(library: np.ndarray, eps: float = WHITEN_EPS) -> tuple[np.ndarray, np.ndarray]:
     """The library sample's mean and the symmetric inverse square root of its covariance, shrunk by ``eps`` times
-    the mean eigenvalue (a dim x dim eigendecomposition: a few milliseconds at 512-d)."""
-    lib = np.asarray(library, np.float64)
-    shift = lib.mean(0)
-    cov = np.cov((lib - shift).T) if len(lib) > 1 else np.zeros((lib.shape[1], lib.shape[1]))
+    the mean eigenvalue; the same sample gives the same (identical) arrays, so the row norms
+    :func:`inverse_whitened_norms` keeps stay valid across refits."""
+    lib = np.ascontiguousarray(library, np.float32)
+    key = hashlib.blake2b(lib.tobytes() + np.float64(eps).tobytes() + str(lib.shape).encode(), digest_size=16).digest()
+    if key in _WHITENINGS:
+        _WHITENINGS.move_to_end(key)
+        return _WHITENINGS[key]
+    x = lib.astype(np.float64)
+    shift = x.mean(0)
+    cov = np.cov((x - shift).T) if len(x) > 1 else np.zeros((x.shape[1], x.shape[1]))
     cov = cov + (eps * max(float(np.trace(cov)) / len(cov), 1e-6)) * np.eye(len(cov))
     values, vectors = np.linalg.eigh(cov)
-    return shift.astype(np.float32), ((vectors * values ** -0.5) @ vectors.T).astype(np.float32)
+    out = shift.astype(np.float32), ((vectors * values ** -0.5) @ vectors.T).astype(np.float32)
+    _WHITENINGS[key] = out
+    while len(_WHITENINGS) > NORMS_KEPT:
+        _WHITENINGS.popitem(last=False)
+    return out
 
 
 def whitened(vectors: np.ndarray, shift: np.ndarray, whiten: np.ndarray) -> np.ndarray:
