@@ -6,9 +6,11 @@ field's docstring). ``tests/test_docs.py`` fails when the committed page and thi
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import sys
+import textwrap
 from typing import Any, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -81,6 +83,24 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("``", "`").replace("|", "\\|")
 
 
+def field_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's docstring (the string right below it in the class body, base classes first), read from the
+    source here rather than by pydantic's ``use_attribute_docstrings`` at every start of every command."""
+    docs: dict[str, str] = {}
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+        except (OSError, TypeError, IndexError, AttributeError):
+            continue
+        for stmt, after in zip(body, body[1:], strict=False):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr) \
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def section_doc(name: str, model: type[BaseModel]) -> str:
     """One ``## [name]`` heading, the section's docstring and a table of its keys."""
     lines = [f"## `[{name}]`", ""]
@@ -88,11 +108,13 @@ def section_doc(name: str, model: type[BaseModel]) -> str:
     if doc and model.__doc__ and "__doc__" in model.__dict__:
         lines += [_cell(doc), ""]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    docs = field_docs(model)
     for key, field in model.model_fields.items():
-        if not field.description:
+        meaning = field.description or docs.get(key)
+        if not meaning:
             raise ValueError(f"[{name}] {key} has no docstring in retrieval/settings.py: say what it means")
         lines.append(f"| `{key}` | {_cell(type_name(field))} | `{_cell(toml_value(field.default))}` "
-                     f"| {_cell(field.description)} |")
+                     f"| {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
 
 

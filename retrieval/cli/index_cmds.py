@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index
-from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
-from retrieval.search.run import hit_row
-from retrieval.store import LAYOUT
+from retrieval.search.request import MAX_LIMIT, MAX_MOMENTS, MAX_WEIGHT, SearchRequest, SearchRequestError
+
+if TYPE_CHECKING:
+    from retrieval.index import Index
+    from retrieval.settings import Settings
+
+
+def open_index(settings: Settings, **kwargs: Any) -> Index:
+    """``Index.open``, with retrieval.index (the stores, the model loader: 0.3 s) imported only when a command
+    runs, so that a search starts its text tower's session first (retrieval.model.loader.open_text_ahead)."""
+    from retrieval.index import Index
+
+    return Index.open(settings, **kwargs)
 
 
 @cli.command()
@@ -30,18 +39,20 @@ from retrieval.store import LAYOUT
               help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
 @click.option("--ocr/--no-ocr", default=None,
               help="Then read the text in the images (an OCR pass after the CLIP pass) [default: [ocr] enabled].")
+@click.option("--video/--no-video", default=None,
+              help="Also ingest videos, one point per moment [default: [ingest] video, on].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
               help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
                    "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool, ocr: bool | None, ray_address: str | None) -> None:
-    """Embed the images below FOLDERS; re-runs only do what changed."""
+           prune: bool, ocr: bool | None, video: bool | None, ray_address: str | None) -> None:
+    """Embed the images and videos below FOLDERS; re-runs only do what changed."""
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
-        "skip_hidden": None if hidden is None else not hidden, "workers": workers})
-    with Index.open(settings, create=True) as index:
+        "skip_hidden": None if hidden is None else not hidden, "workers": workers, "video": video})
+    with open_index(settings, create=True) as index:
         show = progress if progress is not None else (not run.json and sys.stderr.isatty())
         if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
             ray_address = settings.ray.address
@@ -54,7 +65,8 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
 
     def human() -> None:
         echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
-                   f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}")
+                   f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}"
+             + (f", videos {report.videos} ({report.moments} moments)" if report.videos else ""))
         for item in report.failed:
             echo(f"  failed: {item['path']}: {item['error']}")
         if report.ocr is not None:
@@ -115,6 +127,10 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--concept", metavar="NAME", help="Rank by this concept (alone, or with TEXT/--image/--like).")
 @click.option("--not-concept", metavar="NAME", help="Steer away from this concept.")
 @click.option("--in-concept", metavar="NAME", help="Only members of this concept.")
+@click.option("--media", type=click.Choice(["image", "video"]), default=None,
+              help="Only photos, or only moments of videos.")
+@click.option("--moments", type=int, default=None, metavar="N",
+              help=f"Up to N moments of one video (1-{MAX_MOMENTS}) [default: 1, its best].")
 @click.option("--paths", "paths_only", is_flag=True,
               help="Print only the matching paths, one per line (for xargs -d '\\n', feh -f -).")
 @common_options
@@ -123,6 +139,14 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     if paths_only and run.json:
         raise click.UsageError("--paths and --json: choose one")
     request = search_request(**options)  # bad input is refused before any fetch
+    texts = [t for t in (request.text, *request.negative) if t is not None]
+    if texts:  # a one-shot process: texts' vectors kept on disk, the text tower opened while the store opens
+        from retrieval.model import text_cache
+        from retrieval.model.loader import open_text_ahead
+
+        text_cache.enable()
+        click.get_current_context().call_on_close(lambda: text_cache.enable(False))  # this command only
+        open_text_ahead(run.settings.model, texts)
     url = _image_url(request.image)
     with ExitStack() as stack:
         if url:
@@ -133,15 +157,18 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
                 fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s))
             request = search_request(**(options | {"image": local}))
         try:
-            with Index.open(run.settings) as index:
+            with open_index(run.settings) as index:
                 hits = index.search(request)
         except ClipdexError as exc:
             if not url:
                 raise
             raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
+    from retrieval.search.moments import fragment, mmss
+    from retrieval.search.run import hit_row
+
     rows = [hit_row(h) for h in hits]
-    if paths_only:
-        if left_out := echo_paths(rows):
+    if paths_only:  # a moment as path#t=SECONDS
+        if left_out := echo_paths([{**row, "path": fragment(row)} for row in rows]):
             raise ClipdexError(f"{left_out} matching path(s) left out of --paths: they hold control characters")
         return
 
@@ -149,7 +176,9 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
         if not rows:
             echo("no results")
         for row in rows:
-            echo(f"{row['score']:.4f}  {row['path']}")
+            at = f"  at {mmss(row['time_s'])} ({mmss(row['start_s'])}-{mmss(row['end_s'])})" \
+                if row.get("media") == "video" and "time_s" in row else ""
+            echo(f"{row['score']:.4f}  {row['path']}{at}")
             if row.get("ocr_text"):
                 echo("        text: " + " / ".join(row["ocr_text"].splitlines())[:200])
 
@@ -170,7 +199,10 @@ def _image_url(image: str | None) -> str | None:
 @common_options
 def status(run: Run, check: bool) -> None:
     """Show the collection, its size, its model and where it is stored."""
-    with Index.open(run.settings) as index:
+    from retrieval.index import STATUS_KEYS
+    from retrieval.store import LAYOUT
+
+    with open_index(run.settings) as index:
         info = index.status()
         checked = index.check() if check else None
 
@@ -187,6 +219,8 @@ def status(run: Run, check: bool) -> None:
         for root in info["roots"]:
             state = f"offline: {root['offline']}" if root["offline"] else "online"
             echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+        if info.get("videos"):
+            echo(f"videos      {info['videos']:,} ({info['moments']:,} moments)")
         if info["points"]:
             echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
         if info["unindexed"]:
@@ -223,7 +257,9 @@ def status(run: Run, check: bool) -> None:
 @common_options
 def rebuild(run: Run) -> None:
     """Rewrite the embedded store in the current layout (a copy beside it, switched atomically)."""
-    with Index.open(run.settings) as index:
+    from retrieval.store import LAYOUT
+
+    with open_index(run.settings) as index:
         before = index.status()["layout"]
 
         def progress(done: int, total: int) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
-KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts")
+KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts", "media")
 FLOAT_FIELDS = ("taken_ts",)
 LAYOUT = 2
 """The store layout this clipdex writes. 1 (clipdex before 0.x of issue 18): float32 vectors, a keyword
@@ -133,11 +133,14 @@ class SearchFilter:
     text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
     concepts: tuple[str, ...] = ()  # a member of each of these concepts (payload ``concepts``, retrieval.concepts)
     not_concepts: tuple[str, ...] = ()  # a member of none of these
+    media: str | None = None  # "image" (points without ``media`` too) or "video" (moments), see ingest.video
+    path: str | None = None  # exactly this file (a video's moments)
 
     @property
     def empty(self) -> bool:
         return (self.folder is None and self.after is None and self.before is None and self.camera is None
-                and not self.text and not self.concepts and not self.not_concepts)
+                and not self.text and not self.concepts and not self.not_concepts and self.media is None
+                and self.path is None)
 
 
 @dataclass(frozen=True)
@@ -210,6 +213,10 @@ class VectorStore(Protocol):
     def optimize(self) -> None:
         """Build the HNSW graph of the points that have none yet, once they are over ``index_threshold``
         (may take a while; the embedded store also does it by itself for each full segment)."""
+
+    def warm(self) -> int:
+        """Read the stored vectors, graphs and payloads into the page cache ahead of the searches of a
+        long-lived process (a server), so its first searches read no pages from disk; returns the bytes read."""
 
     def close(self) -> None: ...
 
