@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--tag-points", type=int, default=1_000_000)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--timing-dim", type=int, default=0, help="width of the timing's random vectors [the model's]")
     parser.add_argument("--baseline", default=None, help="another learner.py to time side by side (alternating)")
     parser.add_argument("--only-suggest", action="store_true", help="only the clustering of concept suggest")
     args = parser.parse_args()
@@ -283,7 +284,8 @@ def main() -> None:
         gl["supervised"] = round(supervised(z["gl_vectors"], z["gl_labels"]), 4)
         out["glyphs"] = gl
     dim = z["fm_vectors"].shape[1]
-    out["timing"] = timing(dim, args.points, args.repeats, args.baseline)
+    width = args.timing_dim or dim
+    out["timing"] = {"dim": width, **timing(width, args.points, args.repeats, args.baseline)}
     if args.tag_points:
         out["tagging"] = tagging(dim, args.tag_points)
     print(json.dumps(out))
