@@ -91,3 +91,12 @@ def test_whitened_scores_fold_the_whitening_and_match_the_whitened_rows() -> Non
     assert np.allclose(first, want, atol=1e-4)
     assert np.array_equal(head.score(vectors), first)  # the second call reads the kept row norms
     assert np.allclose(head.score(vectors[:100].copy()), want[:100], atol=1e-4)  # another array: computed anew
+
+
+def test_scores_in_row_chunks_equal_one_pass(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    vectors, member = _domain(n=1000)
+    pos, neg = np.flatnonzero(member)[:4], np.flatnonzero(~member)[:4]
+    head = learner.fit(vectors[pos], vectors[neg], vectors[:600], None)
+    whole = head.score(vectors)
+    monkeypatch.setattr(learner, "NORMS_CHUNK", 7)  # bounded memory: rows x labelled a chunk at a time
+    assert np.allclose(head.score(vectors.copy()), whole, atol=1e-5)

@@ -70,17 +70,22 @@ class Head:
         one exp and one product with the cache's weights."""
         x = np.asarray(vectors, np.float32)
         fold, offset, cut, bias, coef = self._fold()
-        z = x @ fold
-        z -= offset
-        if self.whiten is not None and self.shift is not None:
-            z *= inverse_whitened_norms(x, self.shift, self.whiten)[:, None]
-        s = z[:, 0] + bias
-        if len(coef):
-            cache = z[:, 1:]
-            cache -= cut
-            np.exp(cache, out=cache)
-            s += cache @ coef
-        return s.astype(np.float32)
+        whitened_rows = self.whiten is not None and self.shift is not None
+        inverse = inverse_whitened_norms(x, self.shift, self.whiten) if whitened_rows else None  # type: ignore[arg-type]
+        out = np.empty(len(x), np.float32)
+        for i in range(0, len(x), NORMS_CHUNK):  # rows x (1 + labelled) at a time: bounded memory
+            z = x[i:i + NORMS_CHUNK] @ fold
+            z -= offset
+            if inverse is not None:
+                z *= inverse[i:i + NORMS_CHUNK, None]
+            s = z[:, 0] + bias
+            if len(coef):
+                cache = z[:, 1:]
+                cache -= cut
+                np.exp(cache, out=cache)
+                s += cache @ coef
+            out[i:i + NORMS_CHUNK] = s
+        return out
 
     def _fold(self) -> tuple[np.ndarray, np.ndarray, np.float32, np.float32, np.ndarray]:
         """``F``, the offsets to take off ``x @ F`` before the norm, the cache's constant, the intercept, and the
