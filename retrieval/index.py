@@ -23,6 +23,7 @@ from retrieval.search import run
 from retrieval.search.request import SearchParams, SearchRequest
 from retrieval.search.vector import query_vector
 from retrieval.settings import Settings
+from retrieval.status import STATUS_KEYS  # noqa: F401  (re-exported: retrieval.index.STATUS_KEYS)
 from retrieval.store import LAYOUT, CollectionMeta, Hit, MetadataLost, VectorStore, open_store
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
@@ -274,9 +275,6 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
-               "ocr", "engines", "layout")
-"""What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 
 def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:

@@ -28,7 +28,7 @@ from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
 from ingest.records import fs_path, point_id
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index
+from retrieval.index import Index
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.run import hit_row
 from retrieval.serving import duplicates as duplicate_routes
@@ -47,6 +47,7 @@ from retrieval.serving.safe_open import NotServable, OpenedFile, open_inside
 from retrieval.serving.store_guard import StoreGuard
 from retrieval.serving.thumbs import ThumbnailCache, thumb_key
 from retrieval.settings import ServeSettings
+from retrieval.status import STATUS_KEYS
 from retrieval.store.health import StoreDamaged
 from retrieval.sync import Syncer
 

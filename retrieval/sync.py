@@ -59,6 +59,8 @@ class Syncer:
         self._last: dict[str, Any] | None = None
         self._errors: list[dict[str, Any]] = []
         self._syncs = 0
+        self._root_syncs = dict.fromkeys(self.roots, 0)
+        self._root_last: dict[str, dict[str, Any]] = {}
         self._thread = threading.Thread(target=self._run, name="clipdex-sync", daemon=True)
 
     # -- control -----------------------------------------------------------------------------------
@@ -121,10 +123,14 @@ class Syncer:
                 "total": running["total"] if running else 0, "queued": list(self._queued),
                 "pending_changes": sum(len(c.paths) for c in self._pending.values()),
                 "syncs": self._syncs, "last": self._last, "errors": list(self._errors),
-                "roots": [{"path": r, "watched": self.watcher.watched(r), "error": self.watcher.errors.get(r, "")}
-                          for r in self.roots],
+                "roots": [self._root_status(r) for r in self.roots],
                 "rescan_interval_s": self.settings.rescan_interval_s,
             }
+
+    def _root_status(self, root: str) -> dict[str, Any]:
+        """One watched folder: whether it is watched (and why not), and its own syncs (``last``: the latest)."""
+        return {"path": root, "watched": self.watcher.watched(root), "error": self.watcher.errors.get(root, ""),
+                "syncs": self._root_syncs.get(root, 0), "last": self._root_last.get(root)}
 
     # -- the sync thread ---------------------------------------------------------------------------
     def _next_job(self) -> tuple[str, str, set[str]] | None:
@@ -193,6 +199,8 @@ class Syncer:
             self._syncs += 1
             self._last = {"root": root, "kind": summary.get("kind", kind), "finished": time.time(),
                           "seconds": round(seconds, 3), "result": summary, "error": error}
+            self._root_syncs[root] = self._root_syncs.get(root, 0) + 1
+            self._root_last[root] = self._last
             if problems:  # errors, and the pipeline's notices (offline roots, points kept, held-back deletions)
                 stamped = [{"root": root, "at": time.time(), "error": p} for p in problems]
                 self._errors = [*self._errors, *stamped][-KEPT_ERRORS:]

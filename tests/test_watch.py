@@ -308,21 +308,27 @@ def _ids(start: int, stop: int) -> list[str]:
     return [str(uuid.UUID(int=i + 1)) for i in range(start, stop)]
 
 
-def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_model_dir: Path):
+def test_ingest_while_serving_goes_through_the_server_or_names_it(tmp_path: Path, tiny_model_dir: Path):
     lib = tmp_path / "lib"
     write_images(lib, 2)
+    other = tmp_path / "other"
+    write_images(other, 1)
     config = watch_config(tmp_path, tiny_model_dir)
     seen: dict[str, Any] = {}
 
     def probe(http: httpx.Client, port: int) -> None:
         seen["port"] = port
+        until(lambda: sync_status(http)["syncs"], "the first sync")
         seen["ingest"] = run_cli("ingest", lib, "--config", config)
+        seen["other"] = run_cli("ingest", other, "--config", config)
 
     code, err = serve_watching(config, lib, probe)
     assert code == 0, err
-    ingest_code, _, ingest_err = seen["ingest"]
-    assert ingest_code == 1 and ingest_err.count("\n") == 1
-    assert f"clipdex serve at http://127.0.0.1:{seen['port']}" in ingest_err and "--watch" in ingest_err
+    ingest_code, ingest_out, ingest_err = seen["ingest"]
+    assert ingest_code == 0 and ingest_out.startswith("indexed "), ingest_err
+    other_code, _, other_err = seen["other"]
+    assert other_code == 1 and other_err.count("\n") == 1
+    assert f"clipdex serve at http://127.0.0.1:{seen['port']}" in other_err and "--watch" in other_err
 
 
 def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
+import uuid
 from contextlib import ExitStack
 from typing import Any
 
@@ -10,11 +12,12 @@ import click
 
 from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
+from retrieval.cli.remote import Server, server_for
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index
 from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
-from retrieval.search.run import hit_row
-from retrieval.store import LAYOUT
+
+# retrieval.index (numpy, the store, the models) is imported inside the commands that open the store: a
+# command answered by a running server (retrieval.cli.remote) never loads it.
 
 
 @cli.command()
@@ -38,6 +41,18 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
            prune: bool, ocr: bool | None, ray_address: str | None) -> None:
     """Embed the images below FOLDERS; re-runs only do what changed."""
+    if server := server_for(run.settings):
+        given = {"--include": include, "--exclude": exclude, "--follow-symlinks": follow_symlinks, "--hidden": hidden,
+                 "--workers": workers, "--ocr": ocr, "--ray": ray_address}
+        summaries = _remote_ingest(server, folders, prune, [k for k, v in given.items() if v not in (None, ())])
+        for summary in summaries:
+            for line in summary.get("notices", []):
+                echo(f"clipdex: {line}", err=True)
+        run.emit(summaries[0] if len(summaries) == 1 else summaries,
+                 lambda: [_ingest_lines(summary) for summary in summaries])
+        return
+    from retrieval.index import Index
+
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
@@ -51,20 +66,74 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
     summary = report.as_dict()
     for line in report.notices():  # kept and held-back points: said even with --json
         echo(f"clipdex: {line}", err=True)
+    run.emit(summary, lambda: _ingest_lines(summary))
 
-    def human() -> None:
-        echo(f"indexed {report.indexed}, unchanged {report.unchanged}, moved {report.moved}, "
-                   f"duplicates {report.duplicates}, deleted {report.deleted}, failed {len(report.failed)}")
-        for item in report.failed:
-            echo(f"  failed: {item['path']}: {item['error']}")
-        if report.ocr is not None:
-            o = report.ocr
-            echo(f"ocr: read {o['read']}, with text {o['with_text']}, reused {o['reused']}, "
-                 f"failed {len(o['failed'])}")
-            for item in o["failed"]:
-                echo(f"  ocr failed: {item['path']}: {item['error']}")
 
-    run.emit(summary, human)
+def _ingest_lines(summary: dict[str, Any]) -> None:
+    """The text output of an ingest: its counts, failures and OCR pass (an ingest report's ``as_dict``)."""
+    failed = summary["failed"]
+    echo(f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, moved {summary['moved']}, "
+         f"duplicates {summary['duplicates']}, deleted {summary['deleted']}, failed {len(failed)}")
+    for item in failed:
+        echo(f"  failed: {item['path']}: {item['error']}")
+    if summary.get("ocr") is not None:
+        o = summary["ocr"]
+        echo(f"ocr: read {o['read']}, with text {o['with_text']}, reused {o['reused']}, failed {len(o['failed'])}")
+        for item in o["failed"]:
+            echo(f"  ocr failed: {item['path']}: {item['error']}")
+
+
+INGEST_POLL_S = 0.2
+
+
+def _remote_ingest(server: Server, folders: tuple[str, ...], prune: bool, options: list[str]) -> list[dict[str, Any]]:
+    """Ingest ``folders`` through the server that holds the store: ``POST /api/ingest`` of the watched folder
+    each lies in, then wait for that sync to finish; its summaries, one per folder."""
+    if options:
+        raise ClipdexError(f"{server.owner()} holds the store and ingests with its own settings: leave out "
+                           f"{', '.join(options)}, or stop the server first")
+    sync = server.get("/api/status").get("sync")
+    if not sync:
+        raise ClipdexError(f"store is in use by {server.owner()}, which watches no folder: restart it with "
+                           "`clipdex serve --watch DIR` (it then ingests DIR, and `clipdex ingest DIR` asks it "
+                           "to), or stop it first")
+    roots = [r["path"] for r in sync["roots"]]
+    wanted = []
+    for folder in folders:
+        path = os.path.abspath(os.path.expanduser(folder))
+        root = next((r for r in roots if path == r or path.startswith(r.rstrip("/") + "/")), None)
+        if root is None:
+            raise ClipdexError(f"store is in use by {server.owner()}, which watches {', '.join(roots)}, not "
+                               f"{folder}: add `--watch {path}` to the server's command (or [serve] watch), or stop "
+                               "it first")
+        wanted.append(root)
+    summaries = []
+    for root in dict.fromkeys(wanted):
+        before = _root_state(server, root)
+        server.request("POST", "/api/ingest", {"root": root, "prune": prune or None})
+        summaries.append(_wait_for_sync(server, root, int(before.get("syncs") or 0)))
+    return summaries
+
+
+def _root_state(server: Server, root: str) -> dict[str, Any]:
+    """The server's status of one watched folder (``sync.roots[]``) and whether a sync of it is running or queued."""
+    sync = server.get("/api/status").get("sync") or {}
+    state = next((r for r in sync.get("roots", []) if r.get("path") == root), {})
+    return state | {"busy": root in sync.get("queued", []) or sync.get("root") == root}
+
+
+def _wait_for_sync(server: Server, root: str, syncs_before: int) -> dict[str, Any]:
+    """The summary of the server's next finished sync of ``root`` (its error as a ClipdexError)."""
+    import time
+
+    while True:
+        state = _root_state(server, root)
+        if not state["busy"] and int(state.get("syncs") or 0) > syncs_before:
+            last = state.get("last") or {}
+            if last.get("error"):
+                raise ClipdexError(f"{server.owner()}: ingest of {root} failed: {last['error']}")
+            return last.get("result") or {}
+        time.sleep(INGEST_POLL_S)
 
 
 def _default(field: str) -> str:
@@ -119,23 +188,8 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     if paths_only and run.json:
         raise click.UsageError("--paths and --json: choose one")
     request = search_request(**options)  # bad input is refused before any fetch
-    url = _image_url(request.image)
-    with ExitStack() as stack:
-        if url:
-            from retrieval.search.fetch import fetched
-
-            limits = run.settings.search
-            local = stack.enter_context(
-                fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s))
-            request = search_request(**(options | {"image": local}))
-        try:
-            with Index.open(run.settings) as index:
-                hits = index.search(request)
-        except ClipdexError as exc:
-            if not url:
-                raise
-            raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
-    rows = [hit_row(h) for h in hits]
+    server = server_for(run.settings)
+    rows = _remote_search(run, server, options) if server else _local_search(run, request, options)
     if paths_only:
         if left_out := echo_paths(rows):
             raise ClipdexError(f"{left_out} matching path(s) left out of --paths: they hold control characters")
@@ -152,6 +206,70 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     run.emit(rows, human)
 
 
+def _local_search(run: Run, request: SearchRequest, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a search this process runs itself (it opens the store)."""
+    from retrieval.index import Index
+    from retrieval.search.run import hit_row
+
+    url = _image_url(request.image)
+    with ExitStack() as stack:
+        if url:
+            from retrieval.search.fetch import fetched
+
+            limits = run.settings.search
+            local = stack.enter_context(
+                fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s))
+            request = search_request(**(options | {"image": local}))
+        try:
+            with Index.open(run.settings) as index:
+                hits = index.search(request)
+        except ClipdexError as exc:
+            if not url:
+                raise
+            raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
+    return [hit_row(h) for h in hits]
+
+
+def _remote_search(run: Run, server: Server, options: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of the same search asked of the server that holds the store (``GET``/``POST /api/search``).
+
+    Paths are made absolute here (the server's working folder is not this one); the defaults this run's
+    settings give (``limit``, ``relevant``) are sent, so the answer is the one this process would give.
+    """
+    params = {k: v for k, v in options.items() if v is not None and v != () and k != "image"}
+    if "text" in params:
+        params["q"] = params.pop("text")
+    for key in ("like", "unlike"):
+        if key in params:
+            params[key] = [_absolute_ref(ref) for ref in params[key]]
+    if params.get("folder"):
+        params["folder"] = os.path.abspath(os.path.expanduser(params["folder"]))
+    params.setdefault("limit", run.settings.search.limit)
+    params.setdefault("relevant", run.settings.search.cutoff == "auto")
+    image = options.get("image")
+    if not image:
+        return server.get("/api/search", params)
+    url = _image_url(image)
+    if not url:
+        return server.post_form("/api/search", params, "image", image)
+    from retrieval.search.fetch import fetched
+
+    limits = run.settings.search
+    with fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s) as local:
+        try:
+            return server.post_form("/api/search", params, "image", local)
+        except ClipdexError as exc:
+            raise ClipdexError(str(exc).replace(os.path.basename(local), url)) from None
+
+
+def _absolute_ref(ref: str) -> str:
+    """A like/unlike example as the server must read it: a point id as it is, a path made absolute."""
+    try:
+        return str(uuid.UUID(ref))
+    except ValueError:
+        return os.path.abspath(os.path.expanduser(ref))
+
+
 def _image_url(image: str | None) -> str | None:
     """``--image`` when it names an http(s) URL (other schemes are refused), else None."""
     from retrieval.search.fetch import is_url
@@ -166,9 +284,22 @@ def _image_url(image: str | None) -> str | None:
 @common_options
 def status(run: Run, check: bool) -> None:
     """Show the collection, its size, its model and where it is stored."""
-    with Index.open(run.settings) as index:
-        info = index.status()
-        checked = index.check() if check else None
+    from retrieval.status import STATUS_KEYS
+    from retrieval.store.layout import LAYOUT
+
+    server = server_for(run.settings)
+    if server is not None:
+        if check:
+            raise ClipdexError(f"status --check reads every stored vector and marks damaged points: it needs the "
+                               f"store, which {server.owner()} holds; stop the server first, then run it again")
+        info = server.get("/api/status")
+        checked = None
+    else:
+        from retrieval.index import Index
+
+        with Index.open(run.settings) as index:
+            info = index.status()
+            checked = index.check() if check else None
 
     def human() -> None:
         echo(f"collection  {info['collection']}")
@@ -211,6 +342,12 @@ def status(run: Run, check: bool) -> None:
 @common_options
 def rebuild(run: Run) -> None:
     """Rewrite the embedded store in the current layout (a copy beside it, switched atomically)."""
+    from retrieval.index import Index
+    from retrieval.store.layout import LAYOUT
+
+    if server := server_for(run.settings):
+        raise ClipdexError(f"rebuild rewrites the whole store, which {server.owner()} holds: stop the server "
+                           "(Ctrl-C), run `clipdex rebuild` with the same settings, then start it again")
     with Index.open(run.settings) as index:
         before = index.status()["layout"]
 

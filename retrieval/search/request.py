@@ -23,7 +23,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ingest.exif import parse_date
 from retrieval.errors import ClipdexError
 
 MAX_LIMIT = 10000
@@ -53,6 +52,8 @@ def _drop_blank(value: Any) -> Any:
 def _date(value: Any) -> Any:
     value = _blank_to_none(value)
     if isinstance(value, str):
+        from ingest.exif import parse_date  # (PIL: loaded only when a date is given)
+
         try:
             return parse_date(value)
         except ClipdexError as exc:

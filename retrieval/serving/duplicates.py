@@ -10,6 +10,7 @@ site's page is refused, like ``POST /api/ingest``.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Annotated, Any, Literal
@@ -35,6 +36,9 @@ class ResolveRequest(BaseModel):
     action: Literal["move", "not-duplicates", "keep-all"]
     paths: list[Annotated[str, Field(min_length=1, max_length=4096)]] = Field(min_length=1, max_length=MAX_PATHS)
     keep: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    move_to: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """``move`` only: the folder the client expects (``clipdex duplicates --move-to DIR``); it must be the
+    server's own ``[duplicates] move_to``: a client never chooses where files go."""
 
 
 class _Cache:
@@ -43,6 +47,10 @@ class _Cache:
         self.made = 0.0
         self.found: dups.Found | None = None
         self.busy = threading.Lock()  # one search at a time; others wait for its answer
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
 def add_routes(app: FastAPI, service: Any) -> None:
@@ -75,13 +83,20 @@ def add_routes(app: FastAPI, service: Any) -> None:
                        folder: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
                        threshold: Annotated[float | None, Query(gt=0, le=1)] = None,
                        min_similarity: Annotated[float | None, Query(gt=0, le=1)] = None,
+                       neighbours: Annotated[int | None, Query(ge=1, le=256)] = None,
                        refresh: bool = False) -> dict[str, Any]:
-        """Groups as ``clipdex duplicates --json`` prints them, ``limit`` from ``offset``, and ``total``."""
-        options = dups.options_of(index.settings, folder=folder, threshold=threshold, min_similarity=min_similarity)
+        """Groups as ``clipdex duplicates --json`` prints them, ``limit`` from ``offset``, and ``total``;
+        ``candidates``, ``verified``, ``unreadable`` (the first 20; ``unreadable_count``: all) and ``seconds``
+        as that command prints them."""
+        options = dups.options_of(index.settings, folder=folder, threshold=threshold, min_similarity=min_similarity,
+                                  neighbours=neighbours)
         found = groups(options, refresh)
         rows = [g.row() for g in found.groups[offset:offset + limit]]
+        whole = found.as_dict()
         return {"groups": rows, "checked": found.checked, "total": len(found.groups), "offset": offset,
-                "limit": limit, "can_move": bool(index.settings.duplicates.move_to)}
+                "limit": limit, "can_move": bool(index.settings.duplicates.move_to),
+                "candidates": whole["candidates"], "verified": whole["verified"], "unreadable": whole["unreadable"],
+                "unreadable_count": len(found.unreadable), "seconds": whole["seconds"]}
 
     @app.post("/api/duplicates/resolve")
     def api_resolve(body: ResolveRequest, request: Request) -> dict[str, Any]:
@@ -94,6 +109,10 @@ def add_routes(app: FastAPI, service: Any) -> None:
             if not move_to:
                 raise HTTPException(409, "this server has no [duplicates] move_to folder; set it to move files from "
                                          "the page, or use `clipdex duplicates --move-to DIR`")
+            if body.move_to is not None and not _same_folder(body.move_to, move_to):
+                raise HTTPException(409, f"this server moves duplicates into its [duplicates] move_to folder only, "
+                                         f"not {body.move_to}; use that folder, or stop the server to move them "
+                                         "elsewhere")
             if body.keep is not None and body.keep in body.paths:
                 raise HTTPException(422, "the file to keep is also among the paths to move")
             result = dups.move_files(index, body.paths, move_to, service.lock)

@@ -13,16 +13,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.store.layout import LAYOUT  # noqa: F401  (re-exported: retrieval.store.base.LAYOUT)
+
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
 KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root")
 FLOAT_FIELDS = ("taken_ts",)
-LAYOUT = 2
-"""The store layout this clipdex writes. 1 (clipdex before 0.x of issue 18): float32 vectors, a keyword
-list ``ancestors`` (every folder above a file) indexed for ``--folder``. 2: float16 vectors, no
-``ancestors``; ``--folder`` is a prefix match on the ``path`` index; payload indexes memory-mapped once
-their segment is sealed. Layout-1 stores open, search and ingest unchanged (their points keep getting
-``ancestors``); ``clipdex rebuild`` rewrites one in layout 2."""
 LEGACY_KEYWORD_FIELDS = ("ancestors",)
 """Indexed only in layout-1 stores."""
 SCORE_TOLERANCE = 1e-3  # float rounding of a cosine between unit vectors stays far below this
