@@ -77,6 +77,23 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("``", "`").replace("|", "\\|")
 
 
+def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
+    """The docstring under each annotated attribute of ``model``'s class body and its bases' (what a key means)."""
+    import ast
+    import textwrap
+
+    docs: dict[str, str] = {}
+    ours = [c for c in model.__mro__ if issubclass(c, BaseModel) and c.__module__.startswith("retrieval")]
+    for cls in reversed(ours):
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, after in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
+                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
 def section_doc(name: str, model: type[BaseModel]) -> str:
     """One ``## [name]`` heading, the section's docstring and a table of its keys."""
     lines = [f"## `[{name}]`", ""]
@@ -84,11 +101,13 @@ def section_doc(name: str, model: type[BaseModel]) -> str:
     if doc and model.__doc__ and "__doc__" in model.__dict__:
         lines += [_cell(doc), ""]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+    docs = attribute_docs(model)
     for key, field in model.model_fields.items():
-        if not field.description:
+        description = field.description or docs.get(key, "")
+        if not description:
             raise ValueError(f"[{name}] {key} has no docstring in retrieval/settings.py: say what it means")
         lines.append(f"| `{key}` | {_cell(type_name(field))} | `{_cell(toml_value(field.default))}` "
-                     f"| {_cell(field.description)} |")
+                     f"| {_cell(description)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -17,7 +17,9 @@ REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # The attribute docstrings below are the keys' documentation (retrieval.config_doc reads them); pydantic's
+    # use_attribute_docstrings would parse this file's source on every start (~0.1 s of every CLI command).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ModelSettings(_Section):
