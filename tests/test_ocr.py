@@ -102,6 +102,26 @@ def test_hybrid_ranking_puts_the_sign_first(built: tuple[Path, Path, dict]) -> N
     assert [h["score"] for h in clip] == sorted((h["score"] for h in clip), reverse=True)
 
 
+def test_one_score_the_cosine_that_min_score_bounds(built: tuple[Path, Path, dict]) -> None:
+    """Hybrid hits show their CLIP cosine as ``score`` (the fused order as ``rank_score``), and ``--min-score``
+    bounds that cosine for every hit, BM25 matches included."""
+    _, config, _ = built
+    cosine = {h["path"]: h["score"] for h in cli(config, "search", "pharmacy", "--no-ocr", "--json")}
+    hybrid = cli(config, "search", "pharmacy", "--json")
+    assert Path(hybrid[0]["path"]).name == "pharmacy.jpg"
+    assert {h["path"]: h["score"] for h in hybrid} == pytest.approx(cosine, abs=2e-3)
+    ranks = [h["rank_score"] for h in hybrid]
+    assert ranks == sorted(ranks, reverse=True) and all(0 < r < 0.05 for r in ranks)
+    bound = sorted(cosine.values())[len(cosine) // 2]  # half the collection is below it
+    cut = cli(config, "search", "pharmacy", "--min-score", bound, "--json")
+    assert cut and all(h["score"] >= bound for h in cut)
+    assert {h["path"] for h in cut} == {p for p, c in cosine.items() if c >= bound + 2e-3} | (
+        {p for p, c in cosine.items() if abs(c - bound) < 2e-3} & {h["path"] for h in cut})
+    assert len(cli(config, "search", "pharmacy", "--min-score", -1, "--limit", 2, "--json")) == 2  # the limit holds
+    err = cli(config, "search", "--text-in-image", "pharmacy", "--min-score", 0.1, code=2)
+    assert "--min-score" in err and "BM25" in err
+
+
 def test_moved_and_copied_files_reuse_their_text(built: tuple[Path, Path, dict], tmp_path: Path) -> None:
     root, config, _ = built
     pics = root / "pics"

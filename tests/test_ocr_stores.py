@@ -40,6 +40,11 @@ def stores(tmp_path: Path):  # noqa: ANN201
     client.close()
 
 
+def vectors_of(store, hits: list) -> list[np.ndarray]:  # noqa: ANN001
+    found = store.points([h.id for h in hits])
+    return [np.asarray(found[h.id][0], np.float32) for h in hits]
+
+
 def paths(hits: list) -> list[str]:  # noqa: ANN001
     return [h.payload["path"] for h in hits]
 
@@ -62,7 +67,11 @@ def test_both_stores_agree(stores: tuple[EdgeStore, ServerStore]) -> None:
     e = edge.hybrid(query, "pharmacy", 10, SearchFilter())
     c = client.hybrid(query, "pharmacy", 10, SearchFilter())
     assert len(e) == len(c) == len(TEXTS)  # same fused scores (ties may come in either order)
-    assert all(abs({h.payload["path"]: h.score for h in c}[h.payload["path"]] - h.score) < 1e-6 for h in e)
+    assert all(abs({h.payload["path"]: h.rank_score for h in c}[h.payload["path"]] - h.rank_score) < 1e-6 for h in e)
+    cosines = {h.payload["path"]: h.score for h in c}  # the CLIP cosine of each hybrid hit (float16 in the edge)
+    assert all(abs(cosines[h.payload["path"]] - h.score) < 2e-3 for h in e)
+    assert cosines == pytest.approx({p: float(v @ query) for p, v in zip(paths(c), vectors_of(client, c), strict=True)},
+                                    abs=1e-5)
     assert set(paths(e)[:2]) == {"/lib/0.jpg", "/lib/1.jpg"}  # both lists rank them: fused to the top
     for s in (edge, client):
         s.set_hash_payload("h0", {"ocr": "v1", "ocr_text": "EXIT"})  # every copy of h0: /lib/0 and /lib/5

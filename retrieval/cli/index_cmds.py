@@ -164,7 +164,8 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--limit", "-k", type=int, default=None,
               help=f"How many results (1-{MAX_LIMIT}) [default: [search] limit].")
 @click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
-@click.option("--min-score", type=float, default=None, help="Drop hits scoring below (-1 to 1).")
+@click.option("--min-score", type=float, default=None,
+              help="Drop hits whose score (the CLIP cosine, also in hybrid search) is below (-1 to 1).")
 @click.option("--text-weight", type=float, default=None,
               help=f"Weight of TEXT in a text+image query (0-{MAX_WEIGHT:g}) {_default('text_weight')}.")
 @click.option("--image-weight", type=float, default=None,

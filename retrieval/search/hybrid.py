@@ -5,8 +5,10 @@
   image query by RRF of CLIP and BM25. It combines with every filter (all inside the engine).
 * A plain text query on a collection with OCR text is hybrid: CLIP nearest and BM25 over ``ocr_text``
   (the query's words without English stop words) fused by reciprocal rank in the engine
-  (``Prefetch`` + ``Fusion.Rrf``). Hybrid hits' ``score`` is the fused RRF score; ``ocr=False``
-  (``--no-ocr``) or ``[search] hybrid = false`` gives pure CLIP with cosine scores.
+  (``Prefetch`` + ``Fusion.Rrf``). Hybrid hits are ordered by the fused RRF score (``rank_score``); their
+  ``score`` is still the CLIP cosine, and ``min_score`` bounds it for every hit, BM25 matches included, so a
+  shown score and the bound always mean the same thing. ``ocr=False`` (``--no-ocr``) or
+  ``[search] hybrid = false`` gives pure CLIP, ordered by cosine.
 * ``relevant``: the CLIP list keeps only hits above the query's adaptive cutoff (retrieval.search.cutoff).
 """
 

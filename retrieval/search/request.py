@@ -139,9 +139,13 @@ class SearchRequest(SearchParams):
         elif request is not None:
             fields = {"text": request, **fields}
         try:
-            return cls.model_validate(fields)
+            request = cls.model_validate(fields)
         except ValidationError as exc:
             raise SearchRequestError.of(exc) from None
+        if request.min_score is not None and not request.has_query and not request.like and request.text_in_image:
+            raise SearchRequestError("min_score", "bounds the CLIP cosine of a text or image query; a search by text "
+                                                  "in image alone is ranked by BM25 (add a text, or leave it out)")
+        return request
 
     @property
     def has_query(self) -> bool:

@@ -83,9 +83,12 @@ def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
 
 
 def hit_row(hit: Hit) -> dict[str, Any]:
-    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it."""
+    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it: ``score`` is the CLIP
+    cosine (what ``min_score`` bounds; BM25 for a search by text in image alone), ``rank_score`` a hybrid hit's
+    fused reciprocal-rank score (the order of hybrid results; absent elsewhere)."""
     row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
-           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr")}}
+           **({"rank_score": round(hit.rank_score, 6)} if hit.rank_score is not None else {}),
+           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr", "score", "rank_score")}}
     if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
         row["ocr_text"] = hit.payload.get("ocr_text") or ""
     return row

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from retrieval.store.base import Hit, SearchFilter, sane_hits
+from retrieval.store.base import Hit, SearchFilter, fused_hits
 
 TEXT_FIELD = "ocr_text"
 STATE_FIELD = "ocr"
@@ -106,8 +106,10 @@ class EdgeTextMixin:
                min_score: float | None = None, depth: int = 100) -> list[Hit]:
         """CLIP nearest (``vector``) and BM25 over ``ocr_text`` (``words``), fused by RRF in the engine.
 
-        Only ``words``: BM25 scores. Each list is ``depth`` (at least ``limit``) deep before fusion;
-        ``min_score`` bounds the cosine of the CLIP list. ``where`` (with ``where.text``) filters both.
+        Only ``words``: BM25 scores. Each list is ``depth`` (at least ``limit``) deep before fusion; the fused
+        hits carry their CLIP cosine as ``score`` and the RRF score as ``rank_score``, and ``min_score`` bounds
+        the cosine of every hit, BM25 matches included (:func:`retrieval.store.base.fused_hits`). ``where``
+        (with ``where.text``) filters both.
         """
         filt = self._query_filter(where)  # type: ignore[attr-defined]
         params = qe.SearchParams(hnsw_ef=self.hnsw_ef)
@@ -121,9 +123,11 @@ class EdgeTextMixin:
         prefetches = [qe.Prefetch(limit=deep, query=nearest, filter=filt, params=params, score_threshold=min_score)]
         if bm25 is not None:
             prefetches.append(qe.Prefetch(limit=deep, query=bm25, filter=filt))
-        request = qe.QueryRequest(limit=limit, query=qe.Fusion.Rrf(k=RRF_K), prefetches=prefetches,
-                                  with_payload=True, with_vector=False)
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+        request = qe.QueryRequest(limit=deep, query=qe.Fusion.Rrf(k=RRF_K), prefetches=prefetches,
+                                  with_payload=True, with_vector=True)
+        points = ((str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector) if p.vector is not None else None)
+                  for p in self.shard.query(request))
+        return fused_hits(points, vector, limit, min_score)
 
     def sample_vectors(self, n: int) -> np.ndarray:
         """Up to ``n`` stored vectors drawn at random (rows), for a query's score distribution."""
