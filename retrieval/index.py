@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.scan import root_error
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.model.loader import Encoders, planned_engines
 from retrieval.model.precision import mixable, mixes_with
@@ -173,8 +174,7 @@ class Index:
             raise ClipdexError(f"OCR needs the embedded store; {self.store.location} cannot hold recognised "
                                "text in clipdex yet (see docs/ocr.md)")
         if self.store.meta() is None:
-            raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
-                               f"{self.store.location} (run `clipdex ingest DIR --ocr` first)")
+            raise ClipdexError(self._missing("ingest DIR --ocr"))
         return run_ocr(self.store, self.settings, progress=progress)
 
     # -- search --------------------------------------------------------------------------------
@@ -234,8 +234,14 @@ class Index:
             raise ClipdexError(f"{self.store.location}: rebuild is for the embedded store; on a Qdrant server, "
                                "create a new --collection and ingest into it")
         if self.store.meta() is None:
-            raise ClipdexError(f"no collection in {self.store.location} yet (run `clipdex ingest` first)")
+            raise ClipdexError(self._missing())
         return int(rebuild(progress))
+
+    def _missing(self, then: str = "ingest DIR") -> str:
+        """The message for a collection that does not exist yet: what the store holds instead, or what fills it."""
+        store = self.settings.store
+        return hints.missing_collection(store.collection, self.store.location,
+                                        None if store.url else self.settings.store_path, then)
 
     def check(self, shown: int = 20) -> dict[str, Any]:
         """Read every stored vector and mark the damaged points, so the next ingest embeds their files again.

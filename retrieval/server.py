@@ -27,6 +27,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
 from ingest.records import fs_path, point_id
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
@@ -110,12 +111,13 @@ class Service:
             if self._last_status is None:  # nothing read yet: wait for the store after all
                 with self.lock:
                     self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
-        return self._last_status | {"sync": sync, "busy": busy}
+        commands = {"ingest": hints.command_line("ingest DIR"), "watch": hints.command_line("serve --watch DIR")}
+        return self._last_status | {"sync": sync, "busy": busy, "commands": commands}
 
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
         if self.syncer is None:
-            raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
+            raise ApiError(409, f"this server watches no folder (start it with {hints.command('serve --watch DIR')})")
         return self.syncer.request(root if root and root.strip() else None, prune=prune)
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
@@ -302,7 +304,9 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     def api_status() -> dict[str, Any]:
         """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
         the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
-        else null) and ``busy`` (true: the store was busy, the collection figures are the last ones read)."""
+        else null), ``busy`` (true: the store was busy, the collection figures are the last ones read) and
+        ``commands`` (``ingest``, ``watch``: the commands to suggest, with the options this server was started
+        with, so a suggestion fills the store it serves)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)

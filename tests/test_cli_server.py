@@ -142,6 +142,9 @@ def test_the_server_is_really_asked(served: Served, tmp_path: Path):
     assert code == 0, err  # this server has no key: any key is accepted, and the answer came from it
     held = json.loads((served.config.parent / "store" / "test" / "clipdex.lock").read_text())
     assert held["pid"] == served.pid and served.url in held["owner"]
+    commands = httpx.get(f"{served.url}/api/status", timeout=10).json()["commands"]  # the page's suggestions
+    assert commands == {"ingest": f"clipdex ingest DIR --config {served.config}",
+                        "watch": f"clipdex serve --watch DIR --config {served.config}"}
 
 
 def test_ingest_goes_through_the_server_and_rebuild_says_how(served: Served):

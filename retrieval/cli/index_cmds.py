@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from retrieval import hints
 from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.cli.remote import Server, server_for
@@ -95,8 +96,8 @@ def _remote_ingest(server: Server, folders: tuple[str, ...], prune: bool, option
     sync = server.get("/api/status").get("sync")
     if not sync:
         raise ClipdexError(f"store is in use by {server.owner()}, which watches no folder: restart it with "
-                           "`clipdex serve --watch DIR` (it then ingests DIR, and `clipdex ingest DIR` asks it "
-                           "to), or stop it first")
+                           f"{hints.command('serve --watch DIR')} (it then ingests DIR, and `clipdex ingest DIR` asks "
+                           "it to), or stop it first")
     roots = [r["path"] for r in sync["roots"]]
     wanted = []
     for folder in folders:
@@ -320,8 +321,9 @@ def status(run: Run, check: bool) -> None:
         if info["unindexed"]:
             echo(f"unindexed   {info['unindexed']:,} points (searched exactly until the index is built)")
         if info["layout"] < LAYOUT:
-            echo(f"layout      {info['layout']} (made by an older clipdex; it works as it is. `clipdex rebuild` "
-                 f"rewrites it in layout {LAYOUT}: float16 vectors, no ancestors lists, about half the memory)")
+            echo(f"layout      {info['layout']} (made by an older clipdex; it works as it is. "
+                 f"{hints.command('rebuild')} rewrites it in layout {LAYOUT}: float16 vectors, no ancestors lists, "
+                 "about half the memory)")
         if info["label"]:
             echo(f"note        {info['label']}")
         for problem in info["problems"]:
@@ -329,7 +331,8 @@ def status(run: Run, check: bool) -> None:
                  "into a new --collection")
         if checked is not None:
             echo(f"checked     {checked['checked']:,} vectors, {checked['damaged']:,} damaged"
-                 + (" (marked: the next `clipdex ingest` embeds their files again)" if checked["damaged"] else ""))
+                 + (f" (marked: the next {hints.command('ingest DIR')} embeds their files again)"
+                    if checked["damaged"] else ""))
             for item in checked["examples"]:
                 echo(f"  damaged: {item['path']}: {item['reason']}")
 
@@ -348,7 +351,7 @@ def rebuild(run: Run) -> None:
 
     if server := server_for(run.settings):
         raise ClipdexError(f"rebuild rewrites the whole store, which {server.owner()} holds: stop the server "
-                           "(Ctrl-C), run `clipdex rebuild` with the same settings, then start it again")
+                           f"(Ctrl-C), run {hints.command('rebuild')}, then start it again")
     with Index.open(run.settings) as index:
         before = index.status()["layout"]
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.search import cutoff
 from retrieval.search.request import SearchRequest, SearchRequestError
@@ -58,7 +59,8 @@ def check_phrase(ctx: SearchContext, phrase: str) -> None:
                            "support in clipdex (see docs/ocr.md)")
     if not store.has_ocr():  # type: ignore[attr-defined]
         raise ClipdexError(f"collection '{name}' has no OCR text: it was built without OCR; run "
-                           "`clipdex ingest DIR --ocr` (or set [ocr] enabled = true) to read the text in its images")
+                           f"{hints.command('ingest DIR --ocr')} (or set [ocr] enabled = true) to read the text in "
+                           "its images")
     if not ocr_ready(ctx):
         raise ClipdexError(f"collection '{name}' has no recognised text: OCR found no words in any of its images")
 

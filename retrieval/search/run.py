@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.records import path_key, point_id
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.search import hybrid
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
@@ -33,8 +34,9 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
     """Ranked hits, best first, for a request or its fields (see :meth:`retrieval.index.Index.search`)."""
     req = SearchRequest.of(request, **fields)
     if ctx.store.meta() is None:
-        raise ClipdexError(f"collection '{ctx.settings.store.collection}' is empty or missing at "
-                           f"{ctx.store.location} (run `clipdex ingest DIR` first)")
+        settings = ctx.settings
+        raise ClipdexError(hints.missing_collection(settings.store.collection, ctx.store.location,
+                                                    None if settings.store.url else settings.store_path))
     if not req.has_query and not req.like and req.text_in_image is None:
         raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 
 from retrieval import duplicates as dups
+from retrieval import hints
 from retrieval.duplicates.decisions import decisions_file
 
 MAX_AGE_S = 300.0
@@ -108,7 +109,7 @@ def add_routes(app: FastAPI, service: Any) -> None:
             move_to = index.settings.duplicates.move_to
             if not move_to:
                 raise HTTPException(409, "this server has no [duplicates] move_to folder; set it to move files from "
-                                         "the page, or use `clipdex duplicates --move-to DIR`")
+                                         f"the page, or use {hints.command('duplicates --move-to DIR')}")
             if body.move_to is not None and not _same_folder(body.move_to, move_to):
                 raise HTTPException(409, f"this server moves duplicates into its [duplicates] move_to folder only, "
                                          f"not {body.move_to}; use that folder, or stop the server to move them "

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from retrieval import hints
 from retrieval.errors import ClipdexError
 
 LOCK_FILE = "clipdex.lock"
@@ -72,7 +73,7 @@ def in_use_message(folder: Path, holder: dict[str, object]) -> str:
     pid = holder.get("pid")
     if owner.startswith(SERVE_OWNER):
         return (f"store {folder} is in use by {owner} (pid {pid}); `clipdex search`, `status`, `duplicates` and "
-                "`ingest` of a folder it watches (`clipdex serve --watch DIR`) go through it; for anything else, "
-                "stop the server first")
+                f"`ingest` of a folder it watches ({hints.command('serve --watch DIR')}) go through it; for anything "
+                "else, stop the server first")
     detail = f" (pid {pid}: {owner or holder.get('command') or '?'})" if pid else ""
     return f"store {folder} is in use by another clipdex process{detail}; try again when it has finished"
