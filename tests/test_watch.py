@@ -67,7 +67,7 @@ def sync_status(http: httpx.Client) -> dict[str, Any]:
     return http.get("/api/status").json()["sync"]
 
 
-def serve_watching(config: Path, lib: Path, probe: Callable[[httpx.Client, int], None]) -> tuple[int, str]:
+def serve_watching(config: Path, lib: Path | list[Path], probe: Callable[[httpx.Client, int], None]) -> tuple[int, str]:
     """Run the real `clipdex serve --watch LIB` in this thread (real signals) while ``probe(http, port)``
     runs in another once the server answers; SIGTERM when the probe ends. Returns (exit code, stderr)."""
     port = _free_port()
@@ -84,7 +84,8 @@ def serve_watching(config: Path, lib: Path, probe: Callable[[httpx.Client, int],
 
     prober = threading.Thread(target=run_probe, daemon=True)
     prober.start()
-    code, _, err = run_cli("serve", "--port", port, "--config", config, "--watch", lib, "--log-level", "warning")
+    watch = [arg for folder in (lib if isinstance(lib, list) else [lib]) for arg in ("--watch", folder)]
+    code, _, err = run_cli("serve", "--port", port, "--config", config, *watch, "--log-level", "warning")
     prober.join(10)
     return code, err
 
@@ -221,6 +222,36 @@ def test_an_offline_root_keeps_its_points_and_comes_back(tmp_path: Path, tiny_mo
         new = write_images(lib, 1, start=70)[0]
         until(lambda: indexed(http, new), "a new file after the root came back")
         assert all(indexed(http, f) for f in files)
+
+
+def test_an_empty_or_missing_folder_is_watched_from_the_start(tmp_path: Path, tiny_model_dir: Path):
+    """A new camera-dump folder (empty) and one not made yet (missing) are watched: files that appear in
+    them are ingested within seconds, and the status says how each is watched, in words."""
+    empty, missing = tmp_path / "dump", tmp_path / "later" / "photos"
+    empty.mkdir()
+    config = watch_config(tmp_path, tiny_model_dir)  # rescans every 600 s: only the watch can be this quick
+    seen: dict[str, Any] = {}
+
+    def probe(http: httpx.Client, port: int) -> None:
+        until(lambda: sync_status(http)["syncs"] >= 2, "the first syncs")
+        seen["start"] = {r["path"]: r for r in sync_status(http)["roots"]}
+        files = write_images(empty, 2)
+        seen["empty"] = until(lambda: all(indexed(http, f) for f in files), "files in the empty folder", 30)
+        files = write_images(missing, 1, start=10)
+        seen["missing"] = until(lambda: all(indexed(http, f) for f in files), "a file in the new folder", 30)
+        seen["after"] = until(lambda: {r["path"]: r for r in sync_status(http)["roots"]}[str(missing)]["state"]
+                              == "watching", "the new folder watched itself")
+
+    code, err = serve_watching(config, [empty, missing], probe)
+    assert code == 0, err
+    start = seen["start"]
+    assert start[str(empty)]["watched"] and start[str(empty)]["state"] == "watching"
+    assert "empty" in start[str(empty)]["reason"] and start[str(empty)]["error"] == ""
+    assert start[str(missing)]["watched"] and start[str(missing)]["state"] == "waiting"
+    assert f"watching {tmp_path} for it to appear" in start[str(missing)]["reason"]
+    assert seen["empty"] and seen["missing"] and seen["after"]
+    assert f"watching {empty} (empty for now: new files are ingested as they arrive)" in err
+    assert f"waiting for {missing} to appear" in err and "retried every" not in err
 
 
 def test_changes_prove_a_file_gone_before_dropping_it(tmp_path: Path, tiny_model_dir: Path):

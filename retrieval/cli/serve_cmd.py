@@ -83,6 +83,16 @@ def watched_roots(paths: list[str]) -> list[str]:
     return [r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
 
 
+def _watch_line(root: str, problem: str) -> str:
+    """What ``serve`` says about a watched folder at start, in plain words."""
+    if problem.startswith("missing"):
+        return (f"waiting for {root} to appear (it does not exist now; its points are kept, and it is ingested "
+                "as soon as it is there)")
+    if problem.startswith("empty"):
+        return f"watching {root} (empty for now: new files are ingested as they arrive)"
+    return f"watching {root}" + (f" (now {problem}: its points are kept)" if problem else "")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes your indexed images to the network.")
@@ -122,9 +132,7 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
             echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
                        f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
             for root in roots:
-                problem = root_problem(root)
-                echo(f"clipdex: watching {root}" + (f" (now {problem}: its points are kept, retried every "
-                           f"{run.settings.serve.rescan_interval_s:g} s)" if problem else ""), err=True)
+                echo(f"clipdex: {_watch_line(root, root_problem(root))}", err=True)
             if not is_loopback(host) and not keyed:
                 echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
                            "(--insecure): anyone who can reach it can search and view the indexed images", err=True)
