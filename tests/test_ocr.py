@@ -84,6 +84,14 @@ def test_matching_is_word_level_case_and_accent_insensitive(built: tuple[Path, P
     assert both == []
 
 
+def test_text_in_image_matches_word_stems(built: tuple[Path, Path, dict]) -> None:
+    """English stems, in the stored text and the phrase alike: "pharmacies" finds PHARMACY, "totals" Total."""
+    root, config, _ = built
+    for phrase, name in (("pharmacies", "pharmacy.jpg"), ("totals", "receipt.png")):
+        hits = cli(config, "search", "--text-in-image", phrase, "--json")
+        assert [Path(h["path"]).name for h in hits] == [name], (phrase, hits)
+
+
 def test_text_in_image_combines_with_filters_and_a_query(built: tuple[Path, Path, dict]) -> None:
     root, config, _ = built
     hits = cli(config, "search", "a shop", "--text-in-image", "pharmacy", "--json")
@@ -155,7 +163,7 @@ def test_text_in_image_on_a_store_built_without_ocr(tmp_path: Path, tiny_model_d
     err = cli(config, "search", "--text-in-image", "pharmacy", code=1)
     assert err.strip().splitlines() == [
         "clipdex: error: collection 'test' has no OCR text: it was built without OCR; run `clipdex ingest DIR "
-        "--ocr` (or set [ocr] enabled = true) to read the text in its images"]
+        f"--ocr --config {config}` (or set [ocr] enabled = true) to read the text in its images"]
     assert cli(config, "status", "--json")["ocr"] == {"text": 0, "pending": len(SIGNS) + 1}
     # a collection that was read but holds no words at all
     (tmp_path / "plain").mkdir()

@@ -77,3 +77,25 @@ def test_both_stores_agree(stores: tuple[EdgeStore, ServerStore]) -> None:
         s.set_hash_payload("h0", {"ocr": "v1", "ocr_text": "EXIT"})  # every copy of h0: /lib/0 and /lib/5
         assert sorted(paths(s.hybrid(None, "exit", 10, SearchFilter(text="exit")))) == ["/lib/0.jpg", "/lib/5.jpg"]
         assert len(s.sample_vectors(100)) == len(TEXTS)
+
+
+def test_a_text_index_made_before_stemming_is_rebuilt_stemmed(tmp_path: Path) -> None:
+    """A collection whose ``ocr_text`` index has no stemmer (made by an older clipdex) keeps its text, and its
+    index is rebuilt with stems when it is opened: "kitchen" then finds "KITCHENS"."""
+    import qdrant_edge as qe
+
+    store = EdgeStore(tmp_path / "old")
+    fill(store)
+    store.set_hash_payload("h1", {"ocr": "v1", "ocr_text": "KITCHENS open late"})
+    store.shard.update(qe.UpdateOperation.delete_field_index("ocr_text"))
+    old = qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=True, ascii_folding=True, min_token_len=1,
+                             max_token_len=40, scoring=True)
+    store.shard.update(qe.UpdateOperation.create_field_index("ocr_text", old))
+    assert store.hybrid(None, "kitchen", 10, SearchFilter(text="kitchen")) == []  # the old index: whole words
+    store.close()
+    store = EdgeStore(tmp_path / "old")
+    try:
+        assert paths(store.hybrid(None, "kitchen", 10, SearchFilter(text="kitchen"))) == ["/lib/1.jpg"]
+        assert paths(store.hybrid(None, "pharmacy", 10, SearchFilter(text="pharmacy"))) == ["/lib/0.jpg"]
+    finally:
+        store.close()

@@ -15,7 +15,7 @@ from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.cli.remote import Server, server_for
 from retrieval.errors import ClipdexError
-from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError
+from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError, folder_note
 
 # retrieval.index (numpy, the store, the models) is imported inside the commands that open the store: a
 # command answered by a running server (retrieval.cli.remote) never loads it.
@@ -164,7 +164,8 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--unlike", multiple=True, metavar="PATH", help="Less like this indexed file (repeatable).")
 @click.option("--limit", "-k", type=int, default=None,
               help=f"How many results (1-{MAX_LIMIT}) [default: [search] limit].")
-@click.option("--folder", help="Only files below this folder (a Qdrant payload filter).")
+@click.option("--folder", help="Only files below this folder, at any depth (whole folder names: 'photos/sh' is "
+                                "not 'photos/shirt'; a Qdrant payload filter).")
 @click.option("--min-score", type=float, default=None,
               help="Drop hits whose score (the CLIP cosine, also in hybrid search) is below (-1 to 1).")
 @click.option("--text-weight", type=float, default=None,
@@ -175,7 +176,7 @@ def search_request(**options: Any) -> SearchRequest:
               help=f"How hard negative prompts push away (0-{MAX_WEIGHT:g}) {_default('negative_weight')}.")
 @click.option("--after", help="Taken on or after this date (EXIF), e.g. 2021 or 2021-07-04.")
 @click.option("--before", help="Taken before this date (EXIF).")
-@click.option("--camera", help="EXIF camera make or model, exactly.")
+@click.option("--camera", help="EXIF camera make or model (case aside: 'iphone 14' finds 'iPhone 14').")
 @click.option("--text-in-image", metavar="PHRASE",
               help="Only images whose recognised text (OCR) holds every word of PHRASE, ranked by BM25.")
 @click.option("--ocr/--no-ocr", default=None,
@@ -192,6 +193,8 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     request = search_request(**options)  # bad input is refused before any fetch
     server = server_for(run.settings)
     rows = _remote_search(run, server, options) if server else _local_search(run, request, options)
+    if not rows and request.folder and (note := folder_note(request.folder)):
+        echo(f"clipdex: note: {note}", err=True)
     if paths_only:
         if left_out := echo_paths(rows):
             raise ClipdexError(f"{left_out} matching path(s) left out of --paths: they hold control characters")

@@ -171,3 +171,19 @@ class SearchRequestError(ClipdexError):
         loc = [str(p) for p in first.get("loc", ()) if not isinstance(p, int)]
         return cls(loc[0] if loc else "", first.get("msg", "invalid value"))
 
+
+def folder_note(folder: str) -> str:
+    """Why a search below ``folder`` found nothing, when it is because there is no such folder ("" otherwise):
+    ``--folder`` matches whole folder names, so the folders beside it whose names start that way are named."""
+    path = os.path.abspath(os.path.expanduser(folder))
+    if os.path.isdir(path):
+        return ""
+    parent, name = os.path.split(path.rstrip("/"))
+    try:
+        with os.scandir(parent) as entries:
+            beside = sorted(e.name for e in entries if e.name.startswith(name) and e.is_dir())
+    except OSError:
+        beside = []
+    hint = f"; did you mean {' or '.join(os.path.join(parent, b) for b in beside[:3])}?" if beside else ""
+    return (f"no such folder: {folder} (--folder matches whole folder names, and keeps the files below one at "
+            f"any depth){hint}")

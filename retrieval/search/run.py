@@ -42,7 +42,11 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))
     limit = ctx.settings.search.limit if req.limit is None else req.limit
     where = SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
-                         before=req.before, camera=req.camera)
+                         before=req.before, camera=camera_name(ctx, req.camera) if req.camera else None)
+    return _search(ctx, req, where, limit)
+
+
+def _search(ctx: SearchContext, req: SearchRequest, where: SearchFilter, limit: int) -> list[Hit]:
     if not req.like and not req.unlike:
         return hybrid.search(ctx, req, where, limit)  # CLIP, and the recognised text where there is some
     if req.text_in_image is not None:
@@ -59,6 +63,30 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
         negatives = np.vstack([negatives, ctx.encoder.encode_texts(list(req.negative))])
     recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
     return ctx.store.recommend(positives, negatives, limit, where, req.min_score)
+
+
+MAX_CAMERAS = 1000
+"""Camera names read (per field) to match ``camera`` without regard to case, and to name them when none does."""
+
+
+def camera_name(ctx: SearchContext, camera: str) -> str:
+    """The camera make or model stored in the collection that ``camera`` names, case aside ("iphone 14" finds
+    "iPhone 14"); none: a :class:`ClipdexError` listing the cameras the collection holds."""
+    store = ctx.store
+    names: dict[str, int] = {}
+    for field in ("camera_model", "camera_make"):
+        for name, count in store.facet_counts(field, MAX_CAMERAS).items():
+            names[name] = names.get(name, 0) + count
+    if camera in names or not names:
+        return camera
+    wanted = camera.strip().casefold()
+    same = sorted((n for n in names if n.casefold() == wanted), key=lambda n: -names[n])
+    if same:
+        return same[0]
+    close = [n for n in names if wanted in n.casefold()] or sorted(names, key=lambda n: -names[n])
+    listed = ", ".join(f"'{n}'" for n in close[:8]) + (" …" if len(close) > 8 else "")
+    raise SearchRequestError("camera", f"no photo in the collection was taken with a camera called '{camera}' "
+                                       f"(make or model); its cameras include {listed}")
 
 
 def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:

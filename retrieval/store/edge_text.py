@@ -21,8 +21,16 @@ RRF_K = 60  # the usual reciprocal-rank constant: a rank r contributes 1 / (60 +
 
 
 def text_index() -> qe.TextIndexParams:
+    """The ``ocr_text`` index: words, lowercased, accents folded, English Snowball stems (the engine stems the
+    stored text and every phrase searched alike, so "kitchen" finds "KITCHENS"), BM25 scoring."""
     return qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=True, ascii_folding=True,
-                              min_token_len=1, max_token_len=40, scoring=True)
+                              min_token_len=1, max_token_len=40, scoring=True,
+                              stemmer=qe.SnowballParams(qe.SnowballLanguage.English))
+
+
+def _stemmed(info: Any) -> bool:
+    params = getattr(info, "params", None)
+    return getattr(params, "stemmer", None) is not None
 
 
 def text_condition(words: str) -> qe.FieldCondition:
@@ -38,8 +46,12 @@ class EdgeTextMixin:
     hnsw_ef: int
 
     def _text_indexes(self, have: set[str]) -> bool:
-        """Create the text and state indexes the shard lacks; True if it made one."""
+        """Create the text and state indexes the shard lacks (and replace a text index made before stemming:
+        the stored text is unchanged, the index is rebuilt from it once); True if it made one."""
         made = False
+        if TEXT_FIELD in have and not _stemmed((self.shard.info().payload_schema or {}).get(TEXT_FIELD)):
+            self.shard.update(qe.UpdateOperation.delete_field_index(TEXT_FIELD))
+            have = have - {TEXT_FIELD}
         if TEXT_FIELD not in have:
             self.shard.update(qe.UpdateOperation.create_field_index(TEXT_FIELD, text_index()))
             made = True

@@ -31,7 +31,8 @@ class ServerTextMixin:
         if TEXT_FIELD not in have:
             # qdrant-client's local mode (tests, benchmarks) ranks only the default tokenization: no folding
             local = self.location.endswith("(qdrant-client local mode)")  # type: ignore[attr-defined]
-            folding = {} if local else {"ascii_folding": True, "min_token_len": 1, "max_token_len": 40}
+            folding = {} if local else {"ascii_folding": True, "min_token_len": 1, "max_token_len": 40,
+                                        "stemmer": models.SnowballParams(type="snowball", language="english")}
             self.client.create_payload_index(self.collection, TEXT_FIELD, models.TextIndexParams(
                 type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True,
                 scoring=True, **folding))
