@@ -142,6 +142,7 @@ class Index:
 
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
+        self._check_roots(roots)  # a typo'd folder is said at once, before a model loads or a collection is made
         address = ray or ""
         if address:
             from ingest.ray_ingest import check_address, ingest_on_ray
@@ -150,7 +151,9 @@ class Index:
         if problems := self.store.problems():
             raise ClipdexError(f"store {self.store.location} is damaged ({problems[0]}); nothing was written: "
                                "restore it from a backup, or ingest into a new --collection")
-        encoder = self.ingest_encoder
+        # An existing collection loads its model only when a file needs reading: a re-run with nothing new or
+        # changed never loads torch.
+        encoder = self.ingest_encoder if self.store.meta() is None or address else _Lazy(lambda: self.ingest_encoder)
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
@@ -165,6 +168,23 @@ class Index:
         if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
             report.ocr = self.read_text(progress=progress).as_dict()
         return report
+
+    def _check_roots(self, roots: Sequence[str | os.PathLike[str]]) -> None:
+        """Refuse a root that cannot be listed (missing, unreadable, not a folder) when the store certainly holds
+        nothing below it (no ingested folder at, below or above it): the pipeline would refuse it too, after
+        loading the model. One that may hold points (an unmounted drive) is left to the pipeline (kept)."""
+        from ingest.records import is_below, path_key
+        from ingest.scan import EMPTY, RootListing, root_message
+
+        stored = list(self.store.root_counts()) if self.store.meta() is not None else []
+        for root in roots:
+            top = os.path.abspath(os.fsdecode(os.fspath(root)))
+            error = root_error(top)
+            if not error or error == EMPTY:
+                continue
+            key = path_key(top)
+            if not any(is_below(r, key) or is_below(key, r) or r == key for r in stored):
+                raise ClipdexError(root_message(RootListing(top, error)))
 
     def read_text(self, *, progress: bool | Progress = False) -> OcrReport:
         """The OCR pass over every image not yet read by the configured OCR engine (ingest.ocr)."""
@@ -193,8 +213,21 @@ class Index:
         inside Qdrant. ``like``/``unlike`` (indexed paths or point ids) search by the stored vectors, nothing is
         decoded or encoded for them (Qdrant's average_vector recommendation); with a text or image too, that
         query vector is one more positive example; with neither, negative prompts are unlike examples.
-        How a search runs: the ``retrieval.search`` package (``run.search``).
+        How a search runs: the ``retrieval.search`` package (``run.search``). ``image`` may also be a
+        ``PIL.Image.Image`` (written to a temporary PNG for the search, then deleted).
         """
+        image = fields.get("image")
+        if image is not None and not isinstance(image, (str, os.PathLike)) and hasattr(image, "save"):
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="clipdex-query-", suffix=".png")
+            try:
+                png_modes = ("1", "L", "LA", "I", "P", "RGB", "RGBA")  # others (CMYK, YCbCr, F): as RGB
+                with os.fdopen(fd, "wb") as fh:
+                    (image if image.mode in png_modes else image.convert("RGB")).save(fh, format="PNG")
+                return run.search(self, request, **(fields | {"image": path}))
+            finally:
+                os.unlink(path)
         return run.search(self, request, **fields)
 
     def stored_vectors(self, refs: Sequence[str]) -> np.ndarray:
@@ -297,3 +330,16 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
                           weights=weights_fingerprint(model) or "", student_of=student_of(model))
     return (f"if the configured model ({model.name}) built them, write this line to {lost.meta_file}: "
             f"{json.dumps(meta.as_dict())}; else restore that file from a backup")
+
+
+class _Lazy:
+    """An object loaded on its first use (the ingest model of an existing collection)."""
+
+    def __init__(self, load: Any):
+        self._load = load
+        self._real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = self._load()
+        return getattr(self._real, name)

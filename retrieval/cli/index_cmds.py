@@ -57,17 +57,44 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
         "skip_hidden": None if hidden is None else not hidden, "workers": workers})
-    with Index.open(settings, create=True) as index:
-        show = progress if progress is not None else (not run.json and sys.stderr.isatty())
-        if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
-            ray_address = settings.ray.address
-        elif ray_address == "[ray]":  # --ray without a value
-            ray_address = settings.ray.address or "local"
-        report = index.ingest(folders, progress=show, prune=prune, ray=ray_address, ocr=ocr)
+    made = _new_folders(settings)
+    try:
+        with Index.open(settings, create=True) as index:
+            show = progress if progress is not None else (not run.json and sys.stderr.isatty())
+            if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
+                ray_address = settings.ray.address
+            elif ray_address == "[ray]":  # --ray without a value
+                ray_address = settings.ray.address or "local"
+            report = index.ingest(folders, progress=show, prune=prune, ray=ray_address, ocr=ocr)
+    except BaseException:
+        _remove_if_empty(made)  # a first run that failed (a folder typo, no model) leaves no empty store behind
+        raise
     summary = report.as_dict()
     for line in report.notices():  # kept and held-back points: said even with --json
         echo(f"clipdex: {line}", err=True)
     run.emit(summary, lambda: _ingest_lines(summary))
+
+
+def _new_folders(settings: Any) -> list[str]:
+    """The embedded store's folders this ingest would create (the collection's, and the store's), deepest first."""
+    if settings.store.url:
+        return []
+    folder = settings.store_path / settings.store.collection
+    return [str(p) for p in (folder, folder.parent) if not p.exists()]
+
+
+def _remove_if_empty(folders: list[str]) -> None:
+    """Remove the folders a failed first ingest made, if they hold nothing but the released lock file."""
+    from retrieval.store.lock import LOCK_FILE
+
+    for folder in folders:
+        try:
+            entries = os.listdir(folder)
+            if entries == [LOCK_FILE] and os.path.getsize(os.path.join(folder, LOCK_FILE)) == 0:
+                os.unlink(os.path.join(folder, LOCK_FILE))
+            os.rmdir(folder)  # only when empty
+        except OSError:
+            return
 
 
 def _ingest_lines(summary: dict[str, Any]) -> None:

@@ -6,13 +6,14 @@ import ipaddress
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options, echo
+from retrieval.cli.common import Run, cli, common_options, echo, json_text
 from retrieval.errors import ClipdexError
 
 if TYPE_CHECKING:
@@ -106,7 +107,10 @@ def _watch_line(root: str, problem: str) -> str:
                    "adds to [serve] watch).")
 @common_options
 def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch: tuple[str, ...]) -> None:
-    """Serve the search API and a web page (http://127.0.0.1:8000/ by default)."""
+    """Serve the search API and a web page (http://127.0.0.1:8000/ by default).
+
+    With --json, one JSON line on stdout once it listens: {"url", "collection", "points", "pid", "watch"}.
+    """
     keyed = bool(run.settings.serve.api_key)
     if not is_loopback(host) and not keyed and not insecure:
         raise ClipdexError(f"refusing to serve on {host} without an API key: set [serve] api_key or "
@@ -133,6 +137,10 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
                        f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
             for root in roots:
                 echo(f"clipdex: {_watch_line(root, root_problem(root))}", err=True)
+            if run.json:  # for scripts: one line on stdout once the socket listens (requests queue until served)
+                click.echo(json_text({"url": url_of(sock), "collection": info["collection"], "points": info["points"],
+                                      "pid": os.getpid(), "watch": roots}))
+                sys.stdout.flush()
             if not is_loopback(host) and not keyed:
                 echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
                            "(--insecure): anyone who can reach it can search and view the indexed images", err=True)
