@@ -3,19 +3,18 @@
 When the embedded store's lock names a live ``clipdex serve`` (see :mod:`retrieval.store.lock`), a read
 command (``search``, ``status``, ``duplicates``) sends the same request to that server instead of failing on
 the lock, and prints what it would print alone from the server's JSON. This module imports only the standard
-library (urllib, json): a search answered by a server loads neither numpy nor onnxruntime nor torch.
+library (a socket, json): a search answered by a server loads neither numpy nor onnxruntime nor torch.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import urllib.error
-import urllib.request
+import socket
 import uuid
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
@@ -38,20 +37,23 @@ class Server:
         """The decoded JSON answer of ``method path?params``; an error answer is a :class:`ClipdexError`
         carrying the server's one-line message."""
         query = urlencode(_pairs(params or {}), doseq=True)
-        req = urllib.request.Request(f"{self.url}{path}" + (f"?{query}" if query else ""), data=body, method=method)
+        headers = {"Accept": "application/json"}
         if content_type:
-            req.add_header("Content-Type", content_type)
+            headers["Content-Type"] = content_type
         if self.api_key:
-            req.add_header("Authorization", f"Bearer {self.api_key}")
+            headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            with _OPENER.open(req, timeout=timeout) as response:
-                return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raise ClipdexError(_error_line(exc, self.url)) from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ClipdexError(f"clipdex serve at {self.url} (pid {self.pid}) holds the store but did not answer: "
-                               f"{reason}") from None
+            status, reason, data = exchange(self.url, method, path + (f"?{query}" if query else ""), headers,
+                                            body or b"", timeout)
+        except (OSError, ValueError) as exc:
+            raise ClipdexError(f"{self.owner()} holds the store but did not answer: "
+                               f"{getattr(exc, 'strerror', None) or exc}") from None
+        if status >= 400:
+            raise ClipdexError(_error_line(status, reason, data, self.url))
+        try:
+            return json.loads(data or b"null")
+        except ValueError:
+            raise ClipdexError(f"{self.owner()} answered something that is not JSON") from None
 
     def owner(self) -> str:
         """``clipdex serve at URL (pid N)``: how messages name the server."""
@@ -82,12 +84,43 @@ class Server:
         return self.request("POST", path, body=body, content_type=f"multipart/form-data; boundary={boundary}")
 
 
-class _NoProxy(urllib.request.ProxyHandler):
-    def __init__(self) -> None:
-        super().__init__({})  # the server is local: never through an HTTP proxy from the environment
+def exchange(base: str, method: str, target: str, headers: dict[str, str], body: bytes,
+             timeout: float) -> tuple[int, str, bytes]:
+    """One HTTP/1.1 request to the server at ``base`` (``http://host:port``), the connection closed after it:
+    (status, reason, body). Plain sockets, never a proxy: http.client, email and ssl are not worth their load
+    time for one local request."""
+    parts = urlsplit(base)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"not an http:// URL: {base}")
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {parts.netloc}", "Connection: close",
+             f"Content-Length: {len(body)}", *(f"{k}: {v}" for k, v in headers.items())]
+    with socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        chunks = []
+        while data := sock.recv(1 << 16):
+            chunks.append(data)
+    head, sep, payload = b"".join(chunks).partition(b"\r\n\r\n")
+    if not sep:
+        raise ValueError("the connection closed before a complete answer")
+    status_line, *fields = head.decode("latin-1").split("\r\n")
+    _, code, *reason = status_line.split(" ", 2)
+    found = {name.strip().lower(): value.strip() for name, _, value in (f.partition(":") for f in fields)}
+    if "chunked" in found.get("transfer-encoding", "").lower():
+        payload = _dechunk(payload)
+    elif "content-length" in found:
+        payload = payload[:int(found["content-length"])]
+    return int(code), reason[0] if reason else "", payload
 
 
-_OPENER = urllib.request.build_opener(_NoProxy())
+def _dechunk(data: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos:end].split(b";")[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[end + 2:end + 2 + size])
+        pos = end + 2 + size + 2
 
 
 def _pairs(params: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -100,15 +133,15 @@ def _pairs(params: dict[str, Any]) -> list[tuple[str, Any]]:
     return pairs
 
 
-def _error_line(exc: urllib.error.HTTPError, url: str) -> str:
+def _error_line(status: int, reason: str, data: bytes, url: str) -> str:
     try:
-        message = json.loads(exc.read() or b"{}").get("error")
-    except (ValueError, AttributeError, OSError):
+        message = json.loads(data or b"{}").get("error")
+    except (ValueError, AttributeError):
         message = None
-    if exc.code == 401:
+    if status == 401:
         return (f"clipdex serve at {url} needs its API key: set [serve] api_key in the settings you pass, or "
                 "CLIPDEX_API_KEY" + (f" ({message})" if message else ""))
-    return str(message) if message else f"clipdex serve at {url} answered {exc.code} {exc.reason}"
+    return str(message) if message else f"clipdex serve at {url} answered {status} {reason}"
 
 
 def _alive(pid: int) -> bool:
