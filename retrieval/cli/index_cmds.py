@@ -344,7 +344,7 @@ def status(run: Run, check: bool) -> None:
         engines = info["engines"]
         echo(f"engines     text: {engines['text']}; image: {engines['image']}; ingest: {engines['ingest']}")
         for root in info["roots"]:
-            state = f"offline: {root['offline']}" if root["offline"] else "online"
+            state = f"offline: {root['offline']}; its points are kept until it is back" if root["offline"] else "online"
             echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
         if info["points"]:
             echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
