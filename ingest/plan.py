@@ -59,6 +59,7 @@ class IngestPlan:
 
 def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
     """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points."""
+    refuse_aliases([r.path for r in listing.roots if not r.error], list(store.root_counts()))
     roots = [RootPlan(path_key(r.path), offline=r.error, is_file=r.is_file) for r in listing.roots]
     listed: dict[str, ScannedFile] = {path_key(f.path): f for f in listing.files}
     for root in roots:
@@ -102,6 +103,29 @@ def _place_unlisted(plan: IngestPlan, key: str, digest: str, problem_paths: set[
         plan.kept[below] = plan.kept.get(below, 0) + 1
         return
     containing[0].stale.append((key, digest))
+
+
+def refuse_aliases(given: list[str], stored: list[str]) -> None:
+    """Roots are folders, identified by their real path: a root given through a link to a folder that is (or
+    holds, or lies in) another root, where the names do not say so, would store every file twice under two
+    paths (and each would look like a byte-identical copy of the other). Refused with one line."""
+    import os
+
+    from ingest.records import fs_path
+
+    seen = [(path_key(p), os.path.realpath(p)) for p in given]
+    seen += [(key, os.path.realpath(fs_path(key))) for key in stored if key not in {k for k, _ in seen}]
+    for i, (key, real) in enumerate(seen[:len(given)]):
+        for other, other_real in seen[:i] + seen[i + 1:]:
+            if other == key:
+                continue
+            nested_real = is_below(path_key(real), path_key(other_real)) or is_below(path_key(other_real),
+                                                                                      path_key(real))
+            nested_name = is_below(key, other) or is_below(other, key)
+            if nested_real and not nested_name:
+                raise ClipdexError(f"{key} is the folder {other} (or within it, or holds it) reached through a "
+                                   f"link; ingest it by one name only, e.g. `clipdex ingest {other}` (through "
+                                   "both, every file would be stored twice)")
 
 
 def _check_roots(listing: Listing, roots: list[RootPlan]) -> None:

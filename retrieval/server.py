@@ -40,6 +40,7 @@ from retrieval.serving.middleware import (
     BodyLimit,
     ErrorBoundary,
     HeadAsGet,
+    JsonBodyLimit,
     UploadSlots,
     field_message,
     validation_detail,
@@ -251,7 +252,9 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        return answer(exc.status_code, str(exc.detail))
+        response = answer(exc.status_code, str(exc.detail))
+        response.headers.update(getattr(exc, "headers", None) or {})  # e.g. Retry-After
+        return response
 
 
 def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
@@ -286,6 +289,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     _install_error_handlers(app)
     # Innermost first; ErrorBoundary, added last, is the outermost and also covers the other middleware.
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + FORM_FIELDS_BYTES)
+    app.add_middleware(JsonBodyLimit)  # a JSON body's own, small cap, while it streams in
     app.add_middleware(UploadSlots, slots=service.serve.max_uploads)
     app.add_middleware(ApiPrecondition, check=service.store_guard.problem)
     app.add_middleware(HeadAsGet)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from retrieval.duplicates.keeper import Candidate, candidate, choose
 from retrieval.duplicates.verify import DEFAULT_MIN_SIMILARITY, look_of, same_photo
@@ -64,3 +65,62 @@ def test_exif_fields_read_from_the_file(tmp_path: Path):
     with_exif = candidate({"path": str(original), "width": 1, "height": 1, "size": 1})
     without = candidate({"path": str(copies[0]), "width": 1, "height": 1, "size": 1})
     assert with_exif.exif_fields >= 3 and without.exif_fields == 0
+
+
+def test_keeper_is_the_source_not_a_lossless_re_encode(tmp_path: Path):
+    """Issue 23 item 7: a PNG exported from a JPEG is larger and holds nothing more; its pixels carry the
+    JPEG's 8x8 block grid, so the JPEG is kept."""
+    from tests.photos import render
+
+    jpeg, png = tmp_path / "original.jpg", tmp_path / "export.png"
+    render(3, size=SMALL).save(jpeg, "JPEG", quality=80)  # no EXIF, no date: nothing else tells them apart
+    with Image.open(jpeg) as im:
+        im.save(png)
+    members = [candidate({"path": str(p), "width": SMALL[0], "height": SMALL[1], "size": p.stat().st_size,
+                          "format": fmt, "hash": p.name}) for p, fmt in ((png, "PNG"), (jpeg, "JPEG"))]
+    assert members[0].size > members[1].size
+    keep, why = choose(members)
+    assert keep.path == str(jpeg) and "re-encoded from a JPEG" in why
+    native = tmp_path / "native.png"  # a PNG never JPEG'd is no re-encode: size across formats decides as before
+    render(3, size=SMALL).save(native)
+    plain = [candidate({"path": str(p), "width": SMALL[0], "height": SMALL[1], "size": p.stat().st_size,
+                        "format": fmt, "hash": p.name}) for p, fmt in ((native, "PNG"), (jpeg, "JPEG"))]
+    assert choose(plain)[0].path == str(native)
+
+
+def test_keeper_is_the_source_not_an_edit_that_clips(tmp_path: Path):
+    from PIL import ImageEnhance
+
+    from tests.photos import render
+
+    original, edit = tmp_path / "original.jpg", tmp_path / "edit.jpg"
+    scene = render(0, size=SMALL)
+    scene.save(original, "JPEG", quality=85)
+    ImageEnhance.Brightness(scene).enhance(1.3).save(edit, "JPEG", quality=97)  # larger file, same format
+    members = [candidate({"path": str(p), "width": SMALL[0], "height": SMALL[1], "size": p.stat().st_size,
+                          "format": "JPEG", "hash": p.name}) for p in (edit, original)]
+    assert members[0].size > members[1].size  # "largest file" alone would keep the edit
+    keep, why = choose(members)
+    assert keep.path == str(original) and "highlights clip" in why
+
+
+def test_not_duplicates_over_many_files_is_one_group_and_old_pairs_still_read(tmp_path: Path):
+    """Issue 26: --not-duplicates over 1,000 files stored 499,500 pairs (38 MB). Now one group; pairs written by
+    older versions are still honoured, and --forget-decision drops what involves a file."""
+    import json
+
+    from retrieval.duplicates.decisions import Decisions
+
+    file = tmp_path / "duplicates.json"
+    file.write_text(json.dumps({"not_duplicates": [["old-a", "old-b"], ["same", "same"]]}))  # an older file
+    hashes = [f"h{i:04d}" for i in range(1000)]
+    decisions = Decisions(file)
+    assert decisions.add(hashes) == 499_500
+    assert file.stat().st_size < 50_000
+    again = Decisions(file)  # read back from disk
+    assert again.dismissed("h0001", "h0999") and again.dismissed("h0999", "h0001")
+    assert again.dismissed("old-a", "old-b") and again.dismissed("same", "same")
+    assert not again.dismissed("h0001", "old-a") and not again.dismissed("h0001", "h0001")
+    assert again.add(hashes[:10]) == 0  # nothing new: not stored again
+    assert again.forget(["h0005"]) == 1 and not Decisions(file).dismissed("h0001", "h0002")
+    assert Decisions(file).dismissed("old-a", "old-b")

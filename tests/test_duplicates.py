@@ -139,7 +139,13 @@ def test_dismissed_group_stays_dismissed(library, capfd):
         assert keep not in keeps and keeps == set(library["families"]) - {keep}
         assert not any(p in dups for g in doc["groups"] for p in g["duplicates"])
     decisions = Path(json.loads(run(capfd, config, "status", "--json").out)["store"]) / "duplicates.json"
-    assert len(json.loads(decisions.read_text())["not_duplicates"]) == 15  # 6 files: every pair
+    stored = json.loads(decisions.read_text())
+    assert stored["not_duplicates"] == [] and len(stored["groups"]) == 1  # 6 files: one group, not 15 pairs
+    assert sorted(stored["groups"][0]) == sorted({content_hash(p) for p in [keep, *dups]})
+    forgot = run(capfd, config, "duplicates", "--forget-decision", dups[0])
+    assert forgot.code == 0 and "forgot 1 decision" in forgot.out, forgot.err
+    doc = run(capfd, config, "duplicates", "--json", "--threshold", GENEROUS).json()
+    assert any(dups[0] in g["duplicates"] for g in doc["groups"])  # the dismissed group is back
 
 
 def test_folder_limits_the_search(library, capfd):

@@ -1,14 +1,20 @@
-"""``clipdex duplicates``: find near-duplicates, move them aside, undo a move, dismiss a group."""
+"""``clipdex duplicates``: find near-duplicates, move them aside, undo a move, dismiss a group (or forget that).
+
+Every line of text output goes through :func:`retrieval.cli.common.echo` (file names, EXIF values and
+reasons can hold newlines or terminal escapes); ``--json`` prints exact values.
+"""
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.remote import Server, server_for
 from retrieval.errors import ClipdexError
+from retrieval.settings import Settings
 
 # retrieval.duplicates and retrieval.index load inside the command: answered by a running server, neither is.
 
@@ -28,18 +34,21 @@ _UNIT = click.FloatRange(0.0, 1.0, min_open=True)
               help="Move every group's duplicates into DIR (relative paths kept) and write a manifest there.")
 @click.option("--undo", "undo", default=None, metavar="MANIFEST", help="Put back the files a --move-to moved.")
 @click.option("--not-duplicates", is_flag=True, help="Remember that the files PATHS are not duplicates.")
+@click.option("--forget-decision", is_flag=True,
+              help="Forget every --not-duplicates decision that involves one of the files PATHS.")
 @common_options
 def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: float | None,
                min_similarity: float | None, neighbours: int | None, move_to: str | None, undo: str | None,
-               not_duplicates: bool) -> None:
+               not_duplicates: bool, forget_decision: bool) -> None:
     """Find near-duplicate images (checked pixel by pixel) and resolve them without deleting anything."""
-    if sum(bool(x) for x in (move_to, undo, not_duplicates)) > 1:
-        raise click.UsageError("--move-to, --undo and --not-duplicates do not go together")
-    if paths and not not_duplicates:
-        raise click.UsageError("file arguments go with --not-duplicates only")
+    if sum(bool(x) for x in (move_to, undo, not_duplicates, forget_decision)) > 1:
+        raise click.UsageError("--move-to, --undo, --not-duplicates and --forget-decision do not go together")
+    if paths and not (not_duplicates or forget_decision):
+        raise click.UsageError("file arguments go with --not-duplicates or --forget-decision only")
     if server := server_for(run.settings):
         _remote(run, server, paths, folder=folder, threshold=threshold, min_similarity=min_similarity,
-                neighbours=neighbours, move_to=move_to, undo=undo, not_duplicates=not_duplicates)
+                neighbours=neighbours, move_to=move_to, undo=undo, not_duplicates=not_duplicates,
+                forget_decision=forget_decision)
         return
     from retrieval import duplicates as dups
     from retrieval.index import Index
@@ -47,13 +56,18 @@ def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: 
     with Index.open(run.settings) as index:
         if undo is not None:
             result = dups.undo_moves(index, undo)
-            run.emit(result, lambda: click.echo(f"put back {len(result['restored'])} files "
-                                                f"({len(result['already_back'])} were back already)"))
+            run.emit(result, lambda: echo(f"put back {len(result['restored'])} files "
+                                          f"({len(result['already_back'])} were back already)"))
             return
         if not_duplicates:
             result = dups.dismiss(index, list(paths))
-            run.emit(result, lambda: click.echo(f"remembered: {len(result['not_duplicates'])} files are not "
-                                                "duplicates of each other"))
+            run.emit(result, lambda: echo(f"remembered: {len(result['not_duplicates'])} files are not duplicates of "
+                                          "each other (undo with --forget-decision)"))
+            return
+        if forget_decision:
+            result = dups.forget(index, list(paths))
+            run.emit(result, lambda: echo(f"forgot {result['forgotten']} decisions; those files can be grouped "
+                                          "again"))
             return
         options = dups.options_of(index.settings, folder=folder, threshold=threshold, neighbours=neighbours,
                                   min_similarity=min_similarity)
@@ -64,50 +78,78 @@ def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: 
             doc = found.as_dict()
             run.emit(doc, lambda: _table(doc, len(found.unreadable)))
             return
-        files = [d.path for g in found.groups for d in g.duplicates]
-        if not files:
-            raise ClipdexError("no duplicates found; nothing moved")
-        result = dups.move_files(index, files, move_to)
-        run.emit(result | {"groups": len(found.groups)},
-                 lambda: click.echo(f"moved {len(result['moved'])} files; undo with: clipdex duplicates "
-                                    f"--undo {result['manifest']}"))
+        if not any(g.duplicates for g in found.groups):
+            run.emit({"manifest": "", "moved": [], "skipped": [], "points_dropped": 0, "groups": 0},
+                     lambda: echo(f"no duplicates among {found.checked:,} files; nothing moved"))
+            return
+        result = dups.move_files(index, dups.group_moves(found.groups), move_to)
+        run.emit(result | {"groups": len(found.groups), "undo": undo_command(run.settings, result["manifest"])},
+                 lambda: _moved(run.settings, result))
+
+
+def undo_command(settings: Settings, manifest: str) -> str:
+    """The command that undoes a move, with the settings this run used (it works as printed, from anywhere)."""
+    words = ["clipdex", "duplicates", "--undo", manifest]
+    if settings.config_path:
+        words += ["--config", settings.config_path]
+    if settings.store.url:
+        words += ["--qdrant-url", settings.store.url]
+    else:
+        words += ["--store", str(settings.store_path)]
+    words += ["--collection", settings.store.collection]
+    return shlex.join(words)
+
+
+def _moved(settings: Settings, result: dict[str, Any]) -> None:
+    echo(f"moved {len(result['moved'])} files; undo with: {undo_command(settings, result['manifest'])}")
+    for row in result["skipped"][:20]:
+        echo(f"  not moved: {row['path']}: {row['reason']}")
+    if len(result["skipped"]) > 20:
+        echo(f"  not moved: {len(result['skipped']) - 20} more files")
+    if result.get("warning"):
+        echo(f"clipdex: warning: {result['warning']}", err=True)
 
 
 def _table(found: dict[str, Any], unreadable: int) -> None:
     """The text output of a duplicates search (``Found.as_dict()``; ``unreadable``: how many in all)."""
     groups = found["groups"]
     if not groups:
-        click.echo(f"no duplicates among {found['checked']:,} files")
+        echo(f"no duplicates among {found['checked']:,} files")
         return
     for n, group in enumerate(groups, 1):
         keep, *duplicates = group["files"]
-        click.echo(f"group {n} ({group['reason']}, similarity {group['similarity']:.3f})")
-        click.echo(f"  keep  {_file(keep)}   [{group['keep_reason']}]")
+        echo(f"group {n} ({group['reason']}, similarity {group['similarity']:.3f})")
+        echo(f"  keep  {_file(keep)}   [{group['keep_reason']}]")
         for dup in duplicates:
-            click.echo(f"  dup   {_file(dup)}")
+            echo(f"  dup   {_file(dup)}")
     dupes = sum(len(g["duplicates"]) for g in groups)
-    click.echo(f"{len(groups)} groups, {dupes} duplicates among {found['checked']:,} files")
+    echo(f"{len(groups)} groups, {dupes} duplicates among {found['checked']:,} files")
     if unreadable:
-        click.echo(f"unreadable now (skipped): {unreadable} files, e.g. {found['unreadable'][0]}")
+        echo(f"unreadable now (skipped): {unreadable} files, e.g. {found['unreadable'][0]}")
+
+
+PAGE = 100
+"""Groups per ``GET /api/duplicates`` page (its largest)."""
 
 
 def _remote(run: Run, server: Server, paths: tuple[str, ...], *, folder: str | None, threshold: float | None,
             min_similarity: float | None, neighbours: int | None, move_to: str | None, undo: str | None,
-            not_duplicates: bool) -> None:
+            not_duplicates: bool, forget_decision: bool) -> None:
     """``clipdex duplicates`` asked of the server that holds the store (``/api/duplicates``, ``/resolve``)."""
     import os
 
-    if undo is not None:
-        raise ClipdexError(f"--undo puts files back and re-adds their points: it needs the store, which "
-                           f"{server.owner()} holds; stop the server, then run it again")
+    if undo is not None or forget_decision:
+        what = "--undo puts files back and re-adds their points" if undo is not None else "--forget-decision"
+        raise ClipdexError(f"{what}: it needs the store, which {server.owner()} holds; stop the server, then run "
+                           "it again")
     if not_duplicates:
         files = [os.path.abspath(os.path.expanduser(p)) for p in paths]
         if len(set(files)) < 2:
             raise ClipdexError("--not-duplicates needs two or more indexed files")
         result = server.post_json("/api/duplicates/resolve", {"action": "not-duplicates", "paths": files})
         result.pop("action", None)
-        run.emit(result, lambda: click.echo(f"remembered: {len(result['not_duplicates'])} files are not "
-                                            "duplicates of each other"))
+        run.emit(result, lambda: echo(f"remembered: {len(result['not_duplicates'])} files are not duplicates of "
+                                      "each other (undo with --forget-decision)"))
         return
     params = {"folder": os.path.abspath(os.path.expanduser(folder)) if folder else None, "threshold": threshold,
               "min_similarity": min_similarity, "neighbours": neighbours, "limit": PAGE, "refresh": True}
@@ -123,19 +165,16 @@ def _remote(run: Run, server: Server, paths: tuple[str, ...], *, folder: str | N
     if move_to is None:
         run.emit(found, lambda: _table(found, int(first.get("unreadable_count") or 0)))
         return
-    files = [d for g in groups for d in g["duplicates"]]
-    if not files:
-        raise ClipdexError("no duplicates found; nothing moved")
-    result = server.post_json("/api/duplicates/resolve", {"action": "move", "paths": files,
+    moving = [{"keep": g["keep"], "paths": g["duplicates"]} for g in groups if g["duplicates"]]
+    if not moving:
+        run.emit({"manifest": "", "moved": [], "skipped": [], "points_dropped": 0, "groups": 0},
+                 lambda: echo(f"no duplicates among {found['checked']:,} files; nothing moved"))
+        return
+    result = server.post_json("/api/duplicates/resolve", {"action": "move", "groups": moving,
                                                           "move_to": os.path.abspath(os.path.expanduser(move_to))})
     result.pop("action", None)
-    run.emit(result | {"groups": len(groups)},
-             lambda: click.echo(f"moved {len(result['moved'])} files; undo with: clipdex duplicates "
-                                f"--undo {result['manifest']}"))
-
-
-PAGE = 100
-"""Groups per ``GET /api/duplicates`` page (its largest)."""
+    run.emit(result | {"groups": len(groups), "undo": undo_command(run.settings, result["manifest"])},
+             lambda: _moved(run.settings, result))
 
 
 def _file(row: dict[str, Any]) -> str:

@@ -387,8 +387,8 @@ def rebuild(run: Run) -> None:
 
         def progress(done: int, total: int) -> None:
             if not run.json and done % 102_400 < 1024:
-                click.echo(f"copied {done:,}/{total:,} points", err=True)
+                echo(f"copied {done:,}/{total:,} points", err=True)
 
         points = index.rebuild(progress)
     result = {"points": points, "layout_before": before, "layout": LAYOUT}
-    run.emit(result, lambda: click.echo(f"rebuilt {points:,} points: layout {before} -> {LAYOUT}"))
+    run.emit(result, lambda: echo(f"rebuilt {points:,} points: layout {before} -> {LAYOUT}"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options
+from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.errors import ClipdexError
 
 
@@ -40,12 +40,12 @@ def export(run: Run, force: bool) -> None:
             for tower, variants in towers.items() for precision, entry in variants.items() if isinstance(entry, dict)]
 
     def human() -> None:
-        click.echo(f"exported {settings.name} to {done.folder}")
+        echo(f"exported {settings.name} to {done.folder}")
         for row in rows:
-            click.echo(f"  {row['tower']:<8} {row['precision']:<5} {row['bytes'] / 1e6:8.1f} MB  cosine {row['cosine']}"
+            echo(f"  {row['tower']:<8} {row['precision']:<5} {row['bytes'] / 1e6:8.1f} MB  cosine {row['cosine']}"
                        f"  {row['file']}")
         for tower, variants in towers.items():
             if variants.get("int8_skipped"):
-                click.echo(f"  {tower:<8} int8  not kept: {variants['int8_skipped']}")
+                echo(f"  {tower:<8} int8  not kept: {variants['int8_skipped']}")
 
     run.emit({"folder": str(done.folder), "files": rows}, human)

@@ -13,17 +13,17 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, cast
 
-from ingest.records import path_key, point_id
+from ingest.records import fs_path, path_key, point_id
 from retrieval.duplicates import resolve
 from retrieval.duplicates.decisions import Decisions, decisions_file
-from retrieval.duplicates.find import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD, Found, Options, find, folder_key
+from retrieval.duplicates.find import DEFAULT_NEIGHBOURS, DEFAULT_THRESHOLD, Found, Group, Options, find, folder_key
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.settings import Settings
 from retrieval.store import VectorStore
 
-__all__ = ["DEFAULT_NEIGHBOURS", "DEFAULT_THRESHOLD", "Found", "Options", "dismiss", "find_in", "move_files",
-           "options_of", "undo_moves"]
+__all__ = ["DEFAULT_NEIGHBOURS", "DEFAULT_THRESHOLD", "Found", "Group", "Options", "dismiss", "find_in", "forget",
+           "group_moves", "move_files", "selection_moves", "options_of", "undo_moves"]
 
 
 def _store(index: Index, lock: AbstractContextManager[Any] | None) -> VectorStore:
@@ -39,13 +39,15 @@ def find_in(index: Index, options: Options, lock: AbstractContextManager[Any] | 
     return find(index.store, Decisions(decisions_file(index.settings)), options, lock)
 
 
-def _indexed(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None) -> dict[str, dict]:
-    """The payload of each path, which must be a file in the collection."""
-    keys = [path_key(os.path.abspath(os.path.expanduser(p))) for p in paths]
+def _indexed(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None, *,
+             keys: bool = False) -> dict[str, dict]:
+    """The payload of each path, which must be a file in the collection. ``keys``: the paths are stored path
+    keys already (from a group, or the page); else they are file-system paths a user typed."""
+    given_keys = list(paths) if keys else [path_key(os.path.abspath(os.path.expanduser(p))) for p in paths]
     with lock or nullcontext():
-        found = index.store.points([point_id(k) for k in keys]) if index.store.meta() is not None else {}
+        found = index.store.points([point_id(k) for k in given_keys]) if index.store.meta() is not None else {}
     payloads: dict[str, dict] = {}
-    for given, key in zip(paths, keys, strict=True):
+    for given, key in zip(paths, given_keys, strict=True):
         hit = found.get(point_id(key))
         if hit is None or hit[1].get("path") != key:
             raise ClipdexError(f"not an indexed file: {given}")
@@ -53,55 +55,102 @@ def _indexed(index: Index, paths: Sequence[str], lock: AbstractContextManager[An
     return payloads
 
 
-def dismiss(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None = None) -> dict[str, Any]:
-    """Remember that the files ``paths`` (two or more indexed files) are not duplicates of each other."""
-    if len(set(paths)) < 2:
-        raise ClipdexError("--not-duplicates needs two or more indexed files")
-    payloads = _indexed(index, paths, lock)
+def _hashes(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None, keys: bool) -> list[str]:
+    payloads = _indexed(index, paths, lock, keys=keys)
     hashes = [str(p.get("hash") or "") for p in payloads.values()]
     if not all(hashes):
         raise ClipdexError("a file has no content hash in the collection; ingest it again first")
+    return hashes
+
+
+def dismiss(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None = None, *,
+            keys: bool = False) -> dict[str, Any]:
+    """Remember that the files ``paths`` (two or more indexed files) are not duplicates of each other."""
+    if len(set(paths)) < 2:
+        raise ClipdexError("--not-duplicates needs two or more indexed files")
+    hashes = _hashes(index, paths, lock, keys)
     added = Decisions(decisions_file(index.settings)).add(hashes)
-    return {"not_duplicates": sorted(payloads), "new_pairs": added}
+    listed = sorted(paths) if keys else sorted(path_key(os.path.abspath(os.path.expanduser(p))) for p in paths)
+    return {"not_duplicates": listed, "new_pairs": added}
 
 
-def move_files(index: Index, paths: Sequence[str], move_to: str,
+def forget(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None = None) -> dict[str, Any]:
+    """Drop every "not duplicates" decision that involves one of the indexed files ``paths``."""
+    if not paths:
+        raise ClipdexError("--forget-decision needs one or more indexed files")
+    dropped = Decisions(decisions_file(index.settings)).forget(_hashes(index, paths, lock, False))
+    return {"forgotten": dropped}
+
+
+def group_moves(groups: Sequence[Group]) -> list[resolve.GroupMove]:
+    """What the mover needs of found groups: each keeper and duplicate with the hash the group was built from."""
+    return [resolve.GroupMove(g.keep.path, g.keep.hash, tuple((d.path, d.root, d.hash) for d in g.duplicates))
+            for g in groups]
+
+
+def selection_moves(index: Index, keys: Sequence[str],
+                    lock: AbstractContextManager[Any] | None = None) -> list[resolve.GroupMove]:
+    """The move of indexed files a user selected (path keys), not a duplicate group: no keeper, each file
+    checked like any duplicate (inside a root, a regular file, the bytes the collection holds for it)."""
+    payloads = _indexed(index, list(dict.fromkeys(keys)), lock, keys=True)
+    return [resolve.GroupMove("", "", tuple((key, str(p.get("root") or ""), str(p.get("hash") or ""))
+                                            for key, p in payloads.items()))]
+
+
+def move_files(index: Index, groups: Sequence[resolve.GroupMove], move_to: str,
                lock: AbstractContextManager[Any] | None = None) -> dict[str, Any]:
-    """Move the indexed files ``paths`` into ``move_to`` (relative paths kept), write the manifest, and
-    drop their points (the files are proven gone from their folders)."""
+    """Move each group's duplicates into ``move_to`` (relative paths kept) after checking each group against the
+    disk again (:mod:`.resolve`), write the manifest, and drop the points of the files proven gone.
+
+    Raises :class:`ClipdexError` when nothing could be moved for a reason (the first named), and when a move
+    stopped part-way (after dropping the points of the files that did move)."""
     from retrieval.changes import drop_gone
 
     with lock or nullcontext():
         roots = list(index.store.root_counts())
-    dest = resolve.check_destination(move_to, roots)
-    payloads = _indexed(index, paths, lock)
-    moves = resolve.plan([(key, str(p.get("root") or "")) for key, p in payloads.items()], dest)
-    manifest, done = resolve.move(moves, dest)
+    outcome = resolve.move(groups, move_to, roots)
     gone: dict[str, list[str]] = defaultdict(list)
-    for m in done:
-        if not os.path.lexists(m.source):
-            gone[m.root or "/"].append(m.source)
+    for m in outcome.done:
+        if not os.path.lexists(fs_path(m.source)):
+            gone[m.root or "/"].append(fs_path(m.source))
     store = _store(index, lock)
-    dropped = sum(drop_gone(store, root, files, 1.0)["deleted"] for root, files in gone.items())
-    return {"manifest": str(manifest), "moved": [m.row() for m in done], "points_dropped": dropped}
+    dropped, warning = 0, outcome.warning
+    try:
+        dropped = sum(drop_gone(store, fs_path(root), files, 1.0)["deleted"] for root, files in gone.items())
+    except ClipdexError as exc:
+        kept = f"the store kept their points ({exc}); the next ingest drops them"
+        warning = f"{warning}; {kept}" if warning else kept
+    skipped = [{"path": p, "reason": why} for p, why in outcome.skipped]
+    if outcome.failure:
+        raise ClipdexError(f"moved {len(outcome.done)} files, then {outcome.failure}; {outcome.manifest} lists "
+                           "the moves done (undo puts them back)")
+    if not outcome.done and skipped:
+        more = f" (and {len(skipped) - 1} more)" if len(skipped) > 1 else ""
+        raise ClipdexError(f"nothing moved: {skipped[0]['path']}: {skipped[0]['reason']}{more}")
+    return {"manifest": outcome.manifest, "moved": [m.row() for m in outcome.done], "skipped": skipped,
+            "points_dropped": dropped, "warning": warning}
 
 
 def undo_moves(index: Index, manifest: str, lock: AbstractContextManager[Any] | None = None) -> dict[str, Any]:
-    """Put back every file a manifest lists (nothing is overwritten) and ingest them again by path."""
+    """Put back every file a manifest lists (nothing is overwritten; only from below the manifest's folder to
+    below a root of this collection) and ingest them again by path."""
     from retrieval.changes import apply_changes
 
-    moves = resolve.read_manifest(manifest)
-    restored, already = resolve.undo(moves)
+    with lock or nullcontext():
+        roots = list(index.store.root_counts())
+    restored, already, failure = resolve.undo(manifest, roots)
     by_root: dict[str, list[str]] = defaultdict(list)
     for m in restored + already:
-        by_root[m.root].append(m.source)
+        by_root[m.root].append(fs_path(m.source))
     indexed = 0
     for root, files in by_root.items():
-        if root and os.path.isdir(root):
-            summary = apply_changes(Index(index.settings, _store(index, lock), index.encoder), root, files)
+        if root and os.path.isdir(fs_path(root)):
+            summary = apply_changes(Index(index.settings, _store(index, lock), index.encoder), fs_path(root), files)
             indexed += int(summary.get("indexed", 0)) + int(summary.get("moved", 0))
         else:
             indexed += Index(index.settings, _store(index, lock), index.encoder).ingest(files).indexed
+    if failure:
+        raise ClipdexError(failure)
     return {"manifest": manifest, "restored": [m.row() for m in restored],
             "already_back": [m.row() for m in already], "indexed": indexed}
 

@@ -19,6 +19,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.records import fs_path
 from retrieval import hints
 from retrieval.duplicates.candidates import Lock, Point, neighbours, points_in
 from retrieval.duplicates.decisions import Decisions
@@ -112,6 +113,7 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
     groups: list[Group] = []
     reps = {h: copies[0] for h, copies in by_hash.items()}
     for h, copies in by_hash.items():
+        copies = _distinct_files(copies) if len(copies) > 1 else copies
         if len(copies) > 1:
             group, keeper = _identical(copies)
             reps[h] = keeper  # the copy kept stands for its content in near groups too
@@ -144,6 +146,23 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
     seconds = {"search": searched - started, "verify": checked - searched, "group": time.perf_counter() - checked}
     return Found(groups, len(points), len(pairs), len(verified), looks.unreadable,
                  {k: round(v, 3) for k, v in seconds.items()})
+
+
+def _distinct_files(copies: Sequence[Point]) -> list[Point]:
+    """``copies`` less every point that is the same file as an earlier one (the same device and inode: a
+    folder ingested twice, directly and through a link, or a hard link): a file is no copy of itself."""
+    seen: set[tuple[int, int]] = set()
+    out = []
+    for p in copies:
+        try:
+            st = os.stat(fs_path(p.path))
+        except (OSError, ValueError):
+            out.append(p)  # gone or unreadable now: the move checks it again and refuses it
+            continue
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            out.append(p)
+    return out
 
 
 def _identical(copies: Sequence[Point]) -> tuple[Group, Point]:

@@ -19,6 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ingest.decode import DecodeError, load_image
+from ingest.records import fs_path
+from retrieval.inside import Refused, open_regular
 
 LOOK = 256
 """Longer side of the grey image kept per file."""
@@ -61,8 +63,14 @@ class Look:
 
 
 def look_of(path: str, max_megapixels: float = 100.0) -> Look:
-    """The :class:`Look` of an image file; raises :class:`ingest.decode.DecodeError`."""
-    image = load_image(path, max_megapixels=max_megapixels, draft_size=LOOK)
+    """The :class:`Look` of an image file (``path``: a stored path key, opened as :func:`ingest.records.fs_path`
+    says, only if it is a regular file, without blocking); raises :class:`ingest.decode.DecodeError`."""
+    try:
+        opened = open_regular(fs_path(path), shown=path)
+    except Refused as exc:
+        raise DecodeError(str(exc)) from None
+    with opened:
+        image = load_image(opened.fd, max_megapixels=max_megapixels, draft_size=LOOK)
     width, height = image.size
     grey = image.convert("L")
     grey.thumbnail((LOOK, LOOK), Image.Resampling.BOX)

@@ -76,10 +76,15 @@ def field_message(msg: str) -> str:
     return "expected a file, got a text field" if "Expected UploadFile" in msg else msg
 
 
+MAX_DETAILS = 20
+"""Validation errors listed in a 422 (a body of 100,000 wrong items is not answered with 100,000 lines)."""
+
+
 def validation_detail(errors: Any) -> list[dict[str, Any]]:
-    """FastAPI's validation errors without the rejected input (which may be an upload or megabytes of text)."""
-    return [{"type": str(e.get("type", "")), "loc": [str(p) for p in e.get("loc", ())],
-             "msg": field_message(str(e.get("msg", "")))} for e in errors]
+    """FastAPI's validation errors without the rejected input (which may be an upload or megabytes of text),
+    the first :data:`MAX_DETAILS` of them."""
+    return [{"type": str(e.get("type", "")), "loc": [str(p) for p in e.get("loc", ())][:8],
+             "msg": field_message(str(e.get("msg", "")))[:300]} for e in list(errors)[:MAX_DETAILS]]
 
 
 class HeadAsGet:
@@ -142,6 +147,26 @@ class BodyLimit:
             return message
 
         await self.app(scope, receive if scope["method"] in ("GET", "HEAD") and declared is None else counted, send)
+
+
+MAX_JSON_BYTES = 1 << 20
+"""The most a request body that is not a multipart upload may hold (a resolve of 1,000 paths is ~100 kB)."""
+
+
+class JsonBodyLimit(BodyLimit):
+    """Refuse any request body that is not a multipart form (JSON, or anything FastAPI would parse as JSON)
+    over ``max_bytes`` while it streams in, before it is parsed: a JSON parse costs many times the body's
+    size in memory, so its bodies get a small cap of their own. Uploads keep :class:`BodyLimit`'s."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int = MAX_JSON_BYTES):
+        super().__init__(app, max_bytes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = (header(scope, b"content-type") or b"").split(b";")[0].strip().lower()
+        if scope["type"] != "http" or kind == b"multipart/form-data" or not has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 class ApiPrecondition:
