@@ -93,7 +93,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     write_near_duplicates(lib / "dups")
     config = write_config(tmp / "clipdex.toml", tiny_model_dir, tmp / "store")
     with config.open("a") as fh:
-        fh.write("[serve]\ndebounce_s = 0.2\n")
+        fh.write(f'[serve]\ndebounce_s = 0.2\n[duplicates]\nmove_to = "{tmp / "aside"}"\n')
     code, _, err = run_cli("ingest", lib, "--config", config)
     assert code == 0, err
     code, _, err = run_cli("search", "warm up", "--config", config)  # (exports the model to ONNX once)
@@ -178,8 +178,16 @@ def test_duplicates_are_resolved_through_the_server(served: Served, tmp_path: Pa
     still = [sorted([g["keep"], *g["duplicates"]]) for g in json.loads(out)["groups"]]
     assert not any(len(set(files) & set(g)) > 1 for g in still)
     code, _, err, _ = cli("duplicates", "--move-to", tmp_path / "aside", "--config", served.config)
-    assert code == 1 and "move_to" in err and err.count("\n") == 1, err
+    assert code == 1 and "move_to" in err and err.count("\n") == 1, err  # not the server's folder: refused
     assert all(Path(f).exists() for f in files)
+    aside = served.config.parent / "aside"
+    code, out, err, _ = cli("duplicates", "--move-to", aside, "--config", served.config, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["moved"] and all(not Path(row["from"]).exists() and Path(row["to"]).exists()
+                                   for row in result["moved"])
+    assert Path(result["manifest"]).parent == aside and "--undo" in result["undo"]
+    assert all(Path(f).exists() for f in files)  # the dismissed group stayed
 
 
 def test_a_stale_server_lock_is_taken_over(tmp_path: Path, tiny_model_dir: Path):
