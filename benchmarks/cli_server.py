@@ -6,8 +6,9 @@ Ingests ``samples/fashion-mnist`` with the bundled model (``configs/demo.toml``)
 loads the query encoder and searches). Then ``--rounds`` rounds, each running one ``clipdex search`` process
 against each store, in alternating order; every process is timed from spawn to exit.
 
-Prints one JSON line on stdout: medians and every round's seconds for both, and the CPU, load average and core
-count; progress goes to stderr.
+Prints one JSON line on stdout: medians and every round's wall-clock seconds for both, the same for the CPU time
+each process used (user + system: what a quiet machine's wall clock would be close to for this single-threaded
+client, and far less disturbed by other load), and the CPU, load average and core count; progress on stderr.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import signal
 import socket
 import statistics
@@ -57,13 +59,16 @@ def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 300) -> N
     raise SystemExit("clipdex serve did not come up")
 
 
-def timed(cmd: list[str], env: dict[str, str]) -> float:
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds: user + system) of one process, from spawn to exit."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=REPO)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed: {proc.stderr.strip()}")
-    return seconds
+    return seconds, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def cpu() -> dict[str, object]:
@@ -99,11 +104,15 @@ def main() -> None:
             for cmd in search.values():  # warm the file cache and the ONNX export once, untimed
                 timed(cmd, env)
             rounds: dict[str, list[float]] = {"served": [], "alone": []}
+            cpu_s: dict[str, list[float]] = {"served": [], "alone": []}
             for i in range(args.rounds):
                 order = ["served", "alone"] if i % 2 == 0 else ["alone", "served"]
                 for name in order:
-                    rounds[name].append(round(timed(search[name], env), 3))
-                log(f"round {i + 1}: served {rounds['served'][-1]} s, alone {rounds['alone'][-1]} s")
+                    wall, used = timed(search[name], env)
+                    rounds[name].append(round(wall, 3))
+                    cpu_s[name].append(round(used, 3))
+                log(f"round {i + 1}: served {rounds['served'][-1]} s ({cpu_s['served'][-1]} s CPU), "
+                    f"alone {rounds['alone'][-1]} s ({cpu_s['alone'][-1]} s CPU)")
         finally:
             server.send_signal(signal.SIGTERM)
             try:
@@ -112,7 +121,10 @@ def main() -> None:
                 server.kill()
     served, alone = statistics.median(rounds["served"]), statistics.median(rounds["alone"])
     print(json.dumps({"served_median_s": served, "alone_median_s": alone, "speedup": round(alone / served, 2),
-                      "served_s": rounds["served"], "alone_s": rounds["alone"], "rounds": args.rounds,
+                      "served_s": rounds["served"], "alone_s": rounds["alone"],
+                      "served_cpu_median_s": statistics.median(cpu_s["served"]),
+                      "alone_cpu_median_s": statistics.median(cpu_s["alone"]),
+                      "served_cpu_s": cpu_s["served"], "alone_cpu_s": cpu_s["alone"], "rounds": args.rounds,
                       "query": args.query} | cpu()))
 
 
