@@ -26,6 +26,8 @@ from tests.test_server import _free_port, run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 WAIT_S = 90.0
+KEY = "s3cret"
+KEYED = {"Authorization": f"Bearer {KEY}"}
 HEAVY = ("numpy", "onnxruntime", "torch", "qdrant_edge", "PIL")
 # A `clipdex ...` process that also reports which heavy modules it loaded (on stderr, last line).
 PROBE = ("import sys, json\nfrom retrieval.cli import main\ncode = main(sys.argv[1:])\n"
@@ -80,7 +82,7 @@ def _args(name: str, lib: Path) -> list[str]:
 
 def _status(url: str) -> dict | None:
     try:
-        return httpx.get(f"{url}/api/status", timeout=5).json()
+        return httpx.get(f"{url}/api/status", timeout=5, headers=KEYED).json()
     except httpx.TransportError:
         return None
 
@@ -93,7 +95,10 @@ def served(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> It
     write_near_duplicates(lib / "dups")
     config = write_config(tmp / "clipdex.toml", tiny_model_dir, tmp / "store")
     with config.open("a") as fh:
-        fh.write(f'[serve]\ndebounce_s = 0.2\n[duplicates]\nmove_to = "{tmp / "aside"}"\n')
+        fh.write(f'[duplicates]\nmove_to = "{tmp / "aside"}"\n[serve]\ndebounce_s = 0.2\n')
+    (tmp / "keyless.toml").write_text(config.read_text())
+    with config.open("a") as fh:
+        fh.write(f'api_key = "{KEY}"\n')  # the CLI finds the server's key in the settings it is given
     code, _, err = run_cli("ingest", lib, "--config", config)
     assert code == 0, err
     code, _, err = run_cli("search", "warm up", "--config", config)  # (exports the model to ONNX once)
@@ -136,13 +141,18 @@ def test_a_served_search_loads_nothing_heavy(served: Served):
     assert out.count("\n") >= 1
 
 
-def test_the_server_is_really_asked(served: Served, tmp_path: Path):
-    """The API key of the settings goes with the request: a server that needs one refuses a wrong one."""
+def test_the_server_is_really_asked_with_its_key(served: Served, tmp_path: Path):
+    """The server's API key comes from the settings or from CLIPDEX_API_KEY; without it, one line says so."""
+    keyless = served.config.parent / "keyless.toml"
+    code, _, err, _ = cli("status", "--config", keyless)
+    assert code == 1 and "needs its API key" in err and "CLIPDEX_API_KEY" in err and err.count("\n") == 1, err
+    code, out, err, _ = cli("status", "--config", keyless, "--json", env=os.environ | {"CLIPDEX_API_KEY": KEY})
+    assert code == 0 and json.loads(out)["collection"] == "test", err
     code, _, err, _ = cli("status", "--config", served.config, env=os.environ | {"CLIPDEX_API_KEY": "wrong"})
-    assert code == 0, err  # this server has no key: any key is accepted, and the answer came from it
+    assert code == 1 and "wrong API key" in err, err  # the environment wins over the file, as everywhere
     held = json.loads((served.config.parent / "store" / "test" / "clipdex.lock").read_text())
     assert held["pid"] == served.pid and served.url in held["owner"]
-    commands = httpx.get(f"{served.url}/api/status", timeout=10).json()["commands"]  # the page's suggestions
+    commands = httpx.get(f"{served.url}/api/status", timeout=10, headers=KEYED).json()["commands"]  # for the page
     assert commands == {"ingest": f"clipdex ingest DIR --config {served.config}",
                         "watch": f"clipdex serve --watch DIR --config {served.config}"}
 
