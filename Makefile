@@ -27,12 +27,18 @@ demo: setup
 	$(BIN)/clipdex search --image samples/fashion-mnist/ankle_boot/00000.png --config configs/demo.toml --limit 5
 	@echo; $(BIN)/clipdex status --config configs/demo.toml
 
-# The web page is tested in a real browser: Debian's chromium and chromedriver (root installs them).
+# The web page is tested in a real browser: Debian's chromium and chromedriver (root installs them), and
+# checked with axe-core from npm (into .cache/axe; tests/axe.py installs it too, and skips without npm).
+AXE_VERSION := 4.14.1
 browser:
 	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver) >/dev/null; \
 	else echo "note: install chromium and chromium-driver to run the browser test (skipped without them)"; fi
+	@if [ -f .cache/axe/node_modules/axe-core/axe.min.js ]; then :; \
+	elif command -v npm >/dev/null; then \
+	  npm install --prefix .cache/axe --no-save --no-audit --no-fund --loglevel=error axe-core@$(AXE_VERSION) >/dev/null; \
+	else echo "note: install npm for the page's accessibility check (axe-core; skipped without it)"; fi
 
 test: setup browser
 	$(BIN)/ruff check retrieval ingest tests benchmarks

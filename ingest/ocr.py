@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,7 +27,8 @@ from typing import Any
 from tqdm import tqdm
 
 from ingest.decode import DecodeError, content_hash, load_image, time_limit
-from ingest.ocr_engine import OcrEngine, engine_version
+from ingest.ocr_engine import OcrEngine, OcrTimeout, engine_version
+from retrieval.errors import first_line
 from retrieval.settings import Settings
 from retrieval.store.edge_text import STATE_FIELD, TEXT_FIELD
 
@@ -65,20 +67,39 @@ def pending(store: Any, version: str) -> dict[str, _Pending]:
 
 
 def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> dict[str, Any]:
-    """The OCR fields for one file (``ocr_error`` set when it cannot be read), within ``[ocr] timeout_s``."""
+    """The OCR fields for one file (``ocr_error`` set when it cannot be read), within ``[ocr] timeout_s``.
+
+    The budget holds in any thread (``serve --watch`` reads in its sync thread): the engine stops its ONNX
+    Runtime runs at the deadline (:class:`ingest.ocr_engine.OcrTimeout`). In the main thread a ``SIGALRM``
+    also interrupts a slow decode. Whatever a library raises about one picture (rapidocr wraps everything,
+    a stopped run included, in its ``ONNXRuntimeError``) becomes that picture's ``ocr_error``: the pass goes on.
+    """
     state: dict[str, Any] = {STATE_FIELD: engine.version, TEXT_FIELD: None, "ocr_error": None}
+    budget = settings.ocr.timeout_s
+    deadline = time.monotonic() + budget
+    too_slow = f"OCR took longer than {budget:g} s ([ocr] timeout_s)"
     try:
-        with time_limit(settings.ocr.timeout_s):
+        with time_limit(budget):
             if content_hash(path) != digest:
                 raise DecodeError("changed since it was indexed (run ingest again)")
             image = load_image(path, max_megapixels=settings.ingest.max_megapixels,
                                draft_size=settings.ocr.rec_max_side)
-            text = engine.read(image)
+            text = engine.read(image, deadline=deadline)
+    except OcrTimeout:
+        state["ocr_error"] = too_slow
+        return state
     except DecodeError as exc:
-        state["ocr_error"] = str(exc).replace("decode took", "OCR took")
+        state["ocr_error"] = too_slow if str(exc).startswith("decode took") else str(exc)
         return state
     except MemoryError:
         state["ocr_error"] = "out of memory during OCR"
+        return state
+    except Exception as exc:  # a library's error about this one picture: recorded, and the pass goes on
+        if time.monotonic() >= deadline:  # e.g. the SIGALRM's error, wrapped by rapidocr
+            state["ocr_error"] = too_slow
+        else:
+            log.warning("OCR failed on %s", path, exc_info=True)
+            state["ocr_error"] = f"OCR failed: {first_line(exc)[:200]}"
         return state
     state[TEXT_FIELD] = text or None
     return state
@@ -87,8 +108,6 @@ def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> 
 def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False,
             engine: OcrEngine | None = None) -> OcrReport:
     """Read every pending image of ``store`` (see the module docstring); ``engine`` is loaded if not given."""
-    import time
-
     started = time.monotonic()
     version = engine_version(settings.ocr)
     report = OcrReport()

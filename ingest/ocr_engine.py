@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import time
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -40,8 +41,34 @@ def engine_version(settings: OcrSettings) -> str:
     return f"rapidocr-{pkg}/ppocrv4/d{settings.det_max_side}/r{settings.rec_max_side}/b{settings.max_boxes}"
 
 
+class OcrTimeout(Exception):
+    """One picture's time budget ran out inside the engine (its ONNX Runtime runs were stopped)."""
+
+
+class _Budgeted:
+    """An ONNX Runtime session whose runs carry the engine's current ``RunOptions``, so a timer thread can stop
+    a run at the picture's deadline (``RunOptions.terminate``: ONNX Runtime checks it between its kernels).
+
+    rapidocr calls ``session.run(names, feed)`` and wraps any exception in its own ``ONNXRuntimeError``;
+    :meth:`OcrEngine.read` recognises a stopped run by the deadline, whatever the exception became.
+    """
+
+    def __init__(self, session: Any, engine: OcrEngine):
+        self._session = session
+        self._engine = engine
+
+    def run(self, output_names: Any, input_feed: Any, run_options: Any = None) -> Any:
+        options = self._engine._run_options
+        if options is not None and options.terminate:
+            raise OcrTimeout("time budget spent")
+        return self._session.run(output_names, input_feed, options if options is not None else run_options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
 class OcrEngine:
-    """The detection, orientation and recognition sessions, loaded once (about 0.4 s); not thread-safe."""
+    """The detection, orientation and recognition sessions, loaded once (about 0.4 s); one picture at a time."""
 
     def __init__(self, settings: OcrSettings):
         logging.getLogger("RapidOCR").setLevel(logging.WARNING)
@@ -54,11 +81,49 @@ class OcrEngine:
         # the size this engine bounded it to (rounded to multiples of 32).
         self._ocr.text_det.limit_type = "max"
         self._lock = threading.Lock()
+        self._run_options: Any = None  # the RunOptions of the picture being read under a deadline
+        self._deadline: float | None = None
+        for stage in (self._ocr.text_det, self._ocr.text_cls, self._ocr.text_rec):
+            for name in ("infer", "session"):  # rapidocr's OrtInferSession, holding the onnxruntime session
+                holder = getattr(stage, name, None)
+                if holder is not None and hasattr(getattr(holder, "session", None), "run"):
+                    holder.session = _Budgeted(holder.session, self)
+                    break
+            else:
+                log.warning("OCR: cannot bound %s's runs in time (rapidocr changed?)", type(stage).__name__)
 
-    def read(self, image: Image.Image) -> str:
-        """The recognised lines of an RGB picture, top to bottom, one per line ("" when it has no text)."""
+    def read(self, image: Image.Image, deadline: float | None = None) -> str:
+        """The recognised lines of an RGB picture, top to bottom, one per line ("" when it has no text).
+
+        ``deadline`` (``time.monotonic()``): :class:`OcrTimeout` once it has passed, in any thread: a running
+        ONNX Runtime call is stopped by a timer (``RunOptions.terminate``) and the stages check it in between.
+        """
+        import onnxruntime as ort
+
         with self._lock:
-            return self._read(image)
+            if deadline is None:
+                return self._read(image)
+            if time.monotonic() >= deadline:
+                raise OcrTimeout("time budget spent before OCR started")
+            options = ort.RunOptions()
+            timer = threading.Timer(max(0.0, deadline - time.monotonic()), setattr, (options, "terminate", True))
+            timer.daemon = True
+            self._run_options, self._deadline = options, deadline
+            timer.start()
+            try:
+                return self._read(image)
+            except Exception as exc:
+                if options.terminate or time.monotonic() >= deadline:
+                    raise OcrTimeout("time budget spent") from exc
+                raise
+            finally:
+                timer.cancel()
+                self._run_options, self._deadline = None, None
+
+    def _check(self) -> None:
+        """Between stages: stop once the picture's deadline has passed."""
+        if self._deadline is not None and time.monotonic() >= self._deadline:
+            raise OcrTimeout("time budget spent")
 
     def _read(self, image: Image.Image) -> str:
         s = self.settings
@@ -68,6 +133,7 @@ class OcrEngine:
         boxes, _ = self._ocr.text_det(det_in)
         if boxes is None or len(boxes) == 0:
             return ""
+        self._check()
         boxes = _largest(list(boxes), s.max_boxes)
         scale = big.width / small.width
         rec_img = _bgr(_padded(big))
@@ -76,10 +142,13 @@ class OcrEngine:
         crops = [c for c in crops if c.shape[0] >= 2 and c.shape[1] >= 2]
         if not crops:
             return ""
+        self._check()
         if s.use_cls:
             crops, _, _ = self._ocr.text_cls(crops)
+        self._check()
         pieces = [split_words(c) for c in crops]  # the recogniser often drops the space between words
         flat = [p for ps in pieces for p in ps]
+        self._check()
         results, _ = self._ocr.text_rec(flat)
         kept, at = [], 0
         for ps in pieces:

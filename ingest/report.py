@@ -28,12 +28,14 @@ class IngestReport:
     held_back: list[dict[str, Any]] = field(default_factory=list)
     index_built: bool = False
     ocr: dict[str, Any] | None = None  # the OCR pass's report (ingest.ocr.OcrReport.as_dict) when it ran
+    concepts: dict[str, Any] | None = None  # new points tagged with the collection's concepts (retrieval.concepts)
 
     def as_dict(self) -> dict[str, Any]:
         return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
                 "moved": self.moved, "duplicates": self.duplicates, "failed": self.failed,
                 "offline": self.offline, "kept": self.kept, "held_back": self.held_back,
-                "index_built": self.index_built, **({"ocr": self.ocr} if self.ocr is not None else {})}
+                "index_built": self.index_built, **({"ocr": self.ocr} if self.ocr is not None else {}),
+                **({"concepts": self.concepts} if self.concepts is not None else {})}
 
     def notices(self) -> list[str]:
         """One line per root or folder whose points were kept or whose deletions were held back."""

@@ -32,6 +32,10 @@ and distillation recipes, [training.md](training.md)), and `docker/cluster.toml`
 
 - An unknown key or a value of the wrong type or beyond its limits is one error line naming the dotted key
   and the file (`clipdex: error: my.toml: setting 'store.hnsw_m': Input should be less than or equal to 128`).
+- Every number has a range (below): `inf`, `-inf` and `nan` (valid TOML) are refused for every number, in
+  lists too (`Input should be a finite number`), and so is a huge finite value such as `1e308`, which
+  would otherwise switch a cap like `ingest.max_megapixels` off. tests/test_settings.py walks every
+  number setting of every section and checks both.
 - A config file must be a regular file of UTF-8 TOML, at most 1 MiB: a FIFO, a device such as `/dev/zero`, a
   binary or oversized file is refused in one line without being read (or waited on).
 - Paths in a config file (`store.path`, `serve.watch`, `train.data`, `train.output`, `local-dir:` model

@@ -167,6 +167,9 @@ class Index:
                             index_threshold=self.settings.store.index_threshold)
         if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
             report.ocr = self.read_text(progress=progress).as_dict()
+        from retrieval.concepts.teach import tag_new
+
+        report.concepts = tag_new(self)  # new and moved files join the concepts they belong to
         return report
 
     def _check_roots(self, roots: Sequence[str | os.PathLike[str]]) -> None:
@@ -289,8 +292,10 @@ class Index:
         for start in range(0, len(ids), 256):
             self.store.set_payload(ids[start:start + 256], DAMAGED_MARK)
         examples = sorted(damage.damaged.values())[:shown]
+        losses = getattr(self.store, "losses", None)  # the embedded store's own records (retrieval.store.segments)
         return {"checked": damage.checked, "damaged": len(ids), "problems": self.store.problems(),
-                "examples": [{"path": path, "reason": reason} for path, reason in examples]}
+                "examples": [{"path": path, "reason": reason} for path, reason in examples],
+                "files": losses() if losses else None}
 
     def ocr_status(self) -> dict[str, int]:
         """``{"text": points with recognised text, "pending": points the OCR engine has not read}``."""

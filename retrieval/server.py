@@ -32,6 +32,8 @@ from retrieval.errors import ClipdexError
 from retrieval.index import Index
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.run import hit_row
+from retrieval.serving import browse as browse_routes
+from retrieval.serving import concepts as concept_routes
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse
@@ -41,7 +43,9 @@ from retrieval.serving.middleware import (
     ErrorBoundary,
     HeadAsGet,
     JsonBodyLimit,
+    SecurityHeaders,
     UploadSlots,
+    content_security_policy,
     field_message,
     validation_detail,
 )
@@ -54,6 +58,7 @@ from retrieval.store.health import StoreDamaged
 from retrieval.sync import Syncer
 
 WEB_DIR = Path(__file__).resolve().parent / "web"
+ASSET_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 MAX_UPLOAD_BYTES = 64 << 20
 FORM_FIELDS_BYTES = 64 << 10
 """Room for the other form fields beside an upload: a request body may be this much over the upload limit."""
@@ -112,8 +117,18 @@ class Service:
             if self._last_status is None:  # nothing read yet: wait for the store after all
                 with self.lock:
                     self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
+        settings = self.index.settings  # the page's hints name the settings this server runs with
         commands = {"ingest": hints.command_line("ingest DIR"), "watch": hints.command_line("serve --watch DIR")}
-        return self._last_status | {"sync": sync, "busy": busy, "commands": commands}
+        return self._last_status | {"sync": sync, "busy": busy, "can_move": bool(settings.duplicates.move_to),
+                                    "settings": self.settings_flags(), "commands": commands}
+
+    def settings_flags(self) -> list[str]:
+        """The CLI flags that name this server's store and collection (``--config``, ``--store`` or
+        ``--qdrant-url``, ``--collection``): the page's hints carry them, as a bare command could write elsewhere."""
+        settings = self.index.settings
+        flags = ["--config", os.path.abspath(settings.config_path)] if settings.config_path else []
+        flags += ["--qdrant-url", settings.store.url] if settings.store.url else ["--store", str(settings.store_path)]
+        return flags + ["--collection", settings.store.collection]
 
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
@@ -272,6 +287,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.decoders.warm, daemon=True).start()  # the first thumbnail is quick
+        threading.Thread(target=app.state.browse.warm, daemon=True).start()  # and the library's first page
         if service.syncer:
             service.syncer.start()
         try:
@@ -282,6 +298,8 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             service.decoders.close()
 
     page = (WEB_DIR / "index.html").read_text(encoding="utf-8")
+    assets = {p.name: (p.read_bytes(), ASSET_TYPES[p.suffix]) for p in sorted(WEB_DIR.iterdir())
+              if p.suffix in ASSET_TYPES}
     # No Swagger/ReDoc pages: they load from a CDN, so offline they are blank.
     app = FastAPI(title="clipdex", version="0.1.0", summary="Search images by text and by example image.",
                   docs_url=None, redoc_url=None, lifespan=lifespan)
@@ -299,18 +317,29 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     app.add_middleware(ErrorBoundary, explain=service.store_guard.problem)
+    app.add_middleware(SecurityHeaders, csp=content_security_policy(page))  # outermost: on every answer
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def home() -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
+    @app.get("/static/{name}", include_in_schema=False)
+    def static(name: str) -> Response:
+        """The page's scripts (ES modules) and style sheet: only the files shipped beside index.html."""
+        if name not in assets:
+            raise ApiError(404, "no such file")
+        data, kind = assets[name]
+        return Response(data, media_type=kind, headers={"Cache-Control": "no-cache",
+                                                        "X-Content-Type-Options": "nosniff"})
+
     @app.get("/api/status")
     def api_status() -> dict[str, Any]:
         """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
         the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
-        else null), ``busy`` (true: the store was busy, the collection figures are the last ones read) and
-        ``commands`` (``ingest``, ``watch``: the commands to suggest, with the options this server was started
-        with, so a suggestion fills the store it serves)."""
+        else null), ``busy`` (true: the store was busy, the collection figures are the last ones read),
+        ``can_move`` (``[duplicates] move_to`` is set), ``settings`` (the CLI flags naming this server's
+        config, store and collection, for commands the page suggests) and ``commands`` (``ingest``, ``watch``:
+        whole commands to suggest, with the options this server was started with)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)
@@ -357,5 +386,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
             if thumb is not None:
                 opened.close()
 
-    duplicate_routes.add_routes(app, service)
+    browse = app.state.browse = browse_routes.add_routes(app, service)
+    duplicate_routes.add_routes(app, service, on_change=browse.invalidate)
+    concept_routes.add_routes(app, service)
     return app

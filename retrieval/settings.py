@@ -6,7 +6,7 @@ import os
 import stat
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -15,11 +15,19 @@ from retrieval.names import check_collection
 
 REPO_CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
+ChannelMean = Annotated[float, Field(ge=-1, le=2)]
+"""A pixel normalisation mean (pixels are 0..1)."""
+ChannelStd = Annotated[float, Field(gt=0, le=10)]
+"""A pixel normalisation standard deviation."""
+
 
 class _Section(BaseModel):
     # The attribute docstrings below are the keys' documentation (retrieval.config_doc reads them); pydantic's
     # use_attribute_docstrings would parse this file's source on every start (~0.1 s of every CLI command).
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    """``allow_inf_nan=False``: every float setting, in every section and in lists, refuses ``inf``, ``-inf``
+    and ``nan`` (TOML has all three). Every number also has an upper bound (tests/test_settings.py checks that
+    each one has), so ``1e308`` cannot switch a cap off either."""
 
 
 class ModelSettings(_Section):
@@ -73,16 +81,16 @@ class StoreSettings(_Section):
     """Keep the original vectors on disk, memory-mapped and read on demand (the OS caches them while RAM is
     free), instead of loading them whole at open (at create). Measured: a lower peak at scale and a faster
     open, see docs/benchmarks.md, "Store at scale"."""
-    index_threshold: int = Field(20000, ge=0)
+    index_threshold: int = Field(20000, ge=0, le=1_000_000_000)
     """The embedded store builds its HNSW index only once this many points are unindexed; until then
     those points are searched exactly (a full scan of the small unindexed segments)."""
     vector_datatype: Literal["float16", "float32"] = "float16"
     """How a new collection stores its vectors: float16 halves their memory and disk (cosines within 5e-4)."""
-    segment_points: int = Field(100_000, ge=1000)
+    segment_points: int = Field(100_000, ge=1000, le=1_000_000_000)
     """A new collection's segments hold at most this many points. The embedded store seals a segment
     and builds its HNSW graph as soon as it is full, so an ingest keeps one segment's payload indexes in
     RAM at most (see docs/scale.md)."""
-    seal_points: int | None = Field(None, ge=1000)
+    seal_points: int | None = Field(None, ge=1000, le=1_000_000_000)
     """No longer used (segments are sealed when full, see ``segment_points``); accepted so that configs
     written for the previous release still load."""
     shard_number: int = Field(0, ge=0, le=1024)
@@ -108,9 +116,9 @@ class IngestSettings(_Section):
     """Descend into symlinked folders (each real file is listed once)."""
     skip_hidden: bool = True
     """Skip hidden (dot) files and folders."""
-    max_megapixels: float = Field(64.0, gt=0)
+    max_megapixels: float = Field(64.0, gt=0, le=1000)
     """Refuse images with more pixels than this (checked from the header before decoding)."""
-    file_timeout_s: float = Field(30.0, gt=0)
+    file_timeout_s: float = Field(30.0, gt=0, le=3600)
     """Wall-time budget to read and decode one file; slower files are listed as failed."""
     upsert_batch: int = Field(256, ge=1, le=65536)
     """Points per store request when reusing vectors, deleting, and looking up stored points."""
@@ -135,7 +143,7 @@ class RaySettings(_Section):
     """Files per hash/decode/preprocess task."""
     max_restarts: int = Field(3, ge=0, le=1000)
     """How often a dead encoder actor is restarted (its unfinished batches are retried as often)."""
-    object_store_mb: int = Field(0, ge=0)
+    object_store_mb: int = Field(0, ge=0, le=1 << 24)
     """Object store size of a ``local`` cluster (0 = Ray's default)."""
 
 
@@ -181,7 +189,7 @@ class ServeSettings(_Section):
 
     watch: list[str] = []
     """Folders ingested at start and then on every file-system change (relative to the config file)."""
-    rescan_interval_s: float = Field(600.0, ge=0)
+    rescan_interval_s: float = Field(600.0, ge=0, le=7 * 86400)
     """Full re-sync of every watched folder this often, for changes no event reports (network drives); 0 = never."""
     debounce_s: float = Field(1.0, ge=0, le=600)
     """Wait for this long without new events before ingesting a burst of changes."""
@@ -195,7 +203,7 @@ class ServeSettings(_Section):
     """Memory for cached thumbnails (keyed by path, size and mtime); 0 turns the cache off."""
     decode_memory_mb: int = Field(1536, ge=0, le=262144)
     """Address-space cap of each decoder worker process, in MiB (0 = none)."""
-    query_max_megapixels: float = Field(24.0, gt=0)
+    query_max_megapixels: float = Field(24.0, gt=0, le=1000)
     """Pixel cap of an uploaded example image as decoded (JPEGs decode reduced first; others are refused above it)."""
     max_uploads: int = Field(4, ge=1, le=256)
     """Requests with a body (uploads) handled at once; more are answered 503 with ``Retry-After``."""
@@ -229,27 +237,27 @@ class LoopSettings(_Section):
     """The model folder to write (``-o``)."""
     checkpoint_dir: str = ""
     """Periodic resumable checkpoints ("" = a hidden folder beside ``output``)."""
-    image_mean: list[float] = [0.48145466, 0.4578275, 0.40821073]
+    image_mean: list[ChannelMean] = [0.48145466, 0.4578275, 0.40821073]
     """Per-channel mean the pixels are normalised with (saved in the model's ``preprocess_cfg``)."""
-    image_std: list[float] = [0.26862954, 0.26130258, 0.27577711]
+    image_std: list[ChannelStd] = [0.26862954, 0.26130258, 0.27577711]
     """Per-channel standard deviation the pixels are normalised with."""
-    epochs: float = Field(1.0, gt=0)
+    epochs: float = Field(1.0, gt=0, le=1_000_000)
     """Passes over the data (fractions allowed)."""
-    max_steps: int = Field(0, ge=0)
+    max_steps: int = Field(0, ge=0, le=1_000_000_000)
     """Total optimizer steps; 0 = from ``epochs``."""
     batch_size: int = Field(256, ge=2, le=65536)
     """Images per optimizer step."""
     lr: float = Field(1e-3, gt=0, le=10)
     """Peak AdamW learning rate (after warm-up, then cosine decay)."""
-    weight_decay: float = Field(0.1, ge=0)
+    weight_decay: float = Field(0.1, ge=0, le=100)
     """AdamW weight decay (not applied to norms, biases and the temperature)."""
-    warmup_steps: int = Field(100, ge=0)
+    warmup_steps: int = Field(100, ge=0, le=1_000_000_000)
     """Steps of linear learning-rate warm-up."""
-    grad_clip: float = Field(1.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0, le=1_000_000)
     """Clip the gradient norm to this (0 = no clipping)."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     """Seed of the batch order, augmentations and caption choice (runs are reproducible)."""
-    checkpoint_every: int = Field(500, ge=1)
+    checkpoint_every: int = Field(500, ge=1, le=1_000_000_000)
     """Write a resumable checkpoint every this many steps."""
     aug_scale_min: float = Field(0.8, gt=0, le=1)
     """Random resized crop: the smallest fraction of the image's area kept."""
@@ -257,7 +265,7 @@ class LoopSettings(_Section):
     """Random horizontal flips."""
     aug_jitter: float = Field(0.0, ge=0, le=1)
     """Random brightness/contrast jitter (0 = none)."""
-    threads: int = Field(0, ge=0)
+    threads: int = Field(0, ge=0, le=4096)
     """CPU threads for torch (0 = all cores)."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """auto: CUDA when available (fp16 autocast), else the CPU; or cpu, cuda."""
@@ -322,17 +330,17 @@ class DistillSettings(LoopSettings):
     """Take the teacher's vectors from this clipdex collection (of the teacher) instead of a teacher pass."""
 
     _from_collection = field_validator("from_collection")(classmethod(lambda cls, v: v and check_collection(v)))
-    image_mean: list[float] = []
+    image_mean: list[ChannelMean] = []
     """Student normalisation ([] = the teacher's)."""
-    image_std: list[float] = []
+    image_std: list[ChannelStd] = []
     """Student normalisation ([] = the teacher's)."""
     views: int = Field(4, ge=1, le=64)
     """Views per image whose teacher vectors are cached: the image itself plus ``views - 1`` augmented crops."""
     feature_loss: Literal["cosine", "mse"] = "cosine"
     """cosine: 1 - cosine to the teacher's vector; mse: squared distance."""
-    feature_weight: float = Field(1.0, ge=0)
+    feature_weight: float = Field(1.0, ge=0, le=1000)
     """Weight of the feature term."""
-    contrastive_weight: float = Field(0.0, ge=0)
+    contrastive_weight: float = Field(0.0, ge=0, le=1000)
     """Weight of the InfoNCE term between student and teacher vectors of a batch. Off by default: on
     Fashion-MNIST it cost the distilled student on every metric (docs/benchmarks.md, "Distillation")."""
     temperature: float = Field(0.05, gt=0, le=1)

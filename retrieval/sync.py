@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from retrieval.changes import MAX_EVENT_FILES, apply_changes, full_sync, root_problem
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, first_line, library_error_line
 from retrieval.index import Index
 from retrieval.settings import ServeSettings
 from retrieval.store import VectorStore
@@ -214,8 +214,10 @@ class Syncer:
                 return
             except ClipdexError as exc:
                 error = str(exc).splitlines()[0] if str(exc) else "error"
-            except Exception as exc:  # keep serving: the next event or rescan tries again
-                error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            except BaseException as exc:  # keep serving: the next event or rescan tries again
+                if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                    raise  # (a Rust panic of the store's engine is an error like any other here)
+                error = library_error_line(exc) or f"{type(exc).__name__}: {first_line(exc)}"
             self._finish(root, kind, summary, error, time.monotonic() - started)
 
     def _progress(self, stage: str, done: int, total: int) -> None:

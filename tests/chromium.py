@@ -29,6 +29,7 @@ def browser_session(tmp_path_factory: pytest.TempPathFactory, profile: str = "ch
     options.binary_location = CHROMIUM
     for arg in CHROME_ARGS:
         options.add_argument(arg)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # console messages, e.g. CSP violations
     options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp(profile)}")
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     try:

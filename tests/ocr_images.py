@@ -97,3 +97,18 @@ def sign(words: str, size: tuple[int, int] = (320, 240), seed: int = 0, *, font_
     y = int(min(max(at[1] * h - plate.height / 2, 0), max(h - plate.height, 0)))
     im.paste(plate, (x, y), plate)
     return im
+
+
+def text_page(size: tuple[int, int] = (2400, 3200), line_height: int = 26, font_size: int = 22) -> Image.Image:
+    """A page packed with lines of words in three columns (about 360 lines at the default size): a picture whose
+    OCR takes minutes when the settings let it read every line (a slow image for the OCR time budget)."""
+    im = Image.new("RGB", size, (250, 250, 245))
+    draw = ImageDraw.Draw(im)
+    f = font(font_size)
+    words = ["alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india", "juliet", "kilo",
+             "lima"]
+    for i, y in enumerate(range(10, size[1] - line_height, line_height)):
+        for column in range(3):
+            line = " ".join(words[(i + column + k) % len(words)] for k in range(4))
+            draw.text((10 + column * size[0] // 3, y), line, font=f, fill=(20, 20, 30))
+    return im

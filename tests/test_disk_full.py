@@ -117,3 +117,29 @@ def test_disk_too_small_for_a_collection(tmp_path, tiny_model_dir, tiny_disk):
     assert not (tiny_disk / "store" / "test" / "shard").exists()  # refused before anything was made
     status = _cli(config, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout)["points"] == 0, status.stderr
+
+
+@pytest.mark.slow
+def test_rebuild_on_a_full_disk_refuses_with_one_line_and_the_store_stays_usable(tmp_path, tiny_model_dir,
+                                                                                   small_disk):
+    """``clipdex rebuild`` writes a whole copy beside the store: on a disk without room for it, it died of
+    SIGBUS, with no message, left ``shard.new`` behind, and the store would not open until space was freed."""
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, small_disk / "store")
+    done = _cli(config, "ingest", str(_photos(tmp_path / "p", range(30))), "--json")
+    assert done.returncode == 0, done.stderr
+    store = small_disk / "store" / "test"
+    filler = _fill(small_disk, leave=4 << 20)  # room to open and read the store, not for a second copy
+    refused = _cli(config, "rebuild")
+    _no_space_line(refused)
+    assert "rebuild" in refused.stderr
+    assert sorted(p.name for p in store.iterdir() if p.name.startswith("shard")) == ["shard"]  # no shard.new
+    status = _cli(config, "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["points"] == 30
+    found = _cli(config, "search", "a photo", "--limit", "3", "--json")
+    assert found.returncode == 0 and len(json.loads(found.stdout)) == 3, found.stderr
+
+    filler.unlink()  # with room, the same rebuild goes through and keeps every point
+    done = _cli(config, "rebuild")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(_cli(config, "status", "--json").stdout)["points"] == 30

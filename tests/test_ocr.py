@@ -23,7 +23,7 @@ from retrieval import Index, load_settings
 from retrieval.errors import ClipdexError
 from retrieval.search.request import MAX_PHRASE_CHARS, SearchRequestError
 from tests.conftest import write_config
-from tests.ocr_images import sign, textured
+from tests.ocr_images import sign, text_page, textured
 
 SIGNS = {"pharmacy.jpg": "PHARMACY", "cafe.jpg": "Café Lisboa", "receipt.png": "Total 42.50",
          "wifi.jpg": "WiFi hunter2"}
@@ -243,3 +243,68 @@ def test_library_errors(tmp_path: Path, tiny_model_dir: Path) -> None:
             index.read_text()
         with pytest.raises(SearchRequestError, match="text_in_image"):
             index.search(text_in_image="y" * (MAX_PHRASE_CHARS + 1))
+
+
+# -- the time budget (issue 26, case 10) ---------------------------------------------------------------------------
+
+SLOW_OCR = "[ocr]\ntimeout_s = 2\ndet_max_side = 2048\nrec_max_side = 4096\nmax_boxes = 1000\n"
+"""Settings under which :func:`tests.ocr_images.text_page` takes about 100 s to read (2 cores), signs < 1 s."""
+
+
+def slow_library(folder: Path) -> None:
+    folder.mkdir(parents=True)
+    text_page().save(folder / "page.png")
+    sign("EXIT", seed=3).save(folder / "exit.jpg")
+    sign("BAKERY", seed=2, font_size=40).save(folder / "bakery.jpg")
+
+
+def test_the_time_budget_stops_a_slow_image_and_the_pass_goes_on(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """The budget used to expire inside ONNX Runtime, where rapidocr re-raised it as ``ONNXRuntimeError``:
+    ``ingest --ocr`` exited with an internal error, the same on every re-run. Now the slow image gets
+    ``ocr_error`` and the others are read."""
+    slow_library(tmp_path / "pics")
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    config.write_text(config.read_text() + SLOW_OCR)
+    started = time.monotonic()
+    report = cli(config, "ingest", tmp_path / "pics", "--ocr", "--json")
+    ocr = report["ocr"]  # type: ignore[index]
+    assert ocr["failed"] == [{"path": str(tmp_path / "pics" / "page.png"),
+                              "error": "OCR took longer than 2 s ([ocr] timeout_s)"}]
+    assert ocr["read"] == 3 and ocr["with_text"] == 2
+    assert ocr["seconds"] < 30, ocr  # the page alone would take minutes
+    assert time.monotonic() - started < 120
+    for word, name in (("exit", "exit.jpg"), ("bakery", "bakery.jpg")):
+        hits = cli(config, "search", "--text-in-image", word, "--json")
+        assert [Path(h["path"]).name for h in hits] == [name]  # type: ignore[index]
+    again = cli(config, "ingest", tmp_path / "pics", "--ocr", "--json")  # the failure is recorded: not retried
+    assert again["ocr"]["read"] == 0 and again["ocr"]["failed"] == []  # type: ignore[index]
+
+
+def test_serve_watch_honours_the_time_budget(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``serve --watch`` reads in its sync thread, where the ``SIGALRM`` budget never fired: with
+    ``timeout_s = 2`` an image took as long as it took. The engine's own deadline holds in any thread."""
+    import httpx
+
+    from ingest.records import point_id
+    from retrieval.server import create_app
+    from tests.test_server import serving
+
+    lib = tmp_path / "lib"
+    slow_library(lib)
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    config.write_text(config.read_text() + SLOW_OCR + "enabled = true\n")
+    with Index.open(load_settings(config), create=True) as index:
+        app = create_app(index, watch=[str(lib)])
+        with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            deadline = time.monotonic() + 180
+            while (sync := http.get("/api/status").json()["sync"])["last"] is None:
+                assert time.monotonic() < deadline, sync
+                time.sleep(0.2)
+            assert not sync["last"]["error"], sync["last"]
+            rows = http.get("/api/search", params={"text_in_image": "bakery"}).json()
+            assert [Path(r["path"]).name for r in rows] == ["bakery.jpg"]
+            with app.state.service.lock:
+                found = index.store.points([point_id(str(lib / "page.png"))])
+        payload = next(iter(found.values()))[1]
+        assert payload.get("ocr_error") == "OCR took longer than 2 s ([ocr] timeout_s)", payload
+        assert sync["last"]["seconds"] < 60, sync["last"]  # the page alone would take minutes

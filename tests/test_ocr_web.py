@@ -74,7 +74,7 @@ def test_watch_reads_the_text_of_a_new_file(served: tuple[str, httpx.Client, Pat
 
 def test_page_text_in_image_field(served: tuple[str, httpx.Client, Path], browser) -> None:  # noqa: ANN001, F811
     url, _, _ = served
-    browser.get(url + "/")
+    browser.get(url + "/#search")
     field = wait(browser, lambda d: d.find_element(By.ID, "text-in-image"), "no text-in-image field")
     field.clear()
     field.send_keys("pharmacy")

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import pytest
@@ -224,6 +226,88 @@ def test_the_fetched_file_is_removed(clipdex, library, site, tmp_path, monkeypat
     assert search(clipdex, config, "--image", url).code == 0
     assert search(clipdex, config, "--image", site.url + "/missing.png").code == 1
     assert list(scratch.iterdir()) == []
+
+
+# -- malformed HTTP answers (issue 26, case 18) ------------------------------------------------------------------
+
+
+@contextmanager
+def raw_site(answer: bytes) -> Iterator[str]:
+    """A socket server on 127.0.0.1 that reads one request head and sends ``answer`` as it is, then closes."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    done = threading.Event()
+
+    def serve() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                head = b""
+                with suppress(OSError):
+                    while b"\r\n\r\n" not in head and (data := conn.recv(4096)):
+                        head += data
+                    conn.sendall(answer)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/q.png"
+    finally:
+        done.set()
+        thread.join(5)
+        listener.close()
+
+
+def _png(root: Path) -> bytes:
+    return (root / "a" / "one.png").read_bytes()
+
+
+MALFORMED = {
+    "over 100 headers": lambda png: b"HTTP/1.1 200 OK\r\n" + b"X-Many: yes\r\n" * 150 + b"\r\n" + png,
+    "a 200 KB header line": lambda png: b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n" + png,
+    "a 200 KB status line": lambda png: b"HTTP/1.1 200 " + b"O" * 200_000 + b"\r\n\r\n" + png,
+    "a bad status line": lambda png: b"HTTP/1.1 two-hundred OK\r\nContent-Length: 3\r\n\r\nabc",
+    "a status out of range": lambda png: b"HTTP/1.1 99999 Odd\r\n\r\n" + png,
+    "a bad chunk size": lambda png: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + png,
+    "a chunk cut short": lambda png: (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      + f"{len(png) * 2:x}".encode() + b"\r\n" + png),
+    "an HTTP/0.9 body": lambda png: png,
+    "control bytes in a 404's reason": lambda png: b"HTTP/1.1 404 \x1b]0;owned\x07\x1b[2J\r\n\r\n",
+    "control bytes in a bad status line": lambda png: b"\x1b]0;owned\x07\x1b[2J\r\n\r\n" + png,
+    "nothing at all": lambda png: b"",
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_a_malformed_http_answer_is_one_line(clipdex, library, case):
+    """http.client's own exceptions (LineTooLong, BadStatusLine, IncompleteRead, "more than 100 headers")
+    became ``internal error``; each is now one line naming the URL, the server's bytes cut short and escaped."""
+    config, root = library
+    with raw_site(MALFORMED[case](_png(root))) as url:
+        started = time.monotonic()
+        result = search(clipdex, config, "--image", url)
+    assert result.code == 1 and result.out == "", (case, result)
+    assert result.err.startswith(f"clipdex: error: cannot fetch {url}: "), (case, result.err)
+    assert result.err.count("\n") == 1 and len(result.err) < 400, (case, result.err[:500])
+    assert "internal error" not in result.err and "\x1b" not in result.err and "\x07" not in result.err
+    assert time.monotonic() - started < 15
+
+
+def test_a_well_formed_raw_answer_still_searches(clipdex, library):
+    """The same socket server with a correct answer: the fetch works (the cases above fail for their bytes)."""
+    config, root = library
+    png = _png(root)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: image/png\r\nContent-Length: %d\r\n\r\n" % len(png) + png
+    with raw_site(answer) as url:
+        result = search(clipdex, config, "--image", url, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out)[0]["path"] == str(root / "a" / "one.png")
 
 
 # -- serve never fetches ------------------------------------------------------------------------------------------

@@ -349,17 +349,22 @@ def test_large_pixel_uploads_keep_the_server_process_small(tmp_path: Path, tiny_
 
     write_library(tmp_path / "lib")
     config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    # What this test measures is the server process's memory, not the decode budget (tests/test_serve_guard.py
+    # has that): on a loaded 2-core machine the 4 decodes, each in a worker started on demand, could outlast
+    # the 10 s budget (or wait 10 s for one of the 2 slots) and answer 503/400 instead of 200. One worker per
+    # upload and a budget no load reaches keep the 4 uploads decoding at once, as the docstring says.
+    config.write_text(config.read_text() + "[serve]\ndecode_workers = 4\ndecode_timeout_s = 300\n")
     env = dict(os.environ, TMPDIR=str(tmp_path / "tmp"), HF_HUB_OFFLINE="1")
     (tmp_path / "tmp").mkdir()
     run = [sys.executable, "-m", "retrieval.cli"]
     subprocess.run([*run, "ingest", str(tmp_path / "lib"), "--config", str(config)], check=True, env=env,
-                   capture_output=True, timeout=120)
+                   capture_output=True, timeout=600)
     port = free_port()
     server = subprocess.Popen([*run, "serve", "--port", str(port), "--config", str(config), "--log-level", "warning"],
                               env=env, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         while True:
             assert server.poll() is None and time.monotonic() < deadline, "clipdex serve did not come up"
             with contextlib.suppress(httpx.TransportError):
@@ -368,23 +373,32 @@ def test_large_pixel_uploads_keep_the_server_process_small(tmp_path: Path, tiny_
             time.sleep(0.2)
         for side, status in ((7900, 400), (4800, 200)):
             data = _png_of_zeros(side)
-            idle = _kb(server.pid, "VmRSS")
+            idle, idle_shared = _kb(server.pid, "VmRSS"), _kb(server.pid, "RssFile") + _kb(server.pid, "RssShmem")
             Path(f"/proc/{server.pid}/clear_refs").write_text("5")  # VmHWM := VmRSS
-            answers: list[httpx.Response] = []
+            answers: list[httpx.Response | str] = []
 
-            def upload(data: bytes = data, answers: list[httpx.Response] = answers) -> None:
-                answers.append(httpx.post(f"{url}/api/search", files={"image": ("z.png", data, "image/png")},
-                                          timeout=60))
+            def upload(data: bytes = data, answers: list[httpx.Response | str] = answers) -> None:
+                try:
+                    answers.append(httpx.post(f"{url}/api/search", files={"image": ("z.png", data, "image/png")},
+                                              timeout=300))
+                except httpx.HTTPError as exc:  # said in the assertion below, not lost in a thread
+                    answers.append(f"{type(exc).__name__}: {exc}")
 
             threads = [threading.Thread(target=upload) for _ in range(4)]
             for thread in threads:
                 thread.start()
             for thread in threads:
-                thread.join(90)
-            assert [a.status_code for a in answers] == [status] * 4, [a.text for a in answers]
+                thread.join(330)
+            assert [getattr(a, "status_code", a) for a in answers] == [status] * 4, [
+                getattr(a, "text", a) for a in answers]
             if status == 400:
-                assert "exceeds the 24 MP cap" in answers[0].json()["error"]
-            grown_mb = (_kb(server.pid, "VmHWM") - idle) / 1024
+                assert "exceeds the 24 MP cap" in answers[0].json()["error"]  # type: ignore[union-attr]
+            # The peak counts mapped library and file pages too. On a loaded machine the kernel may have
+            # evicted some of the idle server's (its code, its models' files) before `idle` was read, and the
+            # request faults them back in: no allocation, but the peak rises by them. Those pages are still
+            # resident afterwards, so their growth is taken off; a decoded picture is anonymous memory.
+            shared_back = max(0, _kb(server.pid, "RssFile") + _kb(server.pid, "RssShmem") - idle_shared)
+            grown_mb = (_kb(server.pid, "VmHWM") - idle - shared_back) / 1024
             decoded_mb = side * side * 3 / (1 << 20)  # one RGB copy of the picture (178 MB for 7900²)
             assert grown_mb < min(64, decoded_mb / 2), f"{side}²: the server grew by {grown_mb:.0f} MB"
         assert not [p.name for p in (tmp_path / "tmp").iterdir() if p.name.startswith("clipdex-")]

@@ -359,8 +359,19 @@ def test_bad_form_fields_and_unknown_routes(live: Live):
 def test_page_is_served(live: Live):
     response = live.http.get("/")
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
-    assert '<form id="search"' in response.text and "/api/search" in response.text
-    assert "http://" not in response.text and "https://" not in response.text  # self-contained: no CDN
+    assert '<form id="search"' in response.text
+    # its scripts and style sheet are served beside it (no inline script or style: a strict CSP holds)
+    assert '<script type="module" src="/static/app.js">' in response.text and "<style" not in response.text
+    assets = {name: live.http.get(f"/static/{name}") for name in
+              ("app.js", "app.css", "browse.js", "cards.js", "dups.js", "viewer.js", "util.js", "extensions.js")}
+    assert all(r.status_code == 200 for r in assets.values())
+    assert assets["app.js"].headers["content-type"].startswith("text/javascript")
+    assert assets["app.css"].headers["content-type"].startswith("text/css")
+    assert "/api/search" in assets["app.js"].text
+    for text in [response.text, *(r.text for r in assets.values())]:
+        assert "http://" not in text and "https://" not in text  # self-contained: no CDN
+    for name in ("index.html", "../server.py", "nope.js", "%2e%2e%2fserver.py"):
+        assert live.http.get(f"/static/{name}").status_code == 404
     assert live.http.get("/openapi.json").json()["paths"].keys() >= {"/api/status", "/api/search", "/api/image"}
 
 

@@ -8,7 +8,7 @@ import sys
 import click
 
 from retrieval.cli.common import cli, echo
-from retrieval.errors import ClipdexError, os_error_line
+from retrieval.errors import ClipdexError, library_error_line, os_error_line
 
 # Subcommands register themselves on `cli` when their module is imported.
 from retrieval.cli import index_cmds  # noqa: E402,F401  isort: skip
@@ -16,6 +16,7 @@ from retrieval.cli import learn_cmds  # noqa: E402,F401  isort: skip
 from retrieval.cli import model_cmds  # noqa: E402,F401  isort: skip
 from retrieval.cli import serve_cmd  # noqa: E402,F401  isort: skip
 from retrieval.cli import dup_cmds  # noqa: E402,F401  isort: skip
+from retrieval.cli import concept_cmds  # noqa: E402,F401  isort: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +43,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("clipdex: interrupted", err=True)
         return 130
-    except Exception as exc:  # last resort: still one line unless debugging
+    except BaseException as exc:  # last resort: still one line unless debugging
+        if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+            raise  # SystemExit, GeneratorExit; a Rust panic (pyo3's PanicException) is answered below
         if os.environ.get("CLIPDEX_DEBUG"):
             raise
+        if said := library_error_line(exc):  # a library about the user's data or surroundings, not our bug
+            echo(f"clipdex: error: {said} (CLIPDEX_DEBUG=1 shows the traceback)", err=True)
+            return 1
         line = str(exc).splitlines()[0] if str(exc) else ""
         echo(f"clipdex: internal error: {type(exc).__name__}: {line} (CLIPDEX_DEBUG=1 shows the traceback)",
                    err=True)

@@ -209,7 +209,11 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--ocr/--no-ocr", default=None,
               help="Fuse CLIP with BM25 over recognised text where the collection has some [default: on].")
 @click.option("--relevant/--all", default=None,
-              help="Only the hits that stand out from this query's score distribution [default: [search] cutoff].")
+              help="Only the hits that stand out from this query's score distribution [default: [search] cutoff]; "
+                   "with --concept: its members only.")
+@click.option("--concept", metavar="NAME", help="Rank by this concept (alone, or with TEXT/--image/--like).")
+@click.option("--not-concept", metavar="NAME", help="Steer away from this concept.")
+@click.option("--in-concept", metavar="NAME", help="Only members of this concept.")
 @click.option("--paths", "paths_only", is_flag=True,
               help="Print only the matching paths, one per line (for xargs -d '\\n', feh -f -).")
 @common_options
@@ -365,10 +369,18 @@ def status(run: Run, check: bool) -> None:
                     if checked["damaged"] else ""))
             for item in checked["examples"]:
                 echo(f"  damaged: {item['path']}: {item['reason']}")
+            files = checked.get("files")
+            if files and files["expected"] is not None:
+                echo(f"files       the store's records say {files['expected']:,} points, the engine serves "
+                     f"{files['served']:,}" + (f": {files['lost']:,} lost to damaged store files; the next "
+                                               "`clipdex ingest` of their folders embeds them again"
+                                               if files["lost"] else ""))
+            for item in (files or {}).get("set_aside", []):
+                echo(f"  set aside: {item['segment']}: {item['reason']}")
 
     doc = {k: info[k] for k in STATUS_KEYS}
     run.emit(doc | ({"check": checked} if checked is not None else {}), human)
-    if checked is not None and (checked["damaged"] or checked["problems"]):
+    if checked is not None and (checked["damaged"] or checked["problems"] or (checked["files"] or {}).get("lost")):
         raise click.exceptions.Exit(1)
 
 

@@ -6,6 +6,7 @@ that fetched URLs its clients name could be turned against the network it sits i
 
 from __future__ import annotations
 
+import http.client
 import os
 import tempfile
 import threading
@@ -117,6 +118,8 @@ def _download(url: str, dest: str, *, max_bytes: int, timeout_s: float) -> int:
             return size
     except ClipdexError:
         raise
+    except http.client.HTTPException as exc:  # a malformed answer: status line, headers, chunks, a short body
+        raise ClipdexError(f"cannot fetch {url}: not a valid HTTP answer ({_http_problem(exc)})") from None
     except urllib.error.HTTPError as exc:
         raise ClipdexError(f"cannot fetch {url}: HTTP {exc.code} {exc.reason}") from None
     except (TimeoutError, OSError) as exc:
@@ -126,6 +129,21 @@ def _download(url: str, dest: str, *, max_bytes: int, timeout_s: float) -> int:
         raise ClipdexError(f"cannot fetch {url}: {reason}") from None
     except ValueError as exc:  # a malformed URL (no host, bad port)
         raise ClipdexError(f"cannot fetch {url}: {exc}") from None
+
+
+def _http_problem(exc: http.client.HTTPException) -> str:
+    """What was wrong with a server's answer, in a few words (the server's own bytes cut short)."""
+    if isinstance(exc, http.client.IncompleteRead):
+        return f"a malformed or cut-short body, after {len(exc.partial)} bytes of a part"
+    if isinstance(exc, http.client.RemoteDisconnected):
+        return "the server closed the connection without answering"
+    if isinstance(exc, http.client.BadStatusLine):  # its text is the line the server sent: maybe a whole body
+        line = str(exc).strip()
+        if line in ("", "''", '""'):
+            return "no status line"
+        return f"bad status line {line[:60]!r}{'…' if len(line) > 60 else ''}"
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:120]
 
 
 @contextmanager

@@ -32,6 +32,7 @@ MAX_EXAMPLES = 64  # like/unlike point ids or paths, each
 MAX_PATH_CHARS = 4096
 MAX_NAME_CHARS = 256
 MAX_WEIGHT = 1000.0
+MAX_CONCEPT_CHARS = 64  # retrieval.concepts.book.MAX_NAME_CHARS
 MAX_PHRASE_CHARS = 200  # text in image: a sign, a receipt line, a password; far longer is no phrase
 
 
@@ -105,7 +106,13 @@ class SearchParams(BaseModel):
         None, description="Only images whose recognised text holds every word of this (OCR).")
     ocr: bool = Field(True, description="Fuse CLIP with BM25 over recognised text (false: CLIP only).")
     relevant: bool | None = Field(None, description="Only hits above the query's adaptive cutoff "
-                                                    "(default: [search] cutoff).")
+                                                    "(default: [search] cutoff); with a concept: its members only.")
+    concept: _text(MAX_CONCEPT_CHARS) = Field(  # type: ignore[valid-type]
+        None, description="Rank by this concept (retrieval.concepts), alone or with the other queries.")
+    not_concept: _text(MAX_CONCEPT_CHARS) = Field(  # type: ignore[valid-type]
+        None, description="Steer away from this concept.")
+    in_concept: _text(MAX_CONCEPT_CHARS) = Field(  # type: ignore[valid-type]
+        None, description="Only members of this concept (a filter).")
     text_weight: Weight = 1.0
     image_weight: Weight = 1.0
     negative_weight: Weight = 0.5
@@ -146,6 +153,11 @@ class SearchRequest(SearchParams):
             raise SearchRequestError("min_score", "bounds the CLIP cosine of a text or image query; a search by text "
                                                   "in image alone is ranked by BM25 (add a text, or leave it out)")
         return request
+
+    @property
+    def has_concept(self) -> bool:
+        """True if a concept ranks, steers or filters this search."""
+        return bool(self.concept or self.not_concept or self.in_concept)
 
     @property
     def has_query(self) -> bool:

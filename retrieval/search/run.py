@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.records import path_key, point_id
+from ingest.records import path_key
 from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.search import hybrid
-from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
+from retrieval.search.refs import point_ref, stored_vectors
+from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError
 from retrieval.search.vector import query_vector
 from retrieval.store import Hit, SearchFilter
 from retrieval.vectors import recommend_vector
@@ -37,16 +36,15 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
         settings = ctx.settings
         raise ClipdexError(hints.missing_collection(settings.store.collection, ctx.store.location,
                                                     None if settings.store.url else settings.store_path))
+    if req.has_concept:
+        from retrieval.search import concept
+
+        return concept.search(ctx, req, _where(ctx, req), _limit(ctx, req))
     if not req.has_query and not req.like and req.text_in_image is None:
         raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))
-    limit = ctx.settings.search.limit if req.limit is None else req.limit
-    where = SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
-                         before=req.before, camera=camera_name(ctx, req.camera) if req.camera else None)
-    return _search(ctx, req, where, limit)
-
-
-def _search(ctx: SearchContext, req: SearchRequest, where: SearchFilter, limit: int) -> list[Hit]:
+    limit = _limit(ctx, req)
+    where = _where(ctx, req)
     if not req.like and not req.unlike:
         return hybrid.search(ctx, req, where, limit)  # CLIP, and the recognised text where there is some
     if req.text_in_image is not None:
@@ -63,6 +61,15 @@ def _search(ctx: SearchContext, req: SearchRequest, where: SearchFilter, limit: 
         negatives = np.vstack([negatives, ctx.encoder.encode_texts(list(req.negative))])
     recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
     return ctx.store.recommend(positives, negatives, limit, where, req.min_score)
+
+
+def _limit(ctx: SearchContext, req: SearchRequest) -> int:
+    return ctx.settings.search.limit if req.limit is None else req.limit
+
+
+def _where(ctx: SearchContext, req: SearchRequest) -> SearchFilter:
+    return SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
+                        before=req.before, camera=camera_name(ctx, req.camera) if req.camera else None)
 
 
 MAX_CAMERAS = 1000
@@ -89,36 +96,15 @@ def camera_name(ctx: SearchContext, camera: str) -> str:
                                        f"(make or model); its cameras include {listed}")
 
 
-def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
-    """The stored vectors of indexed paths or point ids (rows, in order), read from the store as they are.
-
-    Raises :class:`retrieval.search.request.UnknownPointError` naming what is not in the collection.
-    """
-    if not refs:
-        meta = ctx.store.meta()
-        return np.zeros((0, meta.dim if meta else 0), np.float32)
-    wanted = [point_ref(ref) for ref in refs]
-    found = ctx.store.points([pid for pid, _ in wanted])
-    missing = [ref for ref, (pid, key) in zip(refs, wanted, strict=True)
-               if pid not in found or (key is not None and found[pid][1].get("path") != key)]
-    if missing:
-        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
-        raise UnknownPointError(f"not in the collection: {', '.join(missing[:3])}{more}")
-    vectors = np.stack([found[pid][0] for pid, _ in wanted]).astype(np.float32)
-    norms = np.linalg.norm(vectors, axis=1)
-    for ref, norm in zip(refs, norms, strict=True):
-        if not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
-            raise ClipdexError(f"the stored vector of {ref} is damaged (norm {norm:.3g}); ingest that file again")
-    return vectors
-
-
 def hit_row(hit: Hit) -> dict[str, Any]:
     """One search result as ``clipdex search --json`` and ``GET /api/search`` return it: ``score`` is the CLIP
     cosine (what ``min_score`` bounds; BM25 for a search by text in image alone), ``rank_score`` a hybrid hit's
     fused reciprocal-rank score (the order of hybrid results; absent elsewhere)."""
     row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
            **({"rank_score": round(hit.rank_score, 6)} if hit.rank_score is not None else {}),
-           **{k: v for k, v in hit.payload.items() if k not in ("path", "ancestors", "ocr", "score", "rank_score")}}
+           **{k: v for k, v in hit.payload.items()
+              if k not in ("path", "ancestors", "ocr", "concepts_at", "score", "rank_score")}}
+    row["concepts"] = list(hit.payload.get("concepts") or [])
     if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
         row["ocr_text"] = hit.payload.get("ocr_text") or ""
     return row
@@ -127,12 +113,3 @@ def hit_row(hit: Hit) -> dict[str, Any]:
 def folder_key(folder: str) -> str:
     """The path key of a ``folder`` filter (absolute, no trailing separator)."""
     return path_key(os.path.abspath(os.path.expanduser(folder))).rstrip("/") or "/"
-
-
-def point_ref(ref: str) -> tuple[str, str | None]:
-    """(point id, path key or None) of a like/unlike example: a point id, or an indexed file's path."""
-    try:
-        return str(uuid.UUID(ref)), None
-    except ValueError:
-        key = path_key(os.path.abspath(os.path.expanduser(ref)))
-        return point_id(key), key

@@ -14,6 +14,10 @@ or its decisions changed, a resolve happened, ``refresh=true`` asks, or :data:`M
 - Resolving is a write: the API key covers it like every ``/api/`` route, and a request from another
   site's page is refused, like ``POST /api/ingest``. Its JSON body is capped while it streams in
   (:class:`retrieval.serving.middleware.JsonBodyLimit`).
+- ``move`` with ``selection: true`` moves files a user selected on the page (no group, no keeper), each
+  checked like a duplicate (:func:`retrieval.duplicates.selection_moves`).
+- ``POST /api/duplicates/undo`` puts back the files of the last move this server made (only manifests it
+  wrote itself, newest first; never a path the client names).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import asyncio
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -70,11 +75,15 @@ class ResolveRequest(BaseModel):
     move_to: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
     """``move`` only: the folder the client expects (``clipdex duplicates --move-to DIR``); it must be the
     server's own ``[duplicates] move_to``: a client never chooses where files go."""
+    selection: bool = False
+    """``move`` only: ``paths`` are files selected on the page, not a group (no ``keep``)."""
 
     @model_validator(mode="after")
     def _shape(self) -> ResolveRequest:
         if (self.paths is None) == (self.groups is None):
             raise ValueError("give either paths (with keep) or groups")
+        if self.selection and (self.action != "move" or self.keep is not None or self.groups is not None):
+            raise ValueError("selection goes with action move and paths only, without keep")
         if self.groups is not None and (self.action != "move" or self.keep is not None):
             raise ValueError("groups go with action move only, each with its own keep")
         if self.groups is not None and sum(len(g.paths) for g in self.groups) > MAX_PATHS:
@@ -104,10 +113,18 @@ def _same_folder(a: str, b: str) -> bool:
     return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
-def add_routes(app: FastAPI, service: Any) -> None:
-    """Register the duplicates routes on ``app`` (``service``: the server's ``Service``)."""
+def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None = None) -> None:
+    """Register the duplicates routes on ``app`` (``service``: the server's ``Service``; ``on_change``:
+    called after files were moved or put back, e.g. to rebuild the library's orders)."""
     index = service.index
     cache = _Cache()
+    manifests: list[str] = []  # the moves this server made, oldest first (undo takes the last)
+
+    def changed() -> None:
+        with cache.lock:
+            cache.stale = True
+        if on_change is not None:
+            on_change()
 
     def state() -> tuple[int, float]:
         with service.lock:
@@ -171,17 +188,21 @@ def add_routes(app: FastAPI, service: Any) -> None:
                              threshold: Annotated[float | None, Query(gt=0, le=1)] = None,
                              min_similarity: Annotated[float | None, Query(gt=0, le=1)] = None,
                              neighbours: Annotated[int | None, Query(ge=1, le=256)] = None,
+                             path: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
                              refresh: bool = False) -> dict[str, Any]:
         """Groups as ``clipdex duplicates --json`` prints them, ``limit`` from ``offset``, and ``total``;
-        ``candidates``, ``verified``, ``unreadable`` (the first 20; ``unreadable_count``: all) and ``seconds``
-        as that command prints them."""
+        ``path``: only the group holding that file (none: it has no duplicates); ``can_undo``: a move made
+        through this server can be put back (``POST /api/duplicates/undo``); ``candidates``, ``verified``,
+        ``unreadable`` (the first 20; ``unreadable_count``: all) and ``seconds`` as that command prints them."""
         options = dups.options_of(index.settings, folder=folder, threshold=threshold, min_similarity=min_similarity,
                                   neighbours=neighbours)
         found = await groups(options, refresh)
-        rows = [g.row() for g in found.groups[offset:offset + limit]]
+        chosen = found.groups if path is None else [
+            g for g in found.groups if path in (g.keep.path, *(d.path for d in g.duplicates))]
+        rows = [g.row() for g in chosen[offset:offset + limit]]
         whole = found.as_dict()
-        return {"groups": rows, "checked": found.checked, "total": len(found.groups), "offset": offset,
-                "limit": limit, "can_move": bool(index.settings.duplicates.move_to),
+        return {"groups": rows, "checked": found.checked, "total": len(chosen), "offset": offset,
+                "limit": limit, "can_move": bool(index.settings.duplicates.move_to), "can_undo": bool(manifests),
                 "candidates": whole["candidates"], "verified": whole["verified"], "unreadable": whole["unreadable"],
                 "unreadable_count": len(found.unreadable), "seconds": whole["seconds"]}
 
@@ -210,6 +231,12 @@ def add_routes(app: FastAPI, service: Any) -> None:
         if body.move_to is not None and not _same_folder(body.move_to, move_to):
             raise HTTPException(409, f"this server moves duplicates into its [duplicates] move_to folder only, not "
                                      f"{body.move_to}; use that folder, or stop the server to move them elsewhere")
+        if body.selection:  # files selected on the page: no group, no keeper; each checked like a duplicate
+            result = dups.move_files(index, dups.selection_moves(index, body.paths or [], service.lock),
+                                     move_to, service.lock)
+            with cache.lock:
+                cache.stale = True
+            return result
         asked = [(g.keep, g.paths) for g in body.groups] if body.groups else [(body.keep, body.paths or [])]
         plans, found = [], []
         for keep, paths in asked:
@@ -243,7 +270,12 @@ def add_routes(app: FastAPI, service: Any) -> None:
             raise _busy(503, "another resolve is still running; try again in a moment")
         try:
             if body.action == "move":
-                result = move(body)
+                try:
+                    result = move(body)
+                finally:
+                    changed()
+                if result.get("manifest"):
+                    manifests.append(str(result["manifest"]))
             else:
                 result = dups.dismiss(index, [*(body.paths or []), *([body.keep] if body.keep else [])],
                                       service.lock, keys=True)
@@ -252,3 +284,24 @@ def add_routes(app: FastAPI, service: Any) -> None:
         finally:
             cache.resolving.release()
         return {"action": body.action} | result
+
+    @app.post("/api/duplicates/undo")
+    def api_undo(request: Request) -> dict[str, Any]:
+        """Put back the files of the last move made through this server (its manifest; nothing overwritten)
+        and ingest them again, as ``clipdex duplicates --undo MANIFEST`` does."""
+        origin = request.headers.get("origin")
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+            raise HTTPException(403, "cross-site request refused (another site's page may not move or dismiss files)")
+        if not cache.resolving.acquire(timeout=RESOLVE_WAIT_S):
+            raise _busy(503, "another resolve is still running; try again in a moment")
+        try:
+            if not manifests:
+                raise HTTPException(409, "nothing to undo: this server has moved no files since it started")
+            try:
+                result = dups.undo_moves(index, manifests[-1], service.lock)
+            finally:
+                changed()
+            manifests.pop()
+        finally:
+            cache.resolving.release()
+        return result | {"can_undo": bool(manifests)}

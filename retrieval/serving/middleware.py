@@ -6,7 +6,10 @@ streams in, before any route code runs.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +17,8 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from retrieval.errors import library_error_line
 
 log = logging.getLogger("clipdex.serve")
 
@@ -47,7 +52,9 @@ class ErrorBoundary:
 
         try:
             await self.app(scope, receive, watch_start)
-        except Exception:
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and type(exc).__name__ != "PanicException":
+                raise  # cancellation, exit; a Rust panic of the store's engine is answered like an error
             request_id = uuid.uuid4().hex[:16]
             log.exception("internal error, request id %s: %s %s", request_id, scope.get("method"),
                           scope.get("path"))
@@ -55,6 +62,8 @@ class ErrorBoundary:
                 return
             if cause := self.explain():
                 await error_response(503, cause)(scope, receive, send)
+            elif type(exc).__name__ == "PanicException":  # the store's files, not the client's request
+                await error_response(503, library_error_line(exc) or "the store's engine stopped")(scope, receive, send)
             else:
                 response = JSONResponse(
                     {"error": f"internal error (request id {request_id}; the server log has the details)",
@@ -214,3 +223,90 @@ class UploadSlots:
             await self.app(scope, receive, send)
         finally:
             self.busy -= 1
+
+
+INLINE_BLOCK = re.compile(r"<(script|style)\b([^>]*)>(.*?)</\1\s*>", re.IGNORECASE | re.DOTALL)
+
+
+def inline_hashes(page: str) -> dict[str, list[str]]:
+    """CSP source expressions (``'sha256-…'``) for each inline ``<script>`` and ``<style>`` block of ``page``.
+
+    Hashed as the browser hashes them: the raw text between the tags, line ends normalised to LF, in UTF-8.
+    A ``<script src=…>`` has no inline text to allow (``'self'`` covers a served file).
+    """
+    found: dict[str, list[str]] = {"script": [], "style": []}
+    for tag, attributes, text in INLINE_BLOCK.findall(page):
+        if tag.lower() == "script" and re.search(r"\bsrc\s*=", attributes, re.IGNORECASE):
+            continue
+        digest = hashlib.sha256(text.replace("\r\n", "\n").replace("\r", "\n").encode("utf-8")).digest()
+        found[tag.lower()].append(f"'sha256-{base64.b64encode(digest).decode('ascii')}'")
+    return found
+
+
+def content_security_policy(page: str) -> str:
+    """The page's CSP: its own inline blocks (by hash) and same-origin files; nothing from elsewhere, no framing.
+
+    Images may also be ``blob:`` (the preview of a chosen upload) and ``data:`` (the empty favicon)."""
+    hashes = inline_hashes(page)
+    return "; ".join([
+        "default-src 'none'",
+        " ".join(["script-src 'self'", *hashes["script"]]),
+        " ".join(["style-src 'self'", *hashes["style"]]),
+        "img-src 'self' blob: data:",
+        "media-src 'self'",  # a video moment plays from /api/media in the page's viewer
+        "connect-src 'self'",
+        "font-src 'self'",
+        "manifest-src 'self'",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "object-src 'none'",
+        "frame-ancestors 'none'",
+    ])
+
+
+FETCH_SITES_ALLOWED = (b"same-origin", b"none")
+"""``Sec-Fetch-Site`` values an ``/api/`` read is served for: the page itself, or a URL the user typed or
+bookmarked. A client that sends no such header (curl, the CLI, scripts) is not a browser and is served too."""
+
+
+class SecurityHeaders:
+    """The browser-facing rules of every response, in one place.
+
+    - every response: ``Content-Security-Policy`` (``frame-ancestors 'none'``; the page's inline blocks by hash),
+      ``X-Frame-Options: DENY``, ``X-Content-Type-Options: nosniff``,
+      ``Cross-Origin-Resource-Policy: same-origin``, ``Cross-Origin-Opener-Policy: same-origin`` and
+      ``Referrer-Policy: same-origin``;
+    - an ``/api/`` request (search, status, images, thumbnails, duplicates) that a browser marks as coming
+      from another site (``Sec-Fetch-Site`` other than ``same-origin``/``none``) is answered 403 before any
+      route runs, so another site's ``<img>``, ``<script>``, form or ``fetch`` learns nothing about the library.
+    """
+
+    def __init__(self, app: ASGIApp, csp: str):
+        self.app = app
+        self.headers = [
+            (b"content-security-policy", csp.encode("ascii")),
+            (b"x-frame-options", b"DENY"),
+            (b"x-content-type-options", b"nosniff"),
+            (b"cross-origin-resource-policy", b"same-origin"),
+            (b"cross-origin-opener-policy", b"same-origin"),
+            (b"referrer-policy", b"same-origin"),
+        ]
+        self.names = {name for name, _ in self.headers}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", ()) if k.lower() not in self.names]
+                message = {**message, "headers": kept + self.headers}
+            await send(message)
+
+        site = header(scope, b"sec-fetch-site")
+        if scope["path"].startswith("/api/") and site is not None and site.strip().lower() not in FETCH_SITES_ALLOWED:
+            message = "cross-site request refused: open the clipdex page itself to use its API"
+            await error_response(403, message)(scope, receive, with_headers)
+            return
+        await self.app(scope, receive, with_headers)

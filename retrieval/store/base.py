@@ -17,7 +17,7 @@ from retrieval.store.layout import LAYOUT  # noqa: F401  (re-exported: retrieval
 
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
-KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root")
+KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts")
 FLOAT_FIELDS = ("taken_ts",)
 LEGACY_KEYWORD_FIELDS = ("ancestors",)
 """Indexed only in layout-1 stores."""
@@ -127,11 +127,13 @@ class SearchFilter:
     before: float | None = None  # taken_ts < before
     camera: str | None = None  # camera_make or camera_model equals this
     text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
+    concepts: tuple[str, ...] = ()  # a member of each of these concepts (payload ``concepts``, retrieval.concepts)
+    not_concepts: tuple[str, ...] = ()  # a member of none of these
 
     @property
     def empty(self) -> bool:
         return (self.folder is None and self.after is None and self.before is None and self.camera is None
-                and not self.text)
+                and not self.text and not self.concepts and not self.not_concepts)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import qdrant_edge as qe
 
 from retrieval import hints
 from retrieval.errors import ClipdexError
-from retrieval.store import health, space
+from retrieval.store import health, segments, space
 from retrieval.store.base import (
     FLOAT_FIELDS,
     KEYWORD_FIELDS,
@@ -67,7 +68,9 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
             qe.FieldCondition(key="camera_model", match=qe.MatchValue(where.camera)),
         ]))
     must += edge_text_conditions(where)
-    return qe.Filter(must=must)
+    must += [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.concepts]
+    must_not = [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.not_concepts]
+    return qe.Filter(must=must or None, must_not=must_not or None)
 
 
 class EdgeStore(EdgeTextMixin):
@@ -108,12 +111,18 @@ class EdgeStore(EdgeTextMixin):
         if not shard_dir.is_dir():
             return  # no collection yet (a clipdex.json alone describes nothing that holds points)
         space.allocate_for_open(self.folder)  # tmpfs: an open reads files whole; a full disk must not SIGBUS
+        aside = 0  # points of the segments set aside by this open (retrieval.store.segments)
+        for segment, problem in segments.check_all(shard_dir):
+            aside += self._set_aside(segment, problem)
         bulk = _read_bulk(shard_dir)
         if bulk is not None:  # a bulk load died before its index build: give the shard its HNSW settings back
             log.warning("%s: a bulk load did not finish; the HNSW index is built by the next ingest", self.folder)
-            self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir), _with_hnsw(shard_dir, bulk)))
+            self._shard, more = self._open(lambda: qe.EdgeShard.load(str(shard_dir), _with_hnsw(shard_dir, bulk)))
         else:
-            self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
+            self._shard, more = self._open(lambda: qe.EdgeShard.load(str(shard_dir)))
+        if segments.read_ledger(self.folder) is None:  # a store from before the ledger: start it now
+            with suppress(OSError):
+                segments.write_ledger(self.folder, self.count() + aside + more)
         self._layout = 1 if set(LEGACY_KEYWORD_FIELDS) & set(self._shard.info().payload_schema or {}) else LAYOUT
         self._since_seal = self.unindexed()  # an ingest that died left them: they count towards the next seal
         self._seal_every = _segment_points(shard_dir) or self.config.segment_points
@@ -153,31 +162,46 @@ class EdgeStore(EdgeTextMixin):
         new_dir, total = self.folder / NEW_DIR, self.count()
         if new_dir.exists():
             shutil.rmtree(new_dir)  # an unfinished earlier rebuild: a partial copy, never the only one
+        # The copy is written through memory maps: a disk that fills mid-way would end in SIGBUS, no message,
+        # and the copy left behind. So the whole copy's room is checked first (the store is untouched when it
+        # does not fit), and each page and each index build is checked again before it is written.
+        what = "rebuild the store (a full copy is written beside it, then switched)"
+        segment, m = self.config.segment_points, self.config.m
+        # (tmpfs: the first open of the copy allocates its holes only after the switch has freed the old shard)
+        space.require(self.folder, space.rebuild_bytes(total, meta.dim, self._payload_bytes(total), m, segment), what)
         new = qe.EdgeShard.create(str(new_dir), _edge_config(meta.dim, self.config))
         try:
-            _index_fields(new, LAYOUT)
-            copied, since_seal, offset = 0, 0, None
-            while True:
-                records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=1024, with_payload=True,
-                                                                      with_vector=True))
-                payloads = layout_payloads([dict(r.payload or {}) for r in records], LAYOUT)
-                points = [qe.Point(r.id, _dense(r.vector), p) for r, p in zip(records, payloads, strict=True)]
-                if points:
-                    new.update(qe.UpdateOperation.upsert_points(points))
-                copied, since_seal = copied + len(points), since_seal + len(points)
-                if since_seal >= self.config.segment_points:  # a full segment gets its graph now
-                    _seal(new)
-                    since_seal = 0
-                if progress:
-                    progress(copied, total)
-                if offset is None:
-                    break
-            _seal(new)
-            if _ids(new) != _ids(self._shard):
-                raise ClipdexError(f"rebuild of {self.folder}: the copy does not hold the same points; "
-                                   "the store is unchanged")
-        finally:
-            new.close()
+            try:
+                _index_fields(new, LAYOUT)
+                copied, since_seal, offset = 0, 0, None
+                while True:
+                    records, offset = self._shard.scroll(qe.ScrollRequest(offset=offset, limit=1024,
+                                                                          with_payload=True, with_vector=True))
+                    payloads = layout_payloads([dict(r.payload or {}) for r in records], LAYOUT)
+                    points = [qe.Point(r.id, _dense(r.vector), p) for r, p in zip(records, payloads, strict=True)]
+                    if points:
+                        space.require(self.folder, space.upsert_bytes(len(points), meta.dim, len(
+                            json.dumps(payloads, default=str))) + space.optimize_bytes(since_seal, meta.dim, m), what)
+                        new.update(qe.UpdateOperation.upsert_points(points))
+                    copied, since_seal = copied + len(points), since_seal + len(points)
+                    if since_seal >= segment:  # a full segment gets its graph now
+                        space.require(self.folder, space.optimize_bytes(since_seal, meta.dim, m), what)
+                        _seal(new)
+                        since_seal = 0
+                    if progress:
+                        progress(copied, total)
+                    if offset is None:
+                        break
+                space.require(self.folder, space.optimize_bytes(since_seal, meta.dim, m), what)
+                _seal(new)
+                if _ids(new) != _ids(self._shard):
+                    raise ClipdexError(f"rebuild of {self.folder}: the copy does not hold the same points; "
+                                       "the store is unchanged")
+            finally:
+                new.close()
+        except BaseException:
+            shutil.rmtree(new_dir, ignore_errors=True)  # our own partial copy: the store is the old shard still
+            raise
         _write_json(new_dir / META_FILE, meta.as_dict())
         self._shard.close()
         self._shard = None
@@ -188,15 +212,54 @@ class EdgeStore(EdgeTextMixin):
         self._load()
         return copied
 
-    def _open(self, opener: Any) -> qe.EdgeShard:
-        try:
-            return opener()
-        except Exception as exc:  # qdrant-edge raises plain exceptions with Rust messages
-            text = str(exc)
-            if "WouldBlock" in text or "lock" in text.lower():
-                raise ClipdexError(f"store {self.folder} is in use by another clipdex process "
-                                  "(an ingest still running?); try again when it has finished") from None
-            raise ClipdexError(f"cannot open store {self.folder}: {text.splitlines()[0]}") from None
+    def _payload_bytes(self, total: int, sample: int = 256) -> int:
+        """An estimate of the JSON size of all ``total`` payloads, from the first ``sample`` points'."""
+        if self._shard is None or not total:
+            return 0
+        records, _ = self._shard.scroll(qe.ScrollRequest(limit=sample, with_payload=True, with_vector=False))
+        if not records:
+            return 0
+        size = len(json.dumps([dict(r.payload or {}) for r in records], default=str))
+        return size * total // len(records)
+
+    def _open(self, opener: Any) -> tuple[qe.EdgeShard, int]:
+        """The shard ``opener`` loads, and the points of the segments set aside because the engine could
+        not load them (each is moved out and the load tried again). A Rust panic is one line."""
+        shard_dir, aside = self.folder / SHARD_DIR, 0
+        for _ in range(1 + len(list((shard_dir / "segments").glob("*")))):
+            try:
+                with segments.engine_stderr():  # a panic's backtrace is not for the user's terminal
+                    return opener(), aside
+            except BaseException as exc:  # qdrant-edge raises plain exceptions with Rust messages, or panics
+                text = str(exc).strip()
+                line = text.splitlines()[0] if text else type(exc).__name__
+                if type(exc).__name__ == "PanicException":
+                    raise health.StoreDamaged(
+                        f"cannot open store {self.folder}: its engine stopped on a damaged file ({line}); "
+                        "restore it from a backup, or ingest into a new --collection") from None
+                if not isinstance(exc, Exception):
+                    raise
+                if "WouldBlock" in text or "lock" in text.lower():
+                    raise ClipdexError(f"store {self.folder} is in use by another clipdex process "
+                                       "(an ingest still running?); try again when it has finished") from None
+                if (segment := segments.load_failure(text, shard_dir)) is None:
+                    raise ClipdexError(f"cannot open store {self.folder}: {line}") from None
+                aside += self._set_aside(segment, f"the engine could not load it: {line}")
+        raise ClipdexError(f"cannot open store {self.folder}: its segments keep failing to load")
+
+    def _set_aside(self, segment: Path, reason: str) -> int:
+        """Move a damaged segment out of the shard (never deleted); the points it held, about."""
+        points = segments.estimated_points(segment)
+        target = segments.set_aside(self.folder, segment, reason)
+        log.warning("%s: damaged segment set aside in %s (%s); its %s points are missing until the next "
+                    "`clipdex ingest` of their folders embeds them again", self.folder, target, reason,
+                    f"{points:,}" if points else "")
+        return points
+
+    def losses(self) -> dict[str, Any]:
+        """The points the store's records say it holds against those the engine serves, and the segments
+        set aside (:func:`retrieval.store.segments.lost`)."""
+        return segments.lost(self.folder, self.count())
 
     def meta(self) -> CollectionMeta | None:
         return self._meta
@@ -225,7 +288,9 @@ class EdgeStore(EdgeTextMixin):
         config = _edge_config(meta.dim, self.config)
         self._layout = LAYOUT
         self._seal_every = self.config.segment_points
-        self._shard = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
+        self._shard, _ = self._open(lambda: qe.EdgeShard.create(str(shard_dir), config))
+        with suppress(OSError):
+            segments.write_ledger(self.folder, 0)  # a new collection: nothing stored yet
         self._index_payload_fields()
         _write_json(shard_dir / META_FILE, meta.as_dict())
         _write_json(self.folder / META_FILE, meta.as_dict())  # the collection exists once this file does
@@ -263,11 +328,13 @@ class EdgeStore(EdgeTextMixin):
         self.shard.flush()
         self.shard.close()
         self._shard = None
-        self._shard = self._open(lambda: qe.EdgeShard.load(str(shard_dir), config))
+        self._shard, _ = self._open(lambda: qe.EdgeShard.load(str(shard_dir), config))
 
     def delete(self, ids: Sequence[str]) -> None:
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"delete {len(ids)} points")
+            if (recorded := segments.read_ledger(self.folder)) is not None:  # lowered first: a lower bound
+                segments.write_ledger(self.folder, recorded - len(ids))
             self.shard.update(qe.UpdateOperation.delete_points(list(ids)))
 
     def count(self) -> int:
@@ -282,6 +349,33 @@ class EdgeStore(EdgeTextMixin):
                 qe.ScrollRequest(offset=offset, limit=2048, with_payload=list(fields), with_vector=False))
             for record in records:
                 yield str(record.id), dict(record.payload or {})
+            if offset is None:
+                return
+
+    def scroll_vectors(self, fields: Sequence[str], *, missing: str | None = None,
+                       having: tuple[str, str] | None = None, vectors: bool = True, page: int = 8192,
+                       raw_ids: bool = False) -> Iterator[tuple[list[Any], np.ndarray, list[dict[str, Any]]]]:
+        """Pages of (ids, vectors as rows, payloads with ``fields``): every point, or only those whose payload
+        field ``missing`` is empty, or whose keyword field ``having[0]`` holds ``having[1]``. ``vectors``: False
+        gives a (n, 0) array. ``raw_ids``: the engine's id objects (which :meth:`set_payload` takes as they are)
+        instead of strings."""
+        if self._shard is None:
+            return
+        must: list[Any] = []
+        if missing is not None:
+            must.append(qe.IsEmptyCondition(missing))
+        if having is not None:
+            must.append(qe.FieldCondition(key=having[0], match=qe.MatchValue(having[1])))
+        wanted = qe.Filter(must=must) if must else None
+        offset = None
+        while True:
+            records, offset = self._shard.scroll(qe.ScrollRequest(
+                offset=offset, limit=page, with_payload=list(fields), with_vector=vectors, filter=wanted))
+            if records:
+                rows = (np.asarray([_dense(r.vector) for r in records], np.float32) if vectors
+                        else np.zeros((len(records), 0), np.float32))
+                ids = [r.id for r in records] if raw_ids else [str(r.id) for r in records]
+                yield ids, rows, [dict(r.payload or {}) for r in records]
             if offset is None:
                 return
 
@@ -342,8 +436,16 @@ class EdgeStore(EdgeTextMixin):
     def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
-            self.shard.update(qe.UpdateOperation.set_payload([uuid.UUID(i) for i in ids], values))
-            self._damaged.difference_update(ids)
+            self.shard.update(qe.UpdateOperation.set_payload(
+                [uuid.UUID(i) if isinstance(i, str) else i for i in ids], values))
+            self._damaged.difference_update(str(i) for i in ids)
+
+    def drop_fields(self, keys: Sequence[str]) -> None:
+        """Remove these payload fields from every point that has one of them."""
+        if self._shard is not None and keys:
+            having = qe.Filter(should=[qe.Filter(must_not=[qe.IsEmptyCondition(k)]) for k in keys])
+            self._room(space.small_write_bytes(self.count()), f"remove {', '.join(keys)} from the points")
+            self._shard.update(qe.UpdateOperation.delete_payload_by_filter(having, list(keys)))
 
     def problems(self) -> list[str]:
         return health.file_problems(self.folder)
@@ -405,6 +507,10 @@ class EdgeStore(EdgeTextMixin):
         try:
             if self._shard is not None:
                 self._shard.flush()
+                if self._written:  # the ledger rises to what the engine serves, never falls (see segments)
+                    with suppress(OSError):
+                        recorded = segments.read_ledger(self.folder) or 0
+                        segments.write_ledger(self.folder, max(recorded, self.count()))
                 self._shard.close()
                 self._shard = None
                 if self._written:  # tmpfs: while the room kept for it is there, so the store opens on a full disk

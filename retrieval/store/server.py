@@ -52,7 +52,9 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> models.Filter | None:
             models.FieldCondition(key="camera_model", match=models.MatchValue(value=where.camera)),
         ]))
     must += server_text_conditions(where)
-    return models.Filter(must=must)
+    must += [models.FieldCondition(key="concepts", match=models.MatchValue(value=n)) for n in where.concepts]
+    must_not = [models.FieldCondition(key="concepts", match=models.MatchValue(value=n)) for n in where.not_concepts]
+    return models.Filter(must=must or None, must_not=must_not or None)
 
 
 def _quantization(config: IndexConfig) -> models.ScalarQuantization | None:

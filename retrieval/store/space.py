@@ -74,6 +74,12 @@ def optimize_bytes(points: int, dim: int, m: int) -> int:
     return SEGMENT_BYTES + points * (8 * dim + 16 * m + 4096) + SLACK
 
 
+def rebuild_bytes(points: int, dim: int, payload_bytes: int, m: int, segment_points: int) -> int:
+    """``clipdex rebuild`` writes a whole new shard beside the old one before it switches: a new collection,
+    every point stored again, and the index build of each full segment (one at a time)."""
+    return CREATE_BYTES + upsert_bytes(points, dim, payload_bytes) + optimize_bytes(min(points, segment_points), dim, m)
+
+
 def require(folder: Path, needed: int, what: str, *, new: bool = False) -> None:
     """Raise :class:`NoSpace` unless ``needed`` bytes, and what the next open of the store in ``folder``
     needs (tmpfs: its unallocated holes, and those a write may add), are free. ``new``: a collection is

@@ -1,0 +1,129 @@
+// The viewer: one photo fitted to the screen, ← and → through the sequence it was opened from, Esc closes;
+// a side panel with the date, camera, size, folder, OCR text, concepts and duplicate status.
+import {
+  $, api, camera, clock, el, folderOf, imageUrl, isVideo, mediaUrl, n, nameOf, plural, wrapAtSlashes,
+} from "./util.js";
+
+const viewer = { sequence: null, index: 0, returnFocus: null, dupKnown: new Map(), hooks: { more: null, dups: null, step: null } };
+export const viewerHooks = viewer.hooks;
+
+/** What the duplicates view learnt: path -> a line about its group (the viewer's duplicate status). */
+export function rememberDuplicates(groups) {
+  for (const g of groups) {
+    for (const f of g.files) {
+      viewer.dupKnown.set(f.path, f.path === g.keep
+        ? `kept in a group of ${g.files.length} (${g.reason}); ${plural(g.duplicates.length, "duplicate")}`
+        : `a duplicate of ${g.keep}`);
+    }
+  }
+}
+
+export const isOpen = () => !$("viewer").hidden;
+
+export async function openViewer(sequence, index) {
+  if (!isOpen()) viewer.returnFocus = document.activeElement;
+  viewer.sequence = sequence;
+  $("viewer").hidden = false;
+  document.body.classList.add("viewing");
+  await show(index);
+  $("viewer-close").focus();
+}
+
+export function closeViewer() {
+  if (!isOpen()) return;
+  const media = $("viewer-media").querySelector("video");
+  if (media) media.pause();
+  $("viewer").hidden = true;
+  $("viewer-media").replaceChildren();
+  document.body.classList.remove("viewing");
+  // focus goes back to the card of the photo last shown (the grid followed the arrows), else where it was
+  const path = $("viewer").dataset.path;
+  const card = [...document.querySelectorAll(".card")].find((c) => c.dataset.path === path && c.offsetParent);
+  if (card) card.querySelector(".thumb").focus();
+  else if (viewer.returnFocus && viewer.returnFocus.isConnected) viewer.returnFocus.focus();
+}
+
+export async function step(delta) {
+  const next = viewer.index + delta;
+  if (!viewer.sequence || next < 0 || next >= viewer.sequence.length) return;
+  await show(next);
+}
+
+function fact(term, value, className) {
+  if (value === undefined || value === null || value === "") return [];
+  const dd = el("dd", { className: className || "" });
+  if (Array.isArray(value)) dd.append(...value); else dd.textContent = String(value);
+  return [el("dt", { textContent: term }), dd];
+}
+
+async function show(index) {
+  const row = await viewer.sequence.get(index);
+  if (!row) return;
+  viewer.index = index;
+  if (viewer.hooks.step) viewer.hooks.step(viewer.sequence, index);
+  let media;
+  if (isVideo(row)) {  // a video moment: play the file from its start
+    media = el("video", { controls: true, preload: "metadata", src: `${mediaUrl(row.path)}#t=${Number(row.start_s) || 0}` });
+    media.addEventListener("loadedmetadata", () => { media.currentTime = Number(row.start_s) || 0; }, { once: true });
+  } else {
+    media = el("img", { src: imageUrl(row.path), alt: nameOf(row.path) });
+  }
+  $("viewer-media").replaceChildren(media);
+  $("viewer-title").replaceChildren(...wrapAtSlashes(nameOf(row.path)));
+  const size = row.width && row.height ? `${row.width} × ${row.height}` : "";
+  const bytes = typeof row.size !== "number" ? "" : row.size < 1 << 20 ? `${(row.size / 1024).toFixed(1)} KiB`
+    : `${(row.size / (1 << 20)).toFixed(1)} MiB`;
+  const concepts = Array.isArray(row.concepts) ? row.concepts.map((c) => (typeof c === "string" ? c : c.name || JSON.stringify(c))) : [];
+  $("viewer-info").replaceChildren(
+    ...fact("Taken", row.taken_at ? String(row.taken_at).replace("T", " ") : "no EXIF date"),
+    ...(row.taken_at || typeof row.mtime !== "number" ? [] : fact("File date", new Date(row.mtime * 1000).toISOString().slice(0, 16).replace("T", " "))),
+    ...fact("Camera", camera(row) || "unknown"),
+    ...fact("Size", [size, bytes, row.format].filter(Boolean).join(" · ")),
+    ...fact("Folder", wrapAtSlashes(folderOf(row))),
+    ...(isVideo(row) ? fact("Moment", `at ${clock(row.start_s)}`) : []),
+    ...fact("Text in image", row.ocr_text, "ocr"),
+    ...fact("Concepts", concepts.length ? concepts.join(", ") : null),
+    ...fact("Position", `${n(index + 1)} of ${n(viewer.sequence.length)}`),
+  );
+  $("viewer-open").href = isVideo(row) ? mediaUrl(row.path) : imageUrl(row.path);
+  $("viewer-prev").disabled = index <= 0;
+  $("viewer-next").disabled = index >= viewer.sequence.length - 1;
+  $("viewer-dup-status").textContent = `Duplicates: ${viewer.dupKnown.get(row.path) || "not checked yet"}`;
+  $("viewer").dataset.path = row.path;
+}
+
+/** "Find duplicates of this": the group that holds this file, from GET /api/duplicates?path=. */
+async function findDuplicates() {
+  const path = $("viewer").dataset.path;
+  $("viewer-dup-status").textContent = "Duplicates: looking…";
+  try {
+    const doc = await api(`/api/duplicates?${new URLSearchParams({ path, limit: 1 })}`);
+    if (doc.groups.length) rememberDuplicates(doc.groups);
+    else viewer.dupKnown.set(path, `none found among ${n(doc.checked)} files`);
+    if ($("viewer").dataset.path === path) {
+      $("viewer-dup-status").textContent = `Duplicates: ${viewer.dupKnown.get(path)}`;
+      if (doc.groups.length && viewer.hooks.dups) {
+        const open = el("button", { type: "button", className: "link", textContent: "review in Duplicates" });
+        open.addEventListener("click", () => { closeViewer(); viewer.hooks.dups(doc.groups[0]); });
+        $("viewer-dup-status").append(" ", open);
+      }
+    }
+  } catch (err) {
+    $("viewer-dup-status").textContent = `Duplicates: ${err.message}`;
+  }
+}
+
+export function initViewer() {
+  $("viewer-close").addEventListener("click", closeViewer);
+  $("viewer-prev").addEventListener("click", () => step(-1));
+  $("viewer-next").addEventListener("click", () => step(1));
+  $("viewer-like").addEventListener("click", () => { const path = $("viewer").dataset.path; closeViewer(); viewer.hooks.more(path); });
+  $("viewer-dups").addEventListener("click", findDuplicates);
+  $("viewer").addEventListener("keydown", (event) => {  // keep Tab inside the dialog
+    if (event.key !== "Tab") return;
+    const focusable = [...$("viewer").querySelectorAll("button:not(:disabled), a[href], video")];
+    const first = focusable[0], last = focusable[focusable.length - 1];
+    if (event.shiftKey && document.activeElement === first) { last.focus(); event.preventDefault(); }
+    else if (!event.shiftKey && document.activeElement === last) { first.focus(); event.preventDefault(); }
+  });
+}
