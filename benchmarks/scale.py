@@ -332,6 +332,7 @@ def main() -> None:
         log(f"hnsw_ef {ef}: {sweep[ef]}")
     store.hnsw_ef = args.hnsw_ef
     good = [row for row in sweep.values() if row["recall@10"] >= 0.99]
+    warmed_mb = round(store.warm() / 2**20)  # as `clipdex serve` does at start: payload indexes in the page cache
     filtered = {name: filtered_recall(store, stand_in, files, timed[:100], where, keep)
                 for name, (where, keep) in filters(args.points).items()}
     log(f"filtered {filtered}")
@@ -360,6 +361,7 @@ def main() -> None:
            "upsert_cpu_s": round(first["upsert_cpu_s"], 1), "index_cpu_s": round(first["index_cpu_s"], 1),
            "resync_cpu_s": round(second["upsert_cpu_s"] + second["index_cpu_s"], 1),
            **{f"{k}_{name}": v for name, row in filtered.items() for k, v in row.items()},
+           "filtered_warmed_mb": warmed_mb, "acorn_max_selectivity": edge_acorn_max_selectivity(),
            "peak_rss_parts_mb": PEAK_PARTS[0], "sampled_peak_mb": sum(PEAK_PARTS[0].values()),
            "rss_anon_mb": status_mb("RssAnon"),
            "rss_anon_searchable_mb": searchable_anon,
@@ -401,6 +403,13 @@ def _layout1(store: Any, settings: Settings, dim: int) -> Any:
     _write_json(folder / META_FILE, meta)
     store.close()
     return open_store(settings.with_overrides(store={"segment_points": 10**12}))  # one appendable segment, as then
+
+
+def edge_acorn_max_selectivity() -> float | None:
+    """The ACORN setting filtered searches ran with (retrieval.store.edge)."""
+    from retrieval.store import edge
+
+    return None if edge._ACORN is None else edge._ACORN.max_selectivity
 
 
 def _bench_dir() -> str:

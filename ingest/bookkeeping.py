@@ -57,11 +57,14 @@ class Sink(Protocol):
 
 
 def file_payload(file: ScannedFile, digest: str, content: dict[str, Any]) -> dict[str, Any]:
-    """The payload of a file's point: path fields from the listing, content fields from its bytes."""
+    """The payload of a file's point: path fields from the listing, content fields from its bytes.
+
+    ``media`` is "image" (a video's moments set "video", ingest.video; points stored before it count as images).
+    """
     key = path_key(file.path)
     payload = {k: v for k, v in content.items() if k in CONTENT_FIELDS}
     # no ``ancestors`` list: ``--folder`` is a prefix match on ``path`` (a layout-1 store adds the list itself)
-    payload.update(path=key, folder=posixpath.dirname(key), size=file.size,
+    payload.update(path=key, folder=posixpath.dirname(key), media="image", size=file.size,
                    mtime=file.mtime_ns / 1e9, mtime_ns=file.mtime_ns, hash=digest)
     if file.root and file.root != file.path:  # a file given as its own root: finish() tags it
         payload["root"] = path_key(file.root)

@@ -61,7 +61,23 @@ def query_bitmap(source: int, out: int, size: int, max_megapixels: float) -> tup
     return image.size
 
 
-JOBS = {"thumbnail": thumbnail_jpeg, "bitmap": query_bitmap}
+def video_frame_jpeg(source: int, time_s: float, size: int, max_megapixels: float) -> bytes:
+    """A JPEG of the frame at ``time_s`` of the video open as ``source``, upright, at most ``size`` pixels on its
+    longer side (PyAV loads in the worker only for this job)."""
+    from ingest.video.frame import frame_at
+    from ingest.video.probe import VideoError
+
+    try:
+        with os.fdopen(os.dup(source), "rb") as fh:
+            image = frame_at(fh, time_s, max_side=size, max_megapixels=max_megapixels)
+    except VideoError as exc:
+        raise DecodeError(str(exc)) from None
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=85)
+    return out.getvalue()
+
+
+JOBS = {"thumbnail": thumbnail_jpeg, "bitmap": query_bitmap, "video_frame": video_frame_jpeg}
 
 
 def _release_memory() -> None:

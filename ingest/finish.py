@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from ingest.bookkeeping import Bookkeeper
 from ingest.plan import IngestPlan
-from ingest.records import is_below, point_id
+from ingest.records import is_below
 from ingest.report import IngestReport
 from retrieval.store import VectorStore
 
@@ -64,10 +64,11 @@ def finish(plan: IngestPlan, book: Bookkeeper, store: VectorStore, report: Inges
             report.held_back.append({"path": root.path, "points": root.points, "would_delete": len(lost)})
         else:
             doomed += lost
-    for start in range(0, len(doomed), chunk):
-        store.delete([point_id(key) for key in doomed[start:start + chunk]])
+    ids = [pid for key in doomed for pid in plan.ids_of(key)] + plan.superseded  # a video's key: its moments
+    for start in range(0, len(ids), chunk):
+        store.delete(ids[start:start + chunk])
         if progress:
-            progress("delete", min(start + chunk, len(doomed)), len(doomed))
+            progress("delete", min(start + chunk, len(ids)), len(ids))
     report.deleted = len(doomed)
     _tag_roots(plan, store)
     unindexed = store.unindexed()

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from ingest.decode import DecodeError, content_hash, load_image, time_limit
 from ingest.ocr_engine import OcrEngine, OcrTimeout, engine_version
+from ingest.scan import is_video_name
 from retrieval.errors import first_line
 from retrieval.settings import Settings
 from retrieval.store.edge_text import STATE_FIELD, TEXT_FIELD
@@ -82,8 +83,8 @@ def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> 
         with time_limit(budget):
             if content_hash(path) != digest:
                 raise DecodeError("changed since it was indexed (run ingest again)")
-            image = load_image(path, max_megapixels=settings.ingest.max_megapixels,
-                               draft_size=settings.ocr.rec_max_side)
+            image = _video_frame(path, settings) if is_video_name(path) else load_image(
+                path, max_megapixels=settings.ingest.max_megapixels, draft_size=settings.ocr.rec_max_side)
             text = engine.read(image, deadline=deadline)
     except OcrTimeout:
         state["ocr_error"] = too_slow
@@ -103,6 +104,20 @@ def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> 
         return state
     state[TEXT_FIELD] = text or None
     return state
+
+
+def _video_frame(path: str, settings: Settings) -> Any:
+    """A video's representative frame for OCR: the one in its middle (its text is set on all its moments)."""
+    from ingest.video.frame import frame_at
+    from ingest.video.probe import VideoError, open_video
+
+    try:
+        with open_video(path) as container:
+            middle = (container.duration or 0) / 2e6
+        return frame_at(path, middle, max_side=settings.ocr.rec_max_side,
+                        max_megapixels=settings.ingest.max_megapixels)
+    except VideoError as exc:
+        raise DecodeError(str(exc)) from None
 
 
 def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False,

@@ -26,7 +26,7 @@ from ingest.plan import IngestPlan, plan_ingest
 from ingest.report import IngestReport
 from ingest.scan import scan_roots
 from ingest.writer import AsyncUpserter
-from retrieval.settings import IngestSettings
+from retrieval.settings import IngestSettings, VideoSettings
 from retrieval.store import VectorStore
 
 if TYPE_CHECKING:  # the model is the caller's: loaded by Index, on torch
@@ -38,8 +38,9 @@ __all__ = ["CONTENT_FIELDS", "IngestReport", "file_payload", "ingest", "plan_roo
 def plan_roots(roots: Sequence[str], store: VectorStore, settings: IngestSettings) -> IngestPlan:
     """Scan ``roots`` with the ``[ingest]`` filters and plan against the store."""
     listing = scan_roots([_absolute(r) for r in roots], include=settings.include, exclude=settings.exclude,
-                         follow_symlinks=settings.follow_symlinks, skip_hidden=settings.skip_hidden)
-    return plan_ingest(listing, store)
+                         follow_symlinks=settings.follow_symlinks, skip_hidden=settings.skip_hidden,
+                         video=settings.video)
+    return plan_ingest(listing, store, videos=settings.video)
 
 
 def run_local(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, settings: IngestSettings, *,
@@ -67,11 +68,12 @@ def run_local(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, setting
 
 def ingest(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, settings: IngestSettings, *,
            batch_size: int, progress: bool | Progress = False, prune: bool = False,
-           index_threshold: int = 20000) -> IngestReport:
+           index_threshold: int = 20000, video: VideoSettings | None = None) -> IngestReport:
     """Bring the collection in line with the image files below ``roots``.
 
     ``progress``: True for a progress bar on stderr, or a callback ``progress(stage, done, total)``.
     ``prune``: delete even when more than ``settings.max_delete_fraction`` of a root's points are gone.
+    ``video``: how videos are sampled (``[video]``; listed only with ``settings.video``), see ingest.video.
     """
     plan = plan_roots(roots, store, settings)
     report = start_report(plan)
@@ -81,6 +83,11 @@ def ingest(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, sett
         book = Bookkeeper(plan, store, writer, report, chunk=settings.upsert_batch)
         if plan.todo:
             run_local(plan, book, encoder, settings, batch_size=batch_size, progress=callback)
+        if plan.videos:
+            from ingest.video import ingest_videos  # PyAV loads only when there are videos
+
+            ingest_videos(plan, book, encoder, video or VideoSettings(), max_megapixels=settings.max_megapixels,
+                          batch_size=batch_size, progress=callback)
     finally:
         writer.close()
         close()
@@ -99,6 +106,8 @@ def _progress(progress: bool | Progress, total: int) -> tuple[Progress | None, C
     def show(stage: str, done: int, total: int) -> None:
         if stage == "read":
             bar.update(done - bar.n)
+        elif stage == "video":
+            print(f"video {done}/{total}", file=sys.stderr, flush=True)
         elif stage == "index" and done == 0:
             print(f"building the search index for {total:,} new points (may take a while)…", file=sys.stderr,
                   flush=True)

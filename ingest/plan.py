@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ingest.records import ancestors, is_below, path_key
-from ingest.scan import EMPTY, Listing, ScannedFile, ScanProblem, root_message
+from ingest.records import ancestors, is_below, path_key, point_id
+from ingest.scan import EMPTY, Listing, ScannedFile, ScanProblem, is_video_name, root_message
 from retrieval.errors import ClipdexError
 from retrieval.store import VectorStore
 
-STORED_FIELDS = ("path", "size", "mtime_ns", "hash")
+STORED_FIELDS = ("path", "size", "mtime_ns", "hash", "media", "video_points")
 
 
 @dataclass
@@ -51,14 +51,25 @@ class IngestPlan:
     on_disk: set[str]  # keys of every listed file
     previous: dict[str, str]  # key -> stored hash, for todo files that already have a point
     present: set[str]  # hashes still on disk: unchanged files now, files read by the run added later
+    videos: list[ScannedFile] = field(default_factory=list)  # new or changed videos (ingest.video)
+    video_ids: dict[str, list[str]] = field(default_factory=dict)  # video key -> its stored moment ids
+    superseded: list[str] = field(default_factory=list)  # ids of incomplete or replaced video versions
+
+    def ids_of(self, key: str) -> list[str]:
+        """The point ids of a stored file: a video's moments, else the one point of an image."""
+        return self.video_ids.get(key) or [point_id(key)]
 
     def root_of(self, key: str) -> RootPlan | None:
         """The first root ``key`` lies below (online or not)."""
         return next((r for r in self.roots if is_below(key, r.path)), None)
 
 
-def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
-    """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points."""
+def plan_ingest(listing: Listing, store: VectorStore, *, videos: bool = True) -> IngestPlan:
+    """Compare ``listing`` (from :func:`ingest.scan.scan_roots`) with the store's points.
+
+    ``videos``: whether the listing includes videos; without them, stored videos are left as they are
+    (not listed is not gone).
+    """
     refuse_aliases([r.path for r in listing.roots if not r.error], list(store.root_counts()))
     roots = [RootPlan(path_key(r.path), offline=r.error, is_file=r.is_file) for r in listing.roots]
     listed: dict[str, ScannedFile] = {path_key(f.path): f for f in listing.files}
@@ -68,9 +79,14 @@ def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
             root.offline = EMPTY  # only matters if the store holds points below it
     problem_paths = {path_key(p.path) for p in listing.problems}
     plan = IngestPlan(roots, [], 0, listing.problems, {}, set(), set(listed), {}, set())
-    for _, payload in store.payloads(STORED_FIELDS):
+    stored_videos: dict[str, dict[str, _Version]] = {}  # key -> content hash -> its stored moments
+    for pid, payload in store.payloads(STORED_FIELDS):
         key, digest = payload.get("path"), payload.get("hash") or ""
         if not isinstance(key, str):
+            continue
+        if payload.get("media") == "video":
+            version = stored_videos.setdefault(key, {}).setdefault(digest, _Version(payload))
+            version.ids.append(pid)
             continue
         if digest:
             plan.known_hashes.add(digest)
@@ -86,9 +102,57 @@ def plan_ingest(listing: Listing, store: VectorStore) -> IngestPlan:
                 plan.previous[key] = digest
             continue
         _place_unlisted(plan, key, digest, problem_paths)
-    plan.todo = list(listed.values())  # new and changed files, in path order
+    for key, versions in stored_videos.items():
+        if videos:
+            _place_video(plan, key, versions, listed, problem_paths)
+    plan.todo = [f for f in listed.values() if not is_video_name(f.path)]  # new and changed images, in path order
+    plan.videos = [f for f in listed.values() if is_video_name(f.path)]
     _check_roots(listing, roots)
     return plan
+
+
+class _Version:
+    """One content version of a stored video: its moments' ids and the payload of the first one read."""
+
+    def __init__(self, payload: dict):
+        self.payload = payload
+        self.ids: list[str] = []
+
+    @property
+    def complete(self) -> bool:
+        """Every moment the version was written with is there (one store request writes them all)."""
+        return len(self.ids) == self.payload.get("video_points")
+
+
+def _place_video(plan: IngestPlan, key: str, versions: dict[str, _Version], listed: dict[str, ScannedFile],
+                 problem_paths: set[str]) -> None:
+    """A stored video: unchanged (its other versions superseded), changed (all replaced once the new one is
+    stored), or unlisted (stale or kept, like an image)."""
+    file = listed.get(key)
+    current = None
+    if file is not None:
+        current = next((d for d, v in versions.items() if v.complete and v.payload.get("size") == file.size
+                        and v.payload.get("mtime_ns") == file.mtime_ns), None)
+    for digest, version in versions.items():
+        if current is not None and digest != current:
+            plan.superseded += version.ids  # a replaced version a kill left behind
+    if current is not None:
+        for root in plan.roots:
+            root.points += is_below(key, root.path)
+        plan.unchanged += 1
+        plan.present.add(current)
+        plan.video_ids[key] = versions[current].ids
+        del listed[key]
+        return
+    if file is not None:  # changed: complete versions are replaced once the new one is stored
+        for root in plan.roots:
+            root.points += is_below(key, root.path)
+        plan.superseded += [pid for v in versions.values() if not v.complete for pid in v.ids]
+        plan.video_ids[key] = [pid for v in versions.values() if v.complete for pid in v.ids]
+        plan.previous[key] = next((d for d, v in versions.items() if v.complete), "")
+        return
+    plan.video_ids[key] = [pid for v in versions.values() for pid in v.ids]
+    _place_unlisted(plan, key, next(iter(versions)), problem_paths)
 
 
 def _place_unlisted(plan: IngestPlan, key: str, digest: str, problem_paths: set[str]) -> None:
@@ -136,4 +200,4 @@ def _check_roots(listing: Listing, roots: list[RootPlan]) -> None:
     if not listing.files and not any(r.points for r in roots):
         where = ", ".join(r.path for r in listing.roots)
         unreadable = f" ({len(listing.problems)} unreadable)" if listing.problems else ""
-        raise ClipdexError(f"no image files found in {where}{unreadable}")
+        raise ClipdexError(f"no image files (or videos) found in {where}{unreadable}")

@@ -101,10 +101,22 @@ def rebatch(chunks: Iterable[Batch], size: int) -> Iterator[Batch]:
             pixels.append(chunk.pixels)
             count += chunk.pixels.shape[0]
         if count >= size or len(results) >= size:
-            yield Batch(results, torch.cat(pixels) if pixels else None)
+            yield Batch(results, _cat(pixels) if pixels else None)
             results, pixels, count = [], [], 0
     if results:
-        yield Batch(results, torch.cat(pixels) if pixels else None)
+        yield Batch(results, _cat(pixels) if pixels else None)
+
+
+def _cat(parts: list[torch.Tensor]) -> torch.Tensor:
+    """The chunks as one batch; pinned chunks (a CUDA ingest) into pinned memory, so the copy to the GPU stays
+    asynchronous (``torch.cat`` alone would return pageable memory)."""
+    if len(parts) == 1:
+        return parts[0]
+    if parts[0].is_pinned():
+        out = torch.empty((sum(p.shape[0] for p in parts), *parts[0].shape[1:]), dtype=parts[0].dtype,
+                          pin_memory=True)
+        return torch.cat(parts, out=out)
+    return torch.cat(parts)
 
 
 def make_loader(dataset: ImageFiles, *, batch_size: int, workers: int, pin_memory: bool) -> DataLoader:

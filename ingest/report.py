@@ -27,6 +27,9 @@ class IngestReport:
     kept: list[dict[str, Any]] = field(default_factory=list)
     held_back: list[dict[str, Any]] = field(default_factory=list)
     index_built: bool = False
+    videos: int = 0  # videos read and stored (ingest.video)
+    moments: int = 0  # their points
+    truncated: list[dict[str, str]] = field(default_factory=list)  # videos sampled up to a cap: {"path", "cap"}
     ocr: dict[str, Any] | None = None  # the OCR pass's report (ingest.ocr.OcrReport.as_dict) when it ran
     concepts: dict[str, Any] | None = None  # new points tagged with the collection's concepts (retrieval.concepts)
 
@@ -34,7 +37,8 @@ class IngestReport:
         return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
                 "moved": self.moved, "duplicates": self.duplicates, "failed": self.failed,
                 "offline": self.offline, "kept": self.kept, "held_back": self.held_back,
-                "index_built": self.index_built, **({"ocr": self.ocr} if self.ocr is not None else {}),
+                "index_built": self.index_built, "videos": self.videos, "moments": self.moments,
+                "truncated": self.truncated, **({"ocr": self.ocr} if self.ocr is not None else {}),
                 **({"concepts": self.concepts} if self.concepts is not None else {})}
 
     def notices(self) -> list[str]:
@@ -44,4 +48,5 @@ class IngestReport:
         lines += [f"held back: {h['would_delete']:,} of {h['points']:,} points below {h['path']} would be deleted "
                   f"(over [ingest] max_delete_fraction); nothing deleted there, new and changed files were "
                   f"stored; run again with --prune to delete them" for h in self.held_back]
+        lines += [f"truncated: {t['path']}: sampled up to {t['cap']}" for t in self.truncated]
         return lines

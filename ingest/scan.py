@@ -45,6 +45,10 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset(
 )
 """Lower-case file extensions, with the dot, that ``scan`` treats as images."""
 
+VIDEO_EXTENSIONS: frozenset[str] = frozenset(
+    {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp", ".mts", ".m2ts"})
+"""Lower-case file extensions, with the dot, that ``scan`` also lists with ``video=True`` (ingest.video)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ScannedFile:
@@ -85,6 +89,16 @@ class Listing:
 def is_image_name(name: str) -> bool:
     """Whether a file name has one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_video_name(name: str) -> bool:
+    """Whether a file name has one of :data:`VIDEO_EXTENSIONS` (case-insensitive)."""
+    return os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS
+
+
+def is_media_name(name: str, video: bool = False) -> bool:
+    """An image name, or (with ``video``) a video name."""
+    return is_image_name(name) or (video and is_video_name(name))
 
 
 @lru_cache(maxsize=256)
@@ -164,13 +178,14 @@ def scan(
     exclude: Sequence[str] = (),
     follow_symlinks: bool = False,
     skip_hidden: bool = True,
+    video: bool = False,
 ) -> tuple[list[ScannedFile], list[ScanProblem]]:
     """Find image files below ``roots``; returns files and problems, both sorted by path.
 
     A root that is missing, unlistable or not a folder/image file raises :class:`ClipdexError`.
     """
     listing = scan_roots(roots, include=include, exclude=exclude, follow_symlinks=follow_symlinks,
-                         skip_hidden=skip_hidden)
+                         skip_hidden=skip_hidden, video=video)
     for root in listing.roots:
         if root.error:
             raise ClipdexError(root_message(root))
@@ -198,7 +213,7 @@ def root_error(top: str) -> str:
         return MISSING
     except OSError as exc:
         return _reason(exc)
-    if stat.S_ISREG(st.st_mode) and is_image_name(top):
+    if stat.S_ISREG(st.st_mode) and is_media_name(top, True):
         return ""
     if not stat.S_ISDIR(st.st_mode):
         return NOT_A_FOLDER
@@ -217,8 +232,10 @@ def scan_roots(
     exclude: Sequence[str] = (),
     follow_symlinks: bool = False,
     skip_hidden: bool = True,
+    video: bool = False,
 ) -> Listing:
-    """Find image files below ``roots``; a root that cannot be listed is reported, never raised."""
+    """Find image files (and with ``video`` video files) below ``roots``; a root that cannot be listed is
+    reported, never raised."""
     include, exclude = tuple(include), tuple(exclude)
     files: dict[tuple[int, int], ScannedFile] = {}
     problems: list[ScanProblem] = []
@@ -243,7 +260,7 @@ def scan_roots(
             continue
         if stat.S_ISDIR(st.st_mode):
             real.append((top, top, (st.st_dev, st.st_ino)))
-        elif stat.S_ISREG(st.st_mode) and is_image_name(top):
+        elif stat.S_ISREG(st.st_mode) and is_media_name(top, video):
             listed[top] = RootListing(top, is_file=True)
             name = os.path.basename(top)
             if (not include or glob_match(name, include)) and not glob_match(name, exclude):
@@ -277,7 +294,7 @@ def scan_roots(
                 is_dir = entry.is_dir()  # no system call for plain entries (d_type)
             except OSError:
                 is_dir = False
-            if not is_dir and not is_link and not is_image_name(entry.name):
+            if not is_dir and not is_link and not is_media_name(entry.name, video):
                 continue  # (a followed symlink is checked: a broken one may be an unmounted folder)
             try:
                 st = entry.stat(follow_symlinks=True)
@@ -288,7 +305,7 @@ def scan_roots(
                 key = (st.st_dev, st.st_ino)
                 if key not in seen_dirs and not glob_match(rel, exclude):
                     (linked if is_link else real).append((path, top, key))
-            elif (stat.S_ISREG(st.st_mode) and is_image_name(entry.name)
+            elif (stat.S_ISREG(st.st_mode) and is_media_name(entry.name, video)
                   and (not include or glob_match(rel, include)) and not glob_match(rel, exclude)):
                 if is_link:
                     linked_files.append((path, st, top))

@@ -6,9 +6,11 @@ field's docstring). ``tests/test_docs.py`` fails when the committed page and thi
 
 from __future__ import annotations
 
+import ast
 import inspect
 import json
 import sys
+import textwrap
 from typing import Any, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -81,20 +83,21 @@ def _cell(text: str) -> str:
     return " ".join(text.split()).replace("``", "`").replace("|", "\\|")
 
 
-def attribute_docs(model: type[BaseModel]) -> dict[str, str]:
-    """The docstring under each annotated attribute of ``model``'s class body and its bases' (what a key means)."""
-    import ast
-    import textwrap
-
+def field_docs(model: type[BaseModel]) -> dict[str, str]:
+    """Each field's docstring (the string right below it in the class body, base classes first), read from the
+    source here rather than by pydantic's ``use_attribute_docstrings`` at every start of every command."""
     docs: dict[str, str] = {}
-    ours = [c for c in model.__mro__ if issubclass(c, BaseModel) and c.__module__.startswith("retrieval")]
-    for cls in reversed(ours):
-        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for node, after in zip(body, body[1:], strict=False):
-            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(after, ast.Expr)
-                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str)):
-                docs[node.target.id] = inspect.cleandoc(after.value.value)
+    for cls in reversed(model.__mro__):
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+            continue
+        try:
+            body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+        except (OSError, TypeError, IndexError, AttributeError):
+            continue
+        for stmt, after in zip(body, body[1:], strict=False):
+            if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name) and isinstance(after, ast.Expr) \
+                    and isinstance(after.value, ast.Constant) and isinstance(after.value.value, str):
+                docs[stmt.target.id] = inspect.cleandoc(after.value.value)
     return docs
 
 
@@ -105,13 +108,13 @@ def section_doc(name: str, model: type[BaseModel]) -> str:
     if doc and model.__doc__ and "__doc__" in model.__dict__:
         lines += [_cell(doc), ""]
     lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
-    docs = attribute_docs(model)
+    docs = field_docs(model)
     for key, field in model.model_fields.items():
-        description = field.description or docs.get(key, "")
-        if not description:
+        meaning = field.description or docs.get(key)
+        if not meaning:
             raise ValueError(f"[{name}] {key} has no docstring in retrieval/settings.py: say what it means")
         lines.append(f"| `{key}` | {_cell(type_name(field))} | `{_cell(toml_value(field.default))}` "
-                     f"| {_cell(description)} |")
+                     f"| {_cell(meaning)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ingest.scan import root_error
+from ingest.video.counts import video_counts
 from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.model.loader import Encoders, planned_engines
@@ -164,7 +165,7 @@ class Index:
         else:
             report = ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                             batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
-                            index_threshold=self.settings.store.index_threshold)
+                            index_threshold=self.settings.store.index_threshold, video=self.settings.video)
         if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
             report.ocr = self.read_text(progress=progress).as_dict()
         from retrieval.concepts.teach import tag_new
@@ -251,7 +252,7 @@ class Index:
                 "store": self.store.location, "label": self.settings.model.label,
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed(), "problems": self.store.problems(),
-                "ocr": self.ocr_status(), "engines": self.engines(meta),
+                "ocr": self.ocr_status(), "engines": self.engines(meta), **video_counts(self.store),
                 "layout": self.store.layout() if meta else LAYOUT}
 
     def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:

@@ -27,9 +27,11 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
 from ingest.records import fs_path, point_id
+from ingest.scan import is_video_name
 from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.index import Index
+from retrieval.search.moments import moment_at
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.run import hit_row
 from retrieval.serving import browse as browse_routes
@@ -37,6 +39,7 @@ from retrieval.serving import concepts as concept_routes
 from retrieval.serving import duplicates as duplicate_routes
 from retrieval.serving.auth import ApiKey
 from retrieval.serving.fd_response import FdResponse
+from retrieval.serving.media import Unsatisfiable, byte_range, video_type
 from retrieval.serving.middleware import (
     ApiPrecondition,
     BodyLimit,
@@ -153,12 +156,10 @@ class Service:
         regular file inside an ingested root (the point's own, or another); else a 404."""
         if not path or "\x00" in path:
             raise ApiError(404, "not an indexed file")
-        with self.lock:
-            found = self.index.store.points([point_id(path)]) if self.index.store.meta() is not None else {}
-        payloads = [payload for _, payload in found.values()]
-        if not payloads or payloads[0].get("path") != path:
+        payload = self.stored_payload(path)
+        if payload is None:
             raise ApiError(404, f"not an indexed file: {path}")
-        own = payloads[0].get("root")
+        own = payload.get("root")
         file = fs_path(path)  # the file itself: a name that is not UTF-8 has an escaped key (ingest.records)
         try:
             try:
@@ -169,6 +170,18 @@ class Service:
                 return open_inside(file, self._roots())  # a link to another ingested root's file
         except NotServable as exc:
             raise ApiError(404, str(exc).replace(file, path)) from None
+
+    def stored_payload(self, path: str) -> dict[str, Any] | None:
+        """The payload of the point stored for ``path`` (a video's first moment), or None."""
+        with self.lock:
+            if self.index.store.meta() is None:
+                return None
+            found = self.index.store.points([point_id(path)])
+            payloads = [payload for _, payload in found.values()]
+            if not payloads and is_video_name(path):
+                hit = moment_at(self.index.store, path, None)
+                payloads = [hit.payload] if hit is not None else []
+        return payloads[0] if payloads and payloads[0].get("path") == path else None
 
     def _roots(self) -> list[str]:
         with self.lock:
@@ -208,13 +221,22 @@ class Service:
             with suppress(FileNotFoundError):
                 os.unlink(bitmap)
 
-    def thumbnail(self, opened: OpenedFile, path: str, size: int) -> tuple[bytes, bool]:
-        """A JPEG at most ``size`` pixels on its longer side, and whether it came from the cache."""
-        key = thumb_key(path, size, opened.st)
+    def thumbnail(self, opened: OpenedFile, path: str, size: int, time_s: float | None = None) -> tuple[bytes, bool]:
+        """A JPEG at most ``size`` pixels on its longer side, and whether it came from the cache; of a video, its
+        frame at ``time_s`` (default: its first moment's frame)."""
+        video = is_video_name(path)
+        if video and time_s is None:
+            first = self.stored_payload(path) or {}
+            time_s = float(first.get("time_s") or 0.0)
+        key = thumb_key(f"{path}#t={time_s:.3f}" if video else path, size, opened.st)
         if (cached := self.thumbs.get(key)) is not None:
             return cached, True
+        cap = self.index.settings.ingest.max_megapixels
         try:
-            data = self.decoders.run("thumbnail", size, self.index.settings.ingest.max_megapixels, fds=(opened.fd,))
+            if video:
+                data = self.decoders.run("video_frame", time_s, size, cap, fds=(opened.fd,))
+            else:
+                data = self.decoders.run("thumbnail", size, cap, fds=(opened.fd,))
         except DecodeError as exc:
             raise ApiError(415, f"cannot read {path}: {exc}") from None
         except DecodersBusy as exc:
@@ -287,6 +309,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         threading.Thread(target=service.decoders.warm, daemon=True).start()  # the first thumbnail is quick
+        threading.Thread(target=index.store.warm, daemon=True).start()  # the first searches read no pages from disk
         threading.Thread(target=app.state.browse.warm, daemon=True).start()  # and the library's first page
         if service.syncer:
             service.syncer.start()
@@ -368,14 +391,36 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         with service.upload(image) as example:
             return service.search(params, example)
 
+    @app.get("/api/media")
+    def api_media(path: str, request: Request) -> Response:
+        """An indexed file's bytes (a video or a photo), with HTTP Range support (retrieval/serving/media.py)."""
+        opened = service.indexed_file(path)
+        headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff",
+                   "Accept-Ranges": "bytes"}
+        try:
+            kind = video_type(path) or media_type(opened, path)
+            try:
+                wanted = byte_range(request.headers.get("range"), opened.size)
+            except Unsatisfiable:
+                opened.close()
+                return Response(b"", status_code=416, headers=headers | {"Content-Range": f"bytes */{opened.size}"})
+            return FdResponse(opened, kind, headers, os.path.basename(path), byte_range=wanted)  # it closes it
+        except BaseException:
+            opened.close()
+            raise
+
     @app.get("/api/image")
-    def api_image(path: str, thumb: Annotated[int | None, Query(ge=16, le=2048)] = None) -> Response:
-        """An indexed file's bytes, or a JPEG thumbnail with ``thumb`` pixels on the longer side."""
+    def api_image(path: str, thumb: Annotated[int | None, Query(ge=16, le=2048)] = None,
+                  t: Annotated[float | None, Query(ge=0, le=1e7, allow_inf_nan=False)] = None) -> Response:
+        """An indexed file's bytes, or a JPEG thumbnail with ``thumb`` pixels on the longer side. Of a video: a
+        JPEG of its frame at ``t`` seconds (default: its first moment), ``thumb`` pixels (default 1024) at most."""
         opened = service.indexed_file(path)
         headers = {"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"}
+        if thumb is None and is_video_name(path):
+            thumb = 1024
         try:
             if thumb is not None:
-                data, cached = service.thumbnail(opened, path, thumb)
+                data, cached = service.thumbnail(opened, path, thumb, t)
                 return Response(data, media_type="image/jpeg",
                                 headers=headers | {"X-Cache": "HIT" if cached else "MISS"})
             return FdResponse(opened, media_type(opened, path), headers, os.path.basename(path))  # it closes it

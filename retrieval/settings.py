@@ -22,8 +22,8 @@ ChannelStd = Annotated[float, Field(gt=0, le=10)]
 
 
 class _Section(BaseModel):
-    # The attribute docstrings below are the keys' documentation (retrieval.config_doc reads them); pydantic's
-    # use_attribute_docstrings would parse this file's source on every start (~0.1 s of every CLI command).
+    # Each field's docstring is its documentation: retrieval.config_doc reads them from the source (pydantic's
+    # use_attribute_docstrings would parse the source at every start of every command).
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     """``allow_inf_nan=False``: every float setting, in every section and in lists, refuses ``inf``, ``-inf``
     and ``nan`` (TOML has all three). Every number also has an upper bound (tests/test_settings.py checks that
@@ -125,6 +125,35 @@ class IngestSettings(_Section):
     max_delete_fraction: float = Field(0.5, ge=0.0, le=1.0)
     """A run that would delete more than this fraction of the points below a root deletes nothing
     there until it is confirmed with ``--prune``."""
+    video: bool = True
+    """Also ingest videos (mp4, mov, m4v, mkv, webm, avi, 3gp, mts, m2ts): one point per moment, see
+    ``[video]`` and docs/video.md (``ingest --no-video`` overrides)."""
+
+
+class VideoSettings(_Section):
+    """``[video]``: how videos are sampled into moments, and the limits per file (docs/video.md)."""
+
+    max_gap_s: float = Field(10.0, gt=0, le=3600)
+    """A long shot gets one moment every this many seconds (each shot gets at least one)."""
+    probe_s: float = Field(0.5, gt=0, le=60)
+    """Where keyframes are sparse, frames this far apart are compared to find shot cuts."""
+    keyframe_gap_s: float = Field(2.0, ge=0, le=60)
+    """Decode keyframes only when no two keyframes are further apart than this (else every frame is decoded
+    and one per ``probe_s`` compared)."""
+    cut_threshold: float = Field(0.08, gt=0, le=1)
+    """A shot cut: the mean absolute difference of two small grey frames (0..1) above this."""
+    merge_cosine: float = Field(0.97, ge=0, le=1.0001)
+    """Neighbouring moments whose vectors are at least this similar become one moment."""
+    max_seconds: float = Field(14400.0, gt=0, le=1e7)
+    """Only the first this many seconds of a video are sampled (a longer one is kept, marked truncated)."""
+    max_frames: int = Field(200_000, ge=1, le=10**9)
+    """Decoded frames per file at most (the moments up to there are kept, marked truncated)."""
+    max_gigapixels: float = Field(400.0, gt=0, le=1e6)
+    """Decoded pixels per file at most, in 10^9 (the moments up to there are kept, marked truncated)."""
+    time_s: float = Field(600.0, gt=0, le=86400)
+    """Wall time per file at most (the moments up to there are kept, marked truncated)."""
+    max_moments: int = Field(2000, ge=1, le=100_000)
+    """Moments per video at most (all of a video's moments are written in one store request)."""
 
 
 class RaySettings(_Section):
@@ -353,6 +382,7 @@ class Settings(_Section):
     model: ModelSettings = ModelSettings()
     store: StoreSettings = StoreSettings()
     ingest: IngestSettings = IngestSettings()
+    video: VideoSettings = VideoSettings()
     search: SearchSettings = SearchSettings()
     ocr: OcrSettings = OcrSettings()
     serve: ServeSettings = ServeSettings()

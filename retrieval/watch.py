@@ -19,7 +19,7 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from ingest.scan import glob_match, is_image_name
+from ingest.scan import glob_match, is_media_name
 from retrieval.settings import IngestSettings
 
 EVENTS = frozenset({"created", "modified", "moved", "deleted", "closed"})
@@ -55,7 +55,7 @@ def selected(root: str, path: str, settings: IngestSettings, *, is_dir: bool) ->
         return False
     if is_dir:
         return not glob_match(rel, settings.exclude)
-    return (is_image_name(parts[-1]) and (not settings.include or glob_match(rel, settings.include))
+    return (is_media_name(parts[-1], settings.video) and (not settings.include or glob_match(rel, settings.include))
             and not glob_match(rel, settings.exclude))
 
 

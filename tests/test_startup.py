@@ -53,7 +53,7 @@ def test_status_and_search_import_only_what_they_use(clipdex, config: Path, tmp_
     out, report = _run("search", "a red square", "--json", "--config", str(config))
     assert len(json.loads(out)) == 3  # the first search of a model may export it to ONNX (that needs torch)
     assert report["loads"] <= 1
-    out, report = _run("search", "a red square", "--json", "--config", str(config))
+    out, report = _run("search", "a blue circle", "--json", "--config", str(config))
     assert len(json.loads(out)) == 3
     loaded = _top(report["modules"])
     assert "onnxruntime" in loaded  # the model runs here...
@@ -62,6 +62,9 @@ def test_status_and_search_import_only_what_they_use(clipdex, config: Path, tmp_
                   "retrieval.model.torch_backend"):
         assert heavy not in loaded, f"clipdex search imported {heavy}"
     assert report["loads"] == 0  # ...and torch never loaded a model
+    again, report = _run("search", "a blue circle", "--json", "--config", str(config))
+    assert json.loads(again) == json.loads(out)  # a repeated text: its vector from the on-disk text cache,
+    assert "onnxruntime" not in _top(report["modules"])  # so no session at all (retrieval.model.text_cache)
 
 
 SEARCHES = r"""

@@ -316,3 +316,38 @@ def test_status_names_an_old_layout_and_clipdex_rebuild_upgrades_it(clipdex, tmp
     assert [r["path"] for r in clipdex(*query).json()] == before
     again = clipdex("ingest", forty, "--json").json()
     assert again["unchanged"] == 40 and again["indexed"] == 0 and again["deleted"] == 0
+
+
+def test_filtered_graph_walks_at_the_filtered_ef_find_nearly_all_of_the_exact_top10(tmp_path):
+    """Filtered searches walk the graph with ACORN at ``FILTERED_EF`` (not ``hnsw_ef``): a camera holding a
+    quarter of the points and a folder holding a fifth still give recall@10 >= 0.99 against an exact filtered
+    search, and only matching points (full_scan_threshold 1: always the graph, never the payload index)."""
+    from retrieval.store.edge import FILTERED_EF
+
+    vectors = _clustered(4000, 32, 3)
+    store = EdgeStore(tmp_path / "s", config=BULK)  # hnsw_ef 128: filtered walks run at FILTERED_EF
+    assert store.hnsw_ef > FILTERED_EF
+    store.create(CollectionMeta("m", "", 32))
+    ids = [str(uuid.UUID(int=i + 1)) for i in range(len(vectors))]
+    cameras = ("Apple", "Canon", "NIKON", "SONY")
+    for lo in range(0, len(vectors), 256):
+        store.upsert(ids[lo:lo + 256], vectors[lo:lo + 256],
+                     [{"path": f"/p/{i % 5}/{i}.jpg", "hash": f"h{i}", "camera_make": cameras[i % 4]}
+                      for i in range(lo, min(lo + 256, len(vectors)))])
+    store.optimize()
+    stored = vectors.astype(np.float16).astype(np.float32)
+    rng = np.random.default_rng(4)
+    cases = {"camera": (SearchFilter(camera="Canon"), np.arange(4000) % 4 == 1),
+             "folder": (SearchFilter(folder="/p/2"), np.arange(4000) % 5 == 2)}
+    for name, (where, mask) in cases.items():
+        recall = []
+        for q in rng.integers(0, 4000, 30):
+            query = vectors[q] + 0.05 * rng.standard_normal(32).astype(np.float32)
+            query /= np.linalg.norm(query)
+            scores = np.where(mask, stored @ query, -np.inf)
+            exact = {ids[i] for i in np.argsort(-scores)[:10]}
+            found = store.query(query, 10, where)
+            assert len(found) == 10 and all(mask[int(uuid.UUID(h.id)) - 1] for h in found), name
+            recall.append(len({h.id for h in found} & exact) / 10)
+        assert np.mean(recall) >= 0.99, (name, np.mean(recall))
+    store.close()

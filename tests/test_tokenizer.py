@@ -125,3 +125,30 @@ def test_no_torch_and_no_open_clip_imported():
             "bad = [m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60,
                    env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=80))
+def test_ftfy_leaves_plain_ascii_as_it_is(text: str):
+    """The tokenizer skips ftfy for printable ASCII without '&' (retrieval.model.tokenizer._PLAIN): ftfy agrees."""
+    import ftfy
+
+    from retrieval.model.tokenizer import _PLAIN
+
+    if _PLAIN.issuperset(text):
+        assert ftfy.fix_text(text) == text
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["dog", "&amp;", "&amp;amp;amp;", "&", "<b>", "\r\n", "\x1b[31m", "\x00", "x"]),
+                max_size=20).map("".join))
+def test_ascii_texts_with_and_without_ftfy_match_open_clip(reference, ours: Tokenizer, text: str):
+    assert np.array_equal(ours([text]), reference([text]).numpy()), repr(text)
+
+
+def test_a_plain_query_does_not_import_ftfy():
+    code = ("import sys; from retrieval.model.tokenizer import load_tokenizer; t = load_tokenizer('ViT-B-32');"
+            "t(['a dog on a beach, at night (2021)']); assert 'ftfy' not in sys.modules;"
+            "t(['caf\\u00e9']); assert 'ftfy' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60,
+                   env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})

@@ -60,7 +60,30 @@ def json_text(obj: Any) -> str:
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(obj, ensure_ascii=False))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+COMMANDS: dict[str, str] = {
+    "ingest": "index_cmds", "search": "index_cmds", "status": "index_cmds", "rebuild": "index_cmds",
+    "train": "learn_cmds", "distill": "learn_cmds", "eval": "learn_cmds", "model": "model_cmds",
+    "serve": "serve_cmd", "duplicates": "dup_cmds", "concept": "concept_cmds"}
+"""Which module of retrieval.cli defines each subcommand: imported only when that command runs (or for the
+full --help), so `clipdex search` does not pay for the imports of training, serving or duplicates."""
+
+
+class LazyGroup(click.Group):
+    """A click group whose subcommands' modules are imported on first use (:data:`COMMANDS`); a module
+    registers its commands on :data:`cli` as it is imported."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(self.commands) | set(COMMANDS))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            import importlib
+
+            importlib.import_module(f"retrieval.cli.{COMMANDS[cmd_name]}")
+        return self.commands.get(cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="clipdex")
 def cli() -> None:
     """clipdex: search image collections by text and by example image."""

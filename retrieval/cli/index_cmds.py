@@ -6,7 +6,7 @@ import os
 import sys
 import uuid
 from contextlib import ExitStack
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,10 +15,29 @@ from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.cli.remote import Server, server_for
 from retrieval.errors import ClipdexError
-from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, SearchRequestError, folder_note
+from retrieval.search.request import (
+    MAX_LIMIT,
+    MAX_MOMENTS,
+    MAX_WEIGHT,
+    SearchRequest,
+    SearchRequestError,
+    folder_note,
+)
+
+if TYPE_CHECKING:
+    from retrieval.index import Index
+    from retrieval.settings import Settings
 
 # retrieval.index (numpy, the store, the models) is imported inside the commands that open the store: a
 # command answered by a running server (retrieval.cli.remote) never loads it.
+
+
+def open_index(settings: Settings, **kwargs: Any) -> Index:
+    """``Index.open``, with retrieval.index (the stores, the model loader: 0.3 s) imported only when a command
+    runs, so that a search starts its text tower's session first (retrieval.model.loader.open_text_ahead)."""
+    from retrieval.index import Index
+
+    return Index.open(settings, **kwargs)
 
 
 @cli.command()
@@ -34,17 +53,19 @@ from retrieval.search.request import MAX_LIMIT, MAX_WEIGHT, SearchRequest, Searc
               help="Confirm deleting more than [ingest] max_delete_fraction of a folder's points.")
 @click.option("--ocr/--no-ocr", default=None,
               help="Then read the text in the images (an OCR pass after the CLIP pass) [default: [ocr] enabled].")
+@click.option("--video/--no-video", default=None,
+              help="Also ingest videos, one point per moment [default: [ingest] video, on].")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
               help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
                    "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool, ocr: bool | None, ray_address: str | None) -> None:
-    """Embed the images below FOLDERS; re-runs only do what changed."""
+           prune: bool, ocr: bool | None, video: bool | None, ray_address: str | None) -> None:
+    """Embed the images and videos below FOLDERS; re-runs only do what changed."""
     if server := server_for(run.settings):
         given = {"--include": include, "--exclude": exclude, "--follow-symlinks": follow_symlinks, "--hidden": hidden,
-                 "--workers": workers, "--ocr": ocr, "--ray": ray_address}
+                 "--workers": workers, "--ocr": ocr, "--video": video, "--ray": ray_address}
         summaries = _remote_ingest(server, folders, prune, [k for k, v in given.items() if v not in (None, ())])
         for summary in summaries:
             for line in summary.get("notices", []):
@@ -52,14 +73,12 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
         run.emit(summaries[0] if len(summaries) == 1 else summaries,
                  lambda: [_ingest_lines(summary) for summary in summaries])
         return
-    from retrieval.index import Index
-
     settings = run.settings.with_overrides(ingest={
         "include": list(include) or None, "exclude": list(exclude) or None, "follow_symlinks": follow_symlinks,
-        "skip_hidden": None if hidden is None else not hidden, "workers": workers})
+        "skip_hidden": None if hidden is None else not hidden, "workers": workers, "video": video})
     made = _new_folders(settings)
     try:
-        with Index.open(settings, create=True) as index:
+        with open_index(settings, create=True) as index:
             show = progress if progress is not None else (not run.json and sys.stderr.isatty())
             if ray_address is None:  # no --ray: the config's [ray] address ("" = this process)
                 ray_address = settings.ray.address
@@ -101,7 +120,8 @@ def _ingest_lines(summary: dict[str, Any]) -> None:
     """The text output of an ingest: its counts, failures and OCR pass (an ingest report's ``as_dict``)."""
     failed = summary["failed"]
     echo(f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, moved {summary['moved']}, "
-         f"duplicates {summary['duplicates']}, deleted {summary['deleted']}, failed {len(failed)}")
+         f"duplicates {summary['duplicates']}, deleted {summary['deleted']}, failed {len(failed)}"
+         + (f", videos {summary['videos']} ({summary.get('moments', 0)} moments)" if summary.get("videos") else ""))
     for item in failed:
         echo(f"  failed: {item['path']}: {item['error']}")
     if summary.get("ocr") is not None:
@@ -214,6 +234,10 @@ def search_request(**options: Any) -> SearchRequest:
 @click.option("--concept", metavar="NAME", help="Rank by this concept (alone, or with TEXT/--image/--like).")
 @click.option("--not-concept", metavar="NAME", help="Steer away from this concept.")
 @click.option("--in-concept", metavar="NAME", help="Only members of this concept.")
+@click.option("--media", type=click.Choice(["image", "video"]), default=None,
+              help="Only photos, or only moments of videos.")
+@click.option("--moments", type=int, default=None, metavar="N",
+              help=f"Up to N moments of one video (1-{MAX_MOMENTS}) [default: 1, its best].")
 @click.option("--paths", "paths_only", is_flag=True,
               help="Print only the matching paths, one per line (for xargs -d '\\n', feh -f -).")
 @common_options
@@ -226,8 +250,8 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
     rows = _remote_search(run, server, options) if server else _local_search(run, request, options)
     if not rows and request.folder and (note := folder_note(request.folder)):
         echo(f"clipdex: note: {note}", err=True)
-    if paths_only:
-        if left_out := echo_paths(rows):
+    if paths_only:  # a moment as path#t=SECONDS
+        if left_out := echo_paths([{**row, "path": _fragment(row)} for row in rows]):
             raise ClipdexError(f"{left_out} matching path(s) left out of --paths: they hold control characters")
         return
 
@@ -235,18 +259,42 @@ def search(run: Run, paths_only: bool, **options: Any) -> None:
         if not rows:
             echo("no results")
         for row in rows:
-            echo(f"{row['score']:.4f}  {row['path']}")
+            at = _moment_at(row)
+            echo(f"{row['score']:.4f}  {row['path']}{at}")
             if row.get("ocr_text"):
                 echo("        text: " + " / ".join(row["ocr_text"].splitlines())[:200])
 
     run.emit(rows, human)
 
 
+def _fragment(row: dict[str, Any]) -> str:
+    """A row's reference for --paths: the path, or ``path#t=SECONDS`` for a video moment."""
+    if row.get("media") == "video" and row.get("time_s") is not None:
+        from retrieval.search.moments import fragment  # (numpy: only for a video moment)
+
+        return fragment(row)
+    return str(row.get("path", ""))
+
+
+def _moment_at(row: dict[str, Any]) -> str:
+    """``  at m:ss (m:ss-m:ss)`` for a video moment, "" for a photo."""
+    if row.get("media") != "video" or "time_s" not in row:
+        return ""
+    from retrieval.search.moments import mmss
+
+    return f"  at {mmss(row['time_s'])} ({mmss(row['start_s'])}-{mmss(row['end_s'])})"
+
+
 def _local_search(run: Run, request: SearchRequest, options: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of a search this process runs itself (it opens the store)."""
-    from retrieval.index import Index
-    from retrieval.search.run import hit_row
+    texts = [t for t in (request.text, *request.negative) if t is not None]
+    if texts:  # a one-shot process: texts' vectors kept on disk, the text tower opened while the store opens
+        from retrieval.model import text_cache
+        from retrieval.model.loader import open_text_ahead
 
+        text_cache.enable()
+        click.get_current_context().call_on_close(lambda: text_cache.enable(False))  # this command only
+        open_text_ahead(run.settings.model, texts)
     url = _image_url(request.image)
     with ExitStack() as stack:
         if url:
@@ -257,12 +305,14 @@ def _local_search(run: Run, request: SearchRequest, options: dict[str, Any]) -> 
                 fetched(url, max_bytes=int(limits.fetch_max_mb * (1 << 20)), timeout_s=limits.fetch_timeout_s))
             request = search_request(**(options | {"image": local}))
         try:
-            with Index.open(run.settings) as index:
+            with open_index(run.settings) as index:
                 hits = index.search(request)
         except ClipdexError as exc:
             if not url:
                 raise
             raise ClipdexError(str(exc).replace(local, url)) from None  # name the URL, not the temporary file
+    from retrieval.search.run import hit_row
+
     return [hit_row(h) for h in hits]
 
 
@@ -331,9 +381,7 @@ def status(run: Run, check: bool) -> None:
         info = server.get("/api/status")
         checked = None
     else:
-        from retrieval.index import Index
-
-        with Index.open(run.settings) as index:
+        with open_index(run.settings) as index:
             info = index.status()
             checked = index.check() if check else None
 
@@ -350,6 +398,8 @@ def status(run: Run, check: bool) -> None:
         for root in info["roots"]:
             state = f"offline: {root['offline']}; its points are kept until it is back" if root["offline"] else "online"
             echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
+        if info.get("videos"):
+            echo(f"videos      {info['videos']:,} ({info['moments']:,} moments)")
         if info["points"]:
             echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
         if info["unindexed"]:
@@ -388,13 +438,12 @@ def status(run: Run, check: bool) -> None:
 @common_options
 def rebuild(run: Run) -> None:
     """Rewrite the embedded store in the current layout (a copy beside it, switched atomically)."""
-    from retrieval.index import Index
     from retrieval.store.layout import LAYOUT
 
     if server := server_for(run.settings):
         raise ClipdexError(f"rebuild rewrites the whole store, which {server.owner()} holds: stop the server "
                            f"(Ctrl-C), run {hints.command('rebuild')}, then start it again")
-    with Index.open(run.settings) as index:
+    with open_index(run.settings) as index:
         before = index.status()["layout"]
 
         def progress(done: int, total: int) -> None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from retrieval.store import SearchFilter, VectorStore
 
-FIELDS = ("path", "hash", "size", "width", "height", "format", "taken_at", "taken_ts", "root", "mtime")
+FIELDS = ("path", "hash", "size", "width", "height", "format", "taken_at", "taken_ts", "root", "mtime", "media")
 CHUNK = 256
 """Points per store call (a server's lock is held for one call at a time)."""
 NEAR_EF = 32
@@ -46,7 +46,8 @@ Lock = AbstractContextManager[Any]
 
 
 def points_in(store: VectorStore, folder: str | None, lock: Lock | None = None) -> list[Point]:
-    """Every point (below ``folder``, a path key, if given) with the payload fields in :data:`FIELDS`."""
+    """Every photo's point (below ``folder``, a path key, if given) with the payload fields in :data:`FIELDS`;
+    video moments are left out (their hits as neighbours are ignored by the caller: no hash of theirs is known)."""
     lock = lock or nullcontext()
     below = None if folder is None else folder.rstrip("/") + "/"
     found = []
@@ -59,6 +60,8 @@ def points_in(store: VectorStore, folder: str | None, lock: Lock | None = None) 
             break
         pid, payload = item
         path = str(payload.get("path", ""))
+        if payload.get("media") == "video":
+            continue  # a video's moments share its hash and path: never duplicates of each other (or photos)
         if path and (below is None or path.startswith(below)):
             found.append(Point(pid, payload))
     found.sort(key=lambda p: p.path)

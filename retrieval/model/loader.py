@@ -8,6 +8,7 @@ import no torch at all. Nothing here imports torch until a torch encoder or an e
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -88,7 +89,7 @@ def load_query_encoder(settings: ModelSettings, built: str | None = None, *,
                     raise ClipdexError(f"model {settings.name} no longer exports to ONNX: {fresh.unexportable}")
                 return fresh
 
-            return OnnxEncoder(export, identity(settings, export), towers, repair=repair)
+            return OnnxEncoder(export, identity(settings, export), towers, repair=repair, log=log)
         except Unexportable as exc:
             if settings.engine == "onnx":
                 raise ClipdexError(f"model {settings.name} cannot run on ONNX Runtime: {exc} "
@@ -99,6 +100,40 @@ def load_query_encoder(settings: ModelSettings, built: str | None = None, *,
                 raise ClipdexError(str(exc)) from None
             log(f"{exc}; searching on torch")
     return load_ingest_encoder(settings)
+
+
+def open_text_ahead(settings: ModelSettings, texts: list[str]) -> None:
+    """Start, in a background thread, what a one-shot text search will need: the tokenizer and the text tower's
+    ONNX Runtime session (retrieval.model.ort_cache.open_ahead), while the process goes on importing and
+    opening the store. Does nothing where the model has no sound export yet (the search exports it), where
+    the texts' vectors are cached on disk (retrieval.model.text_cache), or where the engine is torch. The
+    tower precision is guessed without the collection (as for a new one); a wrong guess costs only that thread,
+    as does a search that needs the session before the thread has started it (it then makes its own)."""
+    if settings.engine == "torch" or not texts or os.environ.get("CLIPDEX_OPEN_AHEAD") != "1":
+        return  # off unless CLIPDEX_OPEN_AHEAD=1: on a busy 2-core machine it measured no faster (benchmarks.md)
+
+    def work() -> None:
+        from retrieval.model import text_cache
+        from retrieval.model.onnx_backend import TOWER_OF, session_options, tokenizer_of
+        from retrieval.model.ort_cache import open_ahead
+
+        try:
+            export = find_export(settings)
+            if export is None or export.unexportable or not export.sizes_ok():
+                return
+            precision = onnx_precisions(settings, None, export)["text"]
+            folder = text_cache.folder_for(str(export.manifest["key"]), precision) if text_cache.enabled() else None
+            dim = int(export.manifest["dim"])
+            if folder is not None and all(text_cache.get(folder, t, dim) is not None for t in texts):
+                return
+            name = TOWER_OF["text"]
+            open_ahead(lambda: export.read(name, precision), str(export.entry(name, precision)["xxh3"]),
+                       export.folder, f"{name}-{precision}", session_options, log=note)
+            tokenizer_of(export.manifest)
+        except Exception:  # noqa: BLE001  only a head start: the search itself says what is wrong
+            return
+
+    threading.Thread(target=work, name="clipdex-text-ahead").start()
 
 
 def load_ingest_encoder(settings: ModelSettings) -> Encoder:

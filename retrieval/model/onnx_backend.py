@@ -10,6 +10,7 @@ opens the image tower), with intra-op threads = cores and sequential execution.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -37,6 +38,28 @@ def session_options(threads: int | None = None) -> Any:
     return options
 
 
+_tokenizers: dict[str, Any] = {}
+_tokenizers_lock = threading.Lock()
+
+
+def tokenizer_of(manifest: dict[str, Any]) -> Any:
+    """The torch-free tokenizer of an export (built once per process: reading the BPE merges takes 0.1 s)."""
+    import json
+
+    from retrieval.model.tokenizer import load_tokenizer
+
+    args = (manifest["open_clip_name"], manifest.get("model_cfg") or None, int(manifest["context_length"]))
+    key = json.dumps(args, sort_keys=True, default=str)
+    with _tokenizers_lock:
+        if key not in _tokenizers:
+            _tokenizers[key] = load_tokenizer(*args)
+        return _tokenizers[key]
+
+
+def _stderr(line: str) -> None:
+    print(f"clipdex: {line}", file=sys.stderr, flush=True)
+
+
 class OnnxEncoder(Encoder):
     """Both towers of an exported model on ONNX Runtime (CPU)."""
 
@@ -44,12 +67,12 @@ class OnnxEncoder(Encoder):
     """Ingest keeps its torch encoder (retrieval.model.loader)."""
 
     def __init__(self, export: Export, identity: ModelIdentity, precision: dict[str, str],
-                 repair: Callable[[str], Export] | None = None):
+                 repair: Callable[[str], Export] | None = None, log: Callable[[str], None] | None = None):
         """``precision``: per tower ("image", "text") the exported variant to run (fp32 or int8).
-        ``repair(problem)``: called with a one-line problem when a file turns out damaged; returns a new export."""
+        ``repair(problem)``: called with a one-line problem when a file turns out damaged; returns a new export.
+        ``log(line)``: says a damaged optimised-graph cache (retrieval.model.ort_cache) being made again."""
         super().__init__()
         from retrieval.model.preprocess import Preprocess
-        from retrieval.model.tokenizer import load_tokenizer
 
         manifest = export.manifest
         self.export = export
@@ -60,7 +83,7 @@ class OnnxEncoder(Encoder):
         self.image_size = int(manifest["image_size"])
         self.context_length = int(manifest["context_length"])
         self.preprocess = Preprocess.from_config(manifest["preprocess_cfg"])
-        tokenizer = load_tokenizer(manifest["open_clip_name"], manifest.get("model_cfg") or None, self.context_length)
+        tokenizer = tokenizer_of(manifest)
         if tokenizer is None:
             raise ExportProblem("the export's tokenizer cannot be read without torch")
         self.tokenizer = tokenizer
@@ -68,6 +91,7 @@ class OnnxEncoder(Encoder):
         self.trim = bool(text.get("trim")) and bool(manifest["towers"]["textual"].get("dynamic_length"))
         self.pool, self.eos_id = str(text.get("pool") or ""), text.get("eos_id")
         self._repair = repair
+        self._log = log or _stderr
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
 
@@ -84,17 +108,24 @@ class OnnxEncoder(Encoder):
         return self._sessions[tower]
 
     def _open(self, tower: str) -> Any:
-        import onnxruntime as ort
+        from retrieval.model.ort_cache import cached_session
 
         name, precision = TOWER_OF[tower], self.tower_precision[tower]
-        try:
-            data = self.export.read(name, precision)
-        except ExportProblem as problem:
-            if self._repair is None:
-                raise
-            self.export = self._repair(str(problem))
-            data = self.export.read(name, precision)
-        return ort.InferenceSession(data, session_options(), providers=["CPUExecutionProvider"])
+
+        def source() -> bytes:
+            try:
+                return self.export.read(name, precision)
+            except ExportProblem as problem:
+                if self._repair is None:
+                    raise
+                self.export = self._repair(str(problem))
+                return self.export.read(name, precision)
+
+        if not self.export.sizes_ok():  # a damaged export is repaired before its cached graph is trusted
+            source()
+        entry = self.export.entry(name, precision)
+        return cached_session(source, str(entry["xxh3"]), self.export.folder, f"{name}-{precision}",
+                              session_options, log=self._log)
 
     def _run(self, tower: str, array: np.ndarray) -> np.ndarray:
         sess = self._session(tower)
@@ -111,9 +142,40 @@ class OnnxEncoder(Encoder):
         return self._run("image", pixels)
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        folder = self._text_folder()
+        if folder is None:
+            return self._encode_texts_now(texts)
+        from retrieval.model import text_cache
+
+        found = {t: v for t in texts if (v := text_cache.get(folder, t, self.dim)) is not None}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            for text, vector in zip(missing, self._encode_texts_now(missing), strict=True):
+                text_cache.put(folder, text, vector)
+                found[text] = vector
+        return np.stack([found[t] for t in texts])
+
+    def _text_folder(self) -> Any:
+        """Where this process keeps text vectors on disk (retrieval.model.text_cache), or None."""
+        from retrieval.model import text_cache
+
+        if not text_cache.enabled():
+            return None
+        return text_cache.folder_for(str(self.export.manifest["key"]), self.tower_precision["text"])
+
+    def open_ahead(self, tower: str) -> None:
+        """Start opening ``tower``'s session in the background (retrieval.model.ort_cache.open_ahead)."""
+        from retrieval.model.ort_cache import open_ahead
+
+        name, precision = TOWER_OF[tower], self.tower_precision[tower]
+        if self.export.sizes_ok():
+            open_ahead(lambda: self.export.read(name, precision), str(self.export.entry(name, precision)["xxh3"]),
+                       self.export.folder, f"{name}-{precision}", session_options, log=self._log)
+
+    def _encode_texts_now(self, texts: list[str]) -> np.ndarray:
         if self.tower_precision["text"] == "int8" and len(texts) > 1:
             # int8 scales activations per batch: one text at a time keeps a text's vector independent of its batch
-            return np.concatenate([self._encode_texts([text]) for text in texts])
+            return np.concatenate([self._encode_texts_now([text]) for text in texts])
         return self._run("text", self.cut(self.tokenizer(texts)))
 
     def cut(self, tokens: np.ndarray) -> np.ndarray:

@@ -45,7 +45,7 @@ def bm25_words(text: str) -> str:
 def ocr_ready(ctx: SearchContext) -> bool:
     """Whether the collection holds recognised text the store can search (the embedded store)."""
     store = ctx.store
-    return hasattr(store, "hybrid") and store.ocr_counts("")["text"] > 0  # type: ignore[attr-defined]
+    return hasattr(store, "hybrid") and store.has_text()  # type: ignore[attr-defined]
 
 
 def check_phrase(ctx: SearchContext, phrase: str) -> None:

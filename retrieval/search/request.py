@@ -9,7 +9,7 @@ A blank string or list entry counts as not given, so an empty form field means "
 from __future__ import annotations
 
 import os
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -32,6 +32,7 @@ MAX_EXAMPLES = 64  # like/unlike point ids or paths, each
 MAX_PATH_CHARS = 4096
 MAX_NAME_CHARS = 256
 MAX_WEIGHT = 1000.0
+MAX_MOMENTS = 20  # --moments: of one video (retrieval.search.moments)
 MAX_CONCEPT_CHARS = 64  # retrieval.concepts.book.MAX_NAME_CHARS
 MAX_PHRASE_CHARS = 200  # text in image: a sign, a receipt line, a password; far longer is no phrase
 
@@ -104,6 +105,9 @@ class SearchParams(BaseModel):
     camera: _text(MAX_NAME_CHARS) = Field(None, description="EXIF camera make or model.")  # type: ignore[valid-type]
     text_in_image: _text(MAX_PHRASE_CHARS) = Field(  # type: ignore[valid-type]
         None, description="Only images whose recognised text holds every word of this (OCR).")
+    media: Literal["image", "video"] | None = Field(None, description="Only photos, or only video moments.")
+    moments: Annotated[int, Field(ge=1, le=MAX_MOMENTS)] = Field(
+        1, description="Moments of one video at most (its best first).")
     ocr: bool = Field(True, description="Fuse CLIP with BM25 over recognised text (false: CLIP only).")
     relevant: bool | None = Field(None, description="Only hits above the query's adaptive cutoff "
                                                     "(default: [search] cutoff); with a concept: its members only.")

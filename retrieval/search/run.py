@@ -17,7 +17,7 @@ import numpy as np
 from ingest.records import path_key
 from retrieval import hints
 from retrieval.errors import ClipdexError
-from retrieval.search import hybrid
+from retrieval.search import hybrid, moments
 from retrieval.search.refs import point_ref, stored_vectors
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError
 from retrieval.search.vector import query_vector
@@ -39,14 +39,15 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
     if req.has_concept:
         from retrieval.search import concept
 
-        return concept.search(ctx, req, _where(ctx, req), _limit(ctx, req))
+        return moments.fetch_collapsed(lambda k: concept.search(ctx, req, _where(ctx, req), k), _limit(ctx, req),
+                                       req.moments)
     if not req.has_query and not req.like and req.text_in_image is None:
         raise ClipdexError("a search needs a text, an example image or a like example (or text in image)"
                            + (" (unlike only pushes results away from examples)" if req.unlike else ""))
     limit = _limit(ctx, req)
     where = _where(ctx, req)
-    if not req.like and not req.unlike:
-        return hybrid.search(ctx, req, where, limit)  # CLIP, and the recognised text where there is some
+    if not req.like and not req.unlike:  # CLIP, and the recognised text where there is some
+        return moments.fetch_collapsed(lambda k: hybrid.search(ctx, req, where, k), limit, req.moments)
     if req.text_in_image is not None:
         hybrid.check_phrase(ctx, req.text_in_image)
         where = dataclasses.replace(where, text=split_joined(req.text_in_image))
@@ -60,7 +61,8 @@ def search(ctx: SearchContext, request: SearchParams | str | None = None, /, **f
     elif req.negative:  # no text or image to steer: negative prompts count as unlike examples
         negatives = np.vstack([negatives, ctx.encoder.encode_texts(list(req.negative))])
     recommend_vector(positives, negatives)  # the same check the engine would make: they must not cancel out
-    return ctx.store.recommend(positives, negatives, limit, where, req.min_score)
+    return moments.fetch_collapsed(lambda k: ctx.store.recommend(positives, negatives, k, where, req.min_score),
+                                   limit, req.moments)
 
 
 def _limit(ctx: SearchContext, req: SearchRequest) -> int:
@@ -69,7 +71,8 @@ def _limit(ctx: SearchContext, req: SearchRequest) -> int:
 
 def _where(ctx: SearchContext, req: SearchRequest) -> SearchFilter:
     return SearchFilter(folder=folder_key(req.folder) if req.folder else None, after=req.after,
-                        before=req.before, camera=camera_name(ctx, req.camera) if req.camera else None)
+                        before=req.before, camera=camera_name(ctx, req.camera) if req.camera else None,
+                        media=req.media)
 
 
 MAX_CAMERAS = 1000
@@ -97,13 +100,14 @@ def camera_name(ctx: SearchContext, camera: str) -> str:
 
 
 def hit_row(hit: Hit) -> dict[str, Any]:
-    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it: ``score`` is the CLIP
-    cosine (what ``min_score`` bounds; BM25 for a search by text in image alone), ``rank_score`` a hybrid hit's
-    fused reciprocal-rank score (the order of hybrid results; absent elsewhere)."""
-    row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6),
+    """One search result as ``clipdex search --json`` and ``GET /api/search`` return it: the payload, with
+    ``media`` ("image" or "video"; a moment also has ``time_s``, ``start_s`` and ``end_s``); ``score`` is the
+    CLIP cosine (what ``min_score`` bounds; BM25 for a search by text in image alone), ``rank_score`` a hybrid
+    hit's fused reciprocal-rank score (the order of hybrid results; absent elsewhere)."""
+    row = {"path": hit.payload.get("path", ""), "score": round(hit.score, 6), "media": "image",
            **({"rank_score": round(hit.rank_score, 6)} if hit.rank_score is not None else {}),
            **{k: v for k, v in hit.payload.items()
-              if k not in ("path", "ancestors", "ocr", "concepts_at", "score", "rank_score")}}
+              if k not in ("path", "ancestors", "ocr", "concepts_at", "video_points", "score", "rank_score")}}
     row["concepts"] = list(hit.payload.get("concepts") or [])
     if "ocr" in hit.payload:  # read by the OCR pass: its text, "" when it found none
         row["ocr_text"] = hit.payload.get("ocr_text") or ""

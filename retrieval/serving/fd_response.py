@@ -35,13 +35,20 @@ def content_disposition(filename: str) -> str:
 class FdResponse(Response):
     """A response that sends ``opened``'s bytes (and closes it); ``headers`` are added as given."""
 
-    def __init__(self, opened: OpenedFile, media_type: str, headers: dict[str, str], filename: str):
+    def __init__(self, opened: OpenedFile, media_type: str, headers: dict[str, str], filename: str, *,
+                 byte_range: tuple[int, int] | None = None):
+        """``byte_range``: (first, last) byte, inclusive, of a satisfiable Range request: a 206 of those bytes."""
         self.opened = opened
-        self.size = opened.size
+        self.start, self.size = 0, opened.size
         self.status_code = 200
         self.background = None
+        extra: list[tuple[bytes, bytes]] = []
+        if byte_range is not None:
+            first, last = byte_range
+            self.start, self.size, self.status_code = first, last - first + 1, 206
+            extra.append((b"content-range", f"bytes {first}-{last}/{opened.size}".encode()))
         self.raw_headers = [(b"content-type", media_type.encode("latin-1")),
-                        (b"content-length", str(self.size).encode()),
+                        (b"content-length", str(self.size).encode()), *extra,
                         (b"last-modified", formatdate(opened.st.st_mtime, usegmt=True).encode()),
                         (b"content-disposition", content_disposition(filename).encode("latin-1")),
                         *((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())]
@@ -54,7 +61,8 @@ class FdResponse(Response):
                 return
             sent = 0
             while sent < self.size:
-                chunk = await anyio.to_thread.run_sync(os.pread, self.opened.fd, min(CHUNK, self.size - sent), sent)
+                chunk = await anyio.to_thread.run_sync(os.pread, self.opened.fd, min(CHUNK, self.size - sent),
+                                                       self.start + sent)
                 if not chunk:
                     log.warning("%s shrank to %d of its %d bytes while being sent; connection closed",
                                 self.opened.real_path, sent, self.size)

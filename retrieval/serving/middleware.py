@@ -246,7 +246,8 @@ def inline_hashes(page: str) -> dict[str, list[str]]:
 def content_security_policy(page: str) -> str:
     """The page's CSP: its own inline blocks (by hash) and same-origin files; nothing from elsewhere, no framing.
 
-    Images may also be ``blob:`` (the preview of a chosen upload) and ``data:`` (the empty favicon)."""
+    Images may also be ``blob:`` (the preview of a chosen upload) and ``data:`` (the empty favicon); media
+    (videos) are same-origin only."""
     hashes = inline_hashes(page)
     return "; ".join([
         "default-src 'none'",

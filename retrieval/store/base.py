@@ -17,7 +17,7 @@ from retrieval.store.layout import LAYOUT  # noqa: F401  (re-exported: retrieval
 
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
-KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts")
+KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts", "media")
 FLOAT_FIELDS = ("taken_ts",)
 LEGACY_KEYWORD_FIELDS = ("ancestors",)
 """Indexed only in layout-1 stores."""
@@ -129,11 +129,14 @@ class SearchFilter:
     text: str | None = None  # every word of this is in the recognised text (ocr_text), see ingest/ocr.py
     concepts: tuple[str, ...] = ()  # a member of each of these concepts (payload ``concepts``, retrieval.concepts)
     not_concepts: tuple[str, ...] = ()  # a member of none of these
+    media: str | None = None  # "image" (points without ``media`` too) or "video" (moments), see ingest.video
+    path: str | None = None  # exactly this file (a video's moments)
 
     @property
     def empty(self) -> bool:
         return (self.folder is None and self.after is None and self.before is None and self.camera is None
-                and not self.text and not self.concepts and not self.not_concepts)
+                and not self.text and not self.concepts and not self.not_concepts and self.media is None
+                and self.path is None)
 
 
 @dataclass(frozen=True)
@@ -211,6 +214,10 @@ class VectorStore(Protocol):
     def optimize(self) -> None:
         """Build the HNSW graph of the points that have none yet, once they are over ``index_threshold``
         (may take a while; the embedded store also does it by itself for each full segment)."""
+
+    def warm(self) -> int:
+        """Read the stored vectors, graphs and payloads into the page cache ahead of the searches of a
+        long-lived process (a server), so its first searches read no pages from disk; returns the bytes read."""
 
     def close(self) -> None: ...
 

@@ -70,6 +70,12 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> qe.Filter | None:
     must += edge_text_conditions(where)
     must += [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.concepts]
     must_not = [qe.FieldCondition(key="concepts", match=qe.MatchValue(name)) for name in where.not_concepts]
+    if where.path is not None:
+        must.append(qe.FieldCondition(key="path", match=qe.MatchValue(where.path)))
+    if where.media == "video":
+        must.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
+    elif where.media is not None:  # images: points stored before ``media`` existed are images too
+        must_not.append(qe.FieldCondition(key="media", match=qe.MatchValue("video")))
     return qe.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -309,6 +315,7 @@ class EdgeStore(EdgeTextMixin):
         """Store points. Once the appendable segment holds ``segment_points`` points it is sealed with its
         HNSW graph (:meth:`optimize`): a large load keeps one segment's payload indexes in RAM at most, and
         builds each segment's graph once, holding no other segment twice (see docs/scale.md)."""
+        self._wrote()
         rows = zip(ids, vectors, layout_payloads(payloads, self._layout), strict=True)
         points = [qe.Point(pid, vec.tolist(), payload) for pid, vec, payload in rows]
         if points:
@@ -331,6 +338,7 @@ class EdgeStore(EdgeTextMixin):
         self._shard, _ = self._open(lambda: qe.EdgeShard.load(str(shard_dir), config))
 
     def delete(self, ids: Sequence[str]) -> None:
+        self._wrote()
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"delete {len(ids)} points")
             if (recorded := segments.read_ledger(self.folder)) is not None:  # lowered first: a lower bound
@@ -390,6 +398,7 @@ class EdgeStore(EdgeTextMixin):
               min_score: float | None = None) -> list[Hit]:
         nearest = qe.Query.Nearest(vector.astype(np.float32).tolist())
         acorn = _ACORN if self._layout >= 2 and not where.empty else None
+        ef = self.hnsw_ef if acorn is None else min(self.hnsw_ef, FILTERED_EF)
 
         def search(k: int, exclude: frozenset[str]) -> list[Hit]:
             wanted = _filter(where, self._layout)
@@ -399,7 +408,7 @@ class EdgeStore(EdgeTextMixin):
             request = qe.QueryRequest(
                 limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
                 with_vector=False,
-                params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, k), quantization=_quantization_params(self.config),
+                params=qe.SearchParams(hnsw_ef=max(ef, k), quantization=_quantization_params(self.config),
                                        acorn=acorn))
             try:
                 points = self.shard.query(request)
@@ -434,6 +443,7 @@ class EdgeStore(EdgeTextMixin):
         return found
 
     def set_payload(self, ids: Sequence[str], values: dict[str, Any]) -> None:
+        self._wrote()
         if ids:
             self._room(space.small_write_bytes(len(ids)), f"update {len(ids)} points")
             self.shard.update(qe.UpdateOperation.set_payload(
@@ -463,6 +473,7 @@ class EdgeStore(EdgeTextMixin):
         return {str(hit.value): int(hit.count) for hit in response.hits}
 
     def set_root(self, root: str) -> None:
+        self._wrote()
         if self._shard is not None:
             untagged = qe.Filter(should=[_below(root, self._layout),
                                          qe.FieldCondition(key="path", match=qe.MatchValue(root))],
@@ -502,6 +513,31 @@ class EdgeStore(EdgeTextMixin):
         """Refuse a write the disk has no room for (:class:`retrieval.store.space.NoSpace`), before it starts."""
         space.require(self.folder, needed, what)
         self._written = True
+
+    def warm(self) -> int:
+        """Read the shard's segment files (vectors, HNSW links, payloads and their indexes) into the page cache;
+        returns the bytes read.
+
+        Vectors are memory-mapped (layout 2, ``on_disk_vectors``): a search reads the pages its graph walk
+        touches, and a page not in the page cache is a disk read inside the query (a 100k store evicted from
+        the cache: its first hundred searches took 5-25 ms each, against 0.5 ms once the pages were in;
+        docs/benchmarks.md). A long-lived process (a server) reads them up front, in a background thread; a
+        one-shot search does not (it needs a few pages). ``posix_fadvise(WILLNEED)`` was tried and did not
+        bring them in. The page cache is the kernel's: nothing here adds to the process's resident memory."""
+        if self._shard is None:
+            return 0
+        total = 0
+        buffer = bytearray(1 << 22)
+        for path in sorted((self.folder / SHARD_DIR / "segments").rglob("*")):
+            try:
+                if path.is_symlink() or not path.is_file():
+                    continue
+                with open(path, "rb", buffering=0) as fh:
+                    while n := fh.readinto(buffer):
+                        total += n
+            except OSError:
+                continue  # a file that cannot be read ahead is read by the search that needs it
+        return total
 
     def close(self) -> None:
         try:
@@ -659,6 +695,12 @@ def _persisted(shard_dir: Path) -> dict[str, Any]:
 
 _ACORN = qe.AcornSearchParams(enable=True)
 """Filtered graph walks look two hops ahead (ACORN): layout 2 builds no per-value graphs to lean on."""
+FILTERED_EF = 24
+"""The ``hnsw_ef`` of a filtered (ACORN) graph walk, when ``[store] hnsw_ef`` is larger. ACORN looks at the
+neighbours' neighbours, so each candidate costs many times a plain step: at a camera filter holding a quarter of
+60k points, ef 128 took 72-90 ms per search with recall@10 1.0, ef 24 took 3-4 ms with 0.998 (a folder holding a
+fifth: 6-9 ms, 0.994; a plain walk without ACORN: 2 ms but 0.86, and still 0.97 at ef 1024); docs/benchmarks.md,
+"Engine, second pass". Filters matching few points are answered exactly from the payload index anyway."""
 _MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
 _DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}

@@ -54,6 +54,12 @@ def _filter(where: SearchFilter, layout: int = LAYOUT) -> models.Filter | None:
     must += server_text_conditions(where)
     must += [models.FieldCondition(key="concepts", match=models.MatchValue(value=n)) for n in where.concepts]
     must_not = [models.FieldCondition(key="concepts", match=models.MatchValue(value=n)) for n in where.not_concepts]
+    if where.path is not None:
+        must.append(models.FieldCondition(key="path", match=models.MatchValue(value=where.path)))
+    if where.media == "video":
+        must.append(models.FieldCondition(key="media", match=models.MatchValue(value="video")))
+    elif where.media is not None:  # images: points stored before ``media`` existed are images too
+        must_not.append(models.FieldCondition(key="media", match=models.MatchValue(value="video")))
     return models.Filter(must=must or None, must_not=must_not or None)
 
 
@@ -294,6 +300,10 @@ class ServerStore(ServerTextMixin):
 
     def flush(self) -> None:
         """Writes are acknowledged with wait=True."""
+
+    def warm(self) -> int:
+        """The server keeps its own memory."""
+        return 0
 
     def close(self) -> None:
         self.client.close()

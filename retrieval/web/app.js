@@ -51,7 +51,8 @@ let statusTimer = null;
 
 function renderStatusLine(s) {
   const line = $("status");
-  line.textContent = `collection ${s.collection} · ${s.points.toLocaleString()} images · model ${s.model}`
+  line.textContent = `collection ${s.collection} · ${(s.points - (s.moments || 0)).toLocaleString()} photos`
+    + (s.videos ? ` · ${plural(s.videos, "video")} (${plural(s.moments, "moment")})` : "") + ` · model ${s.model}`
     + (s.student_of ? ` (student of ${s.student_of})` : "");
   line.title = `store ${s.store}` + (s.pretrained ? ` · weights ${s.pretrained}` : "");
   if (s.label) line.append(el("span", { className: "label", textContent: ` · ${s.label}` }));

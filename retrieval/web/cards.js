@@ -83,7 +83,7 @@ export function card(row, { sequence, index, rank, tag = "li" }) {
   node.dataset.path = row.path;
   const name = nameOf(row.path);
   const thumb = el("button", { type: "button", className: "thumb", title: `view ${row.path}` },
-    el("img", { src: imageUrl(row.path, THUMB), alt: name, loading: "lazy", decoding: "async" }));
+    el("img", { src: imageUrl(row.path, THUMB, isVideo(row) ? row.time_s : undefined), alt: name, loading: "lazy", decoding: "async" }));
   thumb.setAttribute("aria-label", `view ${name}`);
   thumb.addEventListener("click", (event) => {
     if (selection.rows.size || event.shiftKey || event.ctrlKey || event.metaKey) pick(sequence, index, row, event);

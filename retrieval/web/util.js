@@ -35,9 +35,11 @@ export function camera(row) {
   return model.toLowerCase().startsWith(make.toLowerCase()) ? model : `${make} ${model}`.trim();
 }
 
-export function imageUrl(path, thumb) {
+/** A photo's bytes, or its thumbnail (``thumb`` px); a video moment's thumbnail is the frame at ``time`` s. */
+export function imageUrl(path, thumb, time) {
   const params = new URLSearchParams({ path });
   if (thumb) params.set("thumb", thumb);
+  if (thumb && Number.isFinite(Number(time))) params.set("t", Number(time));
   return `/api/image?${params}`;
 }
 
