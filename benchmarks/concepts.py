@@ -14,12 +14,13 @@ min(100, members not yet labelled), on what is not labelled, of
 * ``like``: the mean of the same examples (``--like``: Qdrant's average_vector with no negatives);
 * ``zero_shot``: the name's prompt (Fashion-MNIST: "a photo of a {class}.");
 * ``top10_rounds``: after 1, 2, 3 rounds in which the 10 best unlabelled results are answered;
-* ``review_rounds``: the same with the 10 that ``clipdex concept review`` asks (2 best, 8 nearest the
-  threshold: :func:`retrieval.concepts.learner.uncertain`);
+* ``review_rounds``: the same with the 10 that ``clipdex concept review`` asks (the 10 nearest the threshold:
+  :func:`retrieval.concepts.learner.uncertain`);
 * ``supervised`` (glyphs): a ridge head fitted on half the domain with every label, scored on the other half.
 
 Timing (``--points``, default 100,000 random unit vectors of the model's width): teach (fit + threshold + scoring
-every point) and refit after one answer, p50 of ``--repeats``. Tagging (``--tag-points``, default 1,000,000
+every point) and refit after one answer, p50 of ``--repeats``; ``--baseline path/to/learner.py`` times another
+learner (main's) in alternating rounds in the same run. Tagging (``--tag-points``, default 1,000,000
 synthetic points in a real embedded store loaded without HNSW graphs, 0 to skip): one concept tagged over every
 point (:func:`retrieval.concepts.tagging.tag_vectors_store`: scroll with vectors, score, write what changed).
 
@@ -128,10 +129,40 @@ def supervised(vectors: np.ndarray, labels: np.ndarray) -> float:
     return float(np.mean(aps))
 
 
-def timing(dim: int, points: int, repeats: int) -> dict:
+def load_learner(path: str):  # type: ignore[no-untyped-def]
+    """Another learner.py (e.g. main's) as a module, to time side by side with this one."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("baseline_learner", path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_learner"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def timing(dim: int, points: int, repeats: int, baseline: str | None = None) -> dict:
+    """:func:`timing_of` this learner, and with ``baseline`` (another learner.py) in alternating rounds."""
+    if baseline is None:
+        return timing_of(learner, dim, points, repeats)
+    other = load_learner(baseline)
+    runs: dict[str, list[dict]] = {"this": [], "baseline": []}
+    for _ in range(repeats):
+        runs["this"].append(timing_of(learner, dim, points, 1))
+        runs["baseline"].append(timing_of(other, dim, points, 1))
+    out: dict = {"points": points, "baseline": baseline}
+    for who, rounds in runs.items():
+        for key in ("teach_ms", "teach_cpu_ms", "refit_ms", "refit_cpu_ms"):
+            values = [r[key][0] for r in rounds]
+            out[f"{who}_{key}"] = values
+            out[f"{who}_{key[:-3]}_p50_ms"] = round(float(np.median(values)), 1)
+    return out
+
+
+def timing_of(learner, dim: int, points: int, repeats: int) -> dict:  # type: ignore[no-untyped-def]
     """Teach (fit, threshold, score every point) and a refit after one more answer (which also picks the next 10
     questions): wall ms and CPU ms (``time.process_time``: the work itself, apart from waiting on a busy machine),
-    every round and the p50."""
+    every round and the p50. The name's text vector is random: the word is unknown, the head whitened."""
     rng = np.random.default_rng(0)
     vectors = unit(rng.normal(size=(points, dim)).astype(np.float32))
     text = unit(rng.normal(size=dim).astype(np.float32))
@@ -235,10 +266,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--tag-points", type=int, default=1_000_000)
     parser.add_argument("--skip-quality", action="store_true")
+    parser.add_argument("--timing-dim", type=int, default=0, help="width of the timing's random vectors [the model's]")
+    parser.add_argument("--baseline", default=None, help="another learner.py to time side by side (alternating)")
     parser.add_argument("--only-suggest", action="store_true", help="only the clustering of concept suggest")
     args = parser.parse_args()
     z = embedded(args.config, Path(args.cache), args.data)
-    out: dict = {"method": "ridge head vs library sample + text prior when the word is known + example cache"}
+    out: dict = {"method": "ridge head vs library sample + text prior when the word is known + example cache; "
+                           "whitened by the library sample when it is not; review asks nearest the threshold"}
     if args.only_suggest:
         out = {"suggest": {"fashion_mnist": clustering(z["fm_vectors"], z["fm_labels"]),
                            "glyphs": clustering(z["gl_vectors"], z["gl_labels"])}}
@@ -250,7 +284,8 @@ def main() -> None:
         gl["supervised"] = round(supervised(z["gl_vectors"], z["gl_labels"]), 4)
         out["glyphs"] = gl
     dim = z["fm_vectors"].shape[1]
-    out["timing"] = timing(dim, args.points, args.repeats)
+    width = args.timing_dim or dim
+    out["timing"] = {"dim": width, **timing(width, args.points, args.repeats, args.baseline)}
     if args.tag_points:
         out["tagging"] = tagging(dim, args.tag_points)
     print(json.dumps(out))

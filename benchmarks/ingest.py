@@ -95,10 +95,11 @@ def ensure_images(folder: Path, n: int) -> Path:
 
 # -- experiments ---------------------------------------------------------------------------------
 def apply_experiment(name: str) -> Callable[[], None]:
-    """Monkeypatch ingest.pipeline for one experiment; returns an undo function."""
-    import ingest.pipeline as pipeline
+    """Monkeypatch ingest.reader (which the pipeline reads its loader from) for one experiment; returns an undo
+    function."""
     import ingest.reader as reader
 
+    pipeline = reader  # (the pipeline imports make_loader and ImageFiles from ingest.reader when it runs)
     original_loader, original_dataset = pipeline.make_loader, pipeline.ImageFiles
 
     def undo() -> None:

@@ -23,7 +23,6 @@ from tqdm import tqdm
 from ingest.bookkeeping import CONTENT_FIELDS, Bookkeeper, file_payload
 from ingest.finish import Progress, finish, start_report
 from ingest.plan import IngestPlan, plan_ingest
-from ingest.reader import ImageFiles, make_loader, rebatch
 from ingest.report import IngestReport
 from ingest.scan import scan_roots
 from ingest.writer import AsyncUpserter
@@ -47,6 +46,8 @@ def plan_roots(roots: Sequence[str], store: VectorStore, settings: IngestSetting
 def run_local(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, settings: IngestSettings, *,
               batch_size: int, progress: Progress | None = None) -> None:
     """Read ``plan.todo`` in DataLoader workers, embed the decoded images, hand batches to ``book``."""
+    from ingest.reader import ImageFiles, make_loader, rebatch  # torch: only when there is something to read
+
     dataset = ImageFiles(plan.todo, encoder.preprocess, known_hashes=frozenset(plan.known_hashes),
                          max_megapixels=settings.max_megapixels, file_timeout_s=settings.file_timeout_s,
                          draft_size=encoder.image_size)

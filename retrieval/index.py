@@ -16,6 +16,7 @@ import numpy as np
 
 from ingest.scan import root_error
 from ingest.video.counts import video_counts
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.model.loader import Encoders, planned_engines
 from retrieval.model.precision import mixable, mixes_with
@@ -24,6 +25,7 @@ from retrieval.search import run
 from retrieval.search.request import SearchParams, SearchRequest
 from retrieval.search.vector import query_vector
 from retrieval.settings import Settings
+from retrieval.status import STATUS_KEYS  # noqa: F401  (re-exported: retrieval.index.STATUS_KEYS)
 from retrieval.store import LAYOUT, CollectionMeta, Hit, MetadataLost, VectorStore, open_store
 
 if TYPE_CHECKING:  # torch, open_clip and the ingest pipeline load only when a command embeds something
@@ -141,6 +143,7 @@ class Index:
 
         if not roots:
             raise ClipdexError("ingest needs at least one folder")
+        self._check_roots(roots)  # a typo'd folder is said at once, before a model loads or a collection is made
         address = ray or ""
         if address:
             from ingest.ray_ingest import check_address, ingest_on_ray
@@ -149,7 +152,9 @@ class Index:
         if problems := self.store.problems():
             raise ClipdexError(f"store {self.store.location} is damaged ({problems[0]}); nothing was written: "
                                "restore it from a backup, or ingest into a new --collection")
-        encoder = self.ingest_encoder
+        # An existing collection loads its model only when a file needs reading: a re-run with nothing new or
+        # changed never loads torch.
+        encoder = self.ingest_encoder if self.store.meta() is None or address else _Lazy(lambda: self.ingest_encoder)
         if self.store.meta() is None:
             ident = encoder.identity
             self.store.create(CollectionMeta(ident.name, ident.pretrained, ident.dim, precision=encoder.precision,
@@ -168,6 +173,23 @@ class Index:
         report.concepts = tag_new(self)  # new and moved files join the concepts they belong to
         return report
 
+    def _check_roots(self, roots: Sequence[str | os.PathLike[str]]) -> None:
+        """Refuse a root that cannot be listed (missing, unreadable, not a folder) when the store certainly holds
+        nothing below it (no ingested folder at, below or above it): the pipeline would refuse it too, after
+        loading the model. One that may hold points (an unmounted drive) is left to the pipeline (kept)."""
+        from ingest.records import is_below, path_key
+        from ingest.scan import EMPTY, RootListing, root_message
+
+        stored = list(self.store.root_counts()) if self.store.meta() is not None else []
+        for root in roots:
+            top = os.path.abspath(os.fsdecode(os.fspath(root)))
+            error = root_error(top)
+            if not error or error == EMPTY:
+                continue
+            key = path_key(top)
+            if not any(is_below(r, key) or is_below(key, r) or r == key for r in stored):
+                raise ClipdexError(root_message(RootListing(top, error)))
+
     def read_text(self, *, progress: bool | Progress = False) -> OcrReport:
         """The OCR pass over every image not yet read by the configured OCR engine (ingest.ocr)."""
         from ingest.ocr import run_ocr
@@ -176,8 +198,7 @@ class Index:
             raise ClipdexError(f"OCR needs the embedded store; {self.store.location} cannot hold recognised "
                                "text in clipdex yet (see docs/ocr.md)")
         if self.store.meta() is None:
-            raise ClipdexError(f"collection '{self.settings.store.collection}' is empty or missing at "
-                               f"{self.store.location} (run `clipdex ingest DIR --ocr` first)")
+            raise ClipdexError(self._missing("ingest DIR --ocr"))
         return run_ocr(self.store, self.settings, progress=progress)
 
     # -- search --------------------------------------------------------------------------------
@@ -196,8 +217,21 @@ class Index:
         inside Qdrant. ``like``/``unlike`` (indexed paths or point ids) search by the stored vectors, nothing is
         decoded or encoded for them (Qdrant's average_vector recommendation); with a text or image too, that
         query vector is one more positive example; with neither, negative prompts are unlike examples.
-        How a search runs: the ``retrieval.search`` package (``run.search``).
+        How a search runs: the ``retrieval.search`` package (``run.search``). ``image`` may also be a
+        ``PIL.Image.Image`` (written to a temporary PNG for the search, then deleted).
         """
+        image = fields.get("image")
+        if image is not None and not isinstance(image, (str, os.PathLike)) and hasattr(image, "save"):
+            import tempfile
+
+            fd, path = tempfile.mkstemp(prefix="clipdex-query-", suffix=".png")
+            try:
+                png_modes = ("1", "L", "LA", "I", "P", "RGB", "RGBA")  # others (CMYK, YCbCr, F): as RGB
+                with os.fdopen(fd, "wb") as fh:
+                    (image if image.mode in png_modes else image.convert("RGB")).save(fh, format="PNG")
+                return run.search(self, request, **(fields | {"image": path}))
+            finally:
+                os.unlink(path)
         return run.search(self, request, **fields)
 
     def stored_vectors(self, refs: Sequence[str]) -> np.ndarray:
@@ -237,8 +271,14 @@ class Index:
             raise ClipdexError(f"{self.store.location}: rebuild is for the embedded store; on a Qdrant server, "
                                "create a new --collection and ingest into it")
         if self.store.meta() is None:
-            raise ClipdexError(f"no collection in {self.store.location} yet (run `clipdex ingest` first)")
+            raise ClipdexError(self._missing())
         return int(rebuild(progress))
+
+    def _missing(self, then: str = "ingest DIR") -> str:
+        """The message for a collection that does not exist yet: what the store holds instead, or what fills it."""
+        store = self.settings.store
+        return hints.missing_collection(store.collection, self.store.location,
+                                        None if store.url else self.settings.store_path, then)
 
     def check(self, shown: int = 20) -> dict[str, Any]:
         """Read every stored vector and mark the damaged points, so the next ingest embeds their files again.
@@ -280,9 +320,6 @@ class Index:
         return rows
 
 
-STATUS_KEYS = ("collection", "points", "model", "dim", "student_of", "store", "roots", "offline", "problems",
-               "ocr", "engines", "layout", "videos", "moments")
-"""What ``clipdex status --json`` prints (``Index.status`` has a few more fields)."""
 
 
 def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
@@ -299,3 +336,16 @@ def _metadata_fix(settings: Settings, lost: MetadataLost) -> str:
                           weights=weights_fingerprint(model) or "", student_of=student_of(model))
     return (f"if the configured model ({model.name}) built them, write this line to {lost.meta_file}: "
             f"{json.dumps(meta.as_dict())}; else restore that file from a backup")
+
+
+class _Lazy:
+    """An object loaded on its first use (the ingest model of an existing collection)."""
+
+    def __init__(self, load: Any):
+        self._load = load
+        self._real: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._real is None:
+            self._real = self._load()
+        return getattr(self._real, name)

@@ -28,8 +28,9 @@ from ingest.decode import FORMATS, DecodeError
 from ingest.decode_pool import DecodePool, DecodersBusy
 from ingest.records import fs_path, point_id
 from ingest.scan import is_video_name
+from retrieval import hints
 from retrieval.errors import ClipdexError
-from retrieval.index import STATUS_KEYS, Index
+from retrieval.index import Index
 from retrieval.search.moments import moment_at
 from retrieval.search.request import SearchParams, SearchRequest, SearchRequestError, UnknownPointError
 from retrieval.search.run import hit_row
@@ -55,6 +56,7 @@ from retrieval.serving.safe_open import NotServable, OpenedFile, open_inside
 from retrieval.serving.store_guard import StoreGuard
 from retrieval.serving.thumbs import ThumbnailCache, thumb_key
 from retrieval.settings import ServeSettings
+from retrieval.status import STATUS_KEYS
 from retrieval.store.health import StoreDamaged
 from retrieval.sync import Syncer
 
@@ -119,8 +121,9 @@ class Service:
                 with self.lock:
                     self._last_status = status_doc(self.index.status()) | {"cameras": self.index.cameras()}
         settings = self.index.settings  # the page's hints name the settings this server runs with
+        commands = {"ingest": hints.command_line("ingest DIR"), "watch": hints.command_line("serve --watch DIR")}
         return self._last_status | {"sync": sync, "busy": busy, "can_move": bool(settings.duplicates.move_to),
-                                    "settings": self.settings_flags()}
+                                    "settings": self.settings_flags(), "commands": commands}
 
     def settings_flags(self) -> list[str]:
         """The CLI flags that name this server's store and collection (``--config``, ``--store`` or
@@ -133,7 +136,7 @@ class Service:
     def sync(self, root: str | None, prune: bool = False) -> tuple[bool, dict[str, Any]]:
         """Start a full sync of a watched root (None: all of them), or report the one running."""
         if self.syncer is None:
-            raise ApiError(409, "this server watches no folder (start it with `clipdex serve --watch DIR`)")
+            raise ApiError(409, f"this server watches no folder (start it with {hints.command('serve --watch DIR')})")
         return self.syncer.request(root if root and root.strip() else None, prune=prune)
 
     def search(self, params: SearchParams, image: str | None = None) -> list[dict[str, Any]]:
@@ -357,8 +360,9 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         """``clipdex status --json`` plus ``label``, ``pretrained``, ``unindexed`` (points searched exactly until
         the index is built), ``cameras`` (EXIF camera models and their points), ``sync`` (``--watch`` progress,
         else null), ``busy`` (true: the store was busy, the collection figures are the last ones read),
-        ``can_move`` (``[duplicates] move_to`` is set) and ``settings`` (the CLI flags naming this server's
-        config, store and collection, for commands the page suggests)."""
+        ``can_move`` (``[duplicates] move_to`` is set), ``settings`` (the CLI flags naming this server's
+        config, store and collection, for commands the page suggests) and ``commands`` (``ingest``, ``watch``:
+        whole commands to suggest, with the options this server was started with)."""
         return service.status()
 
     @app.post("/api/ingest", status_code=202)

@@ -24,6 +24,9 @@ from retrieval.store import VectorStore
 from retrieval.store.shared import LockedStore, SyncCancelled
 from retrieval.watch import FolderWatcher
 
+WATCH_POLL_S = 2.0
+"""How often each root's folder is looked at (one stat): renamed away or back, replaced, mounted over, or
+created, it gets a new watch and a sync within this long."""
 MAX_EVENT_WAIT_S = 30.0
 """A burst that never goes quiet (a long copy) is still handled after this long."""
 KEPT_ERRORS = 20
@@ -49,7 +52,7 @@ class Syncer:
         self._cancel = threading.Event()
         store = cast(VectorStore, LockedStore(index.store, lock, self._cancel))
         self.index = Index(index.settings, store, encoders=index.encoders)  # the server's models, loaded once
-        self.watcher = FolderWatcher(self.roots, self.notify)
+        self.watcher = FolderWatcher(self.roots, self.notify, self.appeared)
         self._cond = threading.Condition()
         self._queued: list[str] = list(self.roots)  # the initial sync
         self._prune: set[str] = set()  # roots whose next full sync confirms a mass deletion
@@ -59,6 +62,9 @@ class Syncer:
         self._last: dict[str, Any] | None = None
         self._errors: list[dict[str, Any]] = []
         self._syncs = 0
+        self._next_poll = 0.0
+        self._root_syncs = dict.fromkeys(self.roots, 0)
+        self._root_last: dict[str, dict[str, Any]] = {}
         self._thread = threading.Thread(target=self._run, name="clipdex-sync", daemon=True)
 
     # -- control -----------------------------------------------------------------------------------
@@ -85,6 +91,15 @@ class Syncer:
                     changes.paths.clear()
                     changes.overflow = True
             changes.last = now
+            self._cond.notify_all()
+
+    def appeared(self, root: str) -> None:
+        """A missing root (or a folder on its way) was created (called from watchdog's thread): sync it, which
+        also moves the watch from its parent onto it."""
+        with self._cond:
+            running = self._running["root"] if self._running else None
+            if root not in self._queued and root != running:
+                self._queued.append(root)
             self._cond.notify_all()
 
     def request(self, root: str | None, *, prune: bool = False) -> tuple[bool, dict[str, Any]]:
@@ -121,10 +136,31 @@ class Syncer:
                 "total": running["total"] if running else 0, "queued": list(self._queued),
                 "pending_changes": sum(len(c.paths) for c in self._pending.values()),
                 "syncs": self._syncs, "last": self._last, "errors": list(self._errors),
-                "roots": [{"path": r, "watched": self.watcher.watched(r), "error": self.watcher.errors.get(r, "")}
-                          for r in self.roots],
+                "roots": [self._root_status(r) for r in self.roots],
                 "rescan_interval_s": self.settings.rescan_interval_s,
             }
+
+    def _root_status(self, root: str) -> dict[str, Any]:
+        """One watched folder (``GET /api/status``'s ``sync.roots[]``): ``watched`` (new files are picked up as
+        they arrive), ``state`` (watching, waiting, not watched), ``reason`` in plain words ("" when there is
+        nothing to say), ``error`` (the reason, only when not watched) and its own ``syncs`` and ``last`` sync."""
+        state = self.watcher.states.get(root)
+        kind = state.state if state is not None else "failed"
+        if kind == "waiting":
+            reason = (f"the folder does not exist (not mounted, or not made yet): watching {state.parent} for it "
+                      "to appear; its points are kept")
+        elif kind == "watching":
+            problem = root_problem(root)
+            reason = ("the folder is empty: new files are ingested as they arrive (if it is a disk that is not "
+                      "mounted, its points are kept until it is back)" if problem.startswith("empty") else problem)
+        else:
+            interval = self.settings.rescan_interval_s
+            retry = f"; rescanned every {interval:g} s" if interval > 0 else ""
+            reason = f"not watched: {state.error if state else 'not started'}{retry}"
+        return {"path": root, "watched": kind in ("watching", "waiting"),
+                "state": {"failed": "not watched"}.get(kind, kind), "reason": reason,
+                "error": reason if kind == "failed" else "",
+                "syncs": self._root_syncs.get(root, 0), "last": self._root_last.get(root)}
 
     # -- the sync thread ---------------------------------------------------------------------------
     def _next_job(self) -> tuple[str, str, set[str]] | None:
@@ -146,6 +182,13 @@ class Syncer:
                     if due <= now:
                         return "full", root, set()
                     deadlines.append(due)
+                if now >= self._next_poll:  # a root renamed away or back, replaced, mounted: watch it anew
+                    self._next_poll = now + WATCH_POLL_S
+                    for root in self.roots:
+                        state = self.watcher.states.get(root)
+                        if state is not None and state.state != "failed" and self.watcher.changed(root):
+                            return "full", root, set()
+                deadlines.append(self._next_poll)
                 self._cond.wait(min([*deadlines, now + 3600]) - now)  # (a rescan that is off is due at inf)
         return None
 
@@ -160,10 +203,7 @@ class Syncer:
             error = ""
             try:
                 if kind == "full":
-                    if root_problem(root):
-                        self.watcher.forget(root)  # an unmounted root's watch is dead: renew it when back
-                    else:
-                        self.watcher.ensure(root)
+                    self.watcher.ensure(root)  # the folder itself, or (missing) its parent until it appears
                     with self._cond:
                         prune = root in self._prune
                         self._prune.discard(root)
@@ -195,6 +235,8 @@ class Syncer:
             self._syncs += 1
             self._last = {"root": root, "kind": summary.get("kind", kind), "finished": time.time(),
                           "seconds": round(seconds, 3), "result": summary, "error": error}
+            self._root_syncs[root] = self._root_syncs.get(root, 0) + 1
+            self._root_last[root] = self._last
             if problems:  # errors, and the pipeline's notices (offline roots, points kept, held-back deletions)
                 stamped = [{"root": root, "at": time.time(), "error": p} for p in problems]
                 self._errors = [*self._errors, *stamped][-KEPT_ERRORS:]

@@ -84,6 +84,14 @@ def test_matching_is_word_level_case_and_accent_insensitive(built: tuple[Path, P
     assert both == []
 
 
+def test_text_in_image_matches_word_stems(built: tuple[Path, Path, dict]) -> None:
+    """English stems, in the stored text and the phrase alike: "pharmacies" finds PHARMACY, "totals" Total."""
+    root, config, _ = built
+    for phrase, name in (("pharmacies", "pharmacy.jpg"), ("totals", "receipt.png")):
+        hits = cli(config, "search", "--text-in-image", phrase, "--json")
+        assert [Path(h["path"]).name for h in hits] == [name], (phrase, hits)
+
+
 def test_text_in_image_combines_with_filters_and_a_query(built: tuple[Path, Path, dict]) -> None:
     root, config, _ = built
     hits = cli(config, "search", "a shop", "--text-in-image", "pharmacy", "--json")
@@ -100,6 +108,26 @@ def test_hybrid_ranking_puts_the_sign_first(built: tuple[Path, Path, dict]) -> N
     clip = cli(config, "search", "pharmacy", "--no-ocr", "--json")
     assert all(-1 <= h["score"] <= 1 for h in clip) and len(clip) == len(SIGNS) + 4
     assert [h["score"] for h in clip] == sorted((h["score"] for h in clip), reverse=True)
+
+
+def test_one_score_the_cosine_that_min_score_bounds(built: tuple[Path, Path, dict]) -> None:
+    """Hybrid hits show their CLIP cosine as ``score`` (the fused order as ``rank_score``), and ``--min-score``
+    bounds that cosine for every hit, BM25 matches included."""
+    _, config, _ = built
+    cosine = {h["path"]: h["score"] for h in cli(config, "search", "pharmacy", "--no-ocr", "--json")}
+    hybrid = cli(config, "search", "pharmacy", "--json")
+    assert Path(hybrid[0]["path"]).name == "pharmacy.jpg"
+    assert {h["path"]: h["score"] for h in hybrid} == pytest.approx(cosine, abs=2e-3)
+    ranks = [h["rank_score"] for h in hybrid]
+    assert ranks == sorted(ranks, reverse=True) and all(0 < r < 0.05 for r in ranks)
+    bound = sorted(cosine.values())[len(cosine) // 2]  # half the collection is below it
+    cut = cli(config, "search", "pharmacy", "--min-score", bound, "--json")
+    assert cut and all(h["score"] >= bound for h in cut)
+    assert {h["path"] for h in cut} == {p for p, c in cosine.items() if c >= bound + 2e-3} | (
+        {p for p, c in cosine.items() if abs(c - bound) < 2e-3} & {h["path"] for h in cut})
+    assert len(cli(config, "search", "pharmacy", "--min-score", -1, "--limit", 2, "--json")) == 2  # the limit holds
+    err = cli(config, "search", "--text-in-image", "pharmacy", "--min-score", 0.1, code=2)
+    assert "--min-score" in err and "BM25" in err
 
 
 def test_moved_and_copied_files_reuse_their_text(built: tuple[Path, Path, dict], tmp_path: Path) -> None:
@@ -135,7 +163,7 @@ def test_text_in_image_on_a_store_built_without_ocr(tmp_path: Path, tiny_model_d
     err = cli(config, "search", "--text-in-image", "pharmacy", code=1)
     assert err.strip().splitlines() == [
         "clipdex: error: collection 'test' has no OCR text: it was built without OCR; run `clipdex ingest DIR "
-        "--ocr` (or set [ocr] enabled = true) to read the text in its images"]
+        f"--ocr --config {config}` (or set [ocr] enabled = true) to read the text in its images"]
     assert cli(config, "status", "--json")["ocr"] == {"text": 0, "pending": len(SIGNS) + 1}
     # a collection that was read but holds no words at all
     (tmp_path / "plain").mkdir()

@@ -63,7 +63,7 @@ def test_request_fields_are_normalised_once():
 def test_library_takes_a_request_or_keywords(index: Index):
     for call in (lambda: index.search(SearchRequest(text="a shoe")), lambda: index.search(text="a shoe"),
                  lambda: index.search("a shoe")):
-        with pytest.raises(Exception, match="run `clipdex ingest DIR` first"):  # valid: it reached the store
+        with pytest.raises(Exception, match="run `clipdex ingest DIR[^`]*` first"):  # valid: it reached the store
             call()
 
 

@@ -395,7 +395,7 @@ def test_missing_store_still_serves(tmp_path: Path, tiny_model_dir: Path):
     with Index.open(load_settings(config)) as index, TestClient(create_app(index)) as client:
         status = client.get("/api/status").json()
         assert status["points"] == 0 and status["collection"] == "test"
-        assert_error(client.get("/api/search", params={"q": QUERY}), 400, "run `clipdex ingest DIR` first")
+        assert_error(client.get("/api/search", params={"q": QUERY}), 400, "run `clipdex ingest DIR")
         assert_error(client.get("/api/image", params={"path": "/etc/passwd"}), 404)
     assert not (tmp_path / "nothing-here").exists()  # serving never creates a store
 
@@ -452,6 +452,6 @@ def test_clipdex_serve_command_serves_and_stops_cleanly(tmp_path: Path, tiny_mod
     assert code == 0, err
     assert seen["status"]["points"] == 0 and seen["status"]["collection"] == "test"
     assert seen["page"] == 200 and seen["evil"] == 400
-    assert "run `clipdex ingest DIR` first" in seen["search"]["error"]
+    assert f"run `clipdex ingest DIR --config {config}` first" in seen["search"]["error"]  # the server's settings
     assert f"at {url}/" in err and "server stopped" in err
     assert signal.getsignal(signal.SIGTERM) == before  # handlers restored

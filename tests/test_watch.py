@@ -67,7 +67,7 @@ def sync_status(http: httpx.Client) -> dict[str, Any]:
     return http.get("/api/status").json()["sync"]
 
 
-def serve_watching(config: Path, lib: Path, probe: Callable[[httpx.Client, int], None]) -> tuple[int, str]:
+def serve_watching(config: Path, lib: Path | list[Path], probe: Callable[[httpx.Client, int], None]) -> tuple[int, str]:
     """Run the real `clipdex serve --watch LIB` in this thread (real signals) while ``probe(http, port)``
     runs in another once the server answers; SIGTERM when the probe ends. Returns (exit code, stderr)."""
     port = _free_port()
@@ -84,7 +84,8 @@ def serve_watching(config: Path, lib: Path, probe: Callable[[httpx.Client, int],
 
     prober = threading.Thread(target=run_probe, daemon=True)
     prober.start()
-    code, _, err = run_cli("serve", "--port", port, "--config", config, "--watch", lib, "--log-level", "warning")
+    watch = [arg for folder in (lib if isinstance(lib, list) else [lib]) for arg in ("--watch", folder)]
+    code, _, err = run_cli("serve", "--port", port, "--config", config, *watch, "--log-level", "warning")
     prober.join(10)
     return code, err
 
@@ -223,6 +224,36 @@ def test_an_offline_root_keeps_its_points_and_comes_back(tmp_path: Path, tiny_mo
         assert all(indexed(http, f) for f in files)
 
 
+def test_an_empty_or_missing_folder_is_watched_from_the_start(tmp_path: Path, tiny_model_dir: Path):
+    """A new camera-dump folder (empty) and one not made yet (missing) are watched: files that appear in
+    them are ingested within seconds, and the status says how each is watched, in words."""
+    empty, missing = tmp_path / "dump", tmp_path / "later" / "photos"
+    empty.mkdir()
+    config = watch_config(tmp_path, tiny_model_dir)  # rescans every 600 s: only the watch can be this quick
+    seen: dict[str, Any] = {}
+
+    def probe(http: httpx.Client, port: int) -> None:
+        until(lambda: sync_status(http)["syncs"] >= 2, "the first syncs")
+        seen["start"] = {r["path"]: r for r in sync_status(http)["roots"]}
+        files = write_images(empty, 2)
+        seen["empty"] = until(lambda: all(indexed(http, f) for f in files), "files in the empty folder", 30)
+        files = write_images(missing, 1, start=10)
+        seen["missing"] = until(lambda: all(indexed(http, f) for f in files), "a file in the new folder", 30)
+        seen["after"] = until(lambda: {r["path"]: r for r in sync_status(http)["roots"]}[str(missing)]["state"]
+                              == "watching", "the new folder watched itself")
+
+    code, err = serve_watching(config, [empty, missing], probe)
+    assert code == 0, err
+    start = seen["start"]
+    assert start[str(empty)]["watched"] and start[str(empty)]["state"] == "watching"
+    assert "empty" in start[str(empty)]["reason"] and start[str(empty)]["error"] == ""
+    assert start[str(missing)]["watched"] and start[str(missing)]["state"] == "waiting"
+    assert f"watching {tmp_path} for it to appear" in start[str(missing)]["reason"]
+    assert seen["empty"] and seen["missing"] and seen["after"]
+    assert f"watching {empty} (empty for now: new files are ingested as they arrive)" in err
+    assert f"waiting for {missing} to appear" in err and "retried every" not in err
+
+
 def test_changes_prove_a_file_gone_before_dropping_it(tmp_path: Path, tiny_model_dir: Path):
     """apply_changes: what the events named is checked on disk; an offline root changes nothing."""
     lib = tmp_path / "lib"
@@ -308,21 +339,27 @@ def _ids(start: int, stop: int) -> list[str]:
     return [str(uuid.UUID(int=i + 1)) for i in range(start, stop)]
 
 
-def test_ingest_while_serving_names_the_server_and_watch(tmp_path: Path, tiny_model_dir: Path):
+def test_ingest_while_serving_goes_through_the_server_or_names_it(tmp_path: Path, tiny_model_dir: Path):
     lib = tmp_path / "lib"
     write_images(lib, 2)
+    other = tmp_path / "other"
+    write_images(other, 1)
     config = watch_config(tmp_path, tiny_model_dir)
     seen: dict[str, Any] = {}
 
     def probe(http: httpx.Client, port: int) -> None:
         seen["port"] = port
+        until(lambda: sync_status(http)["syncs"], "the first sync")
         seen["ingest"] = run_cli("ingest", lib, "--config", config)
+        seen["other"] = run_cli("ingest", other, "--config", config)
 
     code, err = serve_watching(config, lib, probe)
     assert code == 0, err
-    ingest_code, _, ingest_err = seen["ingest"]
-    assert ingest_code == 1 and ingest_err.count("\n") == 1
-    assert f"clipdex serve at http://127.0.0.1:{seen['port']}" in ingest_err and "--watch" in ingest_err
+    ingest_code, ingest_out, ingest_err = seen["ingest"]
+    assert ingest_code == 0 and ingest_out.startswith("indexed "), ingest_err
+    other_code, _, other_err = seen["other"]
+    assert other_code == 1 and other_err.count("\n") == 1
+    assert f"clipdex serve at http://127.0.0.1:{seen['port']}" in other_err and "--watch" in other_err
 
 
 def test_an_event_storm_becomes_one_full_sync(tmp_path: Path, tiny_model_dir: Path):

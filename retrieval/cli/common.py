@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from retrieval import hints
 from retrieval.names import collection_problem
 from retrieval.settings import Settings, load_settings
 
@@ -109,6 +110,7 @@ def common_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, config_file: str | None, store_path: str | None, qdrant_url: str | None,
                 collection: str | None, as_json: bool, **kwargs: Any) -> Any:
+        hints.remember(config=config_file, store=store_path, qdrant_url=qdrant_url, collection=collection)
         settings = load_settings(config_file).with_overrides(
             store={"path": store_path, "url": qdrant_url, "collection": collection})
         return fn(Run(settings, as_json), *args, **kwargs)

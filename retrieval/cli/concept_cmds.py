@@ -10,7 +10,13 @@ import click
 from retrieval.cli.common import Run, cli, common_options, echo
 from retrieval.cli.paths import echo_paths
 from retrieval.errors import ClipdexError
-from retrieval.index import Index
+
+
+def _open(run: Run) -> Any:
+    """The collection, opened here (retrieval.index loads numpy and the store: not when the CLI starts)."""
+    from retrieval.index import Index
+
+    return Index.open(run.settings)
 
 
 @cli.group()
@@ -39,7 +45,7 @@ def teach(run: Run, name: str, examples: tuple[str, ...], non_examples: tuple[st
     """Create concept NAME from examples, or add examples and non-examples to it (how feedback arrives)."""
     from retrieval.concepts import teach as do_teach
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         result = do_teach(index, name, examples, non_examples)
     doc = result.as_dict()
     run.emit(doc, lambda: echo(f"concept {doc['name']}: {doc['members']:,} members, {len(doc['examples'])} "
@@ -53,7 +59,7 @@ def list_(run: Run) -> None:
     """The collection's concepts with their member counts."""
     from retrieval.concepts import concepts
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         rows = [c.summary() for c in concepts(index)]
 
     def human() -> None:
@@ -73,7 +79,7 @@ def show(run: Run, name: str) -> None:
     """A concept's examples, non-examples, member count and threshold."""
     from retrieval.concepts import show as do_show
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         doc = do_show(index, name).summary()
     run.emit(doc, lambda: _show_lines(doc))
 
@@ -85,7 +91,7 @@ def forget(run: Run, name: str) -> None:
     """Delete a concept and take it off every photo."""
     from retrieval.concepts import forget as do_forget
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         doc = do_forget(index, name)
     run.emit(doc, lambda: echo(f"forgot concept {doc['name']} ({doc['untagged']:,} photos untagged)"))
 
@@ -98,7 +104,7 @@ def rename(run: Run, name: str, new_name: str) -> None:
     """Give a concept another name."""
     from retrieval.concepts import rename as do_rename
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         doc = do_rename(index, name, new_name).summary()
     run.emit(doc, lambda: echo(f"renamed concept {name} to {doc['name']}"))
 
@@ -110,7 +116,7 @@ def export(run: Run, name: str) -> None:
     """Print the member paths, one per line (for an album, a folder of links, a script)."""
     from retrieval.concepts import member_paths
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         paths = member_paths(index, name)
     if run.json:
         run.emit(paths, lambda: None)
@@ -132,7 +138,7 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
     from retrieval.cli.common import json_text
     from retrieval.concepts import ReviewSession
 
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         session = ReviewSession(index, name)
         asked = 0
         while asked < most:
@@ -176,7 +182,7 @@ def suggest(run: Run, k: int | None, number: int | None, name: str | None) -> No
 
     if (number is None) != (name is None):
         raise click.UsageError("--accept N and --name NAME go together")
-    with Index.open(run.settings) as index:
+    with _open(run) as index:
         if number is not None and name is not None:
             doc = accept(index, number, name, k).as_dict()
             run.emit(doc, lambda: echo(f"concept {doc['name']}: {doc['members']:,} members from suggestion "

@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
-from retrieval import duplicates as dups
 from retrieval.cli.common import Run, cli, common_options, echo
-from retrieval.index import Index
+from retrieval.cli.remote import Server, server_for
+from retrieval.errors import ClipdexError
 from retrieval.settings import Settings
+
+# retrieval.duplicates and retrieval.index load inside the command: answered by a running server, neither is.
 
 _UNIT = click.FloatRange(0.0, 1.0, min_open=True)
 
@@ -43,6 +45,14 @@ def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: 
         raise click.UsageError("--move-to, --undo, --not-duplicates and --forget-decision do not go together")
     if paths and not (not_duplicates or forget_decision):
         raise click.UsageError("file arguments go with --not-duplicates or --forget-decision only")
+    if server := server_for(run.settings):
+        _remote(run, server, paths, folder=folder, threshold=threshold, min_similarity=min_similarity,
+                neighbours=neighbours, move_to=move_to, undo=undo, not_duplicates=not_duplicates,
+                forget_decision=forget_decision)
+        return
+    from retrieval import duplicates as dups
+    from retrieval.index import Index
+
     with Index.open(run.settings) as index:
         if undo is not None:
             result = dups.undo_moves(index, undo)
@@ -65,7 +75,8 @@ def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: 
             dups.resolve.check_destination(move_to, list(index.store.root_counts()))  # before the slow part
         found = dups.find_in(index, options)
         if move_to is None:
-            run.emit(found.as_dict(), lambda: _table(found))
+            doc = found.as_dict()
+            run.emit(doc, lambda: _table(doc, len(found.unreadable)))
             return
         if not any(g.duplicates for g in found.groups):
             run.emit({"manifest": "", "moved": [], "skipped": [], "points_dropped": 0, "groups": 0},
@@ -99,19 +110,71 @@ def _moved(settings: Settings, result: dict[str, Any]) -> None:
         echo(f"clipdex: warning: {result['warning']}", err=True)
 
 
-def _table(found: dups.Found) -> None:
-    if not found.groups:
-        echo(f"no duplicates among {found.checked:,} files")
+def _table(found: dict[str, Any], unreadable: int) -> None:
+    """The text output of a duplicates search (``Found.as_dict()``; ``unreadable``: how many in all)."""
+    groups = found["groups"]
+    if not groups:
+        echo(f"no duplicates among {found['checked']:,} files")
         return
-    for n, group in enumerate(found.groups, 1):
-        echo(f"group {n} ({group.reason}, similarity {group.similarity:.3f})")
-        echo(f"  keep  {_file(group.keep.row())}   [{group.keep_reason}]")
-        for dup in group.duplicates:
-            echo(f"  dup   {_file(dup.row())}")
-    dupes = sum(len(g.duplicates) for g in found.groups)
-    echo(f"{len(found.groups)} groups, {dupes} duplicates among {found.checked:,} files")
-    if found.unreadable:
-        echo(f"unreadable now (skipped): {len(found.unreadable)} files, e.g. {found.unreadable[0]}")
+    for n, group in enumerate(groups, 1):
+        keep, *duplicates = group["files"]
+        echo(f"group {n} ({group['reason']}, similarity {group['similarity']:.3f})")
+        echo(f"  keep  {_file(keep)}   [{group['keep_reason']}]")
+        for dup in duplicates:
+            echo(f"  dup   {_file(dup)}")
+    dupes = sum(len(g["duplicates"]) for g in groups)
+    echo(f"{len(groups)} groups, {dupes} duplicates among {found['checked']:,} files")
+    if unreadable:
+        echo(f"unreadable now (skipped): {unreadable} files, e.g. {found['unreadable'][0]}")
+
+
+PAGE = 100
+"""Groups per ``GET /api/duplicates`` page (its largest)."""
+
+
+def _remote(run: Run, server: Server, paths: tuple[str, ...], *, folder: str | None, threshold: float | None,
+            min_similarity: float | None, neighbours: int | None, move_to: str | None, undo: str | None,
+            not_duplicates: bool, forget_decision: bool) -> None:
+    """``clipdex duplicates`` asked of the server that holds the store (``/api/duplicates``, ``/resolve``)."""
+    import os
+
+    if undo is not None or forget_decision:
+        what = "--undo puts files back and re-adds their points" if undo is not None else "--forget-decision"
+        raise ClipdexError(f"{what}: it needs the store, which {server.owner()} holds; stop the server, then run "
+                           "it again")
+    if not_duplicates:
+        files = [os.path.abspath(os.path.expanduser(p)) for p in paths]
+        if len(set(files)) < 2:
+            raise ClipdexError("--not-duplicates needs two or more indexed files")
+        result = server.post_json("/api/duplicates/resolve", {"action": "not-duplicates", "paths": files})
+        result.pop("action", None)
+        run.emit(result, lambda: echo(f"remembered: {len(result['not_duplicates'])} files are not duplicates of "
+                                      "each other (undo with --forget-decision)"))
+        return
+    params = {"folder": os.path.abspath(os.path.expanduser(folder)) if folder else None, "threshold": threshold,
+              "min_similarity": min_similarity, "neighbours": neighbours, "limit": PAGE, "refresh": True}
+    first = server.get("/api/duplicates", params | {"offset": 0})
+    groups = list(first["groups"])
+    while len(groups) < first["total"]:
+        page = server.get("/api/duplicates", params | {"offset": len(groups), "refresh": None})
+        if not page["groups"]:
+            break
+        groups += page["groups"]
+    found = {"groups": groups} | {k: first.get(k) for k in ("checked", "candidates", "verified", "unreadable",
+                                                             "seconds")}
+    if move_to is None:
+        run.emit(found, lambda: _table(found, int(first.get("unreadable_count") or 0)))
+        return
+    moving = [{"keep": g["keep"], "paths": g["duplicates"]} for g in groups if g["duplicates"]]
+    if not moving:
+        run.emit({"manifest": "", "moved": [], "skipped": [], "points_dropped": 0, "groups": 0},
+                 lambda: echo(f"no duplicates among {found['checked']:,} files; nothing moved"))
+        return
+    result = server.post_json("/api/duplicates/resolve", {"action": "move", "groups": moving,
+                                                          "move_to": os.path.abspath(os.path.expanduser(move_to))})
+    result.pop("action", None)
+    run.emit(result | {"groups": len(groups), "undo": undo_command(run.settings, result["manifest"])},
+             lambda: _moved(run.settings, result))
 
 
 def _file(row: dict[str, Any]) -> str:

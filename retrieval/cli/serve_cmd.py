@@ -6,13 +6,14 @@ import ipaddress
 import os
 import signal
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING
 
 import click
 
-from retrieval.cli.common import Run, cli, common_options, echo
+from retrieval.cli.common import Run, cli, common_options, echo, json_text
 from retrieval.errors import ClipdexError
 
 if TYPE_CHECKING:
@@ -83,6 +84,16 @@ def watched_roots(paths: list[str]) -> list[str]:
     return [r for r in roots if not any(r != o and r.startswith(o.rstrip("/") + "/") for o in roots)]
 
 
+def _watch_line(root: str, problem: str) -> str:
+    """What ``serve`` says about a watched folder at start, in plain words."""
+    if problem.startswith("missing"):
+        return (f"waiting for {root} to appear (it does not exist now; its points are kept, and it is ingested "
+                "as soon as it is there)")
+    if problem.startswith("empty"):
+        return f"watching {root} (empty for now: new files are ingested as they arrive)"
+    return f"watching {root}" + (f" (now {problem}: its points are kept)" if problem else "")
+
+
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback exposes your indexed images to the network.")
@@ -96,7 +107,10 @@ def watched_roots(paths: list[str]) -> list[str]:
                    "adds to [serve] watch).")
 @common_options
 def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch: tuple[str, ...]) -> None:
-    """Serve the search API and a web page (http://127.0.0.1:8000/ by default)."""
+    """Serve the search API and a web page (http://127.0.0.1:8000/ by default).
+
+    With --json, one JSON line on stdout once it listens: {"url", "collection", "points", "pid", "watch"}.
+    """
     keyed = bool(run.settings.serve.api_key)
     if not is_loopback(host) and not keyed and not insecure:
         raise ClipdexError(f"refusing to serve on {host} without an API key: set [serve] api_key or "
@@ -122,9 +136,11 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
             echo(f"clipdex: serving collection '{info['collection']}' ({info['points']} images) "
                        f"at {url_of(sock)}  (Ctrl-C stops)", err=True)
             for root in roots:
-                problem = root_problem(root)
-                echo(f"clipdex: watching {root}" + (f" (now {problem}: its points are kept, retried every "
-                           f"{run.settings.serve.rescan_interval_s:g} s)" if problem else ""), err=True)
+                echo(f"clipdex: {_watch_line(root, root_problem(root))}", err=True)
+            if run.json:  # for scripts: one line on stdout once the socket listens (requests queue until served)
+                click.echo(json_text({"url": url_of(sock), "collection": info["collection"], "points": info["points"],
+                                      "pid": os.getpid(), "watch": roots}))
+                sys.stdout.flush()
             if not is_loopback(host) and not keyed:
                 echo(f"clipdex: warning: {host} is not a loopback address and no API key is set "
                            "(--insecure): anyone who can reach it can search and view the indexed images", err=True)

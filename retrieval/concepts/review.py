@@ -1,6 +1,7 @@
-"""Review: active learning on a concept. The candidates shown are those the concept is least sure of (nearest its
-threshold, plus the two best not yet labelled); each answer refits the concept at once (milliseconds: the vectors
-are held in memory for the session) and the next candidates follow from the refit.
+"""Review: active learning on a concept. The candidates shown are those the concept is least sure of, nearest its
+threshold (:data:`retrieval.concepts.learner.CONFIRM_BEST` of the best first: 0, as measured); each answer refits
+the concept at once (milliseconds: the vectors are held in memory for the session, their whitened norms kept) and
+the next candidates follow from the refit.
 """
 
 from __future__ import annotations

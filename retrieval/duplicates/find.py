@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.records import fs_path
+from retrieval import hints
 from retrieval.duplicates.candidates import Lock, Point, neighbours, points_in
 from retrieval.duplicates.decisions import Decisions
 from retrieval.duplicates.keeper import Candidate, candidate, choose
@@ -103,7 +104,7 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
     with lock or nullcontext():
         empty = store.meta() is None or store.count() == 0
     if empty:
-        raise ClipdexError(f"collection at {store.location} holds no vectors (run `clipdex ingest DIR` first)")
+        raise ClipdexError(f"collection at {store.location} holds no vectors (run {hints.command('ingest DIR')} first)")
     started = time.perf_counter()
     points = points_in(store, options.folder, lock)
     by_hash: dict[str, list[Point]] = defaultdict(list)

@@ -28,6 +28,7 @@ import torch
 from PIL import Image, ImageDraw
 from torch import nn
 
+from retrieval import hints
 from retrieval.errors import first_line
 from retrieval.model.onnx_files import (
     EXPORT_VERSION,
@@ -66,8 +67,8 @@ def export_model(settings: ModelSettings, *, log: Callable[[str], None] | None =
     key = export_key(settings)  # Unexportable for random weights, before anything loads
     folder = _folder(settings, key) if key is not None else None  # a read-only cache: said before torch loads
     if log is not None:
-        log(f"exporting model {settings.name} to ONNX Runtime for fast searches (once; `clipdex model export` "
-            "does it ahead of time)")
+        log(f"exporting model {settings.name} to ONNX Runtime for fast searches (once; "
+            f"{hints.command('model export')} does it ahead of time)")
     encoder = TorchEncoder.load(settings.model_copy(update={"precision": "fp32", "device": "cpu"}))
     if key is None:  # a hub model: known once downloaded
         key = export_key(settings)

@@ -15,7 +15,11 @@ HF_HUB = "hf-hub:"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 PROBE_TIMEOUT_S = 5.0
-FIX = 'set model.pretrained to a local checkpoint file, or model.name to "local-dir:PATH"'
+FIX = ('set model.pretrained to a local checkpoint file, or model.name to "local-dir:PATH" (a folder with '
+       f"{CONFIG_FILE} and {WEIGHT_FILES[0]}: copy them from the model's Hugging Face page on a machine that can "
+       "reach it; docs/models.md); or try the bundled model, which needs no download: `clipdex ingest "
+       "samples/fashion-mnist --config configs/demo.toml` (`make demo`)")
+"""How to go on without a download: the weights put in place by hand, or the demo model that ships with clipdex."""
 
 
 def cached_file(repo: str, filenames: tuple[str, ...]) -> Path | None:

@@ -5,8 +5,10 @@
   image query by RRF of CLIP and BM25. It combines with every filter (all inside the engine).
 * A plain text query on a collection with OCR text is hybrid: CLIP nearest and BM25 over ``ocr_text``
   (the query's words without English stop words) fused by reciprocal rank in the engine
-  (``Prefetch`` + ``Fusion.Rrf``). Hybrid hits' ``score`` is the fused RRF score; ``ocr=False``
-  (``--no-ocr``) or ``[search] hybrid = false`` gives pure CLIP with cosine scores.
+  (``Prefetch`` + ``Fusion.Rrf``). Hybrid hits are ordered by the fused RRF score (``rank_score``); their
+  ``score`` is still the CLIP cosine, and ``min_score`` bounds it for every hit, BM25 matches included, so a
+  shown score and the bound always mean the same thing. ``ocr=False`` (``--no-ocr``) or
+  ``[search] hybrid = false`` gives pure CLIP, ordered by cosine.
 * ``relevant``: the CLIP list keeps only hits above the query's adaptive cutoff (retrieval.search.cutoff).
 """
 
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.search import cutoff
 from retrieval.search.request import SearchRequest, SearchRequestError
@@ -56,7 +59,8 @@ def check_phrase(ctx: SearchContext, phrase: str) -> None:
                            "support in clipdex (see docs/ocr.md)")
     if not store.has_ocr():  # type: ignore[attr-defined]
         raise ClipdexError(f"collection '{name}' has no OCR text: it was built without OCR; run "
-                           "`clipdex ingest DIR --ocr` (or set [ocr] enabled = true) to read the text in its images")
+                           f"{hints.command('ingest DIR --ocr')} (or set [ocr] enabled = true) to read the text in "
+                           "its images")
     if not ocr_ready(ctx):
         raise ClipdexError(f"collection '{name}' has no recognised text: OCR found no words in any of its images")
 

@@ -23,7 +23,6 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ingest.exif import parse_date
 from retrieval.errors import ClipdexError
 
 MAX_LIMIT = 10000
@@ -55,6 +54,8 @@ def _drop_blank(value: Any) -> Any:
 def _date(value: Any) -> Any:
     value = _blank_to_none(value)
     if isinstance(value, str):
+        from ingest.exif import parse_date  # (PIL: loaded only when a date is given)
+
         try:
             return parse_date(value)
         except ClipdexError as exc:
@@ -149,9 +150,13 @@ class SearchRequest(SearchParams):
         elif request is not None:
             fields = {"text": request, **fields}
         try:
-            return cls.model_validate(fields)
+            request = cls.model_validate(fields)
         except ValidationError as exc:
             raise SearchRequestError.of(exc) from None
+        if request.min_score is not None and not request.has_query and not request.like and request.text_in_image:
+            raise SearchRequestError("min_score", "bounds the CLIP cosine of a text or image query; a search by text "
+                                                  "in image alone is ranked by BM25 (add a text, or leave it out)")
+        return request
 
     @property
     def has_concept(self) -> bool:
@@ -182,3 +187,19 @@ class SearchRequestError(ClipdexError):
         loc = [str(p) for p in first.get("loc", ()) if not isinstance(p, int)]
         return cls(loc[0] if loc else "", first.get("msg", "invalid value"))
 
+
+def folder_note(folder: str) -> str:
+    """Why a search below ``folder`` found nothing, when it is because there is no such folder ("" otherwise):
+    ``--folder`` matches whole folder names, so the folders beside it whose names start that way are named."""
+    path = os.path.abspath(os.path.expanduser(folder))
+    if os.path.isdir(path):
+        return ""
+    parent, name = os.path.split(path.rstrip("/"))
+    try:
+        with os.scandir(parent) as entries:
+            beside = sorted(e.name for e in entries if e.name.startswith(name) and e.is_dir())
+    except OSError:
+        beside = []
+    hint = f"; did you mean {' or '.join(os.path.join(parent, b) for b in beside[:3])}?" if beside else ""
+    return (f"no such folder: {folder} (--folder matches whole folder names, and keeps the files below one at "
+            f"any depth){hint}")

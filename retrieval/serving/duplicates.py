@@ -23,6 +23,7 @@ or its decisions changed, a resolve happened, ``refresh=true`` asks, or :data:`M
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from retrieval import duplicates as dups
+from retrieval import hints
 from retrieval.duplicates.decisions import decisions_file
 
 MAX_AGE_S = 300.0
@@ -70,6 +72,9 @@ class ResolveRequest(BaseModel):
     paths: list[PathText] | None = Field(None, min_length=1, max_length=MAX_PATHS)
     keep: PathText | None = None
     groups: list[GroupBody] | None = Field(None, min_length=1, max_length=MAX_PATHS)
+    move_to: Annotated[str, Field(min_length=1, max_length=4096)] | None = None
+    """``move`` only: the folder the client expects (``clipdex duplicates --move-to DIR``); it must be the
+    server's own ``[duplicates] move_to``: a client never chooses where files go."""
     selection: bool = False
     """``move`` only: ``paths`` are files selected on the page, not a group (no ``keep``)."""
 
@@ -102,6 +107,10 @@ class _Cache:
 
 def _busy(status: int, message: str) -> HTTPException:
     return HTTPException(status, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def _same_folder(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
 
 
 def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None = None) -> None:
@@ -178,18 +187,24 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
                              folder: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
                              threshold: Annotated[float | None, Query(gt=0, le=1)] = None,
                              min_similarity: Annotated[float | None, Query(gt=0, le=1)] = None,
+                             neighbours: Annotated[int | None, Query(ge=1, le=256)] = None,
                              path: Annotated[str | None, Query(min_length=1, max_length=4096)] = None,
                              refresh: bool = False) -> dict[str, Any]:
         """Groups as ``clipdex duplicates --json`` prints them, ``limit`` from ``offset``, and ``total``;
         ``path``: only the group holding that file (none: it has no duplicates); ``can_undo``: a move made
-        through this server can be put back (``POST /api/duplicates/undo``)."""
-        options = dups.options_of(index.settings, folder=folder, threshold=threshold, min_similarity=min_similarity)
+        through this server can be put back (``POST /api/duplicates/undo``); ``candidates``, ``verified``,
+        ``unreadable`` (the first 20; ``unreadable_count``: all) and ``seconds`` as that command prints them."""
+        options = dups.options_of(index.settings, folder=folder, threshold=threshold, min_similarity=min_similarity,
+                                  neighbours=neighbours)
         found = await groups(options, refresh)
         chosen = found.groups if path is None else [
             g for g in found.groups if path in (g.keep.path, *(d.path for d in g.duplicates))]
         rows = [g.row() for g in chosen[offset:offset + limit]]
+        whole = found.as_dict()
         return {"groups": rows, "checked": found.checked, "total": len(chosen), "offset": offset,
-                "limit": limit, "can_move": bool(index.settings.duplicates.move_to), "can_undo": bool(manifests)}
+                "limit": limit, "can_move": bool(index.settings.duplicates.move_to), "can_undo": bool(manifests),
+                "candidates": whole["candidates"], "verified": whole["verified"], "unreadable": whole["unreadable"],
+                "unreadable_count": len(found.unreadable), "seconds": whole["seconds"]}
 
     def known_group(keep: str, paths: list[str]) -> dups.Group:
         """The group the server found that holds ``keep`` and every one of ``paths`` (409 if none does)."""
@@ -212,7 +227,10 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
         move_to = index.settings.duplicates.move_to
         if not move_to:
             raise HTTPException(409, "this server has no [duplicates] move_to folder; set it to move files from "
-                                     "the page, or use `clipdex duplicates --move-to DIR`")
+                                     f"the page, or use {hints.command('duplicates --move-to DIR')}")
+        if body.move_to is not None and not _same_folder(body.move_to, move_to):
+            raise HTTPException(409, f"this server moves duplicates into its [duplicates] move_to folder only, not "
+                                     f"{body.move_to}; use that folder, or stop the server to move them elsewhere")
         if body.selection:  # files selected on the page: no group, no keeper; each checked like a duplicate
             result = dups.move_files(index, dups.selection_moves(index, body.paths or [], service.lock),
                                      move_to, service.lock)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from retrieval import hints
 from retrieval.store.base import VectorStore
 
 
@@ -39,4 +40,4 @@ class StoreGuard:
             return None
         what = "deleted" if now is None else "replaced by another one"
         return (f"the store {self.folder} was {what} while the server was running; "
-                "restart `clipdex serve` (after `clipdex ingest DIR`)")
+                f"restart {hints.command('serve')} (after {hints.command('ingest DIR')})")

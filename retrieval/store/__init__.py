@@ -1,20 +1,45 @@
-"""Vector storage: embedded qdrant-edge by default, a Qdrant server when a URL is set."""
+"""Vector storage: embedded qdrant-edge by default, a Qdrant server when a URL is set.
+
+The names below load on first use (numpy, qdrant-edge): ``retrieval.store.lock``, which the CLI reads to find
+a running server, is importable without them.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from retrieval.errors import ClipdexError
 from retrieval.names import collection_problem
 from retrieval.settings import Settings
-from retrieval.store.base import LAYOUT, CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
-from retrieval.store.edge import EdgeStore, MetadataLost
 
-__all__ = ["LAYOUT", "CollectionMeta", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore",
+if TYPE_CHECKING:
+    from retrieval.store.base import LAYOUT, CollectionMeta, Hit, IndexConfig, SearchFilter, VectorStore
+    from retrieval.store.edge import EdgeStore, MetadataLost
+
+_BASE = frozenset({"LAYOUT", "CollectionMeta", "Hit", "IndexConfig", "SearchFilter", "VectorStore"})
+_EDGE = frozenset({"EdgeStore", "MetadataLost"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BASE:
+        from retrieval.store import base
+
+        return getattr(base, name)
+    if name in _EDGE:
+        from retrieval.store import edge
+
+        return getattr(edge, name)
+    raise AttributeError(f"module 'retrieval.store' has no attribute {name!r}")
+
+__all__ = ["LAYOUT", "CollectionMeta", "EdgeStore", "Hit", "IndexConfig", "MetadataLost", "SearchFilter", "VectorStore",
            "index_config",
            "open_store"]
 
 
 def index_config(settings: Settings) -> IndexConfig:
     """The ``[store]`` settings that shape a new collection's vector storage and HNSW index."""
+    from retrieval.store.base import IndexConfig
+
     s = settings.store
     return IndexConfig(m=s.hnsw_m, ef_construct=s.hnsw_ef_construct, quantization=s.quantization,
                        rescore=s.quantization_rescore, oversampling=s.quantization_oversampling,
@@ -45,4 +70,6 @@ def open_store(settings: Settings, *, create: bool = False, owner: str | None = 
             raise ClipdexError(f"cannot create store directory {folder}: {exc.strerror}") from None
     elif folder.exists() and not folder.is_dir():
         raise ClipdexError(f"store path {folder} is not a directory")
+    from retrieval.store.edge import EdgeStore
+
     return EdgeStore(folder, hnsw_ef=store.hnsw_ef, owner=owner, config=index_config(settings))

@@ -7,22 +7,18 @@ import json
 import logging
 import math
 import posixpath
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.store.layout import LAYOUT  # noqa: F401  (re-exported: retrieval.store.base.LAYOUT)
+
 # Payload fields with a Qdrant payload index, so filters never post-filter. ``path`` has a prefix index:
 # ``--folder`` is a prefix match on it (see docs/scale.md).
 KEYWORD_FIELDS = ("path", "hash", "camera_make", "camera_model", "root", "concepts", "media")
 FLOAT_FIELDS = ("taken_ts",)
-LAYOUT = 2
-"""The store layout this clipdex writes. 1 (clipdex before 0.x of issue 18): float32 vectors, a keyword
-list ``ancestors`` (every folder above a file) indexed for ``--folder``. 2: float16 vectors, no
-``ancestors``; ``--folder`` is a prefix match on the ``path`` index; payload indexes memory-mapped once
-their segment is sealed. Layout-1 stores open, search and ingest unchanged (their points keep getting
-``ancestors``); ``clipdex rebuild`` rewrites one in layout 2."""
 LEGACY_KEYWORD_FIELDS = ("ancestors",)
 """Indexed only in layout-1 stores."""
 SCORE_TOLERANCE = 1e-3  # float rounding of a cosine between unit vectors stays far below this
@@ -145,9 +141,14 @@ class SearchFilter:
 
 @dataclass(frozen=True)
 class Hit:
+    """One result. ``score``: the CLIP cosine of the query and the stored vector (what ``min_score`` bounds),
+    or the BM25 score of a search by text in image alone. ``rank_score``: a hybrid hit's fused reciprocal-rank
+    score, which orders hybrid results (None elsewhere)."""
+
     id: str
     score: float
     payload: dict[str, Any]
+    rank_score: float | None = None
 
 
 class VectorStore(Protocol):
@@ -244,6 +245,24 @@ def layout_payloads(payloads: Sequence[dict[str, Any]], layout: int) -> Sequence
         return [p if "ancestors" in p or not isinstance(p.get("path"), str)
                 else {**p, "ancestors": folder_chain(p["path"])} for p in payloads]
     return [{k: v for k, v in p.items() if k != "ancestors"} if "ancestors" in p else p for p in payloads]
+
+
+def fused_hits(points: Iterable[tuple[str, float, dict[str, Any], Any]], query: np.ndarray, limit: int,
+               min_score: float | None) -> list[Hit]:
+    """Hybrid hits from fused points (id, RRF score, payload, stored vector), best fused first: each one's
+    ``score`` is its CLIP cosine (the stored vector against ``query``), ``rank_score`` the RRF score; a hit whose
+    cosine is below ``min_score`` is left out (a BM25 match too), then the first ``limit`` are kept."""
+    query = np.asarray(query, np.float32)
+    hits: list[Hit] = []
+    for pid, fused, payload, vector in points:
+        stored = np.asarray(vector if vector is not None else [], np.float32).ravel()
+        cosine = float(stored @ query) if stored.shape == query.shape else float("nan")
+        if min_score is not None and cosine < min_score:
+            continue
+        hits.append(Hit(pid, cosine, payload, rank_score=fused))
+        if len(hits) == limit:
+            break
+    return sane_hits(hits)
 
 
 def sane_hits(hits: Sequence[Hit]) -> list[Hit]:

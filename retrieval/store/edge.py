@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.store import health, segments, space
 from retrieval.store.base import (
@@ -304,7 +305,7 @@ class EdgeStore(EdgeTextMixin):
     @property
     def shard(self) -> qe.EdgeShard:
         if self._shard is None:
-            raise ClipdexError(f"no collection in {self.folder} yet (run `clipdex ingest` first)")
+            raise ClipdexError(hints.missing_collection(self.folder.name, str(self.folder), self.folder.parent))
         return self._shard
 
     def layout(self) -> int:
@@ -413,7 +414,7 @@ class EdgeStore(EdgeTextMixin):
                 points = self.shard.query(request)
             except Exception as exc:  # qdrant-edge raises plain exceptions: a file it cannot read
                 raise health.StoreDamaged(f"cannot search store {self.folder}: {str(exc).splitlines()[0]}; "
-                                          "`clipdex status --check` says what is damaged") from None
+                                          f"{hints.command('status --check')} says what is damaged") from None
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
         return health.refill(search, limit, self._damaged)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import qdrant_edge as qe
 
-from retrieval.store.base import Hit, SearchFilter, sane_hits
+from retrieval.store.base import Hit, SearchFilter, fused_hits
 
 TEXT_FIELD = "ocr_text"
 STATE_FIELD = "ocr"
@@ -22,8 +22,16 @@ RRF_K = 60  # the usual reciprocal-rank constant: a rank r contributes 1 / (60 +
 
 
 def text_index() -> qe.TextIndexParams:
+    """The ``ocr_text`` index: words, lowercased, accents folded, English Snowball stems (the engine stems the
+    stored text and every phrase searched alike, so "kitchen" finds "KITCHENS"), BM25 scoring."""
     return qe.TextIndexParams(tokenizer=qe.TokenizerType.Word, lowercase=True, ascii_folding=True,
-                              min_token_len=1, max_token_len=40, scoring=True)
+                              min_token_len=1, max_token_len=40, scoring=True,
+                              stemmer=qe.SnowballParams(qe.SnowballLanguage.English))
+
+
+def _stemmed(info: Any) -> bool:
+    params = getattr(info, "params", None)
+    return getattr(params, "stemmer", None) is not None
 
 
 def text_condition(words: str) -> qe.FieldCondition:
@@ -61,8 +69,12 @@ class EdgeTextMixin:
         self._text_seen = None
 
     def _text_indexes(self, have: set[str]) -> bool:
-        """Create the text and state indexes the shard lacks; True if it made one."""
+        """Create the text and state indexes the shard lacks (and replace a text index made before stemming:
+        the stored text is unchanged, the index is rebuilt from it once); True if it made one."""
         made = False
+        if TEXT_FIELD in have and not _stemmed((self.shard.info().payload_schema or {}).get(TEXT_FIELD)):
+            self.shard.update(qe.UpdateOperation.delete_field_index(TEXT_FIELD))
+            have = have - {TEXT_FIELD}
         if TEXT_FIELD not in have:
             self.shard.update(qe.UpdateOperation.create_field_index(TEXT_FIELD, text_index()))
             made = True
@@ -130,8 +142,10 @@ class EdgeTextMixin:
                min_score: float | None = None, depth: int = 100) -> list[Hit]:
         """CLIP nearest (``vector``) and BM25 over ``ocr_text`` (``words``), fused by RRF in the engine.
 
-        Only ``words``: BM25 scores. Each list is ``depth`` (at least ``limit``) deep before fusion;
-        ``min_score`` bounds the cosine of the CLIP list. ``where`` (with ``where.text``) filters both.
+        Only ``words``: BM25 scores. Each list is ``depth`` (at least ``limit``) deep before fusion; the fused
+        hits carry their CLIP cosine as ``score`` and the RRF score as ``rank_score``, and ``min_score`` bounds
+        the cosine of every hit, BM25 matches included (:func:`retrieval.store.base.fused_hits`). ``where``
+        (with ``where.text``) filters both.
         """
         filt = self._query_filter(where)  # type: ignore[attr-defined]
         params = qe.SearchParams(hnsw_ef=self.hnsw_ef)
@@ -145,9 +159,11 @@ class EdgeTextMixin:
         prefetches = [qe.Prefetch(limit=deep, query=nearest, filter=filt, params=params, score_threshold=min_score)]
         if bm25 is not None:
             prefetches.append(qe.Prefetch(limit=deep, query=bm25, filter=filt))
-        request = qe.QueryRequest(limit=limit, query=qe.Fusion.Rrf(k=RRF_K), prefetches=prefetches,
-                                  with_payload=True, with_vector=False)
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in self.shard.query(request)])
+        request = qe.QueryRequest(limit=deep, query=qe.Fusion.Rrf(k=RRF_K), prefetches=prefetches,
+                                  with_payload=True, with_vector=True)
+        points = ((str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector) if p.vector is not None else None)
+                  for p in self.shard.query(request))
+        return fused_hits(points, vector, limit, min_score)
 
     def sample_vectors(self, n: int) -> np.ndarray:
         """Up to ``n`` stored vectors drawn at random (rows), for a query's score distribution."""

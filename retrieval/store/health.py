@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval import hints
 from retrieval.errors import ClipdexError
 from retrieval.store.base import SCORE_TOLERANCE, Hit, log
 
@@ -70,8 +71,8 @@ def refill(search: Callable[[int, frozenset[str]], list[Hit]], limit: int, damag
         if len(sane_hits) >= limit or len(raw) < ask or not new:
             break
     if found:
-        log.warning("left out %d point(s) with damaged vectors (`clipdex status --check` marks them for "
-                    "re-embedding): %s", len(found), ", ".join(sorted(found)[:3]))
+        log.warning("left out %d point(s) with damaged vectors (%s marks them for re-embedding): %s", len(found),
+                    hints.command("status --check"), ", ".join(sorted(found)[:3]))
     return sane_hits[:limit]
 
 

@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from retrieval import hints
 from retrieval.errors import ClipdexError
 
 LOCK_FILE = "clipdex.lock"
@@ -71,7 +72,8 @@ def in_use_message(folder: Path, holder: dict[str, object]) -> str:
     owner = str(holder.get("owner") or "")
     pid = holder.get("pid")
     if owner.startswith(SERVE_OWNER):
-        return (f"store {folder} is in use by {owner} (pid {pid}); to ingest while serving, run "
-                "`clipdex serve --watch DIR` instead of a separate `clipdex ingest`, or stop the server first")
+        return (f"store {folder} is in use by {owner} (pid {pid}); `clipdex search`, `status`, `duplicates` and "
+                f"`ingest` of a folder it watches ({hints.command('serve --watch DIR')}) go through it; for anything "
+                "else, stop the server first")
     detail = f" (pid {pid}: {owner or holder.get('command') or '?'})" if pid else ""
     return f"store {folder} is in use by another clipdex process{detail}; try again when it has finished"

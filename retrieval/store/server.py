@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
+from retrieval import hints
 from retrieval.errors import ClipdexError, first_line
 from retrieval.store import health
 from retrieval.store.base import (
@@ -229,8 +230,7 @@ class ServerStore(ServerTextMixin):
 
     def _query(self, query: Any, limit: int, where: SearchFilter, min_score: float | None) -> list[Hit]:
         if not self._exists:
-            raise ClipdexError(f"collection '{self.collection}' does not exist at {self.location} "
-                               "(run `clipdex ingest` first)")
+            raise ClipdexError(hints.missing_collection(self.collection, self.location, None))
         acorn = models.AcornSearchParams(enable=True) if self._layout >= 2 and not where.empty else None
 
         def search(k: int, exclude: frozenset[str]) -> list[Hit]:

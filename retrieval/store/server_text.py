@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from qdrant_client import QdrantClient, models
 
-from retrieval.store.base import Hit, SearchFilter, sane_hits
+from retrieval.store.base import Hit, SearchFilter, fused_hits
 from retrieval.store.edge_text import RRF_K, STATE_FIELD, TEXT_FIELD
 
 
@@ -31,7 +31,8 @@ class ServerTextMixin:
         if TEXT_FIELD not in have:
             # qdrant-client's local mode (tests, benchmarks) ranks only the default tokenization: no folding
             local = self.location.endswith("(qdrant-client local mode)")  # type: ignore[attr-defined]
-            folding = {} if local else {"ascii_folding": True, "min_token_len": 1, "max_token_len": 40}
+            folding = {} if local else {"ascii_folding": True, "min_token_len": 1, "max_token_len": 40,
+                                        "stemmer": models.SnowballParams(type="snowball", language="english")}
             self.client.create_payload_index(self.collection, TEXT_FIELD, models.TextIndexParams(
                 type=models.TextIndexType.TEXT, tokenizer=models.TokenizerType.WORD, lowercase=True,
                 scoring=True, **folding))
@@ -95,9 +96,10 @@ class ServerTextMixin:
                                     score_threshold=min_score, params=models.SearchParams(hnsw_ef=self.hnsw_ef))]
         if bm25 is not None:
             prefetch.append(models.Prefetch(query=bm25, using=TEXT_FIELD, limit=deep, filter=filt))
-        response = self.client.query_points(self.collection, prefetch=prefetch, limit=limit, with_payload=True,
-                                            query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)))
-        return sane_hits([Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in response.points])
+        response = self.client.query_points(self.collection, prefetch=prefetch, limit=deep, with_payload=True,
+                                            with_vectors=True, query=models.RrfQuery(rrf=models.Rrf(k=RRF_K)))
+        points = ((str(p.id), float(p.score), dict(p.payload or {}), _dense(p.vector)) for p in response.points)
+        return fused_hits(points, vector, limit, min_score)
 
     def sample_vectors(self, n: int) -> np.ndarray:
         if not self._exists:
@@ -106,3 +108,10 @@ class ServerTextMixin:
                                             limit=n, with_vectors=True, with_payload=False)
         rows = [p.vector for p in response.points if p.vector is not None]
         return np.asarray(rows, np.float32) if rows else np.zeros((0, 0), np.float32)
+
+
+def _dense(vector: Any) -> Any:
+    """The unnamed dense vector of a point as the client returns it (a list, or a dict of named vectors)."""
+    if isinstance(vector, dict):
+        return vector.get("", next(iter(vector.values()), None))
+    return vector
