@@ -9,6 +9,7 @@ one re-encoded, so that the Duplicates view has groups), ingests it with clipdex
     web-library.png     the library by folder        web-viewer.png      the viewer, opened from a result
     web-search.png      a text search's results      web-select.png      three photos selected
     web-duplicates.png  the Duplicates view          web-phone.png       the library at 420 px wide
+    web-concepts.png    a concept taught from three selected results, ranking them, one ✓ given
 
 Needs chromium, chromedriver and selenium (as the page's tests do).
 """
@@ -30,7 +31,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "fashion-mnist"
-SHOTS = ("library", "search", "viewer", "select", "duplicates", "phone")
+SHOTS = ("library", "search", "viewer", "select", "duplicates", "concepts", "phone")
 
 
 def free_port() -> int:
@@ -141,6 +142,18 @@ def main() -> None:
             driver.get(f"{base}/#duplicates")
             until("return document.querySelectorAll('#dups-groups .dup-group').length > 0")
             save("duplicates")
+            driver.get(f"{base}/?{query}#search")  # a concept from three selected sneakers, then one ✓
+            until("return document.querySelectorAll('#results .card').length === 20")
+            for card in driver.find_elements(By.CSS_SELECTOR, "#results .card .pick")[:3]:
+                card.click()
+            driver.find_element(By.ID, "sel-teach").click()
+            driver.find_element(By.ID, "teach-name").send_keys("sneaker\n")
+            until("return !document.getElementById('concept-bar').hidden && "
+                  "document.querySelectorAll('#results .card [data-action=concept-yes]').length === 20")
+            driver.find_elements(By.CSS_SELECTOR, "#results .card [data-action=concept-yes]")[4].click()
+            until("return document.body.dataset.conceptAnswers === '1'")
+            driver.execute_script("document.getElementById('notice').hidden = true; window.scrollTo(0, 0)")
+            save("concepts")
             driver.set_window_size(420, 900)
             driver.get(f"{base}/#library")
             until("return document.querySelectorAll('#library .card').length > 2")

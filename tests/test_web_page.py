@@ -59,9 +59,9 @@ def test_search_page_end_to_end(live: Live, browser: webdriver.Chrome, tmp_path:
     driver = browser
     driver.get(live.url + "/#search")
     status = live.http.get("/api/status").json()
-    wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "the status line never loaded")
+    wait(driver, lambda d: "photos" in d.find_element(By.ID, "status").text, "the status line never loaded")
     line = driver.find_element(By.ID, "status").text
-    assert f"collection {status['collection']}" in line and f"{status['points']} images" in line
+    assert f"collection {status['collection']}" in line and f"{status['points']} photos" in line
     assert status["model"] in line
 
     # Every control has a label.
@@ -141,7 +141,7 @@ def test_page_asks_for_the_api_key_and_sends_it(live: Live, browser: webdriver.C
         assert driver.find_element(By.ID, "key").is_displayed()
 
         driver.find_element(By.ID, "key").send_keys(key, Keys.ENTER)
-        wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "the status line never loaded")
+        wait(driver, lambda d: "photos" in d.find_element(By.ID, "status").text, "the status line never loaded")
         assert not driver.find_element(By.ID, "key").is_displayed()
         assert driver.get_cookie("clipdex_key")["sameSite"] == "Strict"
 
@@ -179,7 +179,7 @@ def test_folder_date_and_camera_filters_narrow_like_the_library(live: Live, brow
 
     driver = browser
     driver.get(live.url + "/#search")
-    wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "the status line never loaded")
+    wait(driver, lambda d: "photos" in d.find_element(By.ID, "status").text, "the status line never loaded")
     for control in ("folder", "after", "before", "camera"):
         assert driver.find_element(By.CSS_SELECTOR, f"label[for={control}]").text.strip()
     # The camera and folder choices come from the collection.
@@ -306,7 +306,7 @@ def test_an_empty_collection_says_what_to_do(tmp_path: Path, tiny_model_dir: Pat
         flags = f"--config {config} --store {store} --collection nothing-yet"
         assert driver.find_element(By.ID, "empty-ingest").text == f"clipdex ingest ~/Pictures {flags}"
         assert driver.find_element(By.ID, "empty-watch").text == f"clipdex serve --watch ~/Pictures {flags}"
-        assert "0 images" in driver.find_element(By.ID, "status").text
+        assert "0 photos" in driver.find_element(By.ID, "status").text
         driver.find_element(By.ID, "q").send_keys("a cat", Keys.ENTER)
         assert "clipdex ingest" in error_text(driver)
 

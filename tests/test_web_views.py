@@ -211,7 +211,7 @@ def test_browse_refuses_bad_input_with_one_line(served: Served, params: dict):
 def open_page(driver: webdriver.Chrome, url: str, width: int) -> None:
     at_width(driver, width)
     driver.get(url)
-    wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "the status line never loaded")
+    wait(driver, lambda d: "photos" in d.find_element(By.ID, "status").text, "the status line never loaded")
 
 
 @pytest.mark.parametrize("width", WIDTHS)
@@ -533,7 +533,7 @@ def test_duplicates_view_without_move_to_says_why(served: Served, browser: webdr
         shot(driver, tmp_path, "duplicates-disabled-1280")
         driver.get(url + "/#library")  # the selection's "move aside" is disabled with its reason too
         wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#library .card[data-position="0"]'), "no library")
-        wait(driver, lambda d: "images" in d.find_element(By.ID, "status").text, "no status")
+        wait(driver, lambda d: "photos" in d.find_element(By.ID, "status").text, "no status")
         click_card(driver, 0, ".pick")
         assert not driver.find_element(By.ID, "sel-move").is_enabled()
         assert "move_to" in driver.find_element(By.ID, "sel-reason").text

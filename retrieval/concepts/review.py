@@ -6,6 +6,7 @@ the next candidates follow from the refit.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -13,7 +14,7 @@ import numpy as np
 
 from retrieval.concepts import learner, tagging
 from retrieval.concepts.book import MAX_EXAMPLES, ConceptError, Example
-from retrieval.concepts.teach import TeachResult, book, head_of, library, name_vector
+from retrieval.concepts.teach import TeachResult, book, head_of, library, name_vector, remember_head
 
 if TYPE_CHECKING:
     from retrieval.search.context import SearchContext
@@ -51,6 +52,12 @@ class ReviewSession:
         self.ids = ids
         self.vectors = np.vstack(rows) if rows else np.zeros((0, self.concept.dim), np.float32)
         self.keys = [p.get("hash") or p.get("path") or "" for p in self.payloads]
+        self.rows_of: dict[str, list[int]] = defaultdict(list)
+        for i, key in enumerate(self.keys):
+            self.rows_of[key].append(i)
+        # what the payloads say now: each answer then writes only the points whose membership changed
+        self.tagged = np.array([self.concept.name in (p.get(tagging.FIELD) or []) for p in self.payloads], bool)
+        self.unmarked = bool(any(tagging.MARK not in p for p in self.payloads))
         self.library = library(ctx)
         self.text = name_vector(ctx, self.concept.name)
         self.answered = 0
@@ -105,17 +112,36 @@ class ReviewSession:
         self.answered += 1
         self._fit()
 
+    def _inside(self) -> np.ndarray:
+        """Membership by the current fit: the score against the threshold, examples in, non-examples out."""
+        inside = self.scores >= self.cut
+        for e in self.concept.examples:
+            inside[self.rows_of.get(e.key, [])] = True
+        for e in self.concept.non_examples:
+            inside[self.rows_of.get(e.key, [])] = False
+        return inside
+
     def finish(self) -> TeachResult:
         """Save the concept and re-tag the collection from the vectors in memory (only changed points are
         written; milliseconds plus the writes)."""
         import time
 
-        judge = (self.head, self.cut, {e.key for e in self.concept.examples},
-                 {e.key for e in self.concept.non_examples})
-        report = tagging.tag_rows(self.ctx.store, {self.concept.name: judge}, self.ids, self.vectors, self.payloads)
+        name = self.concept.name
+        if self.unmarked:  # points never tagged (just ingested): the whole pass, once
+            judge = (self.head, self.cut, {e.key for e in self.concept.examples},
+                     {e.key for e in self.concept.non_examples})
+            report = tagging.tag_rows(self.ctx.store, {name: judge}, self.ids, self.vectors, self.payloads)
+            inside = self._inside()
+            self.unmarked = False
+        else:  # the scores of the refit are in hand: compare with what is written, write the difference
+            inside = self._inside()
+            written = tagging.retag(self.ctx.store, name, inside, self.tagged, self.ids, self.payloads)
+            report = {"scanned": len(self.ids), "written": written, "members": {name: int(inside.sum())}}
+        self.tagged = inside
         self.concept.threshold, self.concept.knows_word = self.cut, self.head.knows
-        self.concept.members, self.concept.updated = int(report["members"][self.concept.name]), time.time()
-        self.shelf.concepts[self.concept.name] = self.concept
+        self.concept.members, self.concept.updated = int(report["members"][name]), time.time()
+        self.shelf.concepts[name] = self.concept
         self.shelf.save()
         self.ctx.store.flush()
+        remember_head(self.ctx, self.concept, self.head, self.cut)  # the search that follows needs no refit
         return TeachResult(self.concept, report)

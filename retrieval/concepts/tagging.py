@@ -67,6 +67,28 @@ def tag_rows(store: Any, judges: Mapping[str, Judge], ids: list[Any], vectors: n
     return {"scanned": len(ids), "written": written, "members": counts}
 
 
+def retag(store: Any, name: str, inside: np.ndarray, was: np.ndarray, ids: list[Any],
+          payloads: list[dict[str, Any]]) -> int:
+    """Write ``name`` onto the rows where ``inside`` differs from ``was`` (what their payloads list now), and
+    take it off; only those rows are touched (a review's refit: its membership before is known). ``payloads``
+    are updated in place. Returns the number of points written."""
+    groups: dict[tuple[str, ...], list[int]] = defaultdict(list)
+    for i in np.flatnonzero(inside != was):
+        new = {c for c in payloads[i].get(FIELD) or [] if c != name}
+        if inside[i]:
+            new.add(name)
+        groups[tuple(sorted(new))].append(int(i))
+    written = 0
+    for value, rows in groups.items():
+        for start in range(0, len(rows), 8192):
+            chunk = rows[start:start + 8192]
+            store.set_payload([ids[i] for i in chunk], {FIELD: list(value), MARK: 1})
+            for i in chunk:
+                payloads[i].update({FIELD: list(value), MARK: 1})
+        written += len(rows)
+    return written
+
+
 def tag_vectors_store(store: Any, judges: Mapping[str, Judge], *, only_new: bool = False,
                       forget: Iterable[str] = ()) -> dict[str, Any]:
     """Score every point (``only_new``: those without the marker) against ``judges`` and write what changed.

@@ -104,15 +104,42 @@ def library(ctx: SearchContext) -> np.ndarray:
     return rows.reshape(-1, meta.dim).astype(np.float32)
 
 
+HEADS_KEPT = 8
+_heads: dict[tuple[Any, ...], tuple[learner.Head, float]] = {}
+
+
+def _head_key(ctx: SearchContext, concept: Concept) -> tuple[Any, ...]:
+    """What a fitted head depends on: the store (and its size: the library sample) and the concept's examples."""
+    return (id(ctx.store), ctx.store.count(), concept.name, concept.model,
+            tuple(e.key for e in concept.examples), tuple(e.key for e in concept.non_examples))
+
+
+def remember_head(ctx: SearchContext, concept: Concept, head: learner.Head, cut: float) -> None:
+    """Keep a head just fitted (a review's refit) for the searches that follow."""
+    if len(_heads) >= HEADS_KEPT:
+        _heads.pop(next(iter(_heads)))
+    _heads[_head_key(ctx, concept)] = (head, cut)
+
+
 def head_of(ctx: SearchContext, concept: Concept, lib: np.ndarray | None = None,
             text: np.ndarray | None = None) -> tuple[learner.Head, float]:
-    """The concept fitted on its examples, and its membership threshold."""
+    """The concept fitted on its examples, and its membership threshold.
+
+    Without ``lib`` and ``text`` the fit is kept (a few concepts, per store and size, examples and non-examples):
+    each search with a concept would otherwise sample the library and refit (about 100 ms on 100k points).
+    """
+    cached = lib is None and text is None
+    if cached and (held := _heads.get(_head_key(ctx, concept))) is not None:
+        return held
     lib = library(ctx) if lib is None else lib
     pos = np.stack([e.vector for e in concept.examples])
     neg = (np.stack([e.vector for e in concept.non_examples]) if concept.non_examples
            else np.zeros((0, concept.dim), np.float32))
     head = learner.fit(pos, neg, lib, name_vector(ctx, concept.name) if text is None else text)
-    return head, learner.threshold(head, lib)
+    fitted = head, learner.threshold(head, lib)
+    if cached:
+        remember_head(ctx, concept, *fitted)
+    return fitted
 
 
 def judge(ctx: SearchContext, concept: Concept) -> tagging.Judge:

@@ -3,6 +3,7 @@
 import { initLibrary, library, openLibrary, reveal, sequence as librarySequence, showLibrary } from "./browse.js";
 import { arraySequence, card, clearSelection, hooks, lasso, selection, selectionText } from "./cards.js";
 import { loadDuplicates, dupHooks, duplicatesLoaded, initDuplicates, undoLast } from "./dups.js";
+import { active as activeConcept, conceptHooks, initConcepts, loadConcepts, mark, viewerConcept } from "./concepts.js";
 import { context, onRefresh } from "./extensions.js";
 import { $, api, clearError, el, events, n, nameOf, notice, plural, readError, showError } from "./util.js";
 import { closeViewer, initViewer, isOpen, openViewer, step, viewerHooks } from "./viewer.js";
@@ -26,11 +27,12 @@ function useKey(key) {
 function showView(view) {
   document.body.dataset.view = view;
   context.view = view;
-  for (const name of ["library", "search", "duplicates"]) {
+  for (const name of ["library", "search", "duplicates", "concepts"]) {
     const tab = $(`tab-${name}`);
     if (name === view) tab.setAttribute("aria-current", "page"); else tab.removeAttribute("aria-current");
   }
   if (view === "duplicates" && !duplicatesLoaded()) loadDuplicates(true, false);
+  if (view === "concepts") loadConcepts();
   if (view === "library") {
     const by = location.hash === "#library/folder" ? "folder" : "date";
     if (!library.layout || library.by !== by) openLibrary(by); else showLibrary();
@@ -41,6 +43,7 @@ function route() {
   const hash = location.hash;
   if (hash.startsWith("#duplicates")) showView("duplicates");
   else if (hash.startsWith("#search")) showView("search");
+  else if (hash.startsWith("#concepts")) showView("concepts");
   else if (hash.startsWith("#library")) showView("library");
   else showView(new URLSearchParams(location.search).toString() ? "search" : "library");
 }
@@ -195,6 +198,7 @@ function filterValues() {
 function describe(q, file, negative, filters, inImage) {
   const parts = [];
   if (q) parts.push(`“${q}”`);
+  if (activeConcept.name) parts.push(activeConcept.mode === "members" ? `members of ${activeConcept.name}` : `concept ${activeConcept.name}`);
   if (inImage) parts.push(`the words “${inImage}” in the image`);
   if (file) parts.push(`the example ${file.name}`);
   if (likePaths.length === 1) parts.push(`images like ${nameOf(likePaths[0])}`);
@@ -211,7 +215,8 @@ async function search() {
   clearError();
   const q = $("q").value.trim(), negative = $("negative").value.trim(), limit = $("limit").value;
   const file = imageInput.files[0], inImage = $("text-in-image").value.trim();
-  if (!q && !file && !likePaths.length && !inImage) {
+  const concept = activeConcept.name;
+  if (!q && !file && !likePaths.length && !inImage && !concept) {
     showError("Type a description or choose an example image.");
     $("q").focus();
     return;
@@ -221,6 +226,7 @@ async function search() {
   if (negative) params.append("negative", negative);
   if (inImage) params.set("text_in_image", inImage);
   if (!file) for (const path of likePaths) params.append("like", path);
+  if (concept) params.set(activeConcept.mode === "members" ? "in_concept" : "concept", concept);
   const filters = filterValues();
   for (const [key, value] of Object.entries(filters)) params.set(key, value);
   let request;
@@ -279,6 +285,10 @@ async function moreLike(paths) {
   await search();
 }
 hooks.more = (path) => moreLike([path]);
+conceptHooks.search = search;
+conceptHooks.selected = () => [...selection.rows.keys()];
+conceptHooks.clear = clearSelection;
+viewerHooks.shown = viewerConcept;
 viewerHooks.more = (path) => moreLike([path]);
 
 // -- viewer, duplicates hooks ----------------------------------------------------------------------------------
@@ -298,6 +308,8 @@ function selectionBar() {
   $("sel-reason").textContent = canMove ? "" : "move aside is off: set [duplicates] move_to in the server's config";
   $("sel-like").disabled = count > 64;
   $("sel-like").title = count > 64 ? "at most 64 examples" : "search for photos like all of these";
+  $("sel-teach").disabled = count > 500;
+  $("sel-teach").title = count > 500 ? "at most 500 examples at once" : "teach a concept from these photos";
 }
 selection.listeners.add(selectionBar);
 
@@ -358,13 +370,27 @@ $("sel-copy").addEventListener("click", copyPaths);
 $("sel-clear").addEventListener("click", clearSelection);
 $("notice").addEventListener("click", (event) => { if (event.target === $("notice")) $("notice").hidden = true; });
 
-// Keys: "/" search, ← → in the viewer, Esc closes the viewer or clears the selection.
+/** Mark the focused card, then put the focus back on the same photo in the refreshed results. */
+async function markFocused(node, yes) {
+  const path = node.dataset.path;
+  await mark(path, yes);
+  const again = [...results.children].find((c) => c.dataset.path === path);
+  if (again) again.querySelector(".thumb").focus();
+}
+
+// Keys: "/" search, y / n on a focused result while a concept is active, ← → in the viewer, Esc closes the viewer or clears the selection.
 document.addEventListener("keydown", (event) => {
   const typing = event.target.closest && event.target.closest("input, textarea, select");
   if (isOpen()) {
     if (event.key === "Escape") { closeViewer(); event.preventDefault(); }
     else if (event.key === "ArrowLeft") { step(-1); event.preventDefault(); }
     else if (event.key === "ArrowRight") { step(1); event.preventDefault(); }
+    return;
+  }
+  if ((event.key === "y" || event.key === "n") && context.concept && !typing && !event.ctrlKey && !event.metaKey
+      && !event.altKey) {  // one keystroke: the focused result is (not) the active concept
+    const node = event.target.closest && event.target.closest("#results .card");
+    if (node) { event.preventDefault(); markFocused(node, event.key === "y"); }
     return;
   }
   if (event.key === "/" && !typing && !event.ctrlKey && !event.metaKey && !event.altKey) {
@@ -380,6 +406,7 @@ document.addEventListener("keydown", (event) => {
 initLibrary();
 initViewer();
 initDuplicates();
+initConcepts();
 lasso($("search-view"), () => [...results.children].map((node, i) => ({ node, row: searchRows[i] })).filter((c) => c.row));
 
 const initial = new URLSearchParams(location.search);

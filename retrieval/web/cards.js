@@ -118,7 +118,12 @@ export function card(row, { sequence, index, rank, tag = "li" }) {
   for (const action of cardActions) {
     if (action.when && !action.when(row, context)) continue;
     const button = el("button", { type: "button", className: "card-action", textContent: action.label });
-    if (action.title) button.title = typeof action.title === "function" ? action.title(row, context) : action.title;
+    button.dataset.action = action.id;
+    if (action.title) {
+      button.title = typeof action.title === "function" ? action.title(row, context) : action.title;
+      button.setAttribute("aria-label", button.title);
+    }
+    if (action.pressed) button.setAttribute("aria-pressed", String(Boolean(action.pressed(row, context))));
     button.addEventListener("click", () => action.run(row, context, button));
     actions.append(button);
   }

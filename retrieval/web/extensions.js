@@ -7,11 +7,12 @@
 //        id: "concept-yes", label: "✓", title: (row) => `yes, ${context.concept} is in this photo`,
 //        when: (row, ctx) => Boolean(ctx.concept),          // shown only while a concept is active
 //        run: async (row, ctx, button) => { ... },          // the click
+//        pressed: (row, ctx) => false,                      // optional: a toggle's state (aria-pressed)
 //      });
 //    Every card (search results, library) renders one <button class="card-action"> per action whose ``when``
 //    holds, inside its `.card-actions` box, which floats over the thumbnail's top-right corner (cards keep
 //    one height: the library's layout depends on it). Call ``refreshCards()`` after changing ``context``.
-// 2. The concept panel: fill and unhide <section id="concepts"> in index.html (it sits under the search form).
+// 2. The concept panel: <section id="concepts"> in index.html, the Concepts view (concepts.js fills it).
 // 3. Video moments need nothing here: a hit row with media == "video" and start_s shows its time on the card,
 //    and the viewer plays /api/media?path=...#t=start_s in a <video> (util.js mediaUrl, viewer.js).
 

@@ -4,7 +4,7 @@ import {
   $, api, camera, clock, el, folderOf, imageUrl, isVideo, mediaUrl, n, nameOf, plural, wrapAtSlashes,
 } from "./util.js";
 
-const viewer = { sequence: null, index: 0, returnFocus: null, dupKnown: new Map(), hooks: { more: null, dups: null, step: null } };
+const viewer = { sequence: null, index: 0, returnFocus: null, dupKnown: new Map(), hooks: { more: null, dups: null, step: null, shown: null } };
 export const viewerHooks = viewer.hooks;
 
 /** What the duplicates view learnt: path -> a line about its group (the viewer's duplicate status). */
@@ -90,6 +90,7 @@ async function show(index) {
   $("viewer-next").disabled = index >= viewer.sequence.length - 1;
   $("viewer-dup-status").textContent = `Duplicates: ${viewer.dupKnown.get(row.path) || "not checked yet"}`;
   $("viewer").dataset.path = row.path;
+  if (viewer.hooks.shown) viewer.hooks.shown(row);
 }
 
 /** "Find duplicates of this": the group that holds this file, from GET /api/duplicates?path=. */
