@@ -172,7 +172,7 @@ def test_the_page_works_under_its_content_security_policy(live: Live, browser, t
     browser.get_log("browser")  # what earlier pages logged
     browser.refresh()
     wait = WebDriverWait(browser, TIMEOUT)
-    wait.until(lambda d: "images" in d.find_element(By.ID, "status").text, "the page's script did not run")
+    wait.until(lambda d: "photos" in d.find_element(By.ID, "status").text, "the page's script did not run")
     # Its stylesheet applied: the header is laid out as a flex row, as the inline <style> says.
     assert browser.execute_script("return getComputedStyle(document.querySelector('header')).display") == "flex"
     browser.find_element(By.ID, "q").send_keys(QUERY, Keys.ENTER)

@@ -50,9 +50,9 @@ def _escape(match: re.Match[str]) -> str:
     return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
 
 
-def echo(line: str, *, err: bool = False) -> None:
-    """Print one line of text output, through :func:`printable`."""
-    click.echo(printable(line), err=err)
+def echo(line: str, *, err: bool = False, nl: bool = True) -> None:
+    """Print one line of text output, through :func:`printable` (``nl=False``: a prompt, no newline)."""
+    click.echo(printable(line), err=err, nl=nl)
 
 
 def json_text(obj: Any) -> str:

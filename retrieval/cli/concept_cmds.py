@@ -146,16 +146,16 @@ def review(run: Run, name: str, batch: int, most: int) -> None:
             if candidate is None:
                 break
             if run.json:
-                click.echo(json_text({"candidate": candidate.as_dict()}))
+                echo(json_text({"candidate": candidate.as_dict()}))
             else:
                 state = "member" if candidate.member else "not a member"
-                click.echo(f"{candidate.path}  (score {candidate.score:.3f}, now {state})  [y/n/s/q] ", nl=False)
+                echo(f"{candidate.path}  (score {candidate.score:.3f}, now {state})  [y/n/s/q] ", nl=False)
             line = sys.stdin.readline()
             if not line:
                 break
             key = line.strip().lower()[:1]
             if not run.json and not sys.stdin.isatty():
-                click.echo(key)  # answers from a pipe: each on its candidate's line
+                echo(key)  # answers from a pipe: each on its candidate's line
             if key == "q":
                 break
             asked += 1

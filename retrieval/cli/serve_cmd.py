@@ -138,7 +138,7 @@ def serve(run: Run, host: str, port: int, log_level: str, insecure: bool, watch:
             for root in roots:
                 echo(f"clipdex: {_watch_line(root, root_problem(root))}", err=True)
             if run.json:  # for scripts: one line on stdout once the socket listens (requests queue until served)
-                click.echo(json_text({"url": url_of(sock), "collection": info["collection"], "points": info["points"],
+                echo(json_text({"url": url_of(sock), "collection": info["collection"], "points": info["points"],
                                       "pid": os.getpid(), "watch": roots}))
                 sys.stdout.flush()
             if not is_loopback(host) and not keyed:
