@@ -55,14 +55,7 @@ def tag_rows(store: Any, judges: Mapping[str, Judge], ids: list[Any], vectors: n
         new = {c for c in olds[i] if c not in judges and c not in gone}
         new.update(name for name, flags in inside.items() if flags[i])
         groups[tuple(sorted(new))].append(int(i))
-    written = 0
-    for value, rows in groups.items():
-        for start in range(0, len(rows), 8192):
-            chunk = rows[start:start + 8192]
-            store.set_payload([ids[i] for i in chunk], {FIELD: list(value), MARK: 1})
-            for i in chunk:
-                payloads[i].update({FIELD: list(value), MARK: 1})
-        written += len(rows)
+    written = _write(store, groups, ids, payloads)
     counts = {name: int(flags.sum()) for name, flags in inside.items()}
     return {"scanned": len(ids), "written": written, "members": counts}
 
@@ -78,15 +71,7 @@ def retag(store: Any, name: str, inside: np.ndarray, was: np.ndarray, ids: list[
         if inside[i]:
             new.add(name)
         groups[tuple(sorted(new))].append(int(i))
-    written = 0
-    for value, rows in groups.items():
-        for start in range(0, len(rows), 8192):
-            chunk = rows[start:start + 8192]
-            store.set_payload([ids[i] for i in chunk], {FIELD: list(value), MARK: 1})
-            for i in chunk:
-                payloads[i].update({FIELD: list(value), MARK: 1})
-        written += len(rows)
-    return written
+    return _write(store, groups, ids, payloads)
 
 
 def tag_vectors_store(store: Any, judges: Mapping[str, Judge], *, only_new: bool = False,
@@ -118,3 +103,15 @@ def untag(store: Any, name: str) -> int:
             store.set_payload(group, {FIELD: list(value)})
             changed += len(group)
     return changed
+
+
+def _write(store: Any, groups: Mapping[tuple[str, ...], list[int]], ids: list[Any],
+           payloads: list[dict[str, Any]]) -> int:
+    """Set each group's concept list on its rows (in pages of 8192), mirror it into ``payloads``; rows written."""
+    for value, rows in groups.items():
+        for start in range(0, len(rows), 8192):
+            chunk = rows[start:start + 8192]
+            store.set_payload([ids[i] for i in chunk], {FIELD: list(value), MARK: 1})
+            for i in chunk:
+                payloads[i].update({FIELD: list(value), MARK: 1})
+    return sum(len(rows) for rows in groups.values())
