@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from tests.images import pattern
@@ -53,7 +54,8 @@ def test_status_and_search_import_only_what_they_use(clipdex, config: Path, tmp_
     out, report = _run("search", "a red square", "--json", "--config", str(config))
     assert len(json.loads(out)) == 3  # the first search of a model may export it to ONNX (that needs torch)
     assert report["loads"] <= 1
-    out, report = _run("search", "a blue circle", "--json", "--config", str(config))
+    fresh = f"a blue circle, new to the text cache ({uuid.uuid4().hex})"  # other tests share the session's cache
+    out, report = _run("search", fresh, "--json", "--config", str(config))
     assert len(json.loads(out)) == 3
     loaded = _top(report["modules"])
     assert "onnxruntime" in loaded  # the model runs here...
@@ -62,7 +64,7 @@ def test_status_and_search_import_only_what_they_use(clipdex, config: Path, tmp_
                   "retrieval.model.torch_backend"):
         assert heavy not in loaded, f"clipdex search imported {heavy}"
     assert report["loads"] == 0  # ...and torch never loaded a model
-    again, report = _run("search", "a blue circle", "--json", "--config", str(config))
+    again, report = _run("search", fresh, "--json", "--config", str(config))
     assert json.loads(again) == json.loads(out)  # a repeated text: its vector from the on-disk text cache,
     assert "onnxruntime" not in _top(report["modules"])  # so no session at all (retrieval.model.text_cache)
 
