@@ -2,7 +2,7 @@
 ``--points`` (default 100,000) point store, through the real HTTP app in-process (Starlette's TestClient).
 
 One round is what the page does on a mark: ``POST /api/concepts/NAME/answer?n=1`` (refit at once, re-tag the
-collection from the vectors held in memory, save) and then ``GET /api/search?concept=NAME&limit=10`` (plus
+collection from the vectors held in memory, save) and then ``GET /api/search?concept=NAME&limit=40`` (plus
 ``q`` with ``--text``). The store (under ``.bench/``, built once and reused) holds synthetic clustered unit
 vectors of the bundled model's width (models/fmnist-tiny) with ingest's payload, HNSW-indexed; the concept is
 taught from 4 points of one cluster. The first answer also loads the review session (every vector into memory,
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
             taught = http.post(f"/api/concepts/{name}", json={"examples": [paths[i] for i in near]})
             assert taught.status_code == 200, taught.text
             teach_ms = (time.perf_counter() - t0) * 1000
-            params = {"concept": name, "limit": 10, **({"q": args.text} if args.text else {})}
+            params = {"concept": name, "limit": 40, **({"q": args.text} if args.text else {})}
             shown = [r["path"] for r in http.get("/api/search", params=params).json()]
             answered = {paths[i] for i in near}
             total, answer, search, server_ms, members = [], [], [], [], []
