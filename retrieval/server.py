@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -49,6 +48,7 @@ from retrieval.serving.middleware import (
     SecurityHeaders,
     UploadSlots,
     content_security_policy,
+    cross_site,
     field_message,
     validation_detail,
 )
@@ -371,8 +371,7 @@ def create_app(index: Index, *, max_upload_bytes: int = MAX_UPLOAD_BYTES,
         """Sync a watched folder (``root``; all of them when left out). ``started`` is false when that
         sync was already running or queued; ``sync`` is the progress ``GET /api/status`` shows.
         ``prune``: confirm deleting more than ``[ingest] max_delete_fraction`` of its points."""
-        origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        if cross_site(request):
             raise ApiError(403, "cross-site request refused (a web page may not start a sync)")
         started, progress = service.sync(root, prune)
         if not started:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import threading
 import time
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +28,7 @@ from starlette.exceptions import HTTPException
 from retrieval import concepts
 from retrieval.concepts.book import MAX_EXAMPLES, MAX_NAME_CHARS, ConceptError
 from retrieval.concepts.review import ReviewSession
+from retrieval.serving.middleware import cross_site
 
 MAX_ANSWERS_PER_S = 20
 Ref = Annotated[str, Field(min_length=1, max_length=4096)]
@@ -60,8 +60,7 @@ class AcceptBody(BaseModel):
 
 
 def _same_site(request: Request) -> None:
-    origin = request.headers.get("origin")
-    if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+    if cross_site(request):
         raise HTTPException(403, "cross-site request refused (another site's page may not change concepts)")
 
 

@@ -29,7 +29,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -39,6 +38,7 @@ from starlette.exceptions import HTTPException
 from retrieval import duplicates as dups
 from retrieval import hints
 from retrieval.duplicates.decisions import decisions_file
+from retrieval.serving.middleware import cross_site
 
 MAX_AGE_S = 300.0
 MAX_PAGE = 100
@@ -263,8 +263,7 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
     @app.post("/api/duplicates/resolve")
     def api_resolve(body: ResolveRequest, request: Request) -> dict[str, Any]:
         """Move a group's duplicates aside (a manifest makes it undoable), or dismiss the group for good."""
-        origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        if cross_site(request):
             raise HTTPException(403, "cross-site request refused (another site's page may not move or dismiss files)")
         if not cache.resolving.acquire(timeout=RESOLVE_WAIT_S):
             raise _busy(503, "another resolve is still running; try again in a moment")
@@ -289,8 +288,7 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
     def api_undo(request: Request) -> dict[str, Any]:
         """Put back the files of the last move made through this server (its manifest; nothing overwritten)
         and ingest them again, as ``clipdex duplicates --undo MANIFEST`` does."""
-        origin = request.headers.get("origin")
-        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
+        if cross_site(request):
             raise HTTPException(403, "cross-site request refused (another site's page may not move or dismiss files)")
         if not cache.resolving.acquire(timeout=RESOLVE_WAIT_S):
             raise _busy(503, "another resolve is still running; try again in a moment")

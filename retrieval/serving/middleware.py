@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
@@ -311,3 +312,10 @@ class SecurityHeaders:
             await error_response(403, message)(scope, receive, with_headers)
             return
         await self.app(scope, receive, with_headers)
+
+
+def cross_site(request: Any) -> bool:
+    """Whether a browser sent ``request`` from a page of another site (its ``Origin`` names another host than
+    the one it asked): such a request may not change anything (move, dismiss, teach, sync)."""
+    origin = request.headers.get("origin")
+    return origin is not None and urlsplit(origin).netloc != request.headers.get("host")
