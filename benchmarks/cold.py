@@ -102,12 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
 
-    from benchmarks.machine import machine
+    from benchmarks.machine import byte_compile, machine
     from retrieval.model.onnx_files import find_export
     from retrieval.settings import load_settings
 
     if not args.config.is_file():
         raise SystemExit(f"no {args.config}: run `python -m benchmarks.query` once first")
+    compiled = byte_compile() and (args.baseline is None or byte_compile(args.baseline.resolve()))
     settings = load_settings(args.config)
     export = find_export(settings.model)
     py = sys.executable
@@ -160,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         if base_phases else None,
         "baseline_phase_cpu_s": {n: round(statistics.median(p[n][1] for p in base_phases), 4) for n in names}
         if base_phases else None,
-        "baseline_phase_runs": base_phases or None, **machine(),
+        "baseline_phase_runs": base_phases or None, "byte_compiled": compiled, **machine(),
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -26,3 +26,14 @@ def machine() -> dict[str, Any]:
     return {"cpu": name, "cpu_flags": [f for f in FLAGS if f in flags], "amx_bf16": "amx_bf16" in flags,
             "avx512_bf16": "avx512_bf16" in flags, "avx512_vnni": "avx512_vnni" in flags,
             "auto_image_precision": cpu_image_precision(flags), "cores": os.cpu_count(), "loadavg": " ".join(load)}
+
+
+def byte_compile(root: Path | None = None) -> bool:
+    """Write the ``.pyc`` files of clipdex's own packages, as ``pip install`` does for an installed package
+    (and as rclip's wheel has them), so a timed process does not compile clipdex's sources while the peer's
+    are read compiled. ``compileall`` writes them even under ``PYTHONDONTWRITEBYTECODE``. True when all
+    compiled."""
+    import compileall
+
+    base = root or Path(__file__).resolve().parent.parent
+    return all(compileall.compile_dir(str(base / package), quiet=1) for package in ("retrieval", "ingest"))

@@ -143,10 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.ingest import ensure_images
-    from benchmarks.machine import machine
+    from benchmarks.machine import byte_compile, machine
     from retrieval.index import Index
     from retrieval.settings import load_settings
 
+    compiled = byte_compile()  # as an installed clipdex has its .pyc files
     folder = args.folder.resolve()
     folder.mkdir(parents=True, exist_ok=True)
     images = sorted(ensure_images(folder / "jpegs-1024x768", 8).glob("*.jpg"))[:8]
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         "cli_search_s": round(statistics.median(cli_s), 2), "cli_search_runs_s": [round(x, 2) for x in cli_s],
         "cli_search_torch_runs_s": [round(x, 2) for x in torch_s] or None,
         "text_cached_p50_ms": pct(cached_ms, 50), "store_warmed_mb": round(warm_bytes / 2**20),
-        "engines": engines, "export_s": export_s, **machine(),
+        "engines": engines, "export_s": export_s, "byte_compiled": compiled, **machine(),
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -61,8 +61,8 @@ def test_status_and_search_import_only_what_they_use(clipdex, config: Path, tmp_
     assert "onnxruntime" in loaded  # the model runs here...
     for heavy in ("torch", "torchvision", "open_clip", "fastapi", "uvicorn", "qdrant_client", "retrieval.training",
                   "retrieval.server", "retrieval.evaluate", "ingest.pipeline", "ingest.reader",
-                  "retrieval.model.torch_backend"):
-        assert heavy not in loaded, f"clipdex search imported {heavy}"
+                  "retrieval.model.torch_backend", "PIL", "ingest.decode", "urllib.request", "http.client"):
+        assert heavy not in loaded, f"clipdex search imported {heavy}"  # a text search reads no picture or URL
     assert report["loads"] == 0  # ...and torch never loaded a model
     again, report = _run("search", fresh, "--json", "--config", str(config))
     assert json.loads(again) == json.loads(out)  # a repeated text: its vector from the on-disk text cache,

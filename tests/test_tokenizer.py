@@ -152,3 +152,28 @@ def test_a_plain_query_does_not_import_ftfy():
             "t(['caf\\u00e9']); assert 'ftfy' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60,
                    env={"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"})
+
+
+def test_bpe_tables_kept_on_disk_equal_the_built_ones_and_a_damaged_file_is_rebuilt(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The tables read back from the cache are the ones open_clip's file gives; another set of special tokens
+    has a file of its own; a cut or garbage file is built again (and rewritten), never trusted."""
+    from retrieval.model import bpe_tables
+    from retrieval.model.tokenizer import EOT, SOT, bytes_to_unicode, vocab_path
+
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path))
+    byte_tokens = list(bytes_to_unicode().values())
+    special = (SOT, EOT)
+    built = bpe_tables.build(vocab_path(), byte_tokens, special)
+    first = bpe_tables.load(vocab_path(), byte_tokens, special)
+    target = bpe_tables.cache_file(vocab_path(), special)
+    assert target is not None and target.is_file() and target.parent == tmp_path / "bpe"
+    again = bpe_tables.load(vocab_path(), byte_tokens, special)
+    assert first == built and again == built
+    assert bpe_tables.cache_file(vocab_path(), (*special, "<extra>")) != target
+    for damage in (target.read_bytes()[: 1000], b"not marshal at all", b""):
+        target.write_bytes(damage)
+        assert bpe_tables.load(vocab_path(), byte_tokens, special) == built
+        assert bpe_tables.load(vocab_path(), byte_tokens, special) == built  # and the file was rewritten
+    tokens = Tokenizer()(["a dog on a beach"])
+    assert tokens[0][0] == built[0][SOT] and built[0][EOT] in tokens[0]

@@ -358,6 +358,8 @@ def _absolute_ref(ref: str) -> str:
 
 def _image_url(image: str | None) -> str | None:
     """``--image`` when it names an http(s) URL (other schemes are refused), else None."""
+    if not image:
+        return None  # a text search: urllib and http.client stay unloaded
     from retrieval.search.fetch import is_url
 
     return image if image and is_url(image) else None

@@ -11,9 +11,12 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image
+
+if TYPE_CHECKING:  # a text search loads no PIL
+    from PIL import Image
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,18 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
 from retrieval.model.encoder import Encoder, ModelIdentity
 from retrieval.model.onnx_files import Export, ExportProblem
+
+if TYPE_CHECKING:  # a text search loads no PIL
+    from PIL import Image
+
+    from retrieval.model.preprocess import Preprocess
 
 TOWER_OF = {"image": "visual", "text": "textual"}
 
@@ -72,8 +77,6 @@ class OnnxEncoder(Encoder):
         ``repair(problem)``: called with a one-line problem when a file turns out damaged; returns a new export.
         ``log(line)``: says a damaged optimised-graph cache (retrieval.model.ort_cache) being made again."""
         super().__init__()
-        from retrieval.model.preprocess import Preprocess
-
         manifest = export.manifest
         self.export = export
         self.identity = identity
@@ -82,7 +85,7 @@ class OnnxEncoder(Encoder):
         """The collection-facing precision: int8 if either tower runs int8 (retrieval.model.precision)."""
         self.image_size = int(manifest["image_size"])
         self.context_length = int(manifest["context_length"])
-        self.preprocess = Preprocess.from_config(manifest["preprocess_cfg"])
+        self._preprocess_cfg = dict(manifest["preprocess_cfg"])
         tokenizer = tokenizer_of(manifest)
         if tokenizer is None:
             raise ExportProblem("the export's tokenizer cannot be read without torch")
@@ -94,6 +97,14 @@ class OnnxEncoder(Encoder):
         self._log = log or _stderr
         self._sessions: dict[str, Any] = {}
         self._lock = threading.Lock()
+
+    @cached_property
+    def preprocess(self) -> Preprocess:
+        """The torch-free picture preprocessing, made on the first picture (PIL and its plugins load with it:
+        a text search never needs them)."""
+        from retrieval.model.preprocess import Preprocess
+
+        return Preprocess.from_config(self._preprocess_cfg)
 
     @property
     def engines(self) -> dict[str, str]:

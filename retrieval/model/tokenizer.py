@@ -11,7 +11,6 @@ mask) get None from :func:`load_tokenizer`: they keep the torch path.
 
 from __future__ import annotations
 
-import gzip
 import html
 import importlib.util
 import json
@@ -25,6 +24,7 @@ import numpy as np
 import regex
 
 from retrieval.errors import ClipdexError
+from retrieval.model import bpe_tables
 
 VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
 DEFAULT_CONTEXT_LENGTH = 77
@@ -71,10 +71,9 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 @cache
-def _merges(path: str) -> tuple[tuple[str, str], ...]:
-    with gzip.open(path) as fh:
-        lines = fh.read().decode("utf-8").split("\n")
-    return tuple(tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1])  # type: ignore[misc]
+def _tables(path: str, special: tuple[str, ...]) -> bpe_tables.Tables:
+    """The token and merge tables of ``path`` (retrieval.model.bpe_tables: kept on disk, read once a process)."""
+    return bpe_tables.load(path, list(bytes_to_unicode().values()), special)
 
 
 _PLAIN = frozenset(chr(c) for c in range(0x20, 0x7F)) - {"&"}
@@ -124,14 +123,8 @@ class Tokenizer:
         self.context_length = int(context_length)
         self.clean = CLEANERS[clean]
         self.byte_encoder = bytes_to_unicode()
-        merges = _merges(str(bpe_path or vocab_path()))
-        vocab = list(self.byte_encoder.values())
-        vocab += [v + "</w>" for v in vocab]
-        vocab += ["".join(merge) for merge in merges]
         special = [SOT, EOT, *additional_special_tokens]
-        vocab += special
-        self.encoder: dict[str, int] = {token: i for i, token in enumerate(vocab)}
-        self.bpe_ranks: dict[tuple[str, str], int] = {merge: i for i, merge in enumerate(merges)}
+        self.encoder, self.bpe_ranks = _tables(str(bpe_path or vocab_path()), tuple(special))
         self.special = frozenset(special)
         self.vocab_size = len(self.encoder)
         self.sot_token_id, self.eot_token_id = self.encoder[SOT], self.encoder[EOT]
