@@ -18,13 +18,11 @@ import json
 import os
 import resource
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,26 +35,6 @@ def log(msg: str) -> None:
 
 def clipdex(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "retrieval.cli", *map(str, args)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"clipdex serve exited with {server.returncode}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/status", timeout=5) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit("clipdex serve did not come up")
 
 
 def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
@@ -85,6 +63,10 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "demo.toml"))
     parser.add_argument("--query", default="a pair of trousers")
     args = parser.parse_args()
+    if str(REPO) not in sys.path:  # run as a script: `python benchmarks/X.py`
+        sys.path.insert(0, str(REPO))
+    from benchmarks.server_process import free_port, wait_until_up
+
     env = os.environ | {"PYTHONPATH": str(REPO)}
     with tempfile.TemporaryDirectory(prefix="clipdex-cli-server-") as tmp:
         stores = {name: Path(tmp) / name for name in ("served", "alone")}

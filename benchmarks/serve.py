@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,25 +37,6 @@ def log(msg: str) -> None:
 
 def clipdex(*args: str | Path) -> list[str]:
     return [sys.executable, "-m", "retrieval.cli", *map(str, args)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until_up(url: str, server: subprocess.Popen, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise SystemExit(f"clipdex serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"{url}/api/status", timeout=5).status_code == 200:
-                return
-        except httpx.TransportError:
-            time.sleep(0.2)
-    raise SystemExit("clipdex serve did not come up")
 
 
 class Recorder:
@@ -112,6 +92,10 @@ def main() -> None:
     parser.add_argument("--uploaders", type=int, default=2)
     parser.add_argument("--uploads", type=int, default=50, help="example-image searches per uploader")
     args = parser.parse_args()
+    if str(REPO) not in sys.path:  # run as a script: `python benchmarks/X.py`
+        sys.path.insert(0, str(REPO))
+    from benchmarks.server_process import free_port, wait_until_up
+
 
     classes = sorted(p.name for p in SAMPLES.iterdir() if p.is_dir())
     prompts = [template.format(c.replace("_", " ")) for c in classes
