@@ -26,8 +26,9 @@ import asyncio
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Query, Request
@@ -260,14 +261,22 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
             cache.stale = True
         return result
 
-    @app.post("/api/duplicates/resolve")
-    def api_resolve(body: ResolveRequest, request: Request) -> dict[str, Any]:
-        """Move a group's duplicates aside (a manifest makes it undoable), or dismiss the group for good."""
+    @contextmanager
+    def resolving(request: Request) -> Iterator[None]:
+        """One resolve or undo at a time, and only from this server's own page (403 cross-site, 503 busy)."""
         if cross_site(request):
             raise HTTPException(403, "cross-site request refused (another site's page may not move or dismiss files)")
         if not cache.resolving.acquire(timeout=RESOLVE_WAIT_S):
             raise _busy(503, "another resolve is still running; try again in a moment")
         try:
+            yield
+        finally:
+            cache.resolving.release()
+
+    @app.post("/api/duplicates/resolve")
+    def api_resolve(body: ResolveRequest, request: Request) -> dict[str, Any]:
+        """Move a group's duplicates aside (a manifest makes it undoable), or dismiss the group for good."""
+        with resolving(request):
             if body.action == "move":
                 try:
                     result = move(body)
@@ -280,19 +289,13 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
                                       service.lock, keys=True)
                 with cache.lock:
                     cache.stale = True
-        finally:
-            cache.resolving.release()
         return {"action": body.action} | result
 
     @app.post("/api/duplicates/undo")
     def api_undo(request: Request) -> dict[str, Any]:
         """Put back the files of the last move made through this server (its manifest; nothing overwritten)
         and ingest them again, as ``clipdex duplicates --undo MANIFEST`` does."""
-        if cross_site(request):
-            raise HTTPException(403, "cross-site request refused (another site's page may not move or dismiss files)")
-        if not cache.resolving.acquire(timeout=RESOLVE_WAIT_S):
-            raise _busy(503, "another resolve is still running; try again in a moment")
-        try:
+        with resolving(request):
             if not manifests:
                 raise HTTPException(409, "nothing to undo: this server has moved no files since it started")
             try:
@@ -300,6 +303,4 @@ def add_routes(app: FastAPI, service: Any, on_change: Callable[[], None] | None 
             finally:
                 changed()
             manifests.pop()
-        finally:
-            cache.resolving.release()
         return result | {"can_undo": bool(manifests)}
