@@ -16,7 +16,8 @@ CPU seconds:
 * ``whole_process``: a whole ``clipdex search TEXT`` process, timed from outside (new text each round;
   ``--repeat-text`` uses the same text, which the on-disk text cache then answers).
 
-Rounds alternate between the phase runner and the whole process. ``--baseline DIR`` times another checkout's
+Rounds alternate between the phase runner and the whole process (``--variant-env NAME=VALUE``: the whole
+process once more with those variables set, e.g. ``CLIPDEX_OPEN_AHEAD=1``). ``--baseline DIR`` times another checkout's
 whole process and phases (``PYTHONPATH=DIR``) in the same rounds: before/after, side by side. Prints one JSON
 line (per-phase medians and every round); progress goes to stderr.
 """
@@ -75,8 +76,8 @@ CPU: dict[str, list[float]] = {}
 """CPU seconds (user + system) of each kind of whole process, steadier than wall time on a loaded machine."""
 
 
-def run(cmd: list[str], tree: Path = REPO, what: str = "") -> tuple[float, str]:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def run(cmd: list[str], tree: Path = REPO, what: str = "", extra: dict[str, str] | None = None) -> tuple[float, str]:
+    env = {**os.environ, "PYTHONPATH": str(tree), **(extra or {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tree, env=env)
@@ -99,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline", type=Path, default=None,
                         help="another checkout (e.g. /work/main): its whole `clipdex search` process is timed too, "
                              "in the same rounds (PYTHONPATH set to it), and the ratio reported")
+    parser.add_argument("--variant-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="also time this tree's whole process with these environment variables set, in the same "
+                             "rounds (e.g. CLIPDEX_OPEN_AHEAD=1)")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed)")
     args = parser.parse_args(argv)
+    variant_env = dict(item.split("=", 1) for item in args.variant_env)
 
     from benchmarks.machine import byte_compile, machine
     from retrieval.model.onnx_files import find_export
@@ -117,12 +122,19 @@ def main(argv: list[str] | None = None) -> int:
     base: list[float] = []
     base_phases: list[dict[str, list[float]]] = []
     empty: list[float] = []
+    variant: list[float] = []
     for r in range(args.rounds):
         text = "a photo of a dog" if args.repeat_text else f"a photo of a dog number {r} {time.time_ns()}"
         if args.no_graph_cache and export is not None:
             shutil.rmtree(export.folder / "optimized", ignore_errors=True)
-        order = ["phases", "whole", "base", "empty"] if r % 2 == 0 else ["base", "whole", "empty", "phases"]
+        order = (["phases", "whole", "variant", "base", "empty"] if r % 2 == 0
+                 else ["base", "variant", "whole", "empty", "phases"])
         for what in order:
+            if what == "variant":
+                if variant_env:
+                    variant.append(run([py, "-m", "retrieval.cli", "search", text + " v", "--config",
+                                        str(args.config)], what="variant", extra=variant_env)[0])
+                continue
             if what == "base":
                 if args.baseline is not None:
                     base.append(run([py, "-m", "retrieval.cli", "search", text + " b", "--config",
@@ -149,6 +161,10 @@ def main(argv: list[str] | None = None) -> int:
         "baseline_whole_process_s": round(statistics.median(base), 3) if base else None,
         "baseline_runs_s": [round(x, 3) for x in base] or None,
         "round_ratios": [round(w / b, 3) for w, b in zip(whole, base, strict=False)] or None,
+        "variant_env": variant_env or None,
+        "variant_whole_process_s": round(statistics.median(variant), 3) if variant else None,
+        "variant_runs_s": [round(x, 3) for x in variant] or None,
+        "variant_round_ratios": [round(v / w, 3) for v, w in zip(variant, whole, strict=False)] or None,
         "python_s": round(statistics.median(empty), 3),
         "cpu_s": {k: round(statistics.median(v), 3) for k, v in CPU.items()},
         "cpu_runs_s": {k: [round(x, 3) for x in v] for k, v in CPU.items()},
