@@ -3,7 +3,8 @@
     .venv/bin/python benchmarks/scale.py --points 60000 --segment-points 60000 --store .bench/scale60k
     .venv/bin/python benchmarks/filtered.py --points 60000 --store .bench/scale60k --json
 
-For each variant (ACORN on or off, the ``hnsw_ef`` of the walk) and each filter of scale.py (camera: a quarter
+For each variant (ACORN on or off, the ``hnsw_ef`` of the walk, and the default: the unfiltered graph's
+shortlist for broad filters, else ACORN at ef 24; retrieval.store.edge) and each filter of scale.py (camera: a quarter
 of the points; dates: about 2 %) plus a folder holding a fifth of a 60k library, in ``--rounds`` alternating
 rounds: p50 latency and recall@10 against an exact filtered search (scale.py's own functions). The store is
 read into the page cache first, as ``clipdex serve`` does. Prints one JSON line; progress on stderr.
@@ -55,22 +56,26 @@ def main(argv: list[str] | None = None) -> int:
     filters = dict(sc.filters(n))
     if n > 48_000:  # scale.py's listing: 48,000 photos a year, so 2001 begins at photo 48,000
         filters["folder"] = (SearchFilter(folder="/home/user/Pictures/2001"), lambda i: (i // 48000) == 1)
-    variants = {f"acorn ef{ef}": (qe.AcornSearchParams(enable=True), int(ef)) for ef in args.efs.split(",")}
-    variants["no acorn ef128"] = (None, 128)
+    off = 2.0  # a share no filter reaches: the shortlist never used
+    variants = {f"acorn ef{ef}": (qe.AcornSearchParams(enable=True), int(ef), off) for ef in args.efs.split(",")}
+    variants["no acorn ef128"] = (None, 128, off)
+    variants["shortlist, else acorn ef24 (default)"] = (qe.AcornSearchParams(enable=True), 24,
+                                                        edge.SHORTLIST_SELECTIVITY)
     rows: dict[str, list[dict[str, float]]] = {}
-    saved = (edge._ACORN, edge.FILTERED_EF)
+    saved = (edge._ACORN, edge.FILTERED_EF, edge.SHORTLIST_SELECTIVITY, store.hnsw_ef)
     try:
         for r in range(args.rounds):
             order = list(variants) if r % 2 == 0 else list(reversed(variants))
             for name in order:
-                acorn, ef = variants[name]
-                edge._ACORN, edge.FILTERED_EF, store.hnsw_ef = acorn, ef, ef
+                acorn, ef, share = variants[name]
+                edge._ACORN, edge.FILTERED_EF, edge.SHORTLIST_SELECTIVITY = acorn, ef, share
+                store.hnsw_ef = ef if share == off else saved[3]
                 for fname, (where, keep) in filters.items():
                     row = sc.filtered_recall(store, stand_in, files, timed, where, keep)
                     rows.setdefault(f"{name} {fname}", []).append(row)
                     print(f"[filtered] round {r + 1} {name} {fname}: {row}", file=sys.stderr, flush=True)
     finally:
-        edge._ACORN, edge.FILTERED_EF = saved
+        edge._ACORN, edge.FILTERED_EF, edge.SHORTLIST_SELECTIVITY, store.hnsw_ef = saved
         store.close()
     print(json.dumps({"points": n, "queries": args.queries, "warmed_mb": round(warmed / 2**20), "rounds": rows,
                       **machine()}), flush=True)

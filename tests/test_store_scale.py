@@ -318,30 +318,43 @@ def test_status_names_an_old_layout_and_clipdex_rebuild_upgrades_it(clipdex, tmp
     assert again["unchanged"] == 40 and again["indexed"] == 0 and again["deleted"] == 0
 
 
-def test_filtered_graph_walks_at_the_filtered_ef_find_nearly_all_of_the_exact_top10(tmp_path):
-    """Filtered searches walk the graph with ACORN at ``FILTERED_EF`` (not ``hnsw_ef``): a camera holding a
-    quarter of the points and a folder holding a fifth still give recall@10 >= 0.99 against an exact filtered
-    search, and only matching points (full_scan_threshold 1: always the graph, never the payload index)."""
+@pytest.mark.parametrize("shortlist", [False, True], ids=["acorn-walk", "shortlist"])
+def test_filtered_graph_walks_at_the_filtered_ef_find_nearly_all_of_the_exact_top10(tmp_path, monkeypatch, shortlist):
+    """Filtered searches walk the graph with ACORN at ``FILTERED_EF`` (not ``hnsw_ef``), or take a broad
+    filter's answer from the unfiltered graph's shortlist (``shortlist``: on for this small store too): a camera
+    holding a quarter of the points and a folder holding a fifth still give recall@10 >= 0.99 against an exact
+    filtered search, and only matching points (full_scan_threshold 1: always the graph, never the payload
+    index). A camera found only far from the query (the shortlist holds none of it) falls back to the walk."""
+    from retrieval.store import edge
     from retrieval.store.edge import FILTERED_EF
 
+    if shortlist:
+        monkeypatch.setattr(edge, "SHORTLIST_MIN_POINTS", 0)
+    else:
+        monkeypatch.setattr(edge, "SHORTLIST_SELECTIVITY", 2.0)  # no filter passes twice the points
     vectors = _clustered(4000, 32, 3)
     store = EdgeStore(tmp_path / "s", config=BULK)  # hnsw_ef 128: filtered walks run at FILTERED_EF
     assert store.hnsw_ef > FILTERED_EF
     store.create(CollectionMeta("m", "", 32))
     ids = [str(uuid.UUID(int=i + 1)) for i in range(len(vectors))]
     cameras = ("Apple", "Canon", "NIKON", "SONY")
+    # the model only cameras of the points nearest to vector 0 carry: no query far from them shortlists one
+    near_first = set(np.argsort(-(vectors @ vectors[0]))[:400].tolist())
     for lo in range(0, len(vectors), 256):
         store.upsert(ids[lo:lo + 256], vectors[lo:lo + 256],
-                     [{"path": f"/p/{i % 5}/{i}.jpg", "hash": f"h{i}", "camera_make": cameras[i % 4]}
+                     [{"path": f"/p/{i % 5}/{i}.jpg", "hash": f"h{i}", "camera_make": cameras[i % 4],
+                       "camera_model": "Leica M" if i in near_first else "other"}
                       for i in range(lo, min(lo + 256, len(vectors)))])
     store.optimize()
     stored = vectors.astype(np.float16).astype(np.float32)
     rng = np.random.default_rng(4)
-    cases = {"camera": (SearchFilter(camera="Canon"), np.arange(4000) % 4 == 1),
-             "folder": (SearchFilter(folder="/p/2"), np.arange(4000) % 5 == 2)}
-    for name, (where, mask) in cases.items():
+    far = np.argsort(vectors @ vectors[0])[:30]  # queries from the points least like vector 0
+    cases = {"camera": (SearchFilter(camera="Canon"), np.arange(4000) % 4 == 1, rng.integers(0, 4000, 30)),
+             "folder": (SearchFilter(folder="/p/2"), np.arange(4000) % 5 == 2, rng.integers(0, 4000, 30)),
+             "far camera": (SearchFilter(camera="Leica M"), np.isin(np.arange(4000), list(near_first)), far)}
+    for name, (where, mask, picks) in cases.items():
         recall = []
-        for q in rng.integers(0, 4000, 30):
+        for q in picks:
             query = vectors[q] + 0.05 * rng.standard_normal(32).astype(np.float32)
             query /= np.linalg.norm(query)
             scores = np.where(mask, stored @ query, -np.inf)

@@ -6,6 +6,7 @@ import ctypes
 import ctypes.util
 import json
 import logging
+import math
 import os
 import shutil
 import uuid
@@ -405,19 +406,51 @@ class EdgeStore(EdgeTextMixin):
             if exclude:  # damaged points found by earlier rounds or searches
                 left_out = qe.HasIdCondition({uuid.UUID(i) for i in exclude})
                 wanted = qe.Filter(must=[wanted] if wanted else None, must_not=[left_out])
-            request = qe.QueryRequest(
-                limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
-                with_vector=False,
-                params=qe.SearchParams(hnsw_ef=max(ef, k), quantization=_quantization_params(self.config),
-                                       acorn=acorn))
             try:
-                points = self.shard.query(request)
+                points = None
+                if acorn is not None and wanted is not None:
+                    points = self._shortlisted(nearest, wanted, k, min_score)
+                if points is None:
+                    points = self.shard.query(qe.QueryRequest(
+                        limit=k, query=nearest, filter=wanted, score_threshold=min_score, with_payload=True,
+                        with_vector=False,
+                        params=qe.SearchParams(hnsw_ef=max(ef, k), quantization=_quantization_params(self.config),
+                                               acorn=acorn)))
             except Exception as exc:  # qdrant-edge raises plain exceptions: a file it cannot read
                 raise health.StoreDamaged(f"cannot search store {self.folder}: {str(exc).splitlines()[0]}; "
                                           f"{hints.command('status --check')} says what is damaged") from None
             return [Hit(str(p.id), float(p.score), dict(p.payload or {})) for p in points]
 
         return health.refill(search, limit, self._damaged)
+
+    def _shortlisted(self, nearest: Any, wanted: qe.Filter, k: int, min_score: float | None) -> list[Any] | None:
+        """A broad filter's top ``k`` from the unfiltered graph, or None where that cannot answer it.
+
+        A filter that lets through at least :data:`SHORTLIST_SELECTIVITY` of the points is walked slowly by
+        ACORN (every candidate looks two hops ahead), while the plain graph is fast. So: the unfiltered nearest
+        ``L = k / selectivity * SHORTLIST_FACTOR`` (ids only), then the filter applied to those ``L`` exactly.
+        If at least ``k`` of them pass, they are the answer, and the same answer the filtered walk would give:
+        every point the filter passes outside the shortlist scores below all of it. Fewer than ``k`` (the query
+        is near points the filter refuses): None, and the caller walks the filtered graph as before."""
+        total = self.shard.count(qe.CountRequest(exact=False))  # estimates, from the segments' own counts
+        if total < SHORTLIST_MIN_POINTS:
+            return None  # small stores: the filtered walk is fast enough, and exact below the index threshold
+        estimate = self.shard.count(qe.CountRequest(filter=wanted, exact=False))
+        if estimate < SHORTLIST_SELECTIVITY * total:
+            return None
+        shortlist = min(SHORTLIST_MAX, max(k, math.ceil(k * total / max(estimate, 1) * SHORTLIST_FACTOR)))
+        first = self.shard.query(qe.QueryRequest(
+            limit=shortlist, query=nearest, filter=None, score_threshold=min_score, with_payload=False,
+            with_vector=False, params=qe.SearchParams(hnsw_ef=max(self.hnsw_ef, shortlist),
+                                                      quantization=_quantization_params(self.config))))
+        if len(first) < k:
+            return None
+        among = qe.HasIdCondition({p.id for p in first})
+        points = self.shard.query(qe.QueryRequest(
+            limit=k, query=nearest, filter=qe.Filter(must=[wanted, among]), score_threshold=min_score,
+            with_payload=True, with_vector=False,
+            params=qe.SearchParams(exact=True, quantization=_quantization_params(self.config))))
+        return points if len(points) >= k else None
 
     def recommend(self, positives: np.ndarray, negatives: np.ndarray, limit: int, where: SearchFilter,
                   min_score: float | None = None) -> list[Hit]:
@@ -701,6 +734,16 @@ neighbours' neighbours, so each candidate costs many times a plain step: at a ca
 60k points, ef 128 took 72-90 ms per search with recall@10 1.0, ef 24 took 3-4 ms with 0.998 (a folder holding a
 fifth: 6-9 ms, 0.994; a plain walk without ACORN: 2 ms but 0.86, and still 0.97 at ef 1024); docs/benchmarks.md,
 "Engine, second pass". Filters matching few points are answered exactly from the payload index anyway."""
+SHORTLIST_SELECTIVITY = 0.05
+"""Filters that pass at least this share of the points (by the payload index's estimate) are answered from the
+unfiltered graph's shortlist first (:meth:`EdgeStore._shortlisted`); narrower ones are walked with ACORN, or
+answered exactly from the payload index."""
+SHORTLIST_FACTOR = 4
+"""The shortlist holds this many times the points the filter's share says ``k`` passing ones need."""
+SHORTLIST_MAX = 2000
+"""At most this many unfiltered neighbours are shortlisted (a graph walk at ef 2000 still takes milliseconds)."""
+SHORTLIST_MIN_POINTS = 20_000
+"""Stores smaller than this (about ``[store] index_threshold``: searched exactly) skip the shortlist."""
 _MEMORY = {"cold": qe.Memory.Cold, "cached": qe.Memory.Cached, "pinned": qe.Memory.Pinned}
 _DATATYPES = {"float32": qe.VectorStorageDatatype.Float32, "float16": qe.VectorStorageDatatype.Float16}
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid}
