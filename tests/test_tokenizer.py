@@ -177,3 +177,18 @@ def test_bpe_tables_kept_on_disk_equal_the_built_ones_and_a_damaged_file_is_rebu
         assert bpe_tables.load(vocab_path(), byte_tokens, special) == built  # and the file was rewritten
     tokens = Tokenizer()(["a dog on a beach"])
     assert tokens[0][0] == built[0][SOT] and built[0][EOT] in tokens[0]
+
+
+@given(st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_ascii_pattern_splits_printable_ascii_as_open_clips_pattern_does(ours: Tokenizer, text: str):
+    """The standard-library pattern a printable-ASCII text goes through finds the same words as open_clip's
+    Unicode one (``regex``), case and contractions included."""
+    assert [m.group() for m in ours.ascii_pattern.finditer(text)] == [m.group() for m in ours.pattern.finditer(text)]
+
+
+def test_a_plain_query_does_not_import_regex():
+    code = ("import sys; from retrieval.model.tokenizer import Tokenizer; t = Tokenizer(); t(['A dog, 2 cats!']); "
+            "print('regex' in sys.modules); t(['naïve café']); print('regex' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True).stdout
+    assert out.split() == ["False", "True"]
