@@ -11,7 +11,6 @@ mask) get None from :func:`load_tokenizer`: they keep the torch path.
 
 from __future__ import annotations
 
-import html
 import importlib.util
 import json
 import re
@@ -93,7 +92,11 @@ def basic_clean(text: str) -> str:
         import ftfy
 
         text = ftfy.fix_text(text)
-    return html.unescape(html.unescape(text)).strip()
+    if "&" in text:  # html.unescape changes nothing else (and html.entities is a large table to import)
+        import html
+
+        text = html.unescape(html.unescape(text))
+    return text.strip()
 
 
 def whitespace_clean(text: str) -> str:
