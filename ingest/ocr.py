@@ -10,7 +10,9 @@ pass has read them. Its state lives in the store's payload, so it is incremental
 
 Work is by content hash: a pending point whose bytes some other point already has text for (a moved
 file, a copy) gets that text without OCR; every other hash is read once and its text set on all points
-holding it with one store update. Each update is durable in the store's write-ahead log once acknowledged,
+holding it with one store update. A video's moments are read each on its own frame (``time_s``; at most
+``[ocr] video_frames`` of them, spread over the video) and each gets its own text.
+Each update is durable in the store's write-ahead log once acknowledged,
 so after ``kill -9`` a re-run continues with what is still pending. The CLIP pass copies the OCR fields
 when it reuses a stored vector (ingest/bookkeeping.py ``CONTENT_FIELDS``).
 """
@@ -67,8 +69,12 @@ def pending(store: Any, version: str) -> dict[str, _Pending]:
     return found
 
 
-def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> dict[str, Any]:
+def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings, *,
+              time_s: float | None = None, check: bool = True, budget: float | None = None) -> dict[str, Any]:
     """The OCR fields for one file (``ocr_error`` set when it cannot be read), within ``[ocr] timeout_s``.
+
+    ``time_s``: a video's frame at that time (else a video's middle frame). ``check``: first make sure the
+    file still holds ``digest``'s bytes. ``budget``: seconds allowed, when less than ``timeout_s``.
 
     The budget holds in any thread (``serve --watch`` reads in its sync thread): the engine stops its ONNX
     Runtime runs at the deadline (:class:`ingest.ocr_engine.OcrTimeout`). In the main thread a ``SIGALRM``
@@ -76,14 +82,14 @@ def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> 
     a stopped run included, in its ``ONNXRuntimeError``) becomes that picture's ``ocr_error``: the pass goes on.
     """
     state: dict[str, Any] = {STATE_FIELD: engine.version, TEXT_FIELD: None, "ocr_error": None}
-    budget = settings.ocr.timeout_s
+    budget = settings.ocr.timeout_s if budget is None else min(budget, settings.ocr.timeout_s)
     deadline = time.monotonic() + budget
-    too_slow = f"OCR took longer than {budget:g} s ([ocr] timeout_s)"
+    too_slow = f"OCR took longer than {settings.ocr.timeout_s:g} s ([ocr] timeout_s)"
     try:
         with time_limit(budget):
-            if content_hash(path) != digest:
+            if check and content_hash(path) != digest:
                 raise DecodeError("changed since it was indexed (run ingest again)")
-            image = _video_frame(path, settings) if is_video_name(path) else load_image(
+            image = _video_frame(path, settings, time_s) if is_video_name(path) else load_image(
                 path, max_megapixels=settings.ingest.max_megapixels, draft_size=settings.ocr.rec_max_side)
             text = engine.read(image, deadline=deadline)
     except OcrTimeout:
@@ -106,18 +112,68 @@ def read_file(engine: OcrEngine, path: str, digest: str, settings: Settings) -> 
     return state
 
 
-def _video_frame(path: str, settings: Settings) -> Any:
-    """A video's representative frame for OCR: the one in its middle (its text is set on all its moments)."""
+def _video_frame(path: str, settings: Settings, time_s: float | None = None) -> Any:
+    """A video's frame at ``time_s`` for OCR (default: the one in its middle)."""
     from ingest.video.frame import frame_at
     from ingest.video.probe import VideoError, open_video
 
     try:
-        with open_video(path) as container:
-            middle = (container.duration or 0) / 2e6
-        return frame_at(path, middle, max_side=settings.ocr.rec_max_side,
+        if time_s is None:
+            with open_video(path) as container:
+                time_s = (container.duration or 0) / 2e6
+        return frame_at(path, time_s, max_side=settings.ocr.rec_max_side,
                         max_megapixels=settings.ingest.max_megapixels)
     except VideoError as exc:
         raise DecodeError(str(exc)) from None
+
+
+VIDEO_BUDGET_FACTOR = 4
+"""A video's frames are read within this many times ``[ocr] timeout_s`` in all."""
+
+
+def spread(times: list[float], most: int) -> list[float]:
+    """At most ``most`` of the sorted ``times``, evenly spread over them (the first and the last included)."""
+    if len(times) <= most:
+        return list(times)
+    if most == 1:
+        return [times[len(times) // 2]]
+    return [times[round(i * (len(times) - 1) / (most - 1))] for i in range(most)]
+
+
+def read_video(engine: OcrEngine, item: _Pending, store: Any, settings: Settings) -> list[dict[str, Any]]:
+    """OCR each moment of a video on its own frame (``time_s``) and set each moment's fields; returns the
+    fields of the frames read (at most ``[ocr] video_frames``, all within :data:`VIDEO_BUDGET_FACTOR` ×
+    ``timeout_s``). A moment whose frame is not read gets this engine's state and no text."""
+    moments = store.hash_points(item.digest, ["time_s"])
+    by_time: dict[float, list[str]] = {}
+    for point_id, payload in moments:
+        t = payload.get("time_s")
+        by_time.setdefault(round(float(t), 3) if isinstance(t, int | float) else -1.0, []).append(point_id)
+    done: dict[float, dict[str, Any]] = {}
+    path = next((p for p in item.paths if _holds(p, item.digest)), None)
+    stop = time.monotonic() + VIDEO_BUDGET_FACTOR * settings.ocr.timeout_s
+    if path is None:
+        gone = {STATE_FIELD: engine.version, TEXT_FIELD: None, "ocr_error": "file vanished or changed since it "
+                "was indexed (run ingest again)"}
+        done = {t: gone for t in by_time}
+    else:
+        for t in spread(sorted(by_time), settings.ocr.video_frames):
+            left = stop - time.monotonic()
+            if left <= 0:
+                break
+            done[t] = read_file(engine, path, item.digest, settings, time_s=None if t < 0 else t, check=False,
+                                budget=left)
+    unread = {STATE_FIELD: engine.version, TEXT_FIELD: None, "ocr_error": None}
+    for t, ids in by_time.items():
+        store.set_payload(ids, done.get(t, unread))
+    return list(done.values())
+
+
+def _holds(path: str, digest: str) -> bool:
+    try:
+        return content_hash(path) == digest
+    except (OSError, DecodeError):
+        return False
 
 
 def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False,
@@ -127,7 +183,9 @@ def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False
     version = engine_version(settings.ocr)
     report = OcrReport()
     todo = pending(store, version)
-    known = store.ocr_done(sorted(todo), version, OCR_FIELDS)
+    per_moment = hasattr(store, "hash_points")
+    videos = {d for d, item in todo.items() if per_moment and any(is_video_name(p) for p in item.paths)}
+    known = store.ocr_done(sorted(set(todo) - videos), version, OCR_FIELDS)  # a video's moments differ
     for digest, fields in known.items():
         store.set_hash_payload(digest, fields)
         report.reused += len(todo.pop(digest).paths)
@@ -136,13 +194,16 @@ def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False
         if todo and engine is None:
             engine = engine_for(settings)
         for done, item in enumerate(_ordered(todo), 1):
-            fields = _read_any(engine, item, settings)  # type: ignore[arg-type]
-            store.set_hash_payload(item.digest, fields)
+            if item.digest in videos:
+                frames = read_video(engine, item, store, settings)  # type: ignore[arg-type]
+            else:
+                frames = [_read_any(engine, item, settings)]  # type: ignore[arg-type]
+                store.set_hash_payload(item.digest, frames[0])
             report.read += 1
-            if fields[TEXT_FIELD]:
+            if any(fields[TEXT_FIELD] for fields in frames):
                 report.with_text += 1
-            if fields["ocr_error"]:
-                report.failed.append({"path": item.paths[0], "error": fields["ocr_error"]})
+            if errors := [fields["ocr_error"] for fields in frames if fields["ocr_error"]]:
+                report.failed.append({"path": item.paths[0], "error": errors[0]})
             if callback:
                 callback("ocr", done, len(todo))
     finally:

@@ -210,6 +210,9 @@ class OcrSettings(_Section):
     """Turn upside-down text upright (0/180° classifier) before recognising it."""
     timeout_s: float = Field(20.0, gt=0, le=600)
     """Wall time allowed per image (decode + OCR); a slower image is reported and skipped."""
+    video_frames: int = Field(32, ge=1, le=2000)
+    """Per video: read the frames of at most this many of its moments (spread over its length), each within
+    ``timeout_s``, and all of them within 4 × ``timeout_s``; a moment not read gets no text."""
 
 
 class ServeSettings(_Section):

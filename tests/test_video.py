@@ -32,8 +32,8 @@ def library(tmp_path: Path) -> Path:
     return lib
 
 
-def stored(config: Path) -> list[dict]:
-    """Every stored point's payload."""
+def stored(config: Path, *more: str) -> list[dict]:
+    """Every stored point's payload (the video fields, and ``more``)."""
     from retrieval.settings import load_settings
     from retrieval.store import open_store
 
@@ -41,7 +41,7 @@ def stored(config: Path) -> list[dict]:
     store = open_store(settings)
     try:
         return [p for _, p in store.payloads(("path", "media", "start_s", "end_s", "time_s", "hash", "video_points",
-                                              "width", "height", "codec", "duration_s", "taken_ts", "truncated"))]
+                                              "width", "height", "codec", "duration_s", "taken_ts", "truncated", *more))]
     finally:
         store.close()
 
@@ -368,18 +368,29 @@ def test_memory_does_not_grow_with_the_duration(tmp_path: Path) -> None:
     assert grown["short.mp4"][1] > 0 and grown["long.mp4"][1] - grown["short.mp4"][1] < 16 * 1024, grown  # KiB
 
 
-def test_ocr_reads_a_videos_middle_frame(clipdex, config: Path, tmp_path: Path) -> None:
-    """``--ocr`` reads the words on a video's middle frame; ``--text-in-image`` then finds its moments."""
+def test_ocr_reads_each_moment_on_its_own_frame(clipdex, config: Path, tmp_path: Path) -> None:
+    """``--ocr`` reads every moment's own frame: the words of one scene land on that scene's moment only, so
+    ``--text-in-image`` finds the video at the right second; a scene without words gets no text."""
     from tests.ocr_images import sign
 
     lib = tmp_path / "lib"
     lib.mkdir()
-    write_video(lib / "shop.mp4", [(pattern(1), 1.0), (sign("PHARMACY"), 2.0), (pattern(2), 1.0)], size=(320, 240),
-                motion=False)
+    video = write_video(lib / "shop.mp4", [(sign("PHARMACY"), 2.0), (pattern(2), 2.0), (sign("BAKERY", seed=3), 2.0)],
+                        size=(320, 240), motion=False)
     report = clipdex("ingest", lib, "--ocr", "--json").json()
-    assert report["videos"] == 1 and report["ocr"]["failed"] == []
-    hits = clipdex("search", "--text-in-image", "pharmacy", "--json").json()
-    assert hits and {h["path"] for h in hits} == {str(lib / "shop.mp4")} and hits[0]["media"] == "video"
+    assert report["videos"] == 1 and report["ocr"]["failed"] == [] and report["ocr"]["with_text"] == 1
+    moments = sorted((p for p in stored(config, "ocr", "ocr_text", "ocr_error") if p["path"] == str(video)),
+                     key=lambda p: p["start_s"])
+    assert len(moments) == 3 and all(p.get("ocr") and not p.get("ocr_error") for p in moments)
+    texts = [" ".join(p.get("ocr_text") or []).lower() if isinstance(p.get("ocr_text"), list)
+             else str(p.get("ocr_text") or "").lower() for p in moments]
+    assert "pharmacy" in texts[0] and "bakery" not in texts[0]
+    assert texts[1] == ""
+    assert "bakery" in texts[2] and "pharmacy" not in texts[2]
+    for word, scene in (("pharmacy", 0), ("bakery", 2)):
+        hits = clipdex("search", "--text-in-image", word, "--json").json()
+        assert hits and hits[0]["path"] == str(video) and hits[0]["media"] == "video"
+        assert moments[scene]["start_s"] <= hits[0]["time_s"] <= moments[scene]["end_s"], (word, hits[0])
 
 
 def test_chromium_plays_a_moment_from_api_media(clipdex, config: Path, tmp_path: Path,
@@ -414,3 +425,14 @@ def test_chromium_plays_a_moment_from_api_media(clipdex, config: Path, tmp_path:
         """, str(video), moment["start_s"])
     assert state["err"] is None and state["ready"] >= 2, state
     assert moment["start_s"] <= state["t"] < moment["end_s"], state
+
+
+def test_ocr_frames_of_a_long_video_are_capped_and_spread_over_it() -> None:
+    """``[ocr] video_frames`` bounds the frames read per video; those read cover its start, end and middle."""
+    from ingest.ocr import spread
+
+    times = [float(t) for t in range(100)]
+    assert spread(times, 200) == times
+    assert spread(times, 5) == [0.0, 25.0, 50.0, 74.0, 99.0]
+    assert spread(times, 1) == [50.0]
+    assert len(spread(times, 32)) == 32 and len(set(spread(times, 32))) == 32

@@ -89,6 +89,15 @@ class EdgeTextMixin:
         self.shard.update(qe.UpdateOperation.set_payload_by_filter(
             qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchValue(digest))]), payload))
 
+    def hash_points(self, digest: str, fields: Sequence[str], limit: int = 4096) -> list[tuple[str, dict[str, Any]]]:
+        """(id, ``fields``) of the points whose content hash is ``digest`` (a video's moments), at most ``limit``."""
+        if self._shard is None:
+            return []
+        records, _ = self._shard.scroll(qe.ScrollRequest(
+            limit=limit, filter=qe.Filter(must=[qe.FieldCondition(key="hash", match=qe.MatchValue(digest))]),
+            with_payload=list(fields), with_vector=False))
+        return [(str(r.id), dict(r.payload or {})) for r in records]
+
     def ocr_pending(self, version: str) -> Iterator[tuple[str, str]]:
         """(hash, path) of every point not read by OCR ``version`` (one filtered scroll)."""
         if self._shard is None:

@@ -53,6 +53,14 @@ class ServerTextMixin:
             if offset is None:
                 return
 
+    def hash_points(self, digest: str, fields: Sequence[str], limit: int = 4096) -> list[tuple[str, dict[str, Any]]]:
+        if not self._exists:
+            return []
+        records, _ = self.client.scroll(self.collection, limit=limit, with_payload=list(fields), with_vectors=False,
+                                        scroll_filter=models.Filter(must=[models.FieldCondition(
+                                            key="hash", match=models.MatchValue(value=digest))]))
+        return [(str(r.id), dict(r.payload or {})) for r in records]
+
     def ocr_pending(self, version: str) -> Iterator[tuple[str, str]]:
         filt = models.Filter(must_not=[models.FieldCondition(key=STATE_FIELD, match=models.MatchValue(value=version))])
         for p in self._scroll(filt, ["path", "hash"]):
