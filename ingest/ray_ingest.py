@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingest import failures
 from ingest.bookkeeping import Bookkeeper
 from ingest.file_result import FileResult
 from ingest.finish import Progress, finish, start_report
@@ -126,19 +127,23 @@ def encoded_batches(files: Sequence[ScannedFile], encoder: TorchEncoder, setting
 
 
 def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, settings: Settings, *,
-                  address: str, progress: bool | Progress = False, prune: bool = False) -> IngestReport:
+                  address: str, progress: bool | Progress = False, prune: bool = False,
+                  retry_failed: bool = False) -> IngestReport:
     """:func:`ingest.pipeline.ingest` with hash/decode/encode on a Ray cluster: the same plan, bookkeeping
     and finish, so the same points, payloads and report.
 
     ``progress``: True shows Ray Data's progress bars; a callback gets ``("read", files done, total)``
     after each batch is handed to the writer, and the deletion/index stages as in a local ingest.
+    ``retry_failed``: as in :func:`ingest.pipeline.ingest`.
     """
     plan = plan_roots(roots, store, settings.ingest)
     report = start_report(plan)
+    ledger = failures.start(plan, store, report, settings.ingest, retry=retry_failed)
     callback = progress if callable(progress) else None
     writer = AsyncUpserter(store)
     try:
         book = Bookkeeper(plan, store, writer, report, chunk=settings.ingest.upsert_batch)
+        book.broken += failures.stored_before(ledger, plan)
         if plan.todo:
             connect(address, settings.ray)
             done = 0
@@ -151,6 +156,8 @@ def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: TorchEncode
                     callback("read", done, len(plan.todo))
     finally:
         writer.close()
-    return finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.ingest.max_delete_fraction,
-                  chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold,
-                  progress=callback)
+    finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.ingest.max_delete_fraction,
+           chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold, progress=callback)
+    failures.remember(ledger, plan, book.failed_files, videos=settings.ingest.video)
+    return report
+

@@ -146,9 +146,7 @@ def record_video(plan: IngestPlan, book: Bookkeeper, result: VideoResult) -> Non
     key, report = path_key(result.file.path), book.report
     old = plan.video_ids.get(key, [])
     if result.status == "failed":
-        report.failed.append({"path": key, "error": result.error})
-        if key in plan.previous and not result.unreadable:
-            book.broken.append(key)
+        book.failed(result.file, result.error, unreadable=result.unreadable)
         return
     plan.present.add(result.hash)
     if result.status == "touched":
