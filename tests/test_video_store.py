@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.images import pattern
@@ -165,4 +167,95 @@ def test_a_server_store_has_no_ledger_and_says_so(tmp_path: Path, tiny_model_dir
 
     out = CliRunner().invoke(click.command()(lambda: _failed_lines(None, None, True))).output
     assert "not remembered on a Qdrant server store" in out
+
+
+def _moments(config: Path, name: str) -> dict[str, tuple[np.ndarray, dict]]:
+    """The stored moments of the file ``name`` (any folder): id -> (vector, payload)."""
+    from retrieval.settings import load_settings
+    from retrieval.store import open_store
+
+    store = open_store(load_settings(config))
+    try:
+        ids = [pid for pid, p in store.payloads(("path",)) if Path(p["path"]).name == name]
+        return store.points(ids)
+    finally:
+        store.close()
+
+
+def _by_time(moments: dict[str, tuple[np.ndarray, dict]]) -> list[tuple[str, np.ndarray, dict]]:
+    return sorted(((pid, v, p) for pid, (v, p) in moments.items()), key=lambda row: row[2]["time_s"])
+
+
+PATH_FIELDS = {"path", "folder", "size", "mtime", "mtime_ns", "root"}
+
+
+def test_a_moved_or_copied_video_reuses_its_moments(clipdex, config: Path, tmp_path: Path) -> None:
+    from ingest.records import point_id
+    from ingest.video.moments import moment_key
+
+    lib = tmp_path / "lib"
+    (lib / "a").mkdir(parents=True)
+    (lib / "b").mkdir()
+    write_video(lib / "a" / "trip.mp4", SCENES, creation_time="2021-06-01T10:00:00Z")
+    pattern(2).save(tmp_path / "query.png")  # the second scene's picture
+    assert clipdex("ingest", lib, "--json").json()["videos"] == 1
+    before = _by_time(_moments(config, "trip.mp4"))
+    assert len(before) == 3
+    (hit,) = clipdex("search", "--image", tmp_path / "query.png", "--media", "video", "-k", "1", "--json").json()
+
+    os.rename(lib / "a" / "trip.mp4", lib / "b" / "moved.mp4")
+    moved = clipdex("ingest", lib, "--json").json()
+    assert moved["videos"] == 0 and moved["moments"] == 0  # nothing decoded or embedded
+    assert moved["moved"] == 1 and moved["deleted"] == 1 and moved["failed"] == []
+    assert not _moments(config, "trip.mp4")
+    after = _by_time(_moments(config, "moved.mp4"))
+    key = str(lib / "b" / "moved.mp4")
+    assert [pid for pid, _, _ in after] == [point_id(moment_key(key, p["hash"], p["time_s"])) for _, _, p in after]
+    for (_, old_vector, old), (_, vector, new) in zip(before, after, strict=True):
+        np.testing.assert_array_equal(vector, old_vector)
+        assert {k: v for k, v in new.items() if k not in PATH_FIELDS} == {
+            k: v for k, v in old.items() if k not in PATH_FIELDS}
+        assert new["path"] == key and new["folder"] == str(lib / "b") and new["root"] == str(lib)
+    (found,) = clipdex("search", "--image", tmp_path / "query.png", "--media", "video", "-k", "1", "--json").json()
+    assert found["path"] == key and (found["time_s"], found["start_s"], found["end_s"]) == (
+        hit["time_s"], hit["start_s"], hit["end_s"])
+    assert clipdex("search", "--like", f"{key}#t={hit['time_s']}", "--media", "video", "-k", "1",
+                   "--json").json()[0]["time_s"] == hit["time_s"]
+
+    shutil.copy(lib / "b" / "moved.mp4", lib / "a" / "copy.mp4")  # a copy beside the original
+    shutil.copy(lib / "b" / "moved.mp4", lib / "a" / "copy2.mp4")
+    copied = clipdex("ingest", lib, "--json").json()
+    assert copied["videos"] == 0 and copied["duplicates"] == 2 and copied["deleted"] == 0
+    assert len(_moments(config, "moved.mp4")) == len(_moments(config, "copy.mp4")) == len(
+        _moments(config, "copy2.mp4")) == 3
+    assert clipdex("status", "--json").json()["videos"] == 3
+    again = clipdex("ingest", lib, "--json").json()
+    assert again["unchanged"] == 3 and again["videos"] == again["duplicates"] == 0
+
+
+def test_identical_new_videos_are_read_once_and_an_incomplete_source_is_read_again(clipdex, config: Path,
+                                                                                   tmp_path: Path) -> None:
+    from retrieval.settings import load_settings
+    from retrieval.store import open_store
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    write_video(lib / "one.mp4", SCENES)
+    shutil.copy(lib / "one.mp4", lib / "two.mp4")
+    first = clipdex("ingest", lib, "--json").json()
+    assert first["videos"] == 1 and first["duplicates"] == 1  # the second copy reuses the first one's moments
+    assert len(_moments(config, "one.mp4")) == len(_moments(config, "two.mp4")) == 3
+
+    (lib / "two.mp4").unlink()
+    assert clipdex("ingest", lib, "--json").json()["deleted"] == 1
+    ids = sorted(_moments(config, "one.mp4"))
+    store = open_store(load_settings(config))
+    try:  # one moment of one.mp4 lost (a partly applied write): not a source to copy from
+        store.delete(ids[:1])
+    finally:
+        store.close()
+    os.rename(lib / "one.mp4", lib / "three.mp4")
+    report = clipdex("ingest", lib, "--json").json()
+    assert report["videos"] == 1 and report["moved"] == 0  # read again: its stored set was not whole
+    assert len(_moments(config, "three.mp4")) == 3 and not _moments(config, "one.mp4")
 
