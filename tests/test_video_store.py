@@ -259,3 +259,45 @@ def test_identical_new_videos_are_read_once_and_an_incomplete_source_is_read_aga
     assert report["videos"] == 1 and report["moved"] == 0  # read again: its stored set was not whole
     assert len(_moments(config, "three.mp4")) == 3 and not _moments(config, "one.mp4")
 
+
+def test_ray_ingest_reads_videos_as_a_local_ingest_does(capfd, tmp_path: Path, tiny_model_dir: Path) -> None:
+    """``ingest --ray local``: the photos on Ray, then the same video pass as a local ingest (same ids, payloads
+    and vectors), failures remembered, and a moved video reused."""
+    import ray
+
+    from retrieval.cli import main
+    from tests.conftest import write_config
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    pattern(9).save(lib / "photo.png")
+    write_video(lib / "scenes.mp4", SCENES)
+    (lib / "text.mp4").write_text("this is not a video\n" * 20)
+    local = write_config(tmp_path / "local.toml", tiny_model_dir, tmp_path / "store-local")
+    on_ray = write_config(tmp_path / "ray.toml", tiny_model_dir, tmp_path / "store-ray")
+
+    def ingest(config: Path, *extra: str) -> dict:
+        capfd.readouterr()
+        code = main(["ingest", str(lib), *extra, "--json", "--config", str(config)])
+        out = capfd.readouterr().out
+        assert code == 0, out
+        return json.loads(out)
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024 * 1024, logging_level="warning")
+    try:
+        first = ingest(on_ray, "--ray", "local")
+        assert ingest(local) == first
+        assert first["indexed"] == 1 and first["videos"] == 1 and first["moments"] == 3
+        assert [Path(f["path"]).name for f in first["failed"]] == ["text.mp4"]
+        here, there = _moments(local, "scenes.mp4"), _moments(on_ray, "scenes.mp4")
+        assert here.keys() == there.keys() and len(here) == 3
+        for pid, (vector, payload) in here.items():
+            assert there[pid][1] == payload
+            np.testing.assert_allclose(there[pid][0], vector, atol=1e-3)
+        again = ingest(on_ray, "--ray", "local")
+        assert again["videos"] == 0 and again["unchanged"] == 2 and len(again["skipped"]) == 1
+        os.rename(lib / "scenes.mp4", lib / "moved.mp4")
+        moved = ingest(on_ray, "--ray", "local")
+        assert (moved["videos"], moved["moved"], moved["deleted"]) == (0, 1, 1)
+    finally:
+        ray.shutdown()
