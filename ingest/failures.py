@@ -29,10 +29,16 @@ import zlib
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.records import ancestors, path_key
 from ingest.scan import ScannedFile, is_video_name
+
+if TYPE_CHECKING:
+    from ingest.plan import IngestPlan
+    from ingest.report import IngestReport
+    from retrieval.settings import IngestSettings
+    from retrieval.store import VectorStore
 
 FILE = "failed.jsonl"
 VERSION = 1
@@ -49,7 +55,7 @@ Failure = tuple[ScannedFile, str, bool]
 """One file that failed in a run: the file, the one-line reason, and whether its bytes were unreadable."""
 
 
-def folder_of(store: Any) -> Path | None:
+def folder_of(store: VectorStore) -> Path | None:
     """The collection folder of an embedded store; None for a Qdrant server store (no local folder)."""
     folder = getattr(store, "folder", None)
     return Path(folder) if folder is not None else None
@@ -92,7 +98,10 @@ def read(folder: Path) -> tuple[dict[str, dict[str, Any]], bool]:
     except OSError:
         return {}, True
     entries: dict[str, dict[str, Any]] = {}
-    damaged = False
+    try:
+        damaged = json.loads(lines[0]).get("version") != VERSION if lines else True
+    except (ValueError, AttributeError):
+        damaged = True
     for line in lines[1:]:
         try:
             entry = _entry(json.loads(line))
@@ -139,10 +148,10 @@ class Ledger:
         self.folder = folder
         self.env = env
         self.entries, self._damaged = read(folder)
-        self._before = {k: (e["size"], e["mtime_ns"], e["error"], e["unreadable"]) for k, e in self.entries.items()}
+        self._before = {k: _signature(e) for k, e in self.entries.items()}
         self.skipped: set[str] = set()
 
-    def skip_unchanged(self, plan: Any) -> list[dict[str, str]]:
+    def skip_unchanged(self, plan: IngestPlan) -> list[dict[str, str]]:
         """Take the files that failed before and are unchanged out of ``plan.todo`` and ``plan.videos``;
         ``[{"path", "error"}]`` of each (the reason it failed with)."""
         out: list[dict[str, str]] = []
@@ -161,7 +170,7 @@ class Ledger:
         plan.videos = [f for f in plan.videos if keep(f)]
         return out
 
-    def update(self, plan: Any, failed: Iterable[Failure], *, videos: bool) -> None:
+    def update(self, plan: IngestPlan, failed: Iterable[Failure], *, videos: bool) -> None:
         """This run's failures in; entries of files stored, unchanged or gone out (see the module docstring)."""
         now = time.time()
         fresh: set[str] = set()
@@ -181,8 +190,7 @@ class Ledger:
 
     def save(self) -> None:
         """Write the ledger when it changed (or was damaged); a collection that never failed gets no file."""
-        now = {k: (e["size"], e["mtime_ns"], e["error"], e["unreadable"]) for k, e in self.entries.items()}
-        if now == self._before and not self._damaged and len(now) <= MAX_ENTRIES:
+        if not self._damaged and {k: _signature(e) for k, e in self.entries.items()} == self._before:
             return
         try:
             write(self.folder, self.entries.values())
@@ -190,7 +198,12 @@ class Ledger:
             log.warning("the list of failed files was not updated: %s", exc.strerror or exc)
 
 
-def _gone(plan: Any, key: str, problems: set[str], videos: bool) -> bool:
+def _signature(entry: dict[str, Any]) -> tuple[Any, ...]:
+    """What a rewrite of an entry changes (its ``at`` stays while the failure is the same)."""
+    return entry["size"], entry["mtime_ns"], entry["error"], entry["unreadable"], entry["env"]
+
+
+def _gone(plan: IngestPlan, key: str, problems: set[str], videos: bool) -> bool:
     """Whether this run listed the folder ``key`` lies in and did not find it (not offline, not unreadable)."""
     if not videos and is_video_name(key):
         return False
@@ -207,7 +220,8 @@ def entries_in_order(folder: Path) -> Iterator[dict[str, Any]]:
         yield entries[key]
 
 
-def start(plan: Any, store: Any, report: Any, settings: Any, *, retry: bool) -> Ledger | None:
+def start(plan: IngestPlan, store: VectorStore, report: IngestReport, settings: IngestSettings, *,
+          retry: bool) -> Ledger | None:
     """The runners' first step: the collection's ledger (None on a server store), with the files that failed
     before and are unchanged taken out of ``plan`` into ``report.skipped`` (unless ``retry``)."""
     folder = folder_of(store)
@@ -219,12 +233,12 @@ def start(plan: Any, store: Any, report: Any, settings: Any, *, retry: bool) -> 
     return ledger
 
 
-def stored_before(ledger: Ledger | None, plan: Any) -> list[str]:
+def stored_before(ledger: Ledger | None, plan: IngestPlan) -> list[str]:
     """Skipped files that still have a stored point: dropped at the end, as a failing read of them would."""
     return [key for key in sorted(ledger.skipped) if key in plan.previous] if ledger else []
 
 
-def remember(ledger: Ledger | None, plan: Any, failed: Iterable[Failure], *, videos: bool) -> None:
+def remember(ledger: Ledger | None, plan: IngestPlan, failed: Iterable[Failure], *, videos: bool) -> None:
     """The runners' last step: this run's failures into the ledger, which is written if it changed."""
     if ledger is not None:
         ledger.update(plan, failed, videos=videos)

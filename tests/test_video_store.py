@@ -97,15 +97,18 @@ def test_other_decoder_limits_read_failures_again(clipdex, config: Path, tmp_pat
     lib = tmp_path / "big"
     lib.mkdir()
     pattern(1, (2000, 1000)).save(lib / "wide.png")
+    (lib / "text.jpg").write_text("not an image\n")
     with config.open("a") as fh:
         fh.write("max_megapixels = 1.0\n")  # (appended to the [ingest] section)
-    (failed,) = clipdex("ingest", lib, "--json").json()["failed"]
-    assert "too large" in failed["error"]
-    assert len(clipdex("ingest", lib, "--json").json()["skipped"]) == 1
+    failed = {Path(f["path"]).name: f["error"] for f in clipdex("ingest", lib, "--json").json()["failed"]}
+    assert "too large" in failed["wide.png"] and set(failed) == {"wide.png", "text.jpg"}
+    assert len(clipdex("ingest", lib, "--json").json()["skipped"]) == 2
     config.write_text(config.read_text().replace("max_megapixels = 1.0", "max_megapixels = 4.0"))
     report = clipdex("ingest", lib, "--json").json()
-    assert report["indexed"] == 1 and report["skipped"] == [] and report["failed"] == []
-    assert clipdex("status", "--json").json()["failed"] == {"images": 0, "videos": 0}
+    assert report["indexed"] == 1 and report["skipped"] == []
+    assert [Path(f["path"]).name for f in report["failed"]] == ["text.jpg"]  # read again: the same reason
+    assert clipdex("status", "--json").json()["failed"] == {"images": 1, "videos": 0}
+    assert [Path(s["path"]).name for s in clipdex("ingest", lib, "--json").json()["skipped"]] == ["text.jpg"]
 
 
 def test_no_video_keeps_the_videos_failures_and_a_damaged_ledger_is_replaced(clipdex, config: Path,
