@@ -19,8 +19,9 @@ Rules of :meth:`Bookkeeper.handle`:
 * ``"known"``: content (by hash) the store already holds, or that this run embedded earlier; the
   stored vector is looked up by hash (a keyword-indexed payload field) in chunks and reused.
   Moved files, touched files and byte-identical copies never reach the encoder.
-* ``"failed"``: reported. If the file's bytes were read but are no longer an image its old point is
-  dropped at the end; if they could not be read (``unreadable``) the old point is kept.
+* ``"failed"``: reported, and remembered in :attr:`Bookkeeper.failed_files` (the runner writes them to the
+  collection's failure ledger, :mod:`ingest.failures`). If the file's bytes were read but are no longer an
+  image its old point is dropped at the end; if they could not be read (``unreadable``) the old point is kept.
 
 What the bookkeeper keeps per file is one hash in a set; vectors live only for one batch.
 Runners that can skip encoding in-run duplicates call :meth:`Bookkeeper.mark_duplicates` first.
@@ -83,6 +84,7 @@ class Bookkeeper:
         self.chunk = max(1, chunk)
         self.embedded: set[str] = set()  # hashes embedded by this run
         self.broken: list[str] = []  # keys of stored files whose bytes are no longer an image
+        self.failed_files: list[tuple[ScannedFile, str, bool]] = []  # (file, reason, unreadable): ingest.failures
         self._unflushed = False  # something this run embedded may not be stored yet
         # a sink that writes on another thread exposes the lock that serialises store calls
         self._lock: AbstractContextManager[Any] = getattr(sink, "lock", None) or nullcontext()
@@ -175,7 +177,13 @@ class Bookkeeper:
                 self.report.moved += 1
 
     def _failed(self, result: FileResult) -> None:
-        key = path_key(result.file.path)
-        self.report.failed.append({"path": key, "error": result.error})
-        if key in self.plan.previous and not result.unreadable:
+        self.failed(result.file, result.error, unreadable=result.unreadable)
+
+    def failed(self, file: ScannedFile, error: str, *, unreadable: bool) -> None:
+        """A file that could not be stored: reported, remembered (ingest.failures), its old point dropped at the
+        end unless its bytes could not be read at all."""
+        key = path_key(file.path)
+        self.report.failed.append({"path": key, "error": error})
+        self.failed_files.append((file, error, unreadable))
+        if key in self.plan.previous and not unreadable:
             self.broken.append(key)

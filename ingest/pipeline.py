@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from tqdm import tqdm
 
+from ingest import failures
 from ingest.bookkeeping import CONTENT_FIELDS, Bookkeeper, file_payload
 from ingest.finish import Progress, finish, start_report
 from ingest.plan import IngestPlan, plan_ingest
@@ -68,19 +69,23 @@ def run_local(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, setting
 
 def ingest(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, settings: IngestSettings, *,
            batch_size: int, progress: bool | Progress = False, prune: bool = False,
-           index_threshold: int = 20000, video: VideoSettings | None = None) -> IngestReport:
+           index_threshold: int = 20000, video: VideoSettings | None = None, retry_failed: bool = False
+           ) -> IngestReport:
     """Bring the collection in line with the image files below ``roots``.
 
     ``progress``: True for a progress bar on stderr, or a callback ``progress(stage, done, total)``.
     ``prune``: delete even when more than ``settings.max_delete_fraction`` of a root's points are gone.
     ``video``: how videos are sampled (``[video]``; listed only with ``settings.video``), see ingest.video.
+    ``retry_failed``: also read the files that failed before and are unchanged (ingest.failures).
     """
     plan = plan_roots(roots, store, settings)
     report = start_report(plan)
+    ledger = failures.start(plan, store, report, settings, retry=retry_failed)
     callback, close = _progress(progress, len(plan.todo))
     writer = AsyncUpserter(store)
     try:
         book = Bookkeeper(plan, store, writer, report, chunk=settings.upsert_batch)
+        book.broken += failures.stored_before(ledger, plan)
         if plan.todo:
             run_local(plan, book, encoder, settings, batch_size=batch_size, progress=callback)
         if plan.videos:
@@ -91,8 +96,10 @@ def ingest(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, sett
     finally:
         writer.close()
         close()
-    return finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.max_delete_fraction,
-                  chunk=settings.upsert_batch, index_threshold=index_threshold, progress=callback)
+    finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.max_delete_fraction,
+           chunk=settings.upsert_batch, index_threshold=index_threshold, progress=callback)
+    failures.remember(ledger, plan, book.failed_files, videos=settings.video)
+    return report
 
 
 def _progress(progress: bool | Progress, total: int) -> tuple[Progress | None, Callable[[], None]]:

@@ -11,7 +11,8 @@ to be gone"):
   first; a mass deletion is held back unless confirmed).
 
 Memory: the plan holds per listed file its :class:`ScannedFile`, and per stored point at most one
-hash in a set; stale candidates keep (key, hash). No vector and no stored payload is kept.
+hash in a set (a video's moment: its id); stale candidates keep (key, hash). No vector and no stored
+payload is kept.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class IngestPlan:
     videos: list[ScannedFile] = field(default_factory=list)  # new or changed videos (ingest.video)
     video_ids: dict[str, list[str]] = field(default_factory=dict)  # video key -> its stored moment ids
     superseded: list[str] = field(default_factory=list)  # ids of incomplete or replaced video versions
+    video_versions: dict[str, list[str]] = field(default_factory=dict)  # hash -> ids of one complete stored set
 
     def ids_of(self, key: str) -> list[str]:
         """The point ids of a stored file: a video's moments, else the one point of an image."""
@@ -103,6 +105,9 @@ def plan_ingest(listing: Listing, store: VectorStore, *, videos: bool = True) ->
             continue
         _place_unlisted(plan, key, digest, problem_paths)
     for key, versions in stored_videos.items():
+        for digest, version in versions.items():
+            if digest and version.complete:  # a moved or copied video copies these moments (ingest.video.reuse)
+                plan.video_versions.setdefault(digest, version.ids)
         if videos:
             _place_video(plan, key, versions, listed, problem_paths)
     plan.todo = [f for f in listed.values() if not is_video_name(f.path)]  # new and changed images, in path order
@@ -152,7 +157,8 @@ def _place_video(plan: IngestPlan, key: str, versions: dict[str, _Version], list
         plan.previous[key] = next((d for d, v in versions.items() if v.complete), "")
         return
     plan.video_ids[key] = [pid for v in versions.values() for pid in v.ids]
-    _place_unlisted(plan, key, next(iter(versions)), problem_paths)
+    whole = next((d for d, v in versions.items() if v.complete), next(iter(versions)))  # moved: this one is present
+    _place_unlisted(plan, key, whole, problem_paths)
 
 
 def _place_unlisted(plan: IngestPlan, key: str, digest: str, problem_paths: set[str]) -> None:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ingest import failures
 from ingest.bookkeeping import Bookkeeper
 from ingest.file_result import FileResult
 from ingest.finish import Progress, finish, start_report
@@ -126,19 +127,27 @@ def encoded_batches(files: Sequence[ScannedFile], encoder: TorchEncoder, setting
 
 
 def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: TorchEncoder, settings: Settings, *,
-                  address: str, progress: bool | Progress = False, prune: bool = False) -> IngestReport:
+                  address: str, progress: bool | Progress = False, prune: bool = False,
+                  retry_failed: bool = False) -> IngestReport:
     """:func:`ingest.pipeline.ingest` with hash/decode/encode on a Ray cluster: the same plan, bookkeeping
     and finish, so the same points, payloads and report.
 
+    Videos are read after the images by the local runner's video pass, in this process with the driver's
+    encoder (:func:`ingest.video.ingest_videos`: FFmpeg decodes on its own threads, and each video's moments
+    are one store request, which a Ray task could not keep whole).
+
     ``progress``: True shows Ray Data's progress bars; a callback gets ``("read", files done, total)``
-    after each batch is handed to the writer, and the deletion/index stages as in a local ingest.
+    after each batch is handed to the writer, ``("video", videos done, total)``, and the deletion/index
+    stages as in a local ingest. ``retry_failed``: as in :func:`ingest.pipeline.ingest`.
     """
     plan = plan_roots(roots, store, settings.ingest)
     report = start_report(plan)
+    ledger = failures.start(plan, store, report, settings.ingest, retry=retry_failed)
     callback = progress if callable(progress) else None
     writer = AsyncUpserter(store)
     try:
         book = Bookkeeper(plan, store, writer, report, chunk=settings.ingest.upsert_batch)
+        book.broken += failures.stored_before(ledger, plan)
         if plan.todo:
             connect(address, settings.ray)
             done = 0
@@ -149,8 +158,26 @@ def ingest_on_ray(roots: Sequence[str], store: VectorStore, encoder: TorchEncode
                 done += len(results)
                 if callback:
                     callback("read", done, len(plan.todo))
+        if plan.videos:
+            from ingest.video import ingest_videos  # PyAV loads only when there are videos
+
+            ingest_videos(plan, book, encoder, settings.video, max_megapixels=settings.ingest.max_megapixels,
+                          batch_size=settings.model.batch_size, progress=callback or _video_lines(progress))
     finally:
         writer.close()
-    return finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.ingest.max_delete_fraction,
-                  chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold,
-                  progress=callback)
+    finish(plan, book, store, report, prune=prune, max_delete_fraction=settings.ingest.max_delete_fraction,
+           chunk=settings.ingest.upsert_batch, index_threshold=settings.store.index_threshold, progress=callback)
+    failures.remember(ledger, plan, book.failed_files, videos=settings.ingest.video)
+    return report
+
+
+def _video_lines(progress: bool | Progress) -> Progress | None:
+    """With ``progress=True`` (Ray's bars for the images), one stderr line per video read."""
+    if progress is not True:
+        return None
+    import sys
+
+    def show(stage: str, done: int, total: int) -> None:
+        print(f"video {done}/{total}", file=sys.stderr, flush=True)
+
+    return show

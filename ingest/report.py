@@ -23,6 +23,7 @@ class IngestReport:
     moved: int = 0
     duplicates: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # failed before, unchanged: {"path", "error"}
     offline: list[dict[str, Any]] = field(default_factory=list)
     kept: list[dict[str, Any]] = field(default_factory=list)
     held_back: list[dict[str, Any]] = field(default_factory=list)
@@ -35,7 +36,7 @@ class IngestReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"indexed": self.indexed, "unchanged": self.unchanged, "deleted": self.deleted,
-                "moved": self.moved, "duplicates": self.duplicates, "failed": self.failed,
+                "moved": self.moved, "duplicates": self.duplicates, "failed": self.failed, "skipped": self.skipped,
                 "offline": self.offline, "kept": self.kept, "held_back": self.held_back,
                 "index_built": self.index_built, "videos": self.videos, "moments": self.moments,
                 "truncated": self.truncated, **({"ocr": self.ocr} if self.ocr is not None else {}),

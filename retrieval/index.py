@@ -129,7 +129,8 @@ class Index:
 
     # -- ingest --------------------------------------------------------------------------------
     def ingest(self, roots: Sequence[str | os.PathLike[str]], *, progress: bool | Progress = False,
-               prune: bool = False, ray: str | None = None, ocr: bool | None = None) -> IngestReport:
+               prune: bool = False, ray: str | None = None, ocr: bool | None = None,
+               retry_failed: bool = False) -> IngestReport:
         """Embed new and changed images below ``roots``; drop points of files known to be gone from them.
 
         ``progress``: True for a bar on stderr, or a callback ``progress(stage, done, total)`` (stage
@@ -138,6 +139,8 @@ class Index:
         ``ray``: run the stages on a Ray cluster at this address (``auto``, ``local``, ``HOST:PORT``;
         None or "" = in this process; ``clipdex ingest`` passes ``[ray] address``), see ``ingest.ray_ingest``.
         ``ocr``: run the OCR pass afterwards (None: ``[ocr] enabled``), see :meth:`read_text`.
+        ``retry_failed``: also read the files that failed before and are unchanged (skipped otherwise, see
+        ``ingest.failures``).
         """
         from ingest.pipeline import ingest
 
@@ -161,11 +164,12 @@ class Index:
                                              weights=ident.weights, student_of=ident.student_of))
         if address:
             report = ingest_on_ray([os.fspath(r) for r in roots], self.store, encoder, self.settings,
-                                   address=address, progress=progress, prune=prune)
+                                   address=address, progress=progress, prune=prune, retry_failed=retry_failed)
         else:
             report = ingest([os.fspath(r) for r in roots], self.store, encoder, self.settings.ingest,
                             batch_size=self.settings.model.batch_size, progress=progress, prune=prune,
-                            index_threshold=self.settings.store.index_threshold, video=self.settings.video)
+                            index_threshold=self.settings.store.index_threshold, video=self.settings.video,
+                            retry_failed=retry_failed)
         if self.settings.ocr.enabled if ocr is None else ocr:  # the OCR pass, after the CLIP pass
             report.ocr = self.read_text(progress=progress).as_dict()
         from retrieval.concepts.teach import tag_new
@@ -253,7 +257,15 @@ class Index:
                 "roots": roots, "offline": [r for r in roots if r["offline"]],
                 "unindexed": self.store.unindexed(), "problems": self.store.problems(),
                 "ocr": self.ocr_status(), "engines": self.engines(meta), **video_counts(self.store),
-                "layout": self.store.layout() if meta else LAYOUT}
+                "failed": self.failed_counts(), "layout": self.store.layout() if meta else LAYOUT}
+
+    def failed_counts(self) -> dict[str, int] | None:
+        """``{"images", "videos"}``: the files ingest could not read, from the collection's failure ledger
+        (``ingest.failures``); None on a Qdrant server store, which has no local folder to keep it in."""
+        from ingest import failures
+
+        folder = failures.folder_of(self.store)
+        return failures.counts(folder) if folder is not None else None
 
     def engines(self, meta: CollectionMeta | None = None) -> dict[str, str]:
         """Which engine runs each tower: queries' image and text towers (the loaded model's, else what the

@@ -2,7 +2,8 @@
 
 One entry point, :func:`ingest_videos` (the pipeline's video pass); the parts: :mod:`.probe` (open and
 check a file), :mod:`.sample` (decode within the caps), :mod:`.shots` (cuts and segments),
-:mod:`.moments` (merge, ids), :mod:`.run` (per file: hash, sample, embed, store), :mod:`.frame` (one
+:mod:`.moments` (merge, ids), :mod:`.run` (per file: hash, sample, embed, store), :mod:`.reuse` (a moved
+or copied video: its stored moments copied, nothing decoded), :mod:`.frame` (one
 frame, for thumbnails, ``--like path#t=`` and OCR), :mod:`.counts` (``status``). PyAV is imported only
 by the modules that decode, so ``status`` and searches never load it.
 """

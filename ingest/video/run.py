@@ -2,7 +2,9 @@
 
 Per video (in the ingest's main process; FFmpeg decodes on its own threads):
 
-1. hash the file; the same bytes as its stored version (a touched file) only update ``size``/``mtime``;
+1. hash the file; the same bytes as its stored version (a touched file) only update ``size``/``mtime``; the
+   bytes of another complete stored version (a moved or copied video) get copies of its moments
+   (:mod:`ingest.video.reuse`), stored as in step 3 without decoding anything;
 2. sample segments (:class:`ingest.video.sample.VideoSampler`), embed their frames in batches, merge
    near-identical neighbours (:class:`ingest.video.moments.MomentMerger`);
 3. put all the moments in ONE upsert (one write-ahead-log entry: after a kill -9 the new version is
@@ -19,7 +21,7 @@ stopped sampling, if any).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,7 @@ from ingest.records import path_key, point_id
 from ingest.scan import ScannedFile
 from ingest.video.moments import Moment, MomentMerger, moment_key
 from ingest.video.probe import VideoError
+from ingest.video.reuse import copied_moments
 from ingest.video.sample import VideoSampler
 from ingest.video.shots import Segment
 from retrieval.settings import VideoSettings
@@ -47,7 +50,7 @@ class VideoResult:
     """One video read: its moments (vectors and payloads) or why it failed."""
 
     file: ScannedFile
-    status: str  # "video" | "touched" | "failed"
+    status: str  # "video" | "touched" | "known" (a stored version's bytes: ingest.video.reuse) | "failed"
     hash: str = ""
     error: str = ""
     unreadable: bool = False
@@ -56,11 +59,13 @@ class VideoResult:
 
 
 def read_video(file: ScannedFile, encode: Callable[[list[Segment]], np.ndarray], settings: VideoSettings, *,
-               size: int, max_megapixels: float, batch_size: int, same_as: str = "") -> VideoResult:
+               size: int, max_megapixels: float, batch_size: int, same_as: str = "",
+               known: Container[str] = ()) -> VideoResult:
     """Hash, sample, embed and merge one video; never raises for a bad file.
 
     ``encode`` embeds the segments' frames (unit rows). ``same_as``: the stored version's hash (a file with
-    these bytes is only touched).
+    these bytes is only touched). ``known``: hashes of complete stored versions (a file with those bytes is
+    not decoded: its result is "known").
     """
     digest = ""
     try:
@@ -68,6 +73,8 @@ def read_video(file: ScannedFile, encode: Callable[[list[Segment]], np.ndarray],
             digest = content_hash(file.path)
             if same_as and digest == same_as:
                 return VideoResult(file, "touched", hash=digest)
+            if digest in known:
+                return VideoResult(file, "known", hash=digest)
             sampler = VideoSampler(file.path, settings, size=size, max_megapixels=max_megapixels)
             merger = MomentMerger(settings.merge_cosine)
             pending: list[Segment] = []
@@ -133,8 +140,12 @@ def ingest_videos(plan: IngestPlan, book: Bookkeeper, encoder: TorchEncoder, set
     for done, file in enumerate(plan.videos, 1):
         key = path_key(file.path)
         result = read_video(file, encode, settings, size=encoder.image_size, max_megapixels=max_megapixels,
-                            batch_size=batch_size, same_as=plan.previous.get(key, ""))
-        record_video(plan, book, result)
+                            batch_size=batch_size, same_as=plan.previous.get(key, ""), known=plan.video_versions)
+        if result.status == "known" and not reuse_video(plan, book, result):  # its stored copy is not whole
+            result = read_video(file, encode, settings, size=encoder.image_size, max_megapixels=max_megapixels,
+                                batch_size=batch_size, same_as=plan.previous.get(key, ""))
+        if result.status != "known":
+            record_video(plan, book, result)
         if progress:
             progress("video", done, len(plan.videos))
     if plan.videos:
@@ -146,9 +157,7 @@ def record_video(plan: IngestPlan, book: Bookkeeper, result: VideoResult) -> Non
     key, report = path_key(result.file.path), book.report
     old = plan.video_ids.get(key, [])
     if result.status == "failed":
-        report.failed.append({"path": key, "error": result.error})
-        if key in plan.previous and not result.unreadable:
-            book.broken.append(key)
+        book.failed(result.file, result.error, unreadable=result.unreadable)
         return
     plan.present.add(result.hash)
     if result.status == "touched":
@@ -159,12 +168,40 @@ def record_video(plan: IngestPlan, book: Bookkeeper, result: VideoResult) -> Non
         report.unchanged += 1
         return
     ids, vectors, payloads = moment_payloads(result)
-    book.sink.put(ids, vectors, payloads)  # one store request: the whole version or nothing
-    new = set(ids)
-    if plan.superseded:  # an incomplete set of these very bytes is rewritten now under the same ids: keep them
-        plan.superseded[:] = [pid for pid in plan.superseded if pid not in new]
-    plan.superseded += [pid for pid in old if pid not in new]
+    _put_version(plan, book, key, result.hash, ids, vectors, payloads)
     report.videos += 1
     report.moments += len(ids)
     if result.meta.get("truncated"):
         report.truncated.append({"path": key, "cap": result.meta["truncated"]})
+
+
+def reuse_video(plan: IngestPlan, book: Bookkeeper, result: VideoResult) -> bool:
+    """Store a moved or copied video (a "known" result) from the stored moments of its bytes; False when that
+    version is no longer whole (the caller reads the file instead)."""
+    book.sink.wait()  # the version may have been stored by this run (a copy of a video read earlier)
+    copied = copied_moments(book.store, book._lock, plan.video_versions[result.hash], result.file, result.hash)
+    if copied is None:
+        return False
+    ids, vectors, payloads, source = copied
+    key = path_key(result.file.path)
+    _put_version(plan, book, key, result.hash, ids, vectors, payloads)
+    if source == key:  # touched, with the bytes of another whole version of its own that a kill left behind
+        book.report.unchanged += 1
+    elif source in plan.on_disk:
+        book.report.duplicates += 1
+    else:
+        book.report.moved += 1
+    return True
+
+
+def _put_version(plan: IngestPlan, book: Bookkeeper, key: str, digest: str, ids: list[str], vectors: np.ndarray,
+                 payloads: list[dict[str, Any]]) -> None:
+    """Store one version of a video in ONE store request (the whole version or nothing); its older versions
+    are deleted at the end (ingest.finish)."""
+    book.sink.put(ids, vectors, payloads)
+    new = set(ids)
+    if plan.superseded:  # an incomplete set of these very bytes is rewritten now under the same ids: keep them
+        plan.superseded[:] = [pid for pid in plan.superseded if pid not in new]
+    plan.superseded += [pid for pid in plan.video_ids.get(key, []) if pid not in new]
+    plan.present.add(digest)
+    plan.video_versions.setdefault(digest, ids)  # a later copy of these bytes in this run reuses them

@@ -55,17 +55,20 @@ def open_index(settings: Settings, **kwargs: Any) -> Index:
               help="Then read the text in the images (an OCR pass after the CLIP pass) [default: [ocr] enabled].")
 @click.option("--video/--no-video", default=None,
               help="Also ingest videos, one point per moment [default: [ingest] video, on].")
+@click.option("--retry-failed", is_flag=True,
+              help="Also read the files that failed before and are unchanged (skipped otherwise).")
 @click.option("--ray", "ray_address", is_flag=False, flag_value="[ray]", default=None, metavar="[ADDRESS]",
               help="Run on Ray Data: 'auto' joins the running cluster, 'local' starts one in-process, or a "
                    "cluster address [default: [ray] address, else local].")
 @common_options
 def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude: tuple[str, ...],
            follow_symlinks: bool | None, hidden: bool | None, workers: int | None, progress: bool | None,
-           prune: bool, ocr: bool | None, video: bool | None, ray_address: str | None) -> None:
+           prune: bool, ocr: bool | None, video: bool | None, retry_failed: bool, ray_address: str | None) -> None:
     """Embed the images and videos below FOLDERS; re-runs only do what changed."""
     if server := server_for(run.settings):
         given = {"--include": include, "--exclude": exclude, "--follow-symlinks": follow_symlinks, "--hidden": hidden,
-                 "--workers": workers, "--ocr": ocr, "--video": video, "--ray": ray_address}
+                 "--workers": workers, "--ocr": ocr, "--video": video, "--ray": ray_address,
+                 "--retry-failed": retry_failed or None}
         summaries = _remote_ingest(server, folders, prune, [k for k, v in given.items() if v not in (None, ())])
         for summary in summaries:
             for line in summary.get("notices", []):
@@ -84,7 +87,8 @@ def ingest(run: Run, folders: tuple[str, ...], include: tuple[str, ...], exclude
                 ray_address = settings.ray.address
             elif ray_address == "[ray]":  # --ray without a value
                 ray_address = settings.ray.address or "local"
-            report = index.ingest(folders, progress=show, prune=prune, ray=ray_address, ocr=ocr)
+            report = index.ingest(folders, progress=show, prune=prune, ray=ray_address, ocr=ocr,
+                                  retry_failed=retry_failed)
     except BaseException:
         _remove_if_empty(made)  # a first run that failed (a folder typo, no model) leaves no empty store behind
         raise
@@ -118,12 +122,17 @@ def _remove_if_empty(folders: list[str]) -> None:
 
 def _ingest_lines(summary: dict[str, Any]) -> None:
     """The text output of an ingest: its counts, failures and OCR pass (an ingest report's ``as_dict``)."""
-    failed = summary["failed"]
+    failed, skipped = summary["failed"], summary.get("skipped") or []
     echo(f"indexed {summary['indexed']}, unchanged {summary['unchanged']}, moved {summary['moved']}, "
          f"duplicates {summary['duplicates']}, deleted {summary['deleted']}, failed {len(failed)}"
+         + (f", skipped {len(skipped)}" if skipped else "")
          + (f", videos {summary['videos']} ({summary.get('moments', 0)} moments)" if summary.get("videos") else ""))
     for item in failed:
         echo(f"  failed: {item['path']}: {item['error']}")
+    for item in skipped:
+        echo(f"  skipped: {item['path']}: failed before, unchanged ({item['error']})")
+    if skipped:
+        echo(f"  ({hints.command('ingest DIR --retry-failed')} reads them again)")
     if summary.get("ocr") is not None:
         o = summary["ocr"]
         echo(f"ocr: read {o['read']}, with text {o['with_text']}, reused {o['reused']}, failed {len(o['failed'])}")
@@ -369,8 +378,10 @@ def _image_url(image: str | None) -> str | None:
 @click.option("--check", is_flag=True,
               help="Also read every stored vector; mark damaged points so the next ingest embeds them again "
                    "(exit 1 when something is damaged).")
+@click.option("--failed", "list_failed", is_flag=True,
+              help="Also list each file ingest could not read, with the reason (--json: failed_files).")
 @common_options
-def status(run: Run, check: bool) -> None:
+def status(run: Run, check: bool, list_failed: bool) -> None:
     """Show the collection, its size, its model and where it is stored."""
     from retrieval.status import STATUS_KEYS
     from retrieval.store.layout import LAYOUT
@@ -402,6 +413,7 @@ def status(run: Run, check: bool) -> None:
             echo(f"root        {root['path']}  {root['points']:,} points  ({state})")
         if info.get("videos"):
             echo(f"videos      {info['videos']:,} ({info['moments']:,} moments)")
+        _failed_lines(info.get("failed"), listed, list_failed)
         if info["points"]:
             echo(f"ocr         {info['ocr']['text']:,} points with text, {info['ocr']['pending']:,} pending")
         if info["unindexed"]:
@@ -430,10 +442,40 @@ def status(run: Run, check: bool) -> None:
             for item in (files or {}).get("set_aside", []):
                 echo(f"  set aside: {item['segment']}: {item['reason']}")
 
-    doc = {k: info[k] for k in STATUS_KEYS}
-    run.emit(doc | ({"check": checked} if checked is not None else {}), human)
+    listed = _failed_files(run.settings) if list_failed else None
+    doc = {k: info.get(k) for k in STATUS_KEYS}  # (a server of an older clipdex may lack a key)
+    run.emit(doc | ({"check": checked} if checked is not None else {})
+             | ({"failed_files": listed} if list_failed else {}), human)
     if checked is not None and (checked["damaged"] or checked["problems"] or (checked["files"] or {}).get("lost")):
         raise click.exceptions.Exit(1)
+
+
+def _failed_files(settings: Settings) -> list[dict[str, Any]] | None:
+    """Every entry of the collection's failure ledger (``ingest.failures``), read from its file (also while a
+    server holds the store); None on a Qdrant server store, which has no local folder to keep it in."""
+    from ingest import failures
+
+    if settings.store.url:
+        return None
+    keys = ("path", "media", "error", "size", "mtime_ns", "at")
+    return [{k: e[k] for k in keys} for e in failures.entries_in_order(settings.store_path / settings.store.collection)]
+
+
+def _failed_lines(counts: dict[str, int] | None, listed: list[dict[str, Any]] | None, asked: bool) -> None:
+    """The human ``failed`` line of ``status`` (with ``--failed``, one more line per file)."""
+    if counts is None or (asked and listed is None):
+        if asked:
+            echo("failed      not remembered on a Qdrant server store (no local collection folder to keep them "
+                 "in): each ingest's report lists its failures")
+        return
+    total = counts["images"] + counts["videos"]
+    if total:
+        kinds = ", ".join(f"{n:,} {kind if n == 1 else kind + 's'}"
+                          for kind, n in (("image", counts["images"]), ("video", counts["videos"])))
+        echo(f"failed      {total:,} file{'s' if total != 1 else ''} ingest could not read ({kinds})"
+             + ("" if listed is not None else f": {hints.command('status --failed')} lists them"))
+    for item in listed or []:
+        echo(f"  failed: {item['path']}: {item['error']}")
 
 
 @cli.command()
