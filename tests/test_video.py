@@ -40,8 +40,9 @@ def stored(config: Path, *more: str) -> list[dict]:
     settings = load_settings(config)
     store = open_store(settings)
     try:
-        return [p for _, p in store.payloads(("path", "media", "start_s", "end_s", "time_s", "hash", "video_points",
-                                              "width", "height", "codec", "duration_s", "taken_ts", "truncated", *more))]
+        fields = ("path", "media", "start_s", "end_s", "time_s", "hash", "video_points", "width", "height", "codec",
+                  "duration_s", "taken_ts", "truncated", *more)
+        return [p for _, p in store.payloads(fields)]
     finally:
         store.close()
 
