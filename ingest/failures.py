@@ -243,3 +243,18 @@ def remember(ledger: Ledger | None, plan: IngestPlan, failed: Iterable[Failure],
     if ledger is not None:
         ledger.update(plan, failed, videos=videos)
         ledger.save()
+
+
+def forget_gone(store: VectorStore, gone_keys: Iterable[str]) -> int:
+    """Drop the entries of files proven gone (``gone_keys``: path keys of files or folders, everything below a
+    folder included), as ``serve --watch`` learns of them from change events; returns how many went."""
+    folder = folder_of(store)
+    keys = set(gone_keys)
+    if folder is None or not keys or not (folder / FILE).is_file():
+        return 0
+    entries, damaged = read(folder)
+    kept = [e for e in entries.values() if not ({e["path"], *ancestors(e["path"])} & keys)]
+    if len(kept) == len(entries) and not damaged:
+        return 0
+    write(folder, kept)
+    return len(entries) - len(kept)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest import failures
 from ingest.finish import Progress
 from ingest.records import is_below, path_key, point_id
 from retrieval.errors import ClipdexError
@@ -129,6 +130,7 @@ def drop_gone(store: VectorStore, root: str, gone: Sequence[str], max_fraction: 
         return result
     keys = {path_key(p) for p in gone}
     root_key = path_key(root)
+    failures.forget_gone(store, keys)  # a gone file that had failed is no longer counted by `status`
     ids: set[str] = set()
     for pid, payload in store.payloads(["path"]):
         stored = payload.get("path", "")

@@ -279,6 +279,27 @@ def test_changes_prove_a_file_gone_before_dropping_it(tmp_path: Path, tiny_model
         assert summary["kind"] == "full" and summary["moved"] == 2 and index.store.count() == 2
 
 
+def test_a_change_event_proving_a_failed_file_gone_drops_it_from_the_failure_ledger(tmp_path: Path,
+                                                                                       tiny_model_dir: Path):
+    """``status`` stops counting a failed file as soon as a watch event proves it gone (not at the next full sync);
+    a failed file still there stays counted."""
+    from ingest import failures
+
+    lib = tmp_path / "lib"
+    write_images(lib, 2)
+    (lib / "broken.jpg").write_text("not a picture")
+    (lib / "empty.png").write_bytes(b"")
+    config = write_config(tmp_path / "c.toml", tiny_model_dir, tmp_path / "store")
+    with Index.open(load_settings(config), create=True) as index:
+        index.ingest([lib])
+        folder = failures.folder_of(index.store)
+        assert folder is not None and failures.counts(folder) == {"images": 2, "videos": 0}
+        (lib / "broken.jpg").unlink()
+        apply_changes(index, str(lib), [str(lib / "broken.jpg")])
+        assert failures.counts(folder) == {"images": 1, "videos": 0}
+        assert [e["path"] for e in failures.entries_in_order(folder)] == [str(lib / "empty.png")]
+
+
 def test_watch_settings_and_bad_watch_paths(tmp_path: Path, tiny_model_dir: Path):
     config = watch_config(tmp_path, tiny_model_dir, watch=["lib", "/abs/photos"], rescan_interval_s=5)
     settings = load_settings(config).serve
