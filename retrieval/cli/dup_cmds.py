@@ -40,7 +40,7 @@ _UNIT = click.FloatRange(0.0, 1.0, min_open=True)
 def duplicates(run: Run, paths: tuple[str, ...], folder: str | None, threshold: float | None,
                min_similarity: float | None, neighbours: int | None, move_to: str | None, undo: str | None,
                not_duplicates: bool, forget_decision: bool) -> None:
-    """Find near-duplicate images (checked pixel by pixel) and resolve them without deleting anything."""
+    """Find near-duplicate images and videos (checked pixel by pixel) and resolve them without deleting anything."""
     if sum(bool(x) for x in (move_to, undo, not_duplicates, forget_decision)) > 1:
         raise click.UsageError("--move-to, --undo, --not-duplicates and --forget-decision do not go together")
     if paths and not (not_duplicates or forget_decision):
@@ -178,5 +178,7 @@ def _remote(run: Run, server: Server, paths: tuple[str, ...], *, folder: str | N
 
 
 def _file(row: dict[str, Any]) -> str:
-    return (f"{row['path']}  {row['width']}x{row['height']}  {row['size']:,} B  {row['format'] or '?'}"
+    video = (f"  {row.get('codec') or '?'} {float(row.get('duration_s') or 0):.1f} s"
+             f" {float(row.get('bitrate') or 0) / 1000:,.0f} kbit/s") if row.get("media") == "video" else ""
+    return (f"{row['path']}  {row['width']}x{row['height']}  {row['size']:,} B  {row['format'] or '?'}{video}"
             f"  {row['taken_at'] or 'no date'}")

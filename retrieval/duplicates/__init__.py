@@ -49,10 +49,28 @@ def _indexed(index: Index, paths: Sequence[str], lock: AbstractContextManager[An
     payloads: dict[str, dict] = {}
     for given, key in zip(paths, given_keys, strict=True):
         hit = found.get(point_id(key))
-        if hit is None or hit[1].get("path") != key:
+        payload = hit[1] if hit is not None and hit[1].get("path") == key else _video(index, key, lock)
+        if payload is None:
             raise ClipdexError(f"not an indexed file: {given}")
-        payloads[key] = hit[1]
+        payloads[key] = payload
     return payloads
+
+
+def _video(index: Index, key: str, lock: AbstractContextManager[Any] | None) -> dict | None:
+    """The payload of one moment of the video ``key`` (a video has one point per moment, none at the path's own
+    point id), or None when no video is stored there."""
+    import numpy as np
+
+    from retrieval.store import SearchFilter
+
+    with lock or nullcontext():
+        meta = index.store.meta()
+        if meta is None:
+            return None
+        probe = np.zeros(meta.dim, np.float32)
+        probe[0] = 1.0  # any unit vector: only the filter matters
+        hits = index.store.query(probe, 1, SearchFilter(path=key, media="video"))
+    return hits[0].payload if hits and hits[0].payload.get("path") == key else None
 
 
 def _hashes(index: Index, paths: Sequence[str], lock: AbstractContextManager[Any] | None, keys: bool) -> list[str]:

@@ -18,6 +18,7 @@ import numpy as np
 from retrieval.store import SearchFilter, VectorStore
 
 FIELDS = ("path", "hash", "size", "width", "height", "format", "taken_at", "taken_ts", "root", "mtime", "media")
+MOMENT_FIELDS = ("start_s", "end_s", "time_s", "duration_s", "codec")
 CHUNK = 256
 """Points per store call (a server's lock is held for one call at a time)."""
 NEAR_EF = 32
@@ -46,13 +47,21 @@ Lock = AbstractContextManager[Any]
 
 
 def points_in(store: VectorStore, folder: str | None, lock: Lock | None = None) -> list[Point]:
-    """Every photo's point (below ``folder``, a path key, if given) with the payload fields in :data:`FIELDS`;
-    video moments are left out (their hits as neighbours are ignored by the caller: no hash of theirs is known)."""
+    """Every photo's point (below ``folder``, a path key, if given) with the payload fields in :data:`FIELDS`."""
+    return scan(store, folder, lock)[0]
+
+
+def scan(store: VectorStore, folder: str | None, lock: Lock | None = None) -> tuple[list[Point], list[Point]]:
+    """(every photo's point, every video moment's point) below ``folder`` (a path key, if given), one scroll.
+
+    The photos' candidates never include a moment (their hits as neighbours are ignored by the caller: no hash
+    of theirs is known there), and a video's moments are never duplicates of each other: whole videos are
+    compared by their moment sequences instead (:mod:`.videos`)."""
     lock = lock or nullcontext()
     below = None if folder is None else folder.rstrip("/") + "/"
-    found = []
+    photos, moments = [], []
     with lock:
-        scroll = store.payloads(FIELDS)
+        scroll = store.payloads(FIELDS + MOMENT_FIELDS)
     while True:
         with lock:
             item = next(scroll, None)
@@ -60,12 +69,10 @@ def points_in(store: VectorStore, folder: str | None, lock: Lock | None = None) 
             break
         pid, payload = item
         path = str(payload.get("path", ""))
-        if payload.get("media") == "video":
-            continue  # a video's moments share its hash and path: never duplicates of each other (or photos)
         if path and (below is None or path.startswith(below)):
-            found.append(Point(pid, payload))
-    found.sort(key=lambda p: p.path)
-    return found
+            (moments if payload.get("media") == "video" else photos).append(Point(pid, payload))
+    photos.sort(key=lambda p: p.path)
+    return photos, moments
 
 
 def vectors_of(store: VectorStore, ids: Sequence[str], dim: int, lock: Lock) -> np.ndarray:
@@ -82,13 +89,15 @@ def vectors_of(store: VectorStore, ids: Sequence[str], dim: int, lock: Lock) -> 
 
 
 def neighbours(store: VectorStore, queries: Sequence[Point], limits: Sequence[int], threshold: float,
-               folder: str | None, lock: Lock | None = None) -> Iterator[tuple[int, str, float]]:
+               folder: str | None, lock: Lock | None = None, media: str | None = None
+               ) -> Iterator[tuple[int, str, float]]:
     """``(row, point id, cosine)``: the nearest neighbours of each query point's stored vector (at most
-    ``limits[row]`` of them, the point itself included) whose cosine is ``threshold`` or above."""
+    ``limits[row]`` of them, the point itself included) whose cosine is ``threshold`` or above (``media``:
+    "video" asks among video moments only)."""
     lock = lock or nullcontext()
     meta = store.meta()
     dim = meta.dim if meta else 0
-    where = SearchFilter(folder=folder)
+    where = SearchFilter(folder=folder, media=media)
     for start in range(0, len(queries), CHUNK):
         chunk = queries[start:start + CHUNK]
         vectors = vectors_of(store, [p.id for p in chunk], dim, lock)

@@ -7,6 +7,9 @@
 3. Verified pairs are joined into groups; the keeper (:mod:`.keeper`) must itself match every
    duplicate of its group, so a chain of look-alikes never makes one group: members that do not
    match the keeper are grouped again among themselves.
+4. Videos are grouped among videos only, whole: by their content hash, and else by their moment sequences
+   aligned in time and a pixel check of frames at the same times (:mod:`.videos`). A video's own moments
+   are never duplicates of each other.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from typing import Any
 
 from ingest.records import fs_path
 from retrieval import hints
-from retrieval.duplicates.candidates import Lock, Point, neighbours, points_in
+from retrieval.duplicates.candidates import Lock, Point, neighbours, scan
 from retrieval.duplicates.decisions import Decisions
 from retrieval.duplicates.keeper import Candidate, candidate, choose
 from retrieval.duplicates.verify import DEFAULT_MIN_SIMILARITY, DecodeError, Look, look_of, same_photo
+from retrieval.duplicates.videos import VideoCheck, candidate_pairs, videos_of
 from retrieval.errors import ClipdexError
 from retrieval.store import VectorStore
 
@@ -99,18 +103,68 @@ class _Looks:
 
 def find(store: VectorStore, decisions: Decisions, options: Options = Options(), lock: Lock | None = None,
          verify: Callable[[Look, Look], tuple[bool, float]] | None = None) -> Found:
-    """The duplicate groups of the collection (of ``options.folder``), keepers chosen, best groups first."""
+    """The duplicate groups of the collection (of ``options.folder``), keepers chosen, best groups first:
+    photos among photos, whole videos among videos (:mod:`.videos`)."""
     options.check()
     with lock or nullcontext():
         empty = store.meta() is None or store.count() == 0
     if empty:
         raise ClipdexError(f"collection at {store.location} holds no vectors (run {hints.command('ingest DIR')} first)")
     started = time.perf_counter()
-    points = points_in(store, options.folder, lock)
+    points, moments = scan(store, options.folder, lock)
+    videos = videos_of(moments)
+    groups: list[Group] = []
+    reps = _identical_groups(points, decisions, groups)
+    video_by_path = {v.path: v for v in videos}
+    video_reps = _identical_groups([v.point for v in videos], decisions, groups)
+    by_hash: dict[str, int] = defaultdict(int)
+    for p in points:
+        by_hash[p.hash or f"id:{p.id}"] += 1
+    hash_of = {p.id: (p.hash or f"id:{p.id}") for p in points}
+    queries = list(reps.values())
+    limits = [min(MAX_NEIGHBOURS * 2, options.neighbours + by_hash[hash_of[q.id]]) for q in queries]
+    pairs: dict[tuple[str, str], float] = {}
+    for row, hit_id, score in neighbours(store, queries, limits, options.threshold, options.folder, lock):
+        a, b = hash_of[queries[row].id], hash_of.get(hit_id)
+        if b is None or a == b or decisions.dismissed(a, b):
+            continue
+        key = (a, b) if a < b else (b, a)
+        pairs[key] = max(score, pairs.get(key, -1.0))
+    whole = {h: video_by_path[p.path] for h, p in video_reps.items()}
+    video_pairs = candidate_pairs(store, whole, decisions, threshold=options.threshold,
+                                  neighbours_asked=options.neighbours, folder=options.folder, lock=lock)
+    searched = time.perf_counter()
+    check = verify or (lambda x, y: same_photo(x, y, options.min_similarity))
+    looks = _Looks(options.max_megapixels)
+
+    def photos_match(a: str, b: str) -> tuple[bool, float]:
+        la, lb = looks(reps[a].path), looks(reps[b].path)
+        return check(la, lb) if la is not None and lb is not None else (False, 0.0)
+
+    same_video = VideoCheck(store, threshold=options.threshold, min_similarity=options.min_similarity,
+                            max_megapixels=options.max_megapixels, lock=lock)
+
+    def videos_match(a: str, b: str) -> tuple[bool, float]:
+        return same_video(whole[a], whole[b])
+
+    verified = _verified(pairs, photos_match)
+    verified_videos = _verified(video_pairs, videos_match)
+    checked = time.perf_counter()
+    groups += _near_groups(verified, reps, photos_match)
+    groups += _near_groups(verified_videos, video_reps, videos_match)
+    groups.sort(key=lambda g: (g.reason != "identical", -g.similarity, g.keep.path))
+    seconds = {"search": searched - started, "verify": checked - searched, "group": time.perf_counter() - checked}
+    return Found(groups, len(points) + len(videos), len(pairs) + len(video_pairs),
+                 len(verified) + len(verified_videos), looks.unreadable + same_video.unreadable,
+                 {k: round(v, 3) for k, v in seconds.items()})
+
+
+def _identical_groups(points: Sequence[Point], decisions: Decisions, groups: list[Group]) -> dict[str, Point]:
+    """One point per content (the copy kept where there are several); byte-identical files' groups are added
+    to ``groups`` (unless the user kept all copies of that content)."""
     by_hash: dict[str, list[Point]] = defaultdict(list)
     for p in points:
         by_hash[p.hash or f"id:{p.id}"].append(p)
-    groups: list[Group] = []
     reps = {h: copies[0] for h, copies in by_hash.items()}
     for h, copies in by_hash.items():
         copies = _distinct_files(copies) if len(copies) > 1 else copies
@@ -119,33 +173,18 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
             reps[h] = keeper  # the copy kept stands for its content in near groups too
             if not decisions.dismissed(h, h):
                 groups.append(group)
-    hash_of = {p.id: (p.hash or f"id:{p.id}") for p in points}
-    queries = list(reps.values())
-    limits = [min(MAX_NEIGHBOURS * 2, options.neighbours + len(by_hash[hash_of[q.id]])) for q in queries]
-    pairs: dict[tuple[str, str], float] = {}
-    for row, hit_id, score in neighbours(store, queries, limits, options.threshold, options.folder, lock):
-        a, b = hash_of[queries[row].id], hash_of.get(hit_id)
-        if b is None or a == b or decisions.dismissed(a, b):
-            continue
-        key = (a, b) if a < b else (b, a)
-        pairs[key] = max(score, pairs.get(key, -1.0))
-    searched = time.perf_counter()
-    check = verify or (lambda x, y: same_photo(x, y, options.min_similarity))
-    looks = _Looks(options.max_megapixels)
+    return reps
+
+
+def _verified(pairs: dict[tuple[str, str], float],
+              match: Callable[[str, str], tuple[bool, float]]) -> dict[tuple[str, str], float]:
+    """The candidate pairs the check confirms (most similar by the embedding first), with its similarity."""
     verified: dict[tuple[str, str], float] = {}
     for a, b in sorted(pairs, key=lambda k: -pairs[k]):
-        la, lb = looks(reps[a].path), looks(reps[b].path)
-        if la is None or lb is None:
-            continue
-        ok, score = check(la, lb)
+        ok, score = match(a, b)
         if ok:
             verified[(a, b)] = score
-    checked = time.perf_counter()
-    groups += _near_groups(verified, reps, looks, check)
-    groups.sort(key=lambda g: (g.reason != "identical", -g.similarity, g.keep.path))
-    seconds = {"search": searched - started, "verify": checked - searched, "group": time.perf_counter() - checked}
-    return Found(groups, len(points), len(pairs), len(verified), looks.unreadable,
-                 {k: round(v, 3) for k, v in seconds.items()})
+    return verified
 
 
 def _distinct_files(copies: Sequence[Point]) -> list[Point]:
@@ -172,8 +211,8 @@ def _identical(copies: Sequence[Point]) -> tuple[Group, Point]:
     return group, copies[members.index(keep)]
 
 
-def _near_groups(verified: dict[tuple[str, str], float], reps: dict[str, Point], looks: _Looks,
-                 check: Callable[[Look, Look], tuple[bool, float]]) -> list[Group]:
+def _near_groups(verified: dict[tuple[str, str], float], reps: dict[str, Point],
+                 match: Callable[[str, str], tuple[bool, float]]) -> list[Group]:
     """Groups of contents joined by verified pairs; each duplicate matches its keeper (split otherwise)."""
     parent: dict[str, str] = {}
 
@@ -205,8 +244,7 @@ def _near_groups(verified: dict[tuple[str, str], float], reps: dict[str, Point],
             if key in verified:
                 scores[h] = verified[key]
                 continue
-            la, lb = looks(members[h].path), looks(keep.path)
-            ok, score = check(la, lb) if la is not None and lb is not None else (False, 0.0)
+            ok, score = match(h, keep_hash)
             if ok:
                 scores[h] = score
         if scores:

@@ -37,10 +37,19 @@ class Candidate:
     taken_ts: float | None
     hash: str = ""  # the content hash the group was built from (checked again before any move)
     root: str = ""  # the ingested root it was found under (a path key)
+    media: str = "image"  # "video": a whole video (its moments' payload fields)
+    duration_s: float = 0.0  # a video's
+    codec: str = ""  # a video's stream codec
+    time_s: float | None = None  # a video's frame to show for it (a moment's representative frame)
 
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+    @property
+    def bitrate(self) -> float:
+        """A video's mean bits per second over its duration (0 when unknown)."""
+        return self.size * 8 / self.duration_s if self.duration_s > 0 else 0.0
 
     @property
     def taken(self) -> str:
@@ -49,8 +58,12 @@ class Candidate:
         return datetime.fromtimestamp(self.taken_ts, UTC).strftime("%Y-%m-%d %H:%M")
 
     def row(self) -> dict[str, Any]:
-        return {"path": self.path, "width": self.width, "height": self.height, "size": self.size,
-                "format": self.format, "exif_fields": self.exif_fields, "taken_at": self.taken}
+        row = {"path": self.path, "width": self.width, "height": self.height, "size": self.size,
+               "format": self.format, "exif_fields": self.exif_fields, "taken_at": self.taken}
+        if self.media == "video":
+            row |= {"media": "video", "duration_s": self.duration_s, "codec": self.codec,
+                    "bitrate": round(self.bitrate), "time_s": self.time_s, "start_s": 0.0}
+        return row
 
 
 def exif_fields(path: str) -> int:
@@ -67,14 +80,21 @@ def exif_fields(path: str) -> int:
         return 0
 
 
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
 def candidate(payload: dict[str, Any]) -> Candidate:
-    """The :class:`Candidate` of a stored point (EXIF fields are read from the file itself)."""
+    """The :class:`Candidate` of a stored point (a photo's EXIF fields are read from the file itself); a video
+    moment's payload stands for its whole video."""
     path = str(payload.get("path", ""))
-    taken = payload.get("taken_ts")
+    video = payload.get("media") == "video"
     return Candidate(path, int(payload.get("width") or 0), int(payload.get("height") or 0),
-                     int(payload.get("size") or 0), str(payload.get("format") or ""), exif_fields(path),
-                     float(taken) if isinstance(taken, (int, float)) and math.isfinite(taken) else None,
-                     str(payload.get("hash") or ""), str(payload.get("root") or ""))
+                     int(payload.get("size") or 0), str(payload.get("format") or ""),
+                     0 if video else exif_fields(path), _finite(payload.get("taken_ts")),
+                     str(payload.get("hash") or ""), str(payload.get("root") or ""),
+                     "video" if video else "image", _finite(payload.get("duration_s")) or 0.0,
+                     str(payload.get("codec") or ""), _finite(payload.get("time_s")) if video else None)
 
 
 LOSSLESS = ("PNG", "TIFF", "BMP", "DIB", "GIF")
@@ -143,6 +163,8 @@ def choose(members: Sequence[Candidate]) -> tuple[Candidate, str]:
     """The file to keep and the reason, in words."""
     if len(members) == 1:
         return members[0], "only file"
+    if all(c.media == "video" for c in members):
+        return choose_video(members)
     ordered = sorted(members, key=lambda c: c.path)
     top = max(c.pixels for c in ordered)
     sharpest = [c for c in ordered if c.pixels == top]
@@ -188,3 +210,34 @@ def _after_size(keep: Candidate, runner: Candidate, *, sizes: bool = False) -> s
     if sizes and keep.size > runner.size:
         return f"largest file ({keep.size:,} vs {runner.size:,} bytes)"
     return "all else equal: first by path"
+
+
+def _kbits(c: Candidate) -> str:
+    return f"{c.bitrate / 1000:,.0f} kbit/s"
+
+
+def choose_video(members: Sequence[Candidate]) -> tuple[Candidate, str]:
+    """The video to keep: the highest resolution; then, at the same resolution and codec, the highest bitrate
+    (a re-encode at another bitrate holds less); then the original: the oldest capture date (a copy without
+    the container's date loses); then the highest bitrate across codecs; then the path."""
+    ordered = sorted(members, key=lambda c: c.path)
+    top = max(c.pixels for c in ordered)
+    sharpest = [c for c in ordered if c.pixels == top]
+    if len(sharpest) == 1:
+        keep = sharpest[0]
+        runner = max((c for c in ordered if c is not keep), key=lambda c: c.pixels)
+        return keep, f"highest resolution ({keep.width}x{keep.height} vs {runner.width}x{runner.height})"
+    codecs = {c.codec for c in sharpest}
+    if len(codecs) == 1:
+        keep = max(sharpest, key=lambda c: c.bitrate)
+        runner = max((c for c in sharpest if c is not keep), key=lambda c: c.bitrate)
+        if keep.bitrate > runner.bitrate * 1.01:
+            return keep, f"highest bitrate at the same resolution ({_kbits(keep)} vs {_kbits(runner)})"
+    keep = max(sharpest, key=lambda c: (_older(c), c.bitrate, [-ord(ch) for ch in c.path]))
+    runner = max((c for c in sharpest if c is not keep), key=lambda c: (_older(c), c.bitrate))
+    if _older(keep) > _older(runner):
+        return keep, f"the original: oldest capture date ({keep.taken or '?'} vs {runner.taken or 'none'})"
+    if keep.bitrate > runner.bitrate * 1.01:
+        return keep, (f"same resolution, codecs differ ({' vs '.join(sorted(codecs))}): highest bitrate "
+                      f"({_kbits(keep)} vs {_kbits(runner)})")
+    return keep, "all else equal: first by path"

@@ -71,6 +71,11 @@ def look_of(path: str, max_megapixels: float = 100.0) -> Look:
         raise DecodeError(str(exc)) from None
     with opened:
         image = load_image(opened.fd, max_megapixels=max_megapixels, draft_size=LOOK)
+    return look_of_image(image)
+
+
+def look_of_image(image: Image.Image) -> Look:
+    """The :class:`Look` of a decoded picture (a photo, or a video's frame: :mod:`.videos`)."""
     width, height = image.size
     grey = image.convert("L")
     grey.thumbnail((LOOK, LOOK), Image.Resampling.BOX)
@@ -169,4 +174,4 @@ def same_photo(a: Look, b: Look, min_similarity: float = DEFAULT_MIN_SIMILARITY)
     return score >= min_similarity, score
 
 
-__all__ = ["DEFAULT_MIN_SIMILARITY", "DecodeError", "Look", "look_of", "same_photo", "similarity"]
+__all__ = ["DEFAULT_MIN_SIMILARITY", "DecodeError", "Look", "look_of", "look_of_image", "same_photo", "similarity"]
