@@ -196,7 +196,7 @@ def test_browse_orders_pages_and_sections(served: Served):
         cursor = page["next"]
     assert [r["path"] for r in pages] == [r["path"] for r in by_date["items"]]
     assert served.http.get("/api/browse", params={"cursor": 10_000}).json() | {"items": []} == {
-        "by": "date", "cursor": 10_000, "items": [], "total": total, "next": None}
+        "by": "date", "cursor": 10_000, "items": [], "total": total, "videos": 0, "next": None}
 
 
 @pytest.mark.parametrize("params", [{"by": "size"}, {"limit": 0}, {"limit": 501}, {"cursor": -1},

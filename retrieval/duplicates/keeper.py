@@ -62,7 +62,7 @@ class Candidate:
                "format": self.format, "exif_fields": self.exif_fields, "taken_at": self.taken}
         if self.media == "video":
             row |= {"media": "video", "duration_s": self.duration_s, "codec": self.codec,
-                    "bitrate": round(self.bitrate), "time_s": self.time_s, "start_s": 0.0}
+                    "bitrate": round(self.bitrate), "time_s": self.time_s}
         return row
 
 

@@ -62,8 +62,11 @@ export async function openLibrary(by) {
     const rows = [];
     for (const row of doc.items) rows[row.position] = row;
     library.pages.set(0, rows);
+    const videos = doc.videos || 0;  // one card per video, however many moments it has
+    const what = videos ? `${plural(library.total - videos, "photo")} and ${plural(videos, "video")}`
+      : plural(library.total, "photo");
     $("library-summary").textContent = library.total
-      ? `${plural(library.total, "photo")} in ${plural(library.sections.length, by === "date" ? "month" : "folder")}`
+      ? `${what} in ${plural(library.sections.length, by === "date" ? "month" : "folder")}`
         + (by === "date" ? ", newest first" : "")
       : "no photos yet";
     layout();

@@ -96,8 +96,15 @@ export function card(row, { sequence, index, rank, tag = "li" }) {
   pickButton.addEventListener("click", (event) => pick(sequence, index, row, event));
   node.classList.toggle("selected", selected);
   node.append(thumb, pickButton);
-  // a video moment: its time on the thumbnail
-  if (isVideo(row) && row.start_s !== undefined) thumb.append(el("span", { className: "badge", textContent: `▶ ${clock(row.start_s)}` }));
+  // a video moment (search results): its time on the thumbnail; a whole video (the library): its duration
+  if (isVideo(row)) {
+    const whole = row.start_s === undefined;
+    const at = clock(whole ? row.duration_s : row.start_s);
+    const badge = el("span", { className: "badge", textContent: `▶ ${at}` });
+    badge.setAttribute("aria-hidden", "true");  // said by the button's name
+    thumb.append(badge);
+    thumb.setAttribute("aria-label", whole ? `play ${name}, a video of ${at}` : `play ${name} from ${at}`);
+  }
 
   const meta = el("div", { className: "meta" });
   if (rank !== undefined) {

@@ -2,7 +2,9 @@
 // aside (POST /api/duplicates/resolve, a manifest makes it undoable), dismiss a group, undo the last move.
 import { arraySequence } from "./cards.js";
 import { rememberDuplicates } from "./viewer.js";
-import { $, api, clearError, el, folderOf, imageUrl, nameOf, notice, showError, wrapAtSlashes } from "./util.js";
+import {
+  $, api, clearError, clock, el, folderOf, imageUrl, isVideo, nameOf, notice, showError, wrapAtSlashes,
+} from "./util.js";
 
 const dups = { offset: 0, total: 0, canMove: false, canUndo: false, loaded: false, only: null };
 export const dupHooks = { open: null, changed: null };  // set by app.js: open(sequence, index); changed()
@@ -14,9 +16,17 @@ function fileFigure(group, file, i, groupIndex) {
   const keeper = file.path === group.keep;
   const fig = el("figure", { className: "dup-file" + (keeper ? " keeper" : "") });
   fig.dataset.path = file.path;
+  const video = isVideo(file);  // a whole video: the frame at the same time in each copy, its duration on it
   const thumb = el("button", { type: "button", className: "thumb" },
-    el("img", { src: imageUrl(file.path, 256), alt: nameOf(file.path), loading: "lazy", decoding: "async" }));
-  thumb.setAttribute("aria-label", `view ${nameOf(file.path)}`);
+    el("img", { src: imageUrl(file.path, 256, video ? file.time_s : undefined), alt: nameOf(file.path),
+                loading: "lazy", decoding: "async" }));
+  if (video) {
+    const badge = el("span", { className: "duration", textContent: `▶ ${clock(file.duration_s)}` });
+    badge.setAttribute("aria-hidden", "true");  // said by the button's name
+    thumb.append(badge);
+  }
+  thumb.setAttribute("aria-label", video ? `play ${nameOf(file.path)}, a video of ${clock(file.duration_s)}`
+    : `view ${nameOf(file.path)}`);
   thumb.addEventListener("click", () => dupHooks.open(arraySequence(group.files), i));
   const radio = el("input", { type: "radio", name: `keep-${groupIndex}`, value: file.path, checked: keeper });
   radio.addEventListener("change", () => chooseKeeper(fig.closest(".dup-group"), group, file.path));
@@ -26,6 +36,8 @@ function fileFigure(group, file, i, groupIndex) {
     el("span", { className: "folder", title: folderOf(file) }, ...wrapAtSlashes(folderOf(file))),
     el("span", { textContent: `${file.width}×${file.height}` }),
     el("span", { textContent: `${(file.size / 1024).toFixed(1)} KiB · ${file.format || "?"}` }),
+    ...(video ? [el("span", { className: "video-facts", textContent:
+      `${file.codec || "?"} · ${clock(file.duration_s)} · ${Math.round((file.bitrate || 0) / 1000).toLocaleString()} kbit/s` })] : []),
     el("span", { textContent: file.taken_at || "no date" }));
   fig.append(thumb, cap);
   return fig;
