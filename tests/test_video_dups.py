@@ -213,7 +213,21 @@ def test_api_lists_the_video_group_with_a_frame_and_moves_it(config: Path, tiny_
         undone = client.post("/api/duplicates/undo")
         assert undone.status_code == 200 and made["orig"].exists()
         assert client.get("/api/duplicates").json()["groups"][0]["keep"] == str(made["orig"])
-        roots = client.get("/api/status").json()
-        assert roots["videos"] == 5
+        assert client.get("/api/status").json()["videos"] == 5
+        picked = client.post("/api/duplicates/resolve", json={"action": "move", "selection": True,
+                                                              "paths": [str(made["trim"])]})
+        assert picked.status_code == 200 and not made["trim"].exists()  # a video picked on the page moves too
+        assert client.post("/api/duplicates/undo").status_code == 200 and made["trim"].exists()
     manifest = json.loads(Path(moved.json()["manifest"]).read_text())
     assert [Path(m["from"]).name for m in manifest["moves"]] == ["orig.mp4"]
+
+
+def test_a_copy_damaged_since_ingest_is_unreadable_not_grouped(clipdex, config: Path, tmp_path: Path) -> None:
+    lib = tmp_path / "lib"
+    made = write_copies(lib)
+    assert clipdex("ingest", lib, "--json").code == 0
+    made["small"].write_bytes(made["small"].read_bytes()[:200])  # its header only: no frame decodes
+    r = clipdex("duplicates", "--json")
+    assert r.code == 0, r.err
+    doc = r.json()
+    assert groups_of(doc) == [["orig.mp4", "low.mkv"]] and doc["unreadable"] == [str(made["small"])]
