@@ -231,3 +231,21 @@ def test_a_copy_damaged_since_ingest_is_unreadable_not_grouped(clipdex, config: 
     assert r.code == 0, r.err
     doc = r.json()
     assert groups_of(doc) == [["orig.mp4", "low.mkv"]] and doc["unreadable"] == [str(made["small"])]
+
+
+def test_moments_never_crowd_a_photos_neighbours_out(clipdex, config: Path, tmp_path: Path) -> None:
+    """A photo asks for its nearest photos only: videos showing that very picture (their moments nearer to it
+    than its recompressed copy) take none of its ``neighbours``."""
+    from tests.photos import render
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    picture = render(7, size=(160, 120))
+    picture.save(lib / "photo.png")
+    picture.crop((8, 6, 152, 114)).resize((120, 90)).save(lib / "photo-copy.jpg", quality=40)  # cropped, smaller
+    for i in range(3):
+        write_video(lib / f"still{i}.mp4", [(picture, 1.0 + i)], size=(160, 120), motion=False,
+                    options={"crf": str(i)})
+    assert clipdex("ingest", lib, "--json").json()["videos"] == 3
+    doc = clipdex("duplicates", "--neighbours", "1", "--json").json()
+    assert groups_of(doc) == [["photo.png", "photo-copy.jpg"]]

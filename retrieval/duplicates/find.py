@@ -124,7 +124,9 @@ def find(store: VectorStore, decisions: Decisions, options: Options = Options(),
     queries = list(reps.values())
     limits = [min(MAX_NEIGHBOURS * 2, options.neighbours + by_hash[hash_of[q.id]]) for q in queries]
     pairs: dict[tuple[str, str], float] = {}
-    for row, hit_id, score in neighbours(store, queries, limits, options.threshold, options.folder, lock):
+    photos_only = "image" if moments else None  # moments never crowd a photo's neighbours out (none: no filter)
+    for row, hit_id, score in neighbours(store, queries, limits, options.threshold, options.folder, lock,
+                                         media=photos_only):
         a, b = hash_of[queries[row].id], hash_of.get(hit_id)
         if b is None or a == b or decisions.dismissed(a, b):
             continue
