@@ -3,13 +3,15 @@
     .venv/bin/python scripts/web_screenshot.py [--out-dir docs]
 
 Copies samples/fashion-mnist into a temporary folder with a ``backup`` folder of copies (one byte-identical,
-one re-encoded, so that the Duplicates view has groups), ingests it with clipdex's own tiny model, starts
+one re-encoded, so that the Duplicates view has groups) and a ``videos`` folder with one short video,
+ingests it with clipdex's own tiny model, starts
 ``clipdex serve --watch`` on a free loopback port and saves one window (1280x900) per view:
 
     web-library.png     the library by folder        web-viewer.png      the viewer, opened from a result
     web-search.png      a text search's results      web-select.png      three photos selected
     web-duplicates.png  the Duplicates view          web-phone.png       the library at 420 px wide
     web-concepts.png    a concept taught from three selected results, ranking them, one ✓ given
+    web-video.png       the viewer on a video (written with PyAV: ten 2-second scenes), its strip of moments
 
 Needs chromium, chromedriver and selenium (as the page's tests do).
 """
@@ -31,7 +33,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 SAMPLES = REPO / "samples" / "fashion-mnist"
-SHOTS = ("library", "search", "viewer", "select", "duplicates", "concepts", "phone")
+SHOTS = ("library", "search", "viewer", "select", "duplicates", "concepts", "video", "phone")
 
 
 def free_port() -> int:
@@ -51,6 +53,12 @@ def make_library(tmp: Path) -> tuple[Path, Path]:
         shutil.copy2(first, backup / f"{kind}-copy.png")
         with Image.open(first) as im:
             im.convert("RGB").resize((56, 56)).save(backup / f"{kind}-large.jpg", quality=95)
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from benchmarks.video import write_scenes  # one scene per class, as benchmarks/video.py measures
+
+    (photos / "videos").mkdir()
+    write_scenes(photos / "videos" / "catwalk.mp4", 0, (320, 240), 2.0, 30)
     config = tmp / "clipdex.toml"
     config.write_text(f"""[model]
 name = "local-dir:{REPO / 'models' / 'fmnist-tiny'}"
@@ -98,10 +106,15 @@ def main() -> None:
         base = f"http://127.0.0.1:{port}"
 
         def until(script: str) -> None:
-            WebDriverWait(driver, 120).until(lambda d: d.execute_script(script))
+            try:
+                WebDriverWait(driver, 120).until(lambda d: d.execute_script(script))
+            except Exception:
+                driver.save_screenshot("/tmp/shot-timeout.png")
+                raise
 
         loaded = ("[...document.querySelectorAll('img')].filter(i => i.offsetParent && "
-                  "i.getBoundingClientRect().top < innerHeight).every(i => i.complete && i.naturalWidth > 0)")
+                  "i.getBoundingClientRect().top < innerHeight && i.getBoundingClientRect().left < innerWidth)"
+                  ".every(i => i.complete && i.naturalWidth > 0)")
 
         def save(name: str) -> None:
             until(f"return {loaded}")
@@ -149,11 +162,19 @@ def main() -> None:
             driver.find_element(By.ID, "sel-teach").click()
             driver.find_element(By.ID, "teach-name").send_keys("sneaker\n")
             until("return !document.getElementById('concept-bar').hidden && "
-                  "document.querySelectorAll('#results .card [data-action=concept-yes]').length === 20")
+                  "document.querySelectorAll('#results .card [data-action=concept-yes]').length >= 10")
             driver.find_elements(By.CSS_SELECTOR, "#results .card [data-action=concept-yes]")[4].click()
             until("return document.body.dataset.conceptAnswers === '1'")
             driver.execute_script("document.getElementById('notice').hidden = true; window.scrollTo(0, 0)")
             save("concepts")
+            driver.get(f"{base}/#library/folder")  # the video's card (one per video), then its strip of moments
+            until("window.scrollTo(0, document.body.scrollHeight); "  # the library renders what is in view
+                  "return document.querySelectorAll('#library .card .badge').length > 0")
+            driver.execute_script("document.querySelector('#library .card .badge').closest('.thumb').click()")
+            until("return !document.getElementById('viewer').hidden && "
+                  "document.querySelectorAll('#viewer-moments .moment').length > 3")
+            driver.execute_script("const v = document.querySelector('#viewer video'); if (v) v.pause()")
+            save("video")
             driver.set_window_size(420, 900)
             driver.get(f"{base}/#library")
             until("return document.querySelectorAll('#library .card').length > 2")

@@ -236,3 +236,41 @@ def test_suggest_clusters_what_no_concept_covers(cx: Callable[..., Result], libr
     assert accepted.code == 0, accepted.err
     assert sorted(accepted.json()["examples"]) == sorted(first["typical"])
     assert cx("concept", "suggest", "--accept", "1").code == 2  # --accept without --name: a usage error
+
+
+def test_a_video_moment_is_an_example_of_its_own(capfd: pytest.CaptureFixture[str], tmp_path: Path,
+                                                 library: Path) -> None:
+    """A concept taught from a video moment (``path#t=S``, as the page sends a selected moment) holds that
+    moment, not the whole video: a "no" for another moment of the same video leaves the first one an example and
+    a member, and only the answered moment is kept out."""
+    from fastapi.testclient import TestClient
+    from PIL import Image
+
+    from retrieval import Index, load_settings
+    from retrieval.cli import main
+    from retrieval.server import create_app
+    from tests.videos import write_video
+
+    bag, sneaker = (Image.open(sorted((SAMPLES / kind).iterdir())[20]).convert("RGB") for kind in ("bag", "sneaker"))
+    video = write_video(library / "walk.mp4", [(bag, 2.0), (sneaker, 2.0)], size=(112, 84))
+    config = _config(tmp_path)
+    assert main(["ingest", str(library), "--config", str(config)]) == 0
+    capfd.readouterr()
+    with Index.open(load_settings(config)) as index, TestClient(create_app(index)) as client:
+        moments = sorted((p for _, p in index.store.payloads(["path", "time_s", "start_s"]) if p["path"] == str(video)),
+                         key=lambda p: p["start_s"])
+        assert len(moments) == 2
+        bag_at, sneaker_at = (f"{video}#t={m['time_s']}" for m in moments)
+        sneakers = [str(p) for p in sorted((library / "sneaker").iterdir())[:2]]
+        taught = client.post("/api/concepts/shoe", json={"examples": [*sneakers, sneaker_at]})
+        assert taught.status_code == 200, taught.text
+        answered = client.post("/api/concepts/shoe/answer", json={"ref": bag_at, "answer": "n"})
+        assert answered.status_code == 200, answered.text
+        shown = client.get("/api/concepts/shoe").json()
+        assert str(video) in shown["examples"] and str(video) in shown["non_examples"]
+        tags = {round(p["time_s"], 3): p.get("concepts") or [] for _, p in index.store.payloads(
+            ["path", "time_s", "concepts"]) if p["path"] == str(video)}
+        assert "shoe" in tags[round(moments[1]["time_s"], 3)] and "shoe" not in tags[round(moments[0]["time_s"], 3)]
+        nothing = f"{library / 'nothing.mp4'}#t=1"
+        unknown = client.post("/api/concepts/shoe/answer", json={"ref": nothing, "answer": "y"})
+        assert unknown.status_code == 404 and "not in the collection" in unknown.json()["error"]

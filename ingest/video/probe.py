@@ -7,6 +7,7 @@ sampler (:mod:`ingest.video.sample`) counts what it decodes against the ``[video
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -75,8 +76,16 @@ def probe(container: av.container.InputContainer, stream: av.video.stream.VideoS
     if not math.isfinite(duration) or duration < 0 or duration > 1e7:
         duration = 0.0  # an absurd header: the sampler measures what is there
     return VideoInfo(codec=cc.name, width=width, height=height, duration_s=round(duration, 3),
-                     format=(container.format.name or "").split(",")[0],
+                     format=container_format(container),
                      taken_at=_creation_time({**container.metadata, **stream.metadata}))
+
+
+def container_format(container: av.container.InputContainer) -> str:
+    """The container's short name: of FFmpeg's demuxer aliases ("mov,mp4,m4a,3gp,3g2,mj2") the one the file's
+    suffix names, else the first."""
+    names = [n for n in (container.format.name or "").split(",") if n]
+    suffix = os.path.splitext(str(getattr(container, "name", "") or ""))[1].lstrip(".").lower()
+    return suffix if suffix in names else (names[0] if names else "")
 
 
 def _creation_time(metadata: dict[str, Any]) -> str:

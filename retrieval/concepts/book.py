@@ -86,6 +86,15 @@ class Example:
         return self.hash or self.path or self.id
 
 
+def content_key(payload: dict[str, Any]) -> str:
+    """A stored point's :attr:`Example.key`: its content hash (a video moment's: the hash and its time, since
+    one video's moments show different things), else its path."""
+    digest = payload.get("hash") or ""
+    if digest and payload.get("media") == "video" and isinstance(payload.get("time_s"), int | float):
+        return f"{digest}#t={float(payload['time_s']):g}"
+    return digest or payload.get("path") or ""
+
+
 @dataclass
 class Concept:
     """A concept's definition: what the user said, and the model that said it in vectors."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from retrieval.concepts import learner, tagging
-from retrieval.concepts.book import MAX_EXAMPLES, ConceptError, Example
+from retrieval.concepts.book import MAX_EXAMPLES, ConceptError, Example, content_key
 from retrieval.concepts.teach import TeachResult, book, head_of, library, name_vector, remember_head
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ class ReviewSession:
                 raise ConceptError(f"review holds at most {MAX_SESSION_POINTS:,} points in memory")
         self.ids = ids
         self.vectors = np.vstack(rows) if rows else np.zeros((0, self.concept.dim), np.float32)
-        self.keys = [p.get("hash") or p.get("path") or "" for p in self.payloads]
+        self.keys = [content_key(p) for p in self.payloads]
         self.rows_of: dict[str, list[int]] = defaultdict(list)
         for i, key in enumerate(self.keys):
             self.rows_of[key].append(i)
@@ -79,9 +79,9 @@ class ReviewSession:
                           bool(self.scores[i] >= self.cut)) for i in rows]
 
     def _row(self, ref: str) -> int:
-        from retrieval.search.refs import point_ref
+        from retrieval.search.refs import moment_ref, point_ref
 
-        pid, key = point_ref(ref)
+        pid, key = moment_ref(self.ctx, ref) or point_ref(ref)
         try:
             i = self.ids.index(pid)
         except ValueError:

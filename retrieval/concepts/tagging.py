@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.concepts.book import content_key
 from retrieval.concepts.learner import Head
 
 FIELD = "concepts"
 MARK = "concepts_at"
-FIELDS = (FIELD, MARK, "hash", "path")
+FIELDS = (FIELD, MARK, "hash", "path", "media", "time_s")
 
 Judge = tuple[Head, float, set[str], set[str]]
 """A concept's head, threshold, and the content keys of its examples and of its non-examples."""
@@ -27,7 +28,7 @@ Judge = tuple[Head, float, set[str], set[str]]
 def members(judge: Judge, vectors: np.ndarray, payloads: list[dict[str, Any]]) -> np.ndarray:
     """Which rows are members (bool)."""
     head, cut, yes, no = judge
-    keys = [p.get("hash") or p.get("path") or "" for p in payloads]
+    keys = [content_key(p) for p in payloads]
     inside = head.score(vectors) >= cut if len(vectors) else np.zeros(0, bool)
     for i, key in enumerate(keys):
         if key in yes:

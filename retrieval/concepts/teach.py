@@ -20,6 +20,7 @@ from retrieval.concepts.book import (
     Example,
     check_model,
     check_name,
+    content_key,
     model_id,
 )
 from retrieval.errors import ClipdexError
@@ -51,9 +52,9 @@ def resolve(ctx: SearchContext, refs: Sequence[str], *, indexed_only: bool = Fal
     """Examples for paths or point ids: an indexed file gives its stored vector; any other image file is
     encoded once (and its content hash kept, so the file counts as the example once it is indexed).
     ``indexed_only``: refuse files that are not indexed (the HTTP API never reads a path a client names)."""
-    from retrieval.search.refs import point_ref
+    from retrieval.search.refs import moment_ref, point_ref
 
-    wanted = [point_ref(os.fspath(r)) for r in refs]
+    wanted = [moment_ref(ctx, os.fspath(r)) or point_ref(os.fspath(r)) for r in refs]  # path#t=S: that moment
     found = ctx.store.points([pid for pid, _ in wanted])
     out: list[Example] = []
     to_encode: list[tuple[int, str]] = []
@@ -63,8 +64,7 @@ def resolve(ctx: SearchContext, refs: Sequence[str], *, indexed_only: bool = Fal
             vector, payload = hit
             if not np.isfinite(vector).all() or abs(float(np.linalg.norm(vector)) - 1) > 1e-2:
                 raise ClipdexError(f"the stored vector of {ref} is damaged; ingest that file again")
-            out.append(Example(vector.astype(np.float32), pid, str(payload.get("path", "")),
-                               str(payload.get("hash", ""))))
+            out.append(Example(vector.astype(np.float32), pid, str(payload.get("path", "")), content_key(payload)))
         elif key is None or indexed_only:
             raise ConceptError(f"not in the collection: {ref}", 404)
         else:

@@ -27,7 +27,7 @@ def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
     if not refs:
         meta = ctx.store.meta()
         return np.zeros((0, meta.dim if meta else 0), np.float32)
-    wanted = [_moment_ref(ctx, ref) or point_ref(ref) for ref in refs]
+    wanted = [moment_ref(ctx, ref) or point_ref(ref) for ref in refs]
     found = ctx.store.points([pid for pid, _ in wanted])
     missing = [ref for ref, (pid, key) in zip(refs, wanted, strict=True)
                if pid not in found or (key is not None and found[pid][1].get("path") != key)]
@@ -42,7 +42,7 @@ def stored_vectors(ctx: SearchContext, refs: Sequence[str]) -> np.ndarray:
     return vectors
 
 
-def _moment_ref(ctx: SearchContext, ref: str) -> tuple[str, str] | None:
+def moment_ref(ctx: SearchContext, ref: str) -> tuple[str, str] | None:
     """(point id, path key) of the moment a ``path#t=SECONDS`` example names (or a video's first moment for its
     plain path); None when ``ref`` names no stored video."""
     path, seconds = moments.split_fragment(ref)

@@ -5,7 +5,7 @@ import { arraySequence, card, clearSelection, hooks, lasso, selection, selection
 import { loadDuplicates, dupHooks, duplicatesLoaded, initDuplicates, undoLast } from "./dups.js";
 import { active as activeConcept, conceptHooks, initConcepts, loadConcepts, mark, viewerConcept } from "./concepts.js";
 import { context, onRefresh } from "./extensions.js";
-import { $, api, clearError, el, events, n, nameOf, notice, plural, readError, showError } from "./util.js";
+import { $, api, clearError, el, events, n, nameOf, notice, plural, readError, refOf, showError } from "./util.js";
 import { closeViewer, initViewer, isOpen, openViewer, step, viewerHooks } from "./viewer.js";
 
 const form = $("search"), results = $("results"), summary = $("summary");
@@ -286,7 +286,7 @@ async function moreLike(paths) {
 }
 hooks.more = (path) => moreLike([path]);
 conceptHooks.search = search;
-conceptHooks.selected = () => [...selection.rows.keys()];
+conceptHooks.selected = () => [...selection.rows.values()].map(refOf);
 conceptHooks.clear = clearSelection;
 viewerHooks.shown = viewerConcept;
 viewerHooks.more = (path) => moreLike([path]);
@@ -373,7 +373,7 @@ $("notice").addEventListener("click", (event) => { if (event.target === $("notic
 /** Mark the focused card, then put the focus back on the same photo in the refreshed results. */
 async function markFocused(node, yes) {
   const path = node.dataset.path;
-  await mark(path, yes);
+  await mark(node.dataset.ref || path, yes);
   const again = [...results.children].find((c) => c.dataset.path === path);
   if (again) again.querySelector(".thumb").focus();
 }

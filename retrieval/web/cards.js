@@ -2,7 +2,7 @@
 // A "sequence" is what a grid shows, in order: { length, peek(i) -> row | undefined, get(i) -> Promise<row>,
 // range(lo, hi) -> Promise<rows> }; the viewer steps through the same sequence.
 import { cardActions, context } from "./extensions.js";
-import { $, camera, clock, dateOf, el, folderOf, imageUrl, isVideo, nameOf, plural, wrapAtSlashes } from "./util.js";
+import { $, camera, clock, dateOf, el, folderOf, imageUrl, isVideo, nameOf, plural, refOf, wrapAtSlashes } from "./util.js";
 
 export const THUMB = 256;
 export const hooks = { open: null, more: null };  // set by app.js: open(sequence, index), more(path)
@@ -81,6 +81,7 @@ export function lasso(container, cardsOf) {
 export function card(row, { sequence, index, rank, tag = "li" }) {
   const node = el(tag, { className: "card" });
   node.dataset.path = row.path;
+  node.dataset.ref = refOf(row);  // a moment: path#t=S (what concept answers name)
   const name = nameOf(row.path);
   const thumb = el("button", { type: "button", className: "thumb", title: `view ${row.path}` },
     el("img", { src: imageUrl(row.path, THUMB, isVideo(row) ? row.time_s : undefined), alt: name, loading: "lazy", decoding: "async" }));

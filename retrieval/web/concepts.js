@@ -3,7 +3,7 @@
 // server-side, then the results are searched again), y/n on the focused card, and the viewer's two buttons.
 // Names are the user's text: they reach the DOM through textContent only.
 import { cardActions, context, refreshCards } from "./extensions.js";
-import { $, api, clearError, el, n, nameOf, notice, plural, showError } from "./util.js";
+import { $, api, clearError, el, n, nameOf, notice, pathOf, plural, refOf, showError } from "./util.js";
 
 /** Set by app.js: search(), the search view's search with the active concept; selected() -> paths; clear(). */
 export const conceptHooks = { search: null, selected: null, clear: null };
@@ -26,19 +26,21 @@ function markAction(yes) {
     title: (row) => (yes ? `yes: ${nameOf(row.path)} is ${context.concept}` : `no: ${nameOf(row.path)} is not ${context.concept}`),
     when: (row, ctx) => Boolean(ctx.concept) && ctx.view === "search",
     pressed: (row) => active.marks.get(row.path) === (yes ? "y" : "n"),
-    run: (row) => mark(row.path, yes),
+    run: (row) => mark(refOf(row), yes),
   };
 }
 cardActions.push(markAction(true), markAction(false));
 
-/** Answer ``path`` for the active concept (refit server-side), then search again; returns the ms it took. */
-export async function mark(path, yes) {
+/** Answer ``ref`` (a path, or a moment's ``path#t=S``) for the active concept (refit server-side), then search
+again; returns the ms it took. */
+export async function mark(ref, yes) {
+  const path = pathOf(ref);
   const name = context.concept;
   if (!name) return null;
   const started = performance.now();
   clearError();
   try {
-    const answer = await api(url(name, "/answer?n=1"), { json: { ref: path, answer: yes ? "y" : "n" } });
+    const answer = await api(url(name, "/answer?n=1"), { json: { ref, answer: yes ? "y" : "n" } });
     active.marks.set(path, yes ? "y" : "n");
     await conceptHooks.search();
     active.lastMs = Math.round(performance.now() - started);
@@ -162,7 +164,7 @@ async function teach(event) {
     notice(`taught ${name} from ${plural(paths.length, "photo")}: ${plural(result.members, "member")}`);
     await loadConcepts();
     await activate(name, "rank");
-    for (const path of paths) active.marks.set(path, "y");  // the examples show as answered ✓
+    for (const ref of paths) active.marks.set(pathOf(ref), "y");  // the examples show as answered ✓
     refreshCards();
   } catch (err) { showError(err.message); }
 }
@@ -175,7 +177,7 @@ export function viewerConcept(row) {
   if (!context.concept) return;
   $("viewer-concept-yes").textContent = `Add to ${context.concept}`;
   $("viewer-concept-no").textContent = `Not ${context.concept}`;
-  box.dataset.path = row.path;
+  box.dataset.path = refOf(row);
 }
 
 export function initConcepts() {

@@ -46,6 +46,10 @@ export function imageUrl(path, thumb, time) {
 /** The video extension point: a video moment (media == "video") plays from /api/media at its start. */
 export const mediaUrl = (path) => `/api/media?${new URLSearchParams({ path })}`;
 export const isVideo = (row) => row.media === "video";
+/** What the API is told a card is: a video moment as ``path#t=SECONDS`` (that moment), a photo by its path. */
+export const refOf = (row) => (isVideo(row) && row.time_s != null ? `${row.path}#t=${row.time_s}` : row.path);
+/** The path a reference names (a moment's fragment cut off). */
+export const pathOf = (ref) => String(ref).replace(/#t=[0-9.]+$/, "");
 export function clock(seconds) {
   const s = Math.max(0, Math.floor(Number(seconds) || 0));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = String(s % 60).padStart(2, "0");
