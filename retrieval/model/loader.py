@@ -137,6 +137,13 @@ def open_text_ahead(settings: ModelSettings, texts: list[str]) -> None:
     threading.Thread(target=work, name="clipdex-text-ahead").start()
 
 
+def torch_device(settings: ModelSettings) -> Any:
+    """The torch device ``settings`` asks for (imports torch)."""
+    from retrieval.model.torch_backend import pick_device
+
+    return pick_device(settings.device)
+
+
 def load_ingest_encoder(settings: ModelSettings, *, log: Callable[[str], None] = note,
                         flags: Iterable[str] | None = None, installed: bool | None = None) -> Encoder:
     """The encoder for ingest: open_clip on torch, its image tower on OpenVINO where
@@ -145,17 +152,19 @@ def load_ingest_encoder(settings: ModelSettings, *, log: Callable[[str], None] =
     With ``ingest_engine = "auto"``, a model that cannot be exported (random weights) ingests on torch without a
     word, and one whose export or compilation fails says why in one line first; ``"openvino"`` makes both an
     error."""
+    from retrieval.model import precision as precisions
     from retrieval.model.ingest_engine import for_settings
-    from retrieval.model.torch_backend import TorchEncoder, pick_device
+    from retrieval.model.torch_backend import TorchEncoder
 
-    if for_settings(settings, pick_device(settings.device).type, flags, installed) == "openvino":
+    if for_settings(settings, torch_device(settings).type, flags, installed) == "openvino":
         explicit = settings.ingest_engine == "openvino"
         try:
             export = _usable_export(settings, log)
-            export.read("visual", "fp32")  # checked against the manifest before OpenVINO reads it by its path
-            from retrieval.model.openvino_backend import OpenVinoEncoder
+            from retrieval.model.openvino_backend import OpenVinoEncoder, compile_ahead
 
-            return OpenVinoEncoder.load(settings).compile(export.path("visual", "fp32"))  # type: ignore[attr-defined]
+            # compiled in a thread while torch loads the model (OpenVINO's compile leaves the GIL)
+            images = compile_ahead(export, precisions.resolve(settings.precision, torch_device(settings), flags))
+            return OpenVinoEncoder.load(settings).use(images.result())  # type: ignore[attr-defined]
         except Unexportable as exc:
             if explicit:
                 raise ClipdexError(f"model {settings.name} cannot run on OpenVINO: {exc} "

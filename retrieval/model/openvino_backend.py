@@ -12,6 +12,7 @@ mix as retrieval.model.precision.MIXABLE says. Texts stay on torch.
 from __future__ import annotations
 
 import threading
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from retrieval.errors import ClipdexError
+from retrieval.model.onnx_files import Export
 from retrieval.model.torch_backend import TorchEncoder
 
 PRECISIONS = {"bf16": "bf16", "fp32": "f32"}
@@ -33,6 +35,9 @@ class OpenVinoImages:
     def __init__(self, graph: Path, precision: str):
         import openvino as ov
 
+        if precision not in PRECISIONS:
+            raise ClipdexError(f"the OpenVINO engine runs bf16 or fp32 images, not {precision}")
+        self.precision = precision
         config = {**CONFIG, "INFERENCE_PRECISION_HINT": PRECISIONS[precision]}
         self.compiled = ov.Core().compile_model(str(graph), "CPU", config)
         self.requests = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
@@ -59,20 +64,36 @@ class OpenVinoImages:
         return features / np.maximum(np.linalg.norm(features, axis=-1, keepdims=True), 1e-12)
 
 
+def compile_ahead(export: Export, precision: str) -> Future[OpenVinoImages]:
+    """Check ``export``'s fp32 image graph against its manifest and compile it at ``precision``, in a thread."""
+    future: Future[OpenVinoImages] = Future()
+
+    def work() -> None:
+        try:
+            export.read("visual", "fp32")  # size and content hash, before OpenVINO reads it by its path
+            future.set_result(OpenVinoImages(export.path("visual", "fp32"), precision))
+        except BaseException as exc:  # noqa: BLE001  raised by result() in the loading thread
+            future.set_exception(exc)
+
+    threading.Thread(target=work, name="clipdex-openvino-compile", daemon=True).start()
+    return future
+
+
 class OpenVinoEncoder(TorchEncoder):
     """A TorchEncoder whose image tower runs on OpenVINO (texts, preprocessing and tokenizer stay torch's).
 
-    Made by ``OpenVinoEncoder.load(settings)`` then :meth:`compile`; torch's own image tower is never cast
-    to bf16 and its weights are dropped once the graph is compiled (the export holds them)."""
+    Made by ``OpenVinoEncoder.load(settings)`` then :meth:`use`; torch's own image tower is never cast to bf16
+    and its weights are dropped once the compiled graph is in use (the export holds them)."""
 
     casts_images = False
     images: OpenVinoImages | None = None
 
-    def compile(self, graph: Path) -> OpenVinoEncoder:
-        """Compile ``graph`` (the model's exported fp32 ONNX image graph) as this encoder's image tower."""
-        if self.precision not in PRECISIONS:
-            raise ClipdexError(f"the OpenVINO engine runs bf16 or fp32 images, not {self.precision}")
-        self.images = OpenVinoImages(graph, self.precision)
+    def use(self, images: OpenVinoImages) -> OpenVinoEncoder:
+        """Run the image tower on ``images`` (compiled from this model's export); their precision is the image
+        tower's (what a collection records)."""
+        self.images = images
+        self.precision = images.precision
+        self._unquantized.discard("image")
         self.model.visual.to(device="meta")  # torch's copy of the image weights: no longer used
         return self
 
