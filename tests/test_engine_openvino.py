@@ -1,5 +1,5 @@
-"""The OpenVINO ingest engine on real tiny open_clip models: its vectors equal torch fp32's, the choice by CPU
-flags (passed as data) with the fallback to torch, and a real ingest through it."""
+"""The OpenVINO ingest engine on real tiny open_clip models and real OpenVINO: its vectors equal torch fp32's,
+the choice by CPU flags (passed as data) with the fallback to torch, and a real ingest through it."""
 
 from __future__ import annotations
 
@@ -23,6 +23,8 @@ from tests.images import pattern
 from tests.test_precision import EPYC_ZEN3, SAPPHIRE_RAPIDS, ZEN4
 
 ZEN4_FLAGS, SPR_FLAGS, AVX2_FLAGS = ZEN4.split(), SAPPHIRE_RAPIDS.split(), EPYC_ZEN3.split()
+CANDIDATE = frozenset({"avx512_bf16"})
+"""The CPU kind where OpenVINO was measured (retrieval.model.ingest_engine.WINS_ON)."""
 
 
 def _settings(folder: Path, **kw: object) -> ModelSettings:
@@ -55,22 +57,26 @@ def test_openvino_vectors_equal_torch_fp32(tiny_model_dir: Path, precision: str,
 
 
 def test_the_engine_is_chosen_by_cpu_flags():
-    # auto: OpenVINO where it was measured to win (AVX512-BF16 without AMX, bf16 images), if installed
-    assert choose("auto", "bf16", "cpu", ZEN4_FLAGS, installed=True) == "openvino"
-    assert choose("auto", "bf16", "cpu", SPR_FLAGS, installed=True) == "torch"  # AMX: torch bf16
-    assert choose("auto", "int8", "cpu", AVX2_FLAGS, installed=True) == "torch"
-    assert choose("auto", "bf16", "cpu", ZEN4_FLAGS, installed=False) == "torch"  # the fallback
-    assert choose("auto", "fp32", "cpu", ZEN4_FLAGS, installed=True) == "torch"  # only bf16 is measured
-    assert choose("auto", "fp16", "cuda", ZEN4_FLAGS, installed=True) == "torch"
-    assert choose("torch", "bf16", "cpu", ZEN4_FLAGS, installed=True) == "torch"
-    # precision = "auto" resolves by the same flags first
-    auto = ModelSettings()
-    assert for_settings(auto, "cpu", ZEN4_FLAGS, installed=True) == "openvino"
-    assert for_settings(auto, "cpu", AVX2_FLAGS, installed=True) == "torch"  # auto is int8 there
-    assert for_settings(auto, "cpu", SPR_FLAGS, installed=True) == "torch"
-    assert for_settings(auto, "cuda", ZEN4_FLAGS, installed=True) == "torch"
-    assert for_settings(auto.model_copy(update={"ingest_engine": "torch"}), "cpu", ZEN4_FLAGS, True) == "torch"
-    # asked for: on any CPU, at bf16 or fp32; otherwise one line
+    # auto picks OpenVINO on no CPU yet (measured, docs/benchmarks.md): torch on every flag set
+    for flags, precision in ((ZEN4_FLAGS, "bf16"), (SPR_FLAGS, "bf16"), (AVX2_FLAGS, "int8")):
+        assert choose("auto", precision, "cpu", flags, installed=True) == "torch"
+        assert for_settings(ModelSettings(), "cpu", flags, installed=True) == "torch"
+    # once a CPU kind is listed in WINS_ON: there, at bf16, if installed; AMX CPUs keep torch's bf16
+    wins = (CANDIDATE,)
+    assert choose("auto", "bf16", "cpu", ZEN4_FLAGS, True, wins) == "openvino"
+    assert choose("auto", "bf16", "cpu", SPR_FLAGS, True, wins) == "torch"
+    assert choose("auto", "int8", "cpu", AVX2_FLAGS, True, wins) == "torch"
+    assert choose("auto", "bf16", "cpu", ZEN4_FLAGS, False, wins) == "torch"  # the fallback: not installed
+    assert choose("auto", "fp32", "cpu", ZEN4_FLAGS, True, wins) == "torch"  # only bf16 was measured
+    assert choose("auto", "fp16", "cuda", ZEN4_FLAGS, True, wins) == "torch"
+    assert choose("torch", "bf16", "cpu", ZEN4_FLAGS, True, wins) == "torch"
+    auto = ModelSettings()  # precision = "auto" resolves by the same flags first
+    assert for_settings(auto, "cpu", ZEN4_FLAGS, True, wins) == "openvino"
+    assert for_settings(auto, "cpu", AVX2_FLAGS, True, wins) == "torch"  # auto is int8 there
+    assert for_settings(auto, "cpu", SPR_FLAGS, True, wins) == "torch"
+    assert for_settings(auto, "cuda", ZEN4_FLAGS, True, wins) == "torch"
+    assert for_settings(auto.model_copy(update={"ingest_engine": "torch"}), "cpu", ZEN4_FLAGS, True, wins) == "torch"
+    # asked for: on any CPU kind, at bf16 or fp32; otherwise one line
     explicit = ModelSettings(ingest_engine="openvino")
     assert for_settings(explicit, "cpu", ZEN4_FLAGS, installed=True) == "openvino"
     with pytest.raises(ClipdexError, match="not int8"):  # precision auto is int8 on AVX2: say which to set
@@ -85,14 +91,16 @@ def test_the_engine_is_chosen_by_cpu_flags():
         assert "\n" not in str(refused.value) and "ingest_engine" in str(refused.value)
 
 
-def test_without_openvino_auto_falls_back_to_torch_and_openvino_is_one_line(tiny_model_dir: Path, capsys):
+def test_auto_ingests_on_torch_and_falls_back_to_it_without_openvino(tiny_model_dir: Path, capsys):
     settings = _settings(tiny_model_dir)  # precision auto: bf16 on these flags
-    encoder = load_ingest_encoder(settings, flags=ZEN4_FLAGS, installed=False)
-    assert type(encoder) is TorchEncoder and encoder.precision == "bf16"
-    assert encoder.engines["image"] == "torch bf16" and _lines(capsys) == []
     encoder = load_ingest_encoder(settings, flags=ZEN4_FLAGS, installed=True)
+    assert type(encoder) is TorchEncoder and encoder.engines["image"] == "torch bf16"  # the default today
+    wins = (CANDIDATE,)
+    encoder = load_ingest_encoder(settings, flags=ZEN4_FLAGS, installed=True, wins_on=wins)
     assert isinstance(encoder, OpenVinoEncoder) and encoder.precision == "bf16"
-    assert type(load_ingest_encoder(settings, flags=AVX2_FLAGS, installed=True)) is TorchEncoder  # int8 there
+    encoder = load_ingest_encoder(settings, flags=ZEN4_FLAGS, installed=False, wins_on=wins)
+    assert type(encoder) is TorchEncoder and encoder.precision == "bf16" and _lines(capsys) == []
+    assert type(load_ingest_encoder(settings, flags=AVX2_FLAGS, installed=True, wins_on=wins)) is TorchEncoder
     with pytest.raises(ClipdexError, match="openvino package is not installed"):
         load_ingest_encoder(settings.model_copy(update={"ingest_engine": "openvino"}), flags=ZEN4_FLAGS,
                             installed=False)
@@ -103,7 +111,7 @@ def test_a_model_that_cannot_export_ingests_on_torch_unless_openvino_is_asked_fo
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": TINY_CFG,
                                                               "preprocess_cfg": TINY_PREPROCESS}))
-    encoder = load_ingest_encoder(_settings(folder), flags=ZEN4_FLAGS, installed=True)
+    encoder = load_ingest_encoder(_settings(folder), flags=ZEN4_FLAGS, installed=True, wins_on=(CANDIDATE,))
     assert type(encoder) is TorchEncoder and _lines(capsys) == []
     with pytest.raises(ClipdexError, match="cannot run on OpenVINO.*random") as refused:
         load_ingest_encoder(_settings(folder, ingest_engine="openvino"))

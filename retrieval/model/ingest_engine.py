@@ -1,10 +1,12 @@
-"""Which engine runs an ingest's image tower, by the CPU's flags: torch, or OpenVINO. No torch here.
+"""Which engine runs an ingest's image tower: torch, or OpenVINO where asked for. No torch here.
 
-``[model] ingest_engine``: ``auto`` runs the image tower of an ingest on OpenVINO where that was measured to win
-(a CPU with AVX512-BF16 and no AMX, at bf16: docs/benchmarks.md, "OpenVINO for ingest"), where the ``openvino``
-package is installed and the model exports to ONNX; torch everywhere else. ``openvino`` asks for it (an error
-line where it cannot run); ``torch`` keeps torch. The choice is a pure function of its inputs (:func:`choose`),
-the flags passed as data, as ``precision = "auto"``'s is.
+``[model] ingest_engine``: ``auto`` (the default) and ``torch`` run it on torch; ``openvino`` runs it on OpenVINO
+from the model's ONNX export (retrieval.model.openvino_backend), at bf16 or fp32, or is an error line where it
+cannot. ``auto`` does not pick OpenVINO on any CPU yet: on the 2-core EPYC with AVX512-BF16 (no AMX) it was
+1.3-3.0x torch's bf16 under load but only 1.07-1.19x on a quieter machine, and a whole 300-image ingest process
+was no faster (its start-up is a second longer): docs/benchmarks.md, "OpenVINO for ingest". :func:`auto_wins`
+is where a CPU kind goes once it is measured to win there. The choice is a pure function of its inputs
+(:func:`choose`), the CPU's flags passed as data, as ``precision = "auto"``'s is.
 """
 
 from __future__ import annotations
@@ -14,10 +16,14 @@ import sys
 from collections.abc import Iterable
 
 from retrieval.errors import ClipdexError
-from retrieval.model.precision import AMX_FLAGS, AVX512_BF16, cpu_flags, cpu_image_precision
+from retrieval.model.precision import AMX_FLAGS, cpu_flags, cpu_image_precision
 from retrieval.settings import ModelSettings
 
 ENGINES = ("auto", "torch", "openvino")
+WINS_ON: tuple[frozenset[str], ...] = ()
+"""CPU flag sets on which ``auto`` picks OpenVINO at bf16 (AMX excluded: torch's bf16 is not measured against it
+there). None yet: ``frozenset({AVX512_BF16})`` is the candidate, measured in docs/benchmarks.md, "OpenVINO for
+ingest"; it missed the bar of 1.2x torch in every round on a quieter machine."""
 RUNS = ("bf16", "fp32")
 """The image precisions OpenVINO runs here (int8 stays on torch: OpenVINO on the int8 export measured slower
 than torch at bf16, benchmarks/engines.py)."""
@@ -28,18 +34,19 @@ def available() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def auto_wins(flags: Iterable[str]) -> bool:
-    """Does ``auto`` pick OpenVINO on a CPU with these flags? Where it was measured to win: AVX512-BF16 without
-    AMX (with AMX, torch's bf16 is not measured against it)."""
+def auto_wins(flags: Iterable[str], wins_on: tuple[frozenset[str], ...] = WINS_ON) -> bool:
+    """Does ``auto`` pick OpenVINO on a CPU with these flags (one of ``wins_on``, without AMX)?"""
     have = set(flags)
-    return AVX512_BF16 in have and not have >= AMX_FLAGS
+    return not have >= AMX_FLAGS and any(have >= need for need in wins_on)
 
 
-def choose(requested: str, precision: str, device: str, flags: Iterable[str], installed: bool) -> str:
+def choose(requested: str, precision: str, device: str, flags: Iterable[str], installed: bool,
+           wins_on: tuple[frozenset[str], ...] = WINS_ON) -> str:
     """The engine of an ingest's image tower: "torch" or "openvino".
 
     ``requested``: ``[model] ingest_engine``; ``precision``: the image tower's resolved precision; ``device``:
-    "cpu" or "cuda"; ``flags``: the CPU's; ``installed``: whether openvino can be imported. Raises a one-line
+    "cpu" or "cuda"; ``flags``: the CPU's; ``installed``: whether openvino can be imported; ``wins_on``: where
+    ``auto`` picks it (:data:`WINS_ON`). Raises a one-line
     ClipdexError where ``openvino`` is asked for and cannot run."""
     if requested == "torch":
         return "torch"
@@ -52,16 +59,16 @@ def choose(requested: str, precision: str, device: str, flags: Iterable[str], in
                                "(set model.precision, or model.ingest_engine = \"auto\")")
         if not installed:
             raise ClipdexError("model.ingest_engine = 'openvino' but the openvino package is not installed "
-                               "(pip install openvino, or set model.ingest_engine = \"auto\")")
+                               "(pip install 'clipdex[openvino]', or set model.ingest_engine = \"auto\")")
         return "openvino"
     if requested != "auto":
         raise ClipdexError(f"unknown model.ingest_engine '{requested}' (auto, torch or openvino)")
-    wins = device == "cpu" and precision == "bf16" and auto_wins(flags)
+    wins = device == "cpu" and precision == "bf16" and auto_wins(flags, wins_on)
     return "openvino" if wins and installed else "torch"
 
 
 def for_settings(settings: ModelSettings, device: str, flags: Iterable[str] | None = None,
-                 installed: bool | None = None) -> str:
+                 installed: bool | None = None, wins_on: tuple[frozenset[str], ...] = WINS_ON) -> str:
     """:func:`choose` for ``[model]`` settings on ``device`` ("cpu" or "cuda"), the CPU's flags and whether openvino
     is installed read here where not given."""
     if settings.ingest_engine == "torch":
@@ -70,7 +77,8 @@ def for_settings(settings: ModelSettings, device: str, flags: Iterable[str] | No
     precision = settings.precision
     if precision == "auto":
         precision = "fp16" if device == "cuda" else cpu_image_precision(have)
-    return choose(settings.ingest_engine, precision, device, have, available() if installed is None else installed)
+    return choose(settings.ingest_engine, precision, device, have, available() if installed is None else installed,
+                  wins_on)
 
 
 def planned(settings: ModelSettings) -> str:

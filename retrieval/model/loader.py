@@ -145,25 +145,27 @@ def torch_device(settings: ModelSettings) -> Any:
 
 
 def load_ingest_encoder(settings: ModelSettings, *, log: Callable[[str], None] = note,
-                        flags: Iterable[str] | None = None, installed: bool | None = None) -> Encoder:
+                        flags: Iterable[str] | None = None, installed: bool | None = None,
+                        wins_on: tuple[frozenset[str], ...] | None = None) -> Encoder:
     """The encoder for ingest: open_clip on torch, its image tower on OpenVINO where
-    :func:`retrieval.model.ingest_engine.for_settings` says (``flags``, ``installed``: as there).
+    :func:`retrieval.model.ingest_engine.for_settings` says (``flags``, ``installed``, ``wins_on``: as there).
 
-    With ``ingest_engine = "auto"``, a model that cannot be exported (random weights) ingests on torch without a
+    Where ``auto`` picks OpenVINO, a model that cannot be exported (random weights) ingests on torch without a
     word, and one whose export or compilation fails says why in one line first; ``"openvino"`` makes both an
     error."""
     from retrieval.model import precision as precisions
-    from retrieval.model.ingest_engine import for_settings
+    from retrieval.model.ingest_engine import WINS_ON, for_settings
     from retrieval.model.torch_backend import TorchEncoder
 
-    if for_settings(settings, torch_device(settings).type, flags, installed) == "openvino":
+    device = torch_device(settings)
+    if for_settings(settings, device.type, flags, installed, WINS_ON if wins_on is None else wins_on) == "openvino":
         explicit = settings.ingest_engine == "openvino"
         try:
             export = _usable_export(settings, log)
             from retrieval.model.openvino_backend import OpenVinoEncoder, compile_ahead
 
             # compiled in a thread while torch loads the model (OpenVINO's compile leaves the GIL)
-            images = compile_ahead(export, precisions.resolve(settings.precision, torch_device(settings), flags))
+            images = compile_ahead(export, precisions.resolve(settings.precision, device, flags))
             return OpenVinoEncoder.load(settings).use(images.result())  # type: ignore[attr-defined]
         except Unexportable as exc:
             if explicit:
