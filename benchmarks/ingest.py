@@ -1,6 +1,7 @@
 """End-to-end ingest throughput vs. model-only throughput (issue: "benchmarks/ingest.py --json").
 
-Builds (or reuses) a folder of realistic 1024x768 JPEGs, then in one process, with one TorchEncoder:
+Builds (or reuses) a folder of realistic 1024x768 JPEGs, then in one process, with one ingest encoder per
+variant (``load_ingest_encoder``: torch, or its image tower on OpenVINO):
 
 * ``decode_img_per_s``: the real reader (``ingest.reader`` DataLoader) iterated without the model;
 * ``model_only_img_per_s``: the same encoder and batch size on the pre-decoded, preprocessed tensors;
@@ -9,19 +10,22 @@ Builds (or reuses) a folder of realistic 1024x768 JPEGs, then in one process, wi
 
 Model-only passes run right before and right after each ingest so both see the same machine noise;
 ``ratio`` = ingest / mean(model-only). Prints one JSON line on stdout; progress goes to stderr.
-``--experiment`` monkeypatches the loader (never the source files) to try reader/pipeline changes.
+``--experiment`` monkeypatches the loader (never the source files) to try reader/pipeline changes, or changes
+the DataLoader workers or the OpenVINO compile settings; ``--variants torch,openvino+workers-1`` runs several
+engine/experiment pairs side by side in alternating rounds (every round in the JSON's ``variants``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +36,14 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-EXPERIMENTS = ("none", "nice-workers", "workers-1", "workers-0", "no-draft", "prefetch-2")
+EXPERIMENTS = ("none", "nice-workers", "workers-1", "workers-0", "workers-3", "no-draft", "prefetch-2",
+               "ov-no-pinning", "ov-streams-1", "ov-latency")
+OV_EXPERIMENTS: dict[str, dict[str, Any]] = {
+    "ov-no-pinning": {"ENABLE_CPU_PINNING": False},  # OpenVINO's stream threads left to the OS scheduler
+    "ov-streams-1": {"NUM_STREAMS": 1},  # one stream of all cores instead of the hint's choice
+    "ov-latency": {"PERFORMANCE_HINT": "LATENCY"},
+}
+"""Changes to the OpenVINO engine's compile settings (retrieval.model.openvino_backend.CONFIG)."""
 
 
 def log(msg: str) -> None:
@@ -130,6 +141,24 @@ def apply_experiment(name: str) -> Callable[[], None]:
     return undo
 
 
+@contextlib.contextmanager
+def openvino_config(experiment: str) -> Iterator[None]:
+    """The OpenVINO engine's compile settings with ``experiment``'s changes, while an encoder is loaded."""
+    changes = OV_EXPERIMENTS.get(experiment)
+    if not changes:
+        yield
+        return
+    from retrieval.model import openvino_backend
+
+    original = dict(openvino_backend.CONFIG)
+    openvino_backend.CONFIG.update(changes)
+    try:
+        yield
+    finally:
+        openvino_backend.CONFIG.clear()
+        openvino_backend.CONFIG.update(original)
+
+
 def _nice_worker(worker_id: int) -> None:
     os.nice(10)
 
@@ -171,7 +200,7 @@ def ingest_pass(settings: Any, encoder: Any, folder: Path, n: int) -> tuple[floa
 
     with tempfile.TemporaryDirectory(prefix="clipdex-bench-") as tmp:
         run_settings = settings.with_overrides(store={"path": tmp, "url": ""})
-        # the same TorchEncoder object as the model-only passes (no reload)
+        # the same encoder object as the model-only passes (no reload)
         index = Index.open(run_settings, create=True, encoder=encoder)
         store = index.store
         optimize = store.optimize
@@ -195,19 +224,33 @@ def ingest_pass(settings: Any, encoder: Any, folder: Path, n: int) -> tuple[floa
     return dt, spent[0]
 
 
+def parse_variant(text: str) -> tuple[str, str]:
+    """``engine[+experiment]`` (``openvino+workers-1``) as (engine, experiment)."""
+    engine, _, experiment = text.partition("+")
+    if engine not in ("auto", "torch", "openvino") or (experiment or "none") not in EXPERIMENTS:
+        raise SystemExit(f"unknown variant {text!r}: engine auto/torch/openvino, experiment one of {EXPERIMENTS}")
+    return engine, experiment or "none"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--model", default="ViT-B-32")
-    parser.add_argument("--pretrained", default="", help='"" = random init (speed does not depend on weights)')
+    parser.add_argument("--pretrained", default="", help='"" = random init, seed 0, saved once under .bench as a '
+                        "local-dir: folder (so it exports; speed does not depend on the weights)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8", "bf16", "fp16"))
     parser.add_argument("--folder", type=Path, default=REPO / ".bench" / "jpegs-1024x768")
-    parser.add_argument("--rounds", type=int, default=1, help="ingest passes, each between two model-only passes")
+    parser.add_argument("--rounds", type=int, default=1, help="ingest passes per variant, each followed by a "
+                        "model-only pass (and one model-only pass first)")
     parser.add_argument("--experiment", default="none", choices=EXPERIMENTS,
-                        help="monkeypatched reader/pipeline change to apply to the ingest passes")
+                        help="monkeypatched reader/pipeline change to apply to the ingest passes (one variant)")
+    parser.add_argument("--variants", default="",
+                        help="comma-separated ENGINE[+EXPERIMENT] (engine auto/torch/openvino: [model] "
+                             "ingest_engine) run side by side in alternating rounds, e.g. torch,openvino; "
+                             "default: auto with --experiment")
     parser.add_argument("--json", action="store_true", help="print one JSON line (always printed; kept for CLI)")
     args = parser.parse_args(argv)
 
@@ -215,53 +258,76 @@ def main(argv: list[str] | None = None) -> int:
 
     from benchmarks.machine import machine
     from ingest.scan import scan
-    from retrieval.model.torch_backend import TorchEncoder
+    from retrieval.model.loader import load_ingest_encoder
     from retrieval.settings import Settings
 
+    variants = [parse_variant(v) for v in args.variants.split(",")] if args.variants else [("auto", args.experiment)]
     folder = ensure_images(args.folder.resolve(), args.images)
-    workers = 0 if args.experiment == "workers-0" else 1 if args.experiment == "workers-1" else args.workers
-    settings = Settings().with_overrides(
-        model={"name": args.model, "pretrained": args.pretrained, "batch_size": args.batch_size,
-               "device": args.device, "precision": args.precision},
-        ingest={"workers": workers})
-    log(f"loading {args.model} ({args.pretrained or 'random init'})")
-    encoder = TorchEncoder.load(settings.model)
+    name = args.model
+    if not args.pretrained and ":" not in name:
+        from benchmarks.precision_speed import model_folder
+
+        name = f"local-dir:{model_folder(REPO / '.bench', args.model)}"
+    base = Settings().with_overrides(
+        model={"name": name, "pretrained": args.pretrained, "batch_size": args.batch_size,
+               "device": args.device, "precision": args.precision})
+    labels = [f"{e}+{x}" if x != "none" else e for e, x in variants]
+    settings, encoders = {}, {}
+    for label, (engine, experiment) in zip(labels, variants, strict=True):
+        workers = {"workers-0": 0, "workers-1": 1, "workers-3": 3}.get(experiment, args.workers)
+        settings[label] = base.with_overrides(model={"ingest_engine": engine}, ingest={"workers": workers})
+        log(f"loading {args.model} ({args.pretrained or 'random init'}) for {label}")
+        with openvino_config(experiment):
+            encoders[label] = load_ingest_encoder(settings[label].model, log=log)
+        log(f"{label}: {encoders[label].engines['image']}")
     files, _ = scan([str(folder)])
 
-    decode_rate, first_batch_s, pixels = decode_pass(encoder, files, args.batch_size, workers)
+    first = encoders[labels[0]]
+    decode_rate, first_batch_s, pixels = decode_pass(first, files, args.batch_size, args.workers)
     log(f"decode only: {decode_rate:.1f} img/s (first batch after {first_batch_s:.2f} s)")
-    model_pass(encoder, pixels[: 2 * args.batch_size], args.batch_size)  # warm-up
-    undo = apply_experiment(args.experiment)
-    model_times = [model_pass(encoder, pixels, args.batch_size)]
-    log(f"model only: {args.images / model_times[-1]:.2f} img/s")
-    ingest_times: list[float] = []
-    optimize_times: list[float] = []
-    try:
-        for r in range(args.rounds):
-            dt, opt = ingest_pass(settings, encoder, folder, args.images)
-            ingest_times.append(dt)
-            optimize_times.append(opt)
-            log(f"ingest round {r + 1}: {args.images / dt:.2f} img/s (optimize {opt:.2f} s)")
-            model_times.append(model_pass(encoder, pixels, args.batch_size))
-            log(f"model only: {args.images / model_times[-1]:.2f} img/s")
-    finally:
-        undo()
+    model_times: dict[str, list[float]] = {}
+    ingest_times: dict[str, list[float]] = {label: [] for label in labels}
+    optimize_times: dict[str, list[float]] = {label: [] for label in labels}
+    for label in labels:
+        model_pass(encoders[label], pixels[: 2 * args.batch_size], args.batch_size)  # warm-up
+        model_times[label] = [model_pass(encoders[label], pixels, args.batch_size)]
+        log(f"{label} model only: {args.images / model_times[label][-1]:.2f} img/s")
+    rounds = []
+    for r in range(args.rounds):
+        order = labels[r % len(labels):] + labels[: r % len(labels)]
+        for label in order:
+            undo = apply_experiment(variants[labels.index(label)][1])
+            try:
+                dt, opt = ingest_pass(settings[label], encoders[label], folder, args.images)
+            finally:
+                undo()
+            ingest_times[label].append(dt)
+            optimize_times[label].append(opt)
+            model_times[label].append(model_pass(encoders[label], pixels, args.batch_size))
+            log(f"round {r + 1} {label}: ingest {args.images / dt:.2f} img/s, then model only "
+                f"{args.images / model_times[label][-1]:.2f} img/s (load {machine()['loadavg']})")
+        rounds.append({label: round(args.images / ingest_times[label][-1], 2) for label in labels})
 
-    ingest_rate = args.images * len(ingest_times) / sum(ingest_times)
-    model_rate = args.images * len(model_times) / sum(model_times)
-    pair_ratios = [(model_times[i] + model_times[i + 1]) / 2 / ingest_times[i] for i in range(len(ingest_times))]
+    def summary(label: str) -> dict[str, Any]:
+        ingest, model = ingest_times[label], model_times[label]
+        ingest_rate = args.images * len(ingest) / sum(ingest)
+        model_rate = args.images * len(model) / sum(model)
+        return {"engine": encoders[label].engines["image"], "workers": settings[label].ingest.workers,
+                "ingest_img_per_s": round(ingest_rate, 2), "model_only_img_per_s": round(model_rate, 2),
+                "ratio": round(ingest_rate / model_rate, 3),
+                "pair_ratios": [round((model[i] + model[i + 1]) / 2 / ingest[i], 3) for i in range(len(ingest))],
+                "optimize_s": round(float(np.mean(optimize_times[label])), 3) if ingest else 0.0,
+                "model_only_passes_img_per_s": [round(args.images / t, 2) for t in model],
+                "ingest_passes_img_per_s": [round(args.images / t, 2) for t in ingest]}
+
+    by_variant = {label: summary(label) for label in labels}
     result = {
         "images": args.images, "model": args.model, "pretrained": args.pretrained, "batch_size": args.batch_size,
-        "workers": workers, "device": str(encoder.device), "torch_threads": torch.get_num_threads(),
-        "precision": encoder.precision, **machine(),
-        "experiment": args.experiment, "rounds": args.rounds,
-        "ingest_img_per_s": round(ingest_rate, 2), "model_only_img_per_s": round(model_rate, 2),
-        "ratio": round(ingest_rate / model_rate, 3), "pair_ratios": [round(x, 3) for x in pair_ratios],
-        "decode_img_per_s": round(decode_rate, 1),
-        "decode_first_batch_s": round(first_batch_s, 2), "optimize_s": round(float(np.mean(optimize_times)), 3),
-        "model_only_passes_img_per_s": [round(args.images / t, 2) for t in model_times],
-        "ingest_passes_img_per_s": [round(args.images / t, 2) for t in ingest_times],
-        "cpu_count": os.cpu_count(),
+        "device": str(first.device), "torch_threads": torch.get_num_threads(), "precision": first.precision,
+        **machine(), "experiment": variants[0][1], "rounds": args.rounds,
+        **by_variant[labels[0]],
+        "decode_img_per_s": round(decode_rate, 1), "decode_first_batch_s": round(first_batch_s, 2),
+        "variants": by_variant, "round_ingest_img_per_s": rounds, "cpu_count": os.cpu_count(),
     }
     print(json.dumps(result), flush=True)
     return 0

@@ -274,7 +274,9 @@ class Index:
         meta = meta or self.store.meta()
         towers = loaded.engines if loaded is not None else planned_engines(
             self.settings.model, meta.precision if meta else None)
-        return {**towers, "ingest": "torch"}
+        from retrieval.model.ingest_engine import planned
+
+        return {**towers, "ingest": planned(self.settings.model)}
 
     def rebuild(self, progress: Any = None) -> int:
         """Rewrite an embedded store in the current layout (``clipdex rebuild``); returns its points."""

@@ -46,7 +46,11 @@ class ModelSettings(_Section):
     retrieval.model.precision."""
     engine: Literal["auto", "onnx", "torch"] = "auto"
     """What runs queries: auto = ONNX Runtime where the model exports (else torch, with one line saying why);
-    onnx = ONNX Runtime or an error; torch. Ingest runs on torch. See retrieval.model.loader."""
+    onnx = ONNX Runtime or an error; torch. Ingest: see ingest_engine. See retrieval.model.loader."""
+    ingest_engine: Literal["auto", "torch", "openvino"] = "auto"
+    """What runs the image tower of an ingest: auto = torch on every CPU measured so far (OpenVINO did not win in
+    every round on a quiet machine); openvino = OpenVINO from the model's ONNX export, at bf16 or fp32 (the
+    openvino package, extra clipdex[openvino]), or an error line; torch. See retrieval.model.ingest_engine."""
     batch_size: int = Field(64, ge=1, le=4096)
     """Images per encoder batch (ingest and eval)."""
     label: str = ""

@@ -1,4 +1,5 @@
-"""Which backend embeds what: queries on ONNX Runtime where the model exports (else torch), ingest on torch.
+"""Which backend embeds what: queries on ONNX Runtime where the model exports (else torch), ingest on torch (its
+image tower on OpenVINO where ``[model] ingest_engine`` picks it: retrieval.model.openvino_backend).
 
 ``[model] engine``: ``auto`` (ONNX Runtime where the export exists or can be made, torch otherwise, with
 one line saying why), ``onnx`` (ONNX Runtime or an error) or ``torch``. The first query process of a
@@ -11,10 +12,10 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from retrieval.errors import ClipdexError
+from retrieval.errors import ClipdexError, first_line
 from retrieval.model.encoder import Encoder, ModelIdentity
 from retrieval.model.onnx_files import Export, ExportProblem, Unexportable, find_export
 from retrieval.model.precision import mixable
@@ -136,10 +137,47 @@ def open_text_ahead(settings: ModelSettings, texts: list[str]) -> None:
     threading.Thread(target=work, name="clipdex-text-ahead").start()
 
 
-def load_ingest_encoder(settings: ModelSettings) -> Encoder:
-    """The encoder for ingest (and training, evaluation): open_clip on torch."""
+def torch_device(settings: ModelSettings) -> Any:
+    """The torch device ``settings`` asks for (imports torch)."""
+    from retrieval.model.torch_backend import pick_device
+
+    return pick_device(settings.device)
+
+
+def load_ingest_encoder(settings: ModelSettings, *, log: Callable[[str], None] = note,
+                        flags: Iterable[str] | None = None, installed: bool | None = None,
+                        wins_on: tuple[frozenset[str], ...] | None = None) -> Encoder:
+    """The encoder for ingest: open_clip on torch, its image tower on OpenVINO where
+    :func:`retrieval.model.ingest_engine.for_settings` says (``flags``, ``installed``, ``wins_on``: as there).
+
+    Where ``auto`` picks OpenVINO, a model that cannot be exported (random weights) ingests on torch without a
+    word, and one whose export or compilation fails says why in one line first; ``"openvino"`` makes both an
+    error."""
+    from retrieval.model import precision as precisions
+    from retrieval.model.ingest_engine import WINS_ON, for_settings
     from retrieval.model.torch_backend import TorchEncoder
 
+    device = torch_device(settings)
+    if for_settings(settings, device.type, flags, installed, WINS_ON if wins_on is None else wins_on) == "openvino":
+        explicit = settings.ingest_engine == "openvino"
+        try:
+            export = _usable_export(settings, log)
+            from retrieval.model.openvino_backend import OpenVinoEncoder, compile_ahead
+
+            # compiled in a thread while torch loads the model (OpenVINO's compile leaves the GIL)
+            images = compile_ahead(export, precisions.resolve(settings.precision, device, flags))
+            return OpenVinoEncoder.load(settings).use(images.result())  # type: ignore[attr-defined]
+        except Unexportable as exc:
+            if explicit:
+                raise ClipdexError(f"model {settings.name} cannot run on OpenVINO: {exc} "
+                                   "(set model.ingest_engine = \"auto\" to ingest on torch)") from None
+        except ClipdexError:
+            raise
+        except Exception as exc:  # noqa: BLE001  an export problem, or OpenVINO's own errors: torch still runs
+            line = f"OpenVINO cannot run the image tower of {settings.name} ({first_line(exc)[:200]})"
+            if explicit:
+                raise ClipdexError(line) from None
+            log(f"{line}; ingesting on torch")
     return TorchEncoder.load(settings)
 
 

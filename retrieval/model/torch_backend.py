@@ -48,6 +48,8 @@ class TorchEncoder(Encoder):
     """An open_clip image/text encoder pair on torch, with its preprocessing and tokenizer."""
 
     ingests = True
+    casts_images = True
+    """Cast the image tower to bf16 at bf16 precision (a subclass running images elsewhere does not)."""
 
     def __init__(self, model: torch.nn.Module, preprocess: Callable[[Image.Image], torch.Tensor],
                  tokenizer: Callable[..., torch.Tensor], identity: ModelIdentity, device: torch.device,
@@ -61,7 +63,7 @@ class TorchEncoder(Encoder):
         self.model = model.eval().to(device)
         if self.text_precision == "bf16":
             self.model.to(torch.bfloat16)  # both towers (bf16 text implies bf16 images: one setting)
-        elif self.precision == "bf16":
+        elif self.precision == "bf16" and self.casts_images:
             self.model.visual.to(torch.bfloat16)
         self._image_dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         self._unquantized = {t for t, p in (("image", self.precision), ("text", self.text_precision)) if p == "int8"}
