@@ -428,7 +428,7 @@ class EdgeStore(EdgeTextMixin):
 
         A filter that lets through at least :data:`SHORTLIST_SELECTIVITY` of the points is walked slowly by
         ACORN (every candidate looks two hops ahead), while the plain graph is fast. So: the unfiltered nearest
-        ``L = k / selectivity * SHORTLIST_FACTOR`` (ids only), then the filter applied to those ``L`` exactly.
+        ``L = k / share * SHORTLIST_FACTOR`` (ids only), then the filter applied to those ``L`` exactly.
         If at least ``k`` of them pass, they are the answer, and the same answer the filtered walk would give:
         every point the filter passes outside the shortlist scores below all of it. Fewer than ``k`` (the query
         is near points the filter refuses): None, and the caller walks the filtered graph as before."""
@@ -738,8 +738,9 @@ SHORTLIST_SELECTIVITY = 0.05
 """Filters that pass at least this share of the points (by the payload index's estimate) are answered from the
 unfiltered graph's shortlist first (:meth:`EdgeStore._shortlisted`); narrower ones are walked with ACORN, or
 answered exactly from the payload index."""
-SHORTLIST_FACTOR = 4
-"""The shortlist holds this many times the points the filter's share says ``k`` passing ones need."""
+SHORTLIST_FACTOR = 2
+"""The shortlist holds this many times the points the filter's share says ``k`` passing ones need (at 1M points,
+camera filter: 2 gave p50 8.5 ms, 3 10.4 ms, 4 12.9 ms; docs/benchmarks.md, "Engine, third pass")."""
 SHORTLIST_MAX = 2000
 """At most this many unfiltered neighbours are shortlisted (a graph walk at ef 2000 still takes milliseconds)."""
 SHORTLIST_MIN_POINTS = 20_000
