@@ -740,7 +740,8 @@ unfiltered graph's shortlist first (:meth:`EdgeStore._shortlisted`); narrower on
 answered exactly from the payload index."""
 SHORTLIST_FACTOR = 2
 """The shortlist holds this many times the points the filter's share says ``k`` passing ones need (at 1M points,
-camera filter: 2 gave p50 8.5 ms, 3 10.4 ms, 4 12.9 ms; docs/benchmarks.md, "Engine, third pass")."""
+camera filter, benchmarks/filtered.py: 2 gave p50 8.2-8.7 ms, 4 gave 9.2-10.0 ms; docs/benchmarks.md, "Engine,
+third pass")."""
 SHORTLIST_MAX = 2000
 """At most this many unfiltered neighbours are shortlisted (a graph walk at ef 2000 still takes milliseconds)."""
 SHORTLIST_MIN_POINTS = 20_000
