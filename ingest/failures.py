@@ -22,17 +22,16 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import time
 import zlib
 from collections.abc import Iterable, Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ingest.records import ancestors, path_key
 from ingest.scan import ScannedFile, is_video_name
+from retrieval.atomic import replace_text
 
 if TYPE_CHECKING:
     from ingest.plan import IngestPlan
@@ -127,18 +126,13 @@ def write(folder: Path, entries: Iterable[dict[str, Any]]) -> None:
     rows.sort(key=lambda e: e["path"])
     videos = sum(1 for e in rows if e["media"] == "video")
     head = {"version": VERSION, "images": len(rows) - videos, "videos": videos, "at": time.time()}
-    fd, tmp = tempfile.mkstemp(prefix=".failed-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(head) + "\n")
-            for entry in rows:
-                fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / FILE)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+    def lines(fh: TextIO) -> None:
+        fh.write(json.dumps(head) + "\n")
+        for entry in rows:
+            fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
+
+    replace_text(folder / FILE, lines, prefix=".failed-")
 
 
 class Ledger:

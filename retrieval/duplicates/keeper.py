@@ -159,19 +159,27 @@ def _older(c: Candidate) -> float:
     return -(c.taken_ts if c.taken_ts is not None else math.inf)
 
 
+def _sharpest(members: Sequence[Candidate]) -> tuple[list[Candidate], tuple[Candidate, str] | None]:
+    """The members at the highest resolution (in path order), and the choice when that is one file alone."""
+    ordered = sorted(members, key=lambda c: c.path)
+    top = max(c.pixels for c in ordered)
+    sharpest = [c for c in ordered if c.pixels == top]
+    if len(sharpest) > 1:
+        return sharpest, None
+    keep = sharpest[0]
+    runner = max((c for c in ordered if c is not keep), key=lambda c: c.pixels)
+    return sharpest, (keep, f"highest resolution ({keep.width}x{keep.height} vs {runner.width}x{runner.height})")
+
+
 def choose(members: Sequence[Candidate]) -> tuple[Candidate, str]:
     """The file to keep and the reason, in words."""
     if len(members) == 1:
         return members[0], "only file"
     if all(c.media == "video" for c in members):
         return choose_video(members)
-    ordered = sorted(members, key=lambda c: c.path)
-    top = max(c.pixels for c in ordered)
-    sharpest = [c for c in ordered if c.pixels == top]
-    if len(sharpest) == 1:
-        keep = sharpest[0]
-        runner = max((c for c in ordered if c is not keep), key=lambda c: c.pixels)
-        return keep, f"highest resolution ({keep.width}x{keep.height} vs {runner.width}x{runner.height})"
+    sharpest, decided = _sharpest(members)
+    if decided is not None:
+        return decided
     same_bytes = len({c.hash for c in sharpest}) == 1 and bool(sharpest[0].hash)  # byte copies: nothing derived
     derived = {} if same_bytes else {
         c.path: why for c in sharpest if (why := derivation(c, [o for o in sharpest if o is not c]))}
@@ -220,13 +228,9 @@ def choose_video(members: Sequence[Candidate]) -> tuple[Candidate, str]:
     """The video to keep: the highest resolution; then, at the same resolution and codec, the highest bitrate
     (a re-encode at another bitrate holds less); then the original: the oldest capture date (a copy without
     the container's date loses); then the highest bitrate across codecs; then the path."""
-    ordered = sorted(members, key=lambda c: c.path)
-    top = max(c.pixels for c in ordered)
-    sharpest = [c for c in ordered if c.pixels == top]
-    if len(sharpest) == 1:
-        keep = sharpest[0]
-        runner = max((c for c in ordered if c is not keep), key=lambda c: c.pixels)
-        return keep, f"highest resolution ({keep.width}x{keep.height} vs {runner.width}x{runner.height})"
+    sharpest, decided = _sharpest(members)
+    if decided is not None:
+        return decided
     codecs = {c.codec for c in sharpest}
     if len(codecs) == 1:
         keep = max(sharpest, key=lambda c: c.bitrate)

@@ -28,6 +28,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from retrieval.atomic import replace_text
+
 LEDGER = "points.json"
 DAMAGED_DIR = "damaged"
 _MIN_MAPPING_BYTES = 13
@@ -135,16 +137,8 @@ def read_ledger(folder: Path) -> int | None:
 
 def write_ledger(folder: Path, points: int) -> None:
     """Replace the ledger atomically (a crash leaves the old one or the new one)."""
-    fd, tmp = tempfile.mkstemp(prefix=".points-", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump({"points": max(0, points), "at": time.time()}, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, folder / LEDGER)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    replace_text(folder / LEDGER, lambda fh: json.dump({"points": max(0, points), "at": time.time()}, fh),
+                 prefix=".points-")
 
 
 def lost(folder: Path, served: int) -> dict[str, Any]:
