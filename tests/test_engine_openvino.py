@@ -141,3 +141,16 @@ def test_a_real_ingest_through_openvino(tiny_model_dir: Path, forty: Path, tmp_p
         assert len(hits) == 5
     finally:
         index.close()
+
+
+def test_status_asked_while_another_thread_is_still_importing_torch(monkeypatch: pytest.MonkeyPatch):
+    """``clipdex serve``'s status came in while its sync thread was importing torch: a ``torch`` module without
+    ``cuda`` yet made the page's status request a 500. The plan is then read as a CPU's."""
+    import sys
+    import types
+
+    from retrieval.model.ingest_engine import planned
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # as sys.modules holds it mid-import
+    assert planned(ModelSettings(device="auto", ingest_engine="torch")) == "torch"
+    assert planned(ModelSettings(device="auto")).startswith(("torch", "openvino"))

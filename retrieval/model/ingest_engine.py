@@ -81,13 +81,23 @@ def for_settings(settings: ModelSettings, device: str, flags: Iterable[str] | No
                   wins_on)
 
 
+def _torch_sees_cuda() -> bool:
+    """Whether torch, where this process has imported it, sees CUDA. Another thread may be importing torch
+    right now (a server's sync loading its model while a status request comes in): a module that is not
+    whole yet answers False."""
+    torch = sys.modules.get("torch")
+    try:
+        return torch is not None and bool(torch.cuda.is_available())
+    except (AttributeError, ImportError, RuntimeError):
+        return False
+
+
 def planned(settings: ModelSettings) -> str:
     """What ``clipdex status`` says runs ingest's image tower, without loading anything (a ``device = "auto"``
     model is taken to run on the CPU unless torch, already imported, sees CUDA)."""
     device = settings.device
     if device == "auto":
-        torch = sys.modules.get("torch")
-        device = "cuda" if torch is not None and torch.cuda.is_available() else "cpu"
+        device = "cuda" if _torch_sees_cuda() else "cpu"
     try:
         engine = for_settings(settings, device)
     except ClipdexError as exc:
