@@ -183,8 +183,7 @@ def run_ocr(store: Any, settings: Settings, *, progress: bool | Progress = False
     version = engine_version(settings.ocr)
     report = OcrReport()
     todo = pending(store, version)
-    per_moment = hasattr(store, "hash_points")
-    videos = {d for d, item in todo.items() if per_moment and any(is_video_name(p) for p in item.paths)}
+    videos = {d for d, item in todo.items() if any(is_video_name(p) for p in item.paths)}
     known = store.ocr_done(sorted(set(todo) - videos), version, OCR_FIELDS)  # a video's moments differ
     for digest, fields in known.items():
         store.set_hash_payload(digest, fields)

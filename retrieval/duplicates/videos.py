@@ -21,7 +21,6 @@ compared whole, with videos only.
 
 from __future__ import annotations
 
-import bisect
 import os
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ from ingest.records import fs_path
 from retrieval.duplicates.candidates import Lock, Point, neighbours, vectors_of
 from retrieval.duplicates.decisions import Decisions
 from retrieval.duplicates.verify import Look, look_of_image, same_photo
+from retrieval.search.moments import covering, shown
 from retrieval.store import VectorStore
 
 COVERAGE = 0.9
@@ -71,7 +71,7 @@ class Video:
 
     def at(self, t: float) -> int:
         """The index of the moment that covers ``t`` seconds (the last one that starts at or before it)."""
-        return max(0, bisect.bisect_right(self.starts, t) - 1)
+        return covering(self.starts, t)
 
 
 def _number(value: object, default: float = 0.0) -> float:
@@ -95,9 +95,9 @@ def videos_of(moments: Sequence[Point]) -> list[Video]:
         points = sorted(newest[path], key=lambda p: (_number(p.payload.get("start_s")), p.id))
         starts = tuple(_number(p.payload.get("start_s")) for p in points)
         duration = max(_number(points[0].payload.get("duration_s")), _number(points[-1].payload.get("end_s")))
-        video = Video(points[0], tuple(p.id for p in points), starts, duration)
-        shown = points[video.at(duration / 3)].payload.get("time_s")
-        videos.append(Video(Point(points[0].id, {**points[0].payload, "time_s": shown}), video.ids, starts, duration))
+        frame = points[shown(starts, duration)].payload.get("time_s")
+        videos.append(Video(Point(points[0].id, {**points[0].payload, "time_s": frame}), tuple(p.id for p in points),
+                            starts, duration))
     return videos
 
 

@@ -8,9 +8,10 @@ again for more (4x, then 16x, at most ``MAX_FETCH``), so a library without video
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,22 @@ MAX_MOMENTS = 20
 MAX_FETCH = 40_000
 """The most hits one search asks the store for while collapsing moments."""
 _FRAGMENT = re.compile(r"^(?P<path>.+)#t=(?P<t>[0-9]+(?:\.[0-9]*)?)$")
+
+
+SHOWN_AT = 1 / 3
+"""Where in a video the moment that stands for it lies (past a black or faded start): the frame of its library
+card and of its entry in the Duplicates view."""
+
+
+def covering(starts: Sequence[float], t: float) -> int:
+    """The index of the moment covering ``t`` seconds, given the moments' sorted starts: the last one that starts
+    at or before ``t`` (the first for an earlier ``t``)."""
+    return max(0, bisect.bisect_right(starts, t) - 1)
+
+
+def shown(starts: Sequence[float], duration: float) -> int:
+    """The index of the moment that stands for a whole video (:data:`SHOWN_AT` of its ``duration`` in)."""
+    return covering(starts, duration * SHOWN_AT)
 
 
 def is_moment(payload: dict[str, Any]) -> bool:

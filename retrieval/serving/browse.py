@@ -26,6 +26,7 @@ import numpy as np
 from fastapi import FastAPI, Query
 from starlette.exceptions import HTTPException
 
+from retrieval.search.moments import shown
 from retrieval.search.run import hit_row
 from retrieval.store.base import Hit, SearchFilter
 from retrieval.store.shared import LockedStore
@@ -80,7 +81,8 @@ def _number(value: Any) -> float | None:
 
 def one_per_video(points: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[str, dict[str, Any]]], int]:
     """The library's entries: every photo, and of each video one moment, the one showing a third of its
-    duration (past a black or faded start: its card's frame); and how many videos there are."""
+    duration (past a black or faded start: its card's frame, :func:`retrieval.search.moments.shown`); and how
+    many videos there are."""
     entries: list[tuple[str, dict[str, Any]]] = []
     videos: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for pid, p in points:
@@ -90,9 +92,8 @@ def one_per_video(points: list[tuple[str, dict[str, Any]]]) -> tuple[list[tuple[
             entries.append((pid, p))
     for moments in videos.values():
         moments.sort(key=lambda m: (_number(m[1].get("start_s")) or 0.0, m[0]))
-        third = (_number(moments[0][1].get("duration_s")) or 0.0) / 3
-        entries.append(next(m for m in reversed(moments) if (_number(m[1].get("start_s")) or 0.0) <= third
-                            or m is moments[0]))
+        starts = [_number(m[1].get("start_s")) or 0.0 for m in moments]
+        entries.append(moments[shown(starts, _number(moments[0][1].get("duration_s")) or 0.0)])
     return entries, len(videos)
 
 
