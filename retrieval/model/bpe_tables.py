@@ -16,12 +16,11 @@ import gzip
 import marshal
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from contextlib import suppress
 from pathlib import Path
 
-from retrieval.model.onnx_files import cache_root
+from retrieval.model.onnx_files import cache_root, write_atomic
 
 TABLES_VERSION = 1
 ENV = "CLIPDEX_BPE_CACHE"
@@ -61,47 +60,28 @@ def cache_file(path: str | Path, special: Sequence[str]) -> Path | None:
     return cache_root().parent / "bpe" / f"{xxhash.xxh3_64_hexdigest(key.encode())}.marshal"
 
 
-def _sound(tables: object, expected: int) -> bool:
+def _sound(tables: object, byte_tokens: Sequence[str], special: Sequence[str]) -> bool:
+    """Whether ``tables`` read back as the two dicts of a vocabulary with these byte and special tokens."""
     if not (isinstance(tables, tuple) and len(tables) == 2):
         return False
     encoder, ranks = tables
-    return (isinstance(encoder, dict) and isinstance(ranks, dict) and len(encoder) == expected
-            and len(ranks) <= MERGES)
+    return (isinstance(encoder, dict) and isinstance(ranks, dict) and len(ranks) <= MERGES
+            and len(encoder) == 2 * len(byte_tokens) + len(ranks) + len(special))
 
 
 def load(path: str | Path, byte_tokens: Sequence[str], special: Sequence[str]) -> Tables:
     """The tables of ``path``: from the cache where it holds them sound, else built (and cached)."""
-    if os.environ.get(ENV, "1") == "0":
-        return build(path, byte_tokens, special)
-    target = cache_file(path, special)
+    target = cache_file(path, special) if os.environ.get(ENV, "1") != "0" else None
     if target is None:
         return build(path, byte_tokens, special)
     try:
         tables = marshal.loads(target.read_bytes())
     except (OSError, ValueError, EOFError, TypeError):
         tables = None
-    encoder_size = None
-    if tables is not None:
-        ranks = tables[1] if isinstance(tables, tuple) and len(tables) == 2 else {}
-        encoder_size = 2 * len(byte_tokens) + (len(ranks) if isinstance(ranks, dict) else 0) + len(special)
-    if tables is not None and encoder_size is not None and _sound(tables, encoder_size):
+    if _sound(tables, byte_tokens, special):
         return tables  # type: ignore[return-value]
     tables = build(path, byte_tokens, special)
-    _save(target, tables)
-    return tables
-
-
-def _save(target: Path, tables: Tables) -> None:
-    """Write ``tables`` to ``target`` whole or not at all; a cache that cannot be written is skipped."""
-    try:
+    with suppress(OSError):  # a cache that cannot be written is skipped
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix=".marshal")
-    except OSError:
-        return
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(marshal.dumps(tables))
-        os.replace(tmp, target)
-    except OSError:
-        with suppress(OSError):
-            os.unlink(tmp)
+        write_atomic(target, marshal.dumps(tables))
+    return tables
